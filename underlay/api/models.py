@@ -1,0 +1,122 @@
+"""The Models API: registered models in OpenAI's shape, with Underlay's metadata beside it."""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from typing import Any, Literal, Protocol
+
+from pydantic import BaseModel, Field
+
+from underlay.api.routes import Route
+
+
+class ModelType(StrEnum):
+    llm = "llm"
+    embedding = "embedding"
+
+
+class Model(BaseModel):
+    """A model as stored in the routing table.
+
+    ``identifier`` is what clients send (``provider_id/model`` or an alias); ``provider_resource_id``
+    is the name the provider itself knows.
+    """
+
+    identifier: str
+    provider_id: str
+    provider_resource_id: str
+    model_type: ModelType = ModelType.llm
+    aliases: list[str] = Field(default_factory=list)
+    metadata: dict[str, Any] = Field(default_factory=dict)
+    source: Literal["config", "discovered", "api"] = "config"
+    created: int = 0
+
+    def to_openai(self) -> OpenAIModel:
+        return OpenAIModel(
+            id=self.identifier,
+            created=self.created,
+            owned_by=self.provider_id,
+            provider_id=self.provider_id,
+            provider_resource_id=self.provider_resource_id,
+            model_type=self.model_type,
+            context_length=self.metadata.get("context_length"),
+            embedding_dimension=self.metadata.get("embedding_dimension"),
+            aliases=self.aliases,
+            metadata=self.metadata,
+        )
+
+
+class OpenAIModel(BaseModel):
+    """OpenAI's model object plus Underlay extras (extra fields are ignored by the OpenAI SDK)."""
+
+    id: str
+    object: Literal["model"] = "model"
+    created: int
+    owned_by: str
+    provider_id: str
+    provider_resource_id: str
+    model_type: ModelType
+    context_length: int | None = None
+    embedding_dimension: int | None = None
+    aliases: list[str] = Field(default_factory=list)
+    metadata: dict[str, Any] = Field(default_factory=dict)
+
+
+class ModelList(BaseModel):
+    object: Literal["list"] = "list"
+    data: list[OpenAIModel]
+
+
+class RegisterModelRequest(BaseModel):
+    model_id: str = Field(description="The id clients will use.")
+    provider_id: str | None = Field(default=None, description="Which provider serves it.")
+    provider_model_id: str | None = Field(default=None, description="The provider's own name for it.")
+    model_type: ModelType = ModelType.llm
+    metadata: dict[str, Any] = Field(default_factory=dict)
+    aliases: list[str] = Field(default_factory=list)
+
+
+class DeletedModel(BaseModel):
+    id: str
+    object: Literal["model"] = "model"
+    deleted: bool = True
+
+
+class ModelsApi(Protocol):
+    async def list_models(self) -> ModelList: ...
+
+    async def retrieve_model(self, model_id: str) -> OpenAIModel: ...
+
+    async def register_model(self, params: RegisterModelRequest) -> OpenAIModel: ...
+
+    async def delete_model(self, model_id: str) -> DeletedModel: ...
+
+
+ROUTES: list[Route] = [
+    Route("GET", "/v1/models", "list_models", response=ModelList, summary="List models", tags=("models",)),
+    Route(
+        "GET",
+        "/v1/models/{model_id:path}",
+        "retrieve_model",
+        response=OpenAIModel,
+        summary="Retrieve a model",
+        tags=("models",),
+    ),
+    Route(
+        "POST",
+        "/v1/models",
+        "register_model",
+        body=RegisterModelRequest,
+        response=OpenAIModel,
+        summary="Register a model with a provider",
+        tags=("models",),
+    ),
+    Route(
+        "DELETE",
+        "/v1/models/{model_id:path}",
+        "delete_model",
+        response=DeletedModel,
+        summary="Unregister a model",
+        tags=("models",),
+    ),
+]

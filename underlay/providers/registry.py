@@ -1,0 +1,52 @@
+"""The built-in provider registry: one ``ProviderSpec`` per provider type.
+
+Factories and config classes are dotted strings so that listing providers imports nothing heavy.
+A factory is ``async def create_provider(provider_id: str, config, deps: dict[str, Any])``.
+External packages add specs through the ``underlay.providers`` entry-point group.
+"""
+
+from __future__ import annotations
+
+from underlay.api.providers import ProviderSpec
+
+_INLINE = "underlay.providers.inline.inference"
+_REMOTE = "underlay.providers.remote.inference"
+
+
+def _remote_inference(name: str, module: str, description: str) -> ProviderSpec:
+    return ProviderSpec(
+        api="inference",
+        provider_type=f"remote::{name}",
+        config_class=f"{_REMOTE}.{module}:Config",
+        factory=f"{_REMOTE}.{module}:create_provider",
+        description=description,
+    )
+
+
+BUILTIN_PROVIDERS: list[ProviderSpec] = [
+    ProviderSpec(
+        api="inference",
+        provider_type="inline::llama-cpp",
+        config_class=f"{_INLINE}.llama_cpp:LlamaCppConfig",
+        factory=f"{_INLINE}.llama_cpp:create_provider",
+        pip_packages=("llama-cpp-python==0.3.36",),
+        extras=("local",),
+        description="Embedded llama.cpp (GGUF chat models), in-process, with grammar-constrained tool calls.",
+    ),
+    ProviderSpec(
+        api="inference",
+        provider_type="inline::sentence-transformers",
+        config_class=f"{_INLINE}.sentence_transformers:SentenceTransformersConfig",
+        factory=f"{_INLINE}.sentence_transformers:create_provider",
+        pip_packages=("sentence-transformers", "torch==2.13.0"),
+        extras=("local",),
+        description="Embedded embedding models (all-MiniLM-L6-v2 packaged) via sentence-transformers.",
+    ),
+    _remote_inference("openai", "openai", "OpenAI's API (or any service that clones it exactly)."),
+    _remote_inference("vllm", "vllm", "A vLLM server's OpenAI-compatible endpoint."),
+    _remote_inference(
+        "llama-cpp-server", "llama_cpp_server", "llama.cpp's llama-server or llama-cpp-python's server."
+    ),
+    _remote_inference("ollama", "ollama", "Ollama: its OpenAI endpoint plus its own model listing."),
+    _remote_inference("passthrough", "passthrough", "Any OpenAI-compatible base URL."),
+]
