@@ -227,8 +227,7 @@ class ChatCompletionRequest(_Open):
             names = {t.function.name for t in self.tools or []}
             if self.tool_choice.function.name not in names:
                 raise ValueError(
-                    f"tool_choice names function '{self.tool_choice.function.name}', "
-                    "which is not in tools"
+                    f"tool_choice names function '{self.tool_choice.function.name}', which is not in tools"
                 )
         if self.tool_choice == "required" and not self.tools:
             raise ValueError("tool_choice 'required' needs at least one tool in tools")
@@ -484,7 +483,9 @@ class InferenceProvider(Protocol):
         self, params: ChatCompletionRequest
     ) -> ChatCompletion | AsyncIterator[ChatCompletionChunk]: ...
 
-    async def openai_completion(self, params: CompletionRequest) -> Completion | AsyncIterator[Completion]: ...
+    async def openai_completion(
+        self, params: CompletionRequest
+    ) -> Completion | AsyncIterator[Completion]: ...
 
     async def openai_embeddings(self, params: EmbeddingsRequest) -> EmbeddingsResponse: ...
 

@@ -1,0 +1,139 @@
+"""The ``underlay`` command line: run a distribution, list providers and distributions, manage models.
+
+Every expected failure prints one line to stderr and exits non-zero; no tracebacks for config mistakes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import signal
+import sys
+from collections.abc import Sequence
+from typing import Any
+
+import underlay
+
+
+def _cmd_run(args: argparse.Namespace) -> int:
+    from underlay.core.config import ConfigError, load_run_config
+
+    try:
+        config = load_run_config(args.config)
+        if args.host:
+            config.server.host = args.host
+        if args.port is not None:
+            config.server.port = args.port
+        asyncio.run(_serve(config))
+    except ConfigError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 0
+    return 0
+
+
+async def _serve(config: Any) -> None:
+    import uvicorn
+
+    from underlay.core.stack import Stack
+    from underlay.server.app import create_app
+
+    logging.basicConfig(
+        level=config.server.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    stack = Stack(config)
+    try:
+        await stack.start()
+        app = create_app(config, stack)
+        server = uvicorn.Server(
+            uvicorn.Config(
+                app,
+                host=config.server.host,
+                port=config.server.port,
+                log_level=config.server.log_level,
+                timeout_graceful_shutdown=config.server.shutdown_grace_seconds,
+                access_log=False,
+            )
+        )
+        print(
+            f"Underlay {underlay.__version__} ({config.distribution}) on http://{config.server.host}:"
+            f"{config.server.port}/v1",
+            file=sys.stderr,
+            flush=True,
+        )
+        # uvicorn re-raises the signal that stopped it once it has drained; a no-op handler makes that
+        # re-raise harmless so a graceful stop exits 0 after the stack shuts down.
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(sig, lambda *_: None)
+        await server.serve()
+    finally:
+        await stack.stop()
+
+
+def _cmd_providers(args: argparse.Namespace) -> int:
+    from underlay.core.registry import available_providers
+
+    rows = sorted(available_providers().values(), key=lambda s: (s.api, s.provider_type))
+    if args.api:
+        rows = [s for s in rows if s.api == args.api]
+    header = ("API", "PROVIDER TYPE", "EXTRAS", "DESCRIPTION")
+    table = [header] + [(s.api, s.provider_type, ",".join(s.extras) or "-", s.description) for s in rows]
+    _print_table(table)
+    return 0
+
+
+def _cmd_distros(_: argparse.Namespace) -> int:
+    from underlay.core.config import DISTRIBUTIONS_DIR, list_distributions
+
+    table: list[tuple[str, ...]] = [("DISTRIBUTION", "DESCRIPTION")]
+    for name in list_distributions():
+        first = (DISTRIBUTIONS_DIR / f"{name}.yaml").read_text().splitlines()[0]
+        table.append((name, first.lstrip("# ").strip()))
+    _print_table(table)
+    return 0
+
+
+def _print_table(rows: Sequence[Sequence[str]]) -> None:
+    widths = [max(len(str(r[i])) for r in rows) for i in range(len(rows[0]) - 1)]
+    for row in rows:
+        cells = [str(c).ljust(w) for c, w in zip(row[:-1], widths, strict=True)] + [str(row[-1])]
+        print("  ".join(cells).rstrip())
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="underlay", description="Underlay: open APIs for AI agents.")
+    parser.add_argument("--version", action="version", version=f"underlay {underlay.__version__}")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    run = sub.add_parser("run", help="start the server")
+    run.add_argument("config", nargs="?", default="local", help="a distribution name or a run-config YAML path")
+    run.add_argument("--host", default=None, help="bind address (default from the config: 127.0.0.1)")
+    run.add_argument("--port", type=int, default=None, help="port (default from the config: 8321)")
+    run.set_defaults(func=_cmd_run)
+
+    providers = sub.add_parser("providers", help="list provider types per API and the extras each needs")
+    providers.add_argument("--api", default=None, help="only this API")
+    providers.set_defaults(func=_cmd_providers)
+
+    distros = sub.add_parser("distros", help="list the shipped distributions")
+    distros.set_defaults(func=_cmd_distros)
+
+    try:
+        from underlay.cli.models_cmd import add_models_parser
+    except ImportError:  # pragma: no cover - only while the models command is absent
+        pass
+    else:
+        add_models_parser(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    return int(args.func(args) or 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

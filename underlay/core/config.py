@@ -1,0 +1,278 @@
+"""Run configs: YAML validated by pydantic, with ``${env.NAME}`` substitution.
+
+Substitution forms (in any string value):
+
+- ``${env.NAME}``: the variable's value; an error if it is unset.
+- ``${env.NAME:=default}``: the value, or ``default`` when unset or empty.
+- ``${env.NAME:+value}``: ``value`` when NAME is set and non-empty, else the empty string. A provider
+  whose ``provider_id`` resolves empty is switched off, which is how ``starter`` turns remote
+  providers on from the environment.
+
+Every problem is a :class:`ConfigError` whose message is one line naming the file, the key and the fix.
+"""
+
+from __future__ import annotations
+
+import difflib
+import os
+import re
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from underlay.api.models import ModelType
+
+_ENV_PATTERN = re.compile(r"\$\{env\.([A-Za-z_][A-Za-z0-9_]*)(?:(:[=+])([^}]*))?\}")
+DISTRIBUTIONS_DIR = Path(__file__).parent / "distributions"
+
+
+class ConfigError(Exception):
+    """A run-config mistake; ``str(error)`` is the one line to show the user."""
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class ProviderConfig(_Strict):
+    provider_id: str
+    provider_type: str
+    config: dict[str, Any] = Field(default_factory=dict)
+
+
+class ModelRegistration(_Strict):
+    model_id: str
+    provider_id: str
+    provider_model_id: str | None = None
+    model_type: ModelType = ModelType.llm
+    aliases: list[str] = Field(default_factory=list)
+    metadata: dict[str, Any] = Field(default_factory=dict)
+
+
+class StorageConfig(_Strict):
+    kvstore: dict[str, Any] = Field(default_factory=lambda: {"type": "sqlite", "path": "kvstore.db"})
+    sqlstore: dict[str, Any] = Field(default_factory=lambda: {"type": "sqlite", "path": "sqlstore.db"})
+
+
+class ServerConfig(_Strict):
+    host: str = "127.0.0.1"
+    port: int = Field(default=8321, ge=0, le=65535)
+    workers: int = Field(default=1, ge=1)
+    max_request_bytes: int = Field(default=32 * 1024 * 1024, ge=1024)
+    shutdown_grace_seconds: float = Field(default=30.0, ge=0)
+    cors_origins: list[str] = Field(default_factory=list)
+    log_level: Literal["debug", "info", "warning", "error"] = "info"
+
+
+class InferenceSettings(_Strict):
+    store_chat_completions: bool = Field(
+        default=False, description="Store every chat completion, not only those sent with store=true."
+    )
+    model_discovery_timeout: float = Field(default=5.0, ge=0)
+
+
+class RunConfig(_Strict):
+    version: int = 1
+    distribution: str = "custom"
+    state_dir: str = "~/.underlay/custom"
+    apis: list[str] = Field(default_factory=lambda: ["inference", "models"])
+    providers: dict[str, list[ProviderConfig]] = Field(default_factory=dict)
+    storage: StorageConfig = Field(default_factory=StorageConfig)
+    models: list[ModelRegistration] = Field(default_factory=list)
+    server: ServerConfig = Field(default_factory=ServerConfig)
+    inference: InferenceSettings = Field(default_factory=InferenceSettings)
+
+    source: str = Field(default="<memory>", exclude=True)
+
+    def state_path(self, name: str) -> Path:
+        """A path inside the state directory (created on demand)."""
+        base = Path(os.path.expanduser(self.state_dir))
+        base.mkdir(parents=True, exist_ok=True)
+        return base / name
+
+
+# ---------------------------------------------------------------------------------------------------
+
+
+def substitute_env(value: Any, env: Mapping[str, str], *, source: str = "<memory>", key: str = "") -> Any:
+    """Recursively resolve ``${env...}`` references in strings."""
+    if isinstance(value, dict):
+        return {
+            k: substitute_env(v, env, source=source, key=f"{key}.{k}" if key else str(k))
+            for k, v in value.items()
+        }
+    if isinstance(value, list):
+        return [substitute_env(v, env, source=source, key=f"{key}[{i}]") for i, v in enumerate(value)]
+    if not isinstance(value, str) or "${" not in value:
+        return value
+
+    def replace(match: re.Match[str]) -> str:
+        name, op, arg = match.group(1), match.group(2), match.group(3)
+        current = env.get(name)
+        if op == ":=":
+            return current if current else (arg or "")
+        if op == ":+":
+            return (arg or "") if current else ""
+        if current is None:
+            raise ConfigError(
+                f"{source}: {key}: environment variable {name} is not set; "
+                f"export {name}=... or write ${{env.{name}:=default}}"
+            )
+        return current
+
+    resolved = _ENV_PATTERN.sub(replace, value)
+    if "${" in resolved and _looks_like_bad_reference(resolved):
+        raise ConfigError(
+            f"{source}: {key}: cannot parse '{value}'; use ${{env.NAME}}, ${{env.NAME:=default}} "
+            "or ${env.NAME:+value}"
+        )
+    return resolved
+
+
+def _looks_like_bad_reference(text: str) -> bool:
+    return re.search(r"\$\{[^}]*\}", text) is not None
+
+
+def _describe_location(loc: tuple[Any, ...]) -> str:
+    out = ""
+    for part in loc:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        else:
+            out += f".{part}" if out else str(part)
+    return out or "<root>"
+
+
+def _fix_hint(error: dict[str, Any], model: type[BaseModel]) -> str:
+    kind = error["type"]
+    loc = error["loc"]
+    if kind == "extra_forbidden":
+        name = str(loc[-1])
+        fields = _fields_at(model, loc[:-1])
+        close = difflib.get_close_matches(name, fields, n=1)
+        if close:
+            return f"unknown key '{name}'; did you mean '{close[0]}'?"
+        return f"unknown key '{name}'; allowed keys: {', '.join(sorted(fields)) or 'none'}"
+    if kind == "missing":
+        return f"required key '{loc[-1]}' is missing; add it"
+    return f"{error['msg']} (got {error.get('input')!r}); fix the value"
+
+
+def _fields_at(model: type[BaseModel], loc: tuple[Any, ...]) -> list[str]:
+    current: Any = model
+    for part in loc:
+        if isinstance(part, int):
+            continue
+        if not (isinstance(current, type) and issubclass(current, BaseModel)):
+            return []
+        field = current.model_fields.get(str(part))
+        if field is None:
+            return []
+        annotation = field.annotation
+        args = getattr(annotation, "__args__", ())
+        candidates = [annotation, *args]
+        for arg in args:
+            candidates.extend(getattr(arg, "__args__", ()))
+        current = next((c for c in candidates if isinstance(c, type) and issubclass(c, BaseModel)), None)
+    if isinstance(current, type) and issubclass(current, BaseModel):
+        return list(current.model_fields)
+    return []
+
+
+def validation_error_line(
+    source: str, error: ValidationError, model: type[BaseModel], prefix: str = ""
+) -> str:
+    """One line for the first problem pydantic found."""
+    first = error.errors()[0]
+    where = _describe_location(tuple(first["loc"]))
+    key = f"{prefix}.{where}" if prefix and where != "<root>" else (prefix or where)
+    return f"{source}: {key}: {_fix_hint(first, model)}"
+
+
+def parse_run_config(
+    data: Any, *, source: str = "<memory>", env: Mapping[str, str] | None = None
+) -> RunConfig:
+    """Validate an already-loaded YAML document into a :class:`RunConfig`."""
+    if not isinstance(data, dict):
+        raise ConfigError(
+            f"{source}: <root>: expected a mapping of keys (apis, providers, ...); got {type(data).__name__}"
+        )
+    resolved = substitute_env(data, env if env is not None else os.environ, source=source)
+    providers = resolved.get("providers") or {}
+    if isinstance(providers, dict):
+        for api, entries in providers.items():
+            if isinstance(entries, list):
+                providers[api] = [
+                    e for e in entries if not (isinstance(e, dict) and e.get("provider_id") in ("", None))
+                ]
+        enabled = {
+            p.get("provider_id")
+            for entries in providers.values()
+            if isinstance(entries, list)
+            for p in entries
+            if isinstance(p, dict)
+        }
+        # Models registered against a switched-off provider are dropped with it.
+        if isinstance(resolved.get("models"), list):
+            resolved["models"] = [
+                m for m in resolved["models"] if not isinstance(m, dict) or m.get("provider_id") in enabled
+            ]
+    try:
+        config = RunConfig.model_validate(resolved)
+    except ValidationError as exc:
+        raise ConfigError(validation_error_line(source, exc, RunConfig)) from None
+    config.source = source
+    seen: set[str] = set()
+    for api, entries in config.providers.items():
+        for index, entry in enumerate(entries):
+            if entry.provider_id in seen:
+                raise ConfigError(
+                    f"{source}: providers.{api}[{index}].provider_id: '{entry.provider_id}' is used twice; "
+                    "give each provider a unique id"
+                )
+            seen.add(entry.provider_id)
+    for index, model in enumerate(config.models):
+        if model.provider_id not in seen:
+            raise ConfigError(
+                f"{source}: models[{index}].provider_id: no provider '{model.provider_id}' is configured; "
+                f"use one of: {', '.join(sorted(seen)) or 'none'}"
+            )
+    return config
+
+
+def list_distributions() -> list[str]:
+    return sorted(p.stem for p in DISTRIBUTIONS_DIR.glob("*.yaml"))
+
+
+def _dists() -> str:
+    return ", ".join(list_distributions())
+
+
+def resolve_config_path(name_or_path: str | None) -> Path:
+    """A distribution name (``local``) or a path to a YAML file."""
+    target = name_or_path or "local"
+    candidate = Path(target).expanduser()
+    if candidate.suffix in (".yaml", ".yml") or candidate.exists():
+        if not candidate.is_file():
+            raise ConfigError(f"{target}: file not found; pass a distribution ({_dists()}) or a YAML path")
+        return candidate
+    shipped = DISTRIBUTIONS_DIR / f"{target}.yaml"
+    if not shipped.is_file():
+        raise ConfigError(f"{target}: no such distribution; choose one of {_dists()} or pass a YAML path")
+    return shipped
+
+
+def load_run_config(name_or_path: str | None = None, env: Mapping[str, str] | None = None) -> RunConfig:
+    path = resolve_config_path(name_or_path)
+    try:
+        data = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"line {mark.line + 1}" if mark is not None else "<parse>"
+        raise ConfigError(
+            f"{path}: {where}: invalid YAML ({getattr(exc, 'problem', exc)}); fix the syntax"
+        ) from None
+    return parse_run_config(data, source=str(path), env=env)

@@ -1,0 +1,1 @@
+"""Routers: the thin layer between the server routes and the providers."""

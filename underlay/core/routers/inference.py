@@ -1,0 +1,237 @@
+"""The inference router: resolve the model, call its provider, restore the client's model id, store.
+
+Thin by design: lookup, type check, call, and storing completions when asked. Anything a provider
+raises that is not one of our typed errors becomes a 502 naming the provider, so no traceback leaks.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from typing import Any
+
+from underlay.api.errors import InvalidRequestError, UnderlayError, UpstreamError
+from underlay.api.inference import (
+    ChatCompletion,
+    ChatCompletionChunk,
+    ChatCompletionListQuery,
+    ChatCompletionRequest,
+    Choice,
+    ChoiceLogprobs,
+    Completion,
+    CompletionRequest,
+    DeletedChatCompletion,
+    EmbeddingsRequest,
+    EmbeddingsResponse,
+    FunctionCall,
+    MessageListQuery,
+    ResponseMessage,
+    StoredChatCompletion,
+    ToolCall,
+    Usage,
+)
+from underlay.api.models import Model, ModelType
+from underlay.core.routing.models import ModelsRoutingTable
+from underlay.core.stores.chat_completions import ChatCompletionStore
+
+log = logging.getLogger("underlay.inference")
+
+
+def _wrap(provider_id: str, exc: Exception) -> UnderlayError:
+    if isinstance(exc, UnderlayError):
+        return exc
+    log.exception("provider %s failed", provider_id)
+    return UpstreamError(provider_id, f"{type(exc).__name__}: {exc}")
+
+
+class InferenceRouter:
+    def __init__(
+        self,
+        models: ModelsRoutingTable,
+        providers: dict[str, Any],
+        completions_store: ChatCompletionStore,
+        store_all: bool = False,
+    ) -> None:
+        self.models = models
+        self.providers = providers
+        self.completions_store = completions_store
+        self.store_all = store_all
+
+    async def _resolve(self, model_id: str, expected: ModelType) -> tuple[Model, Any]:
+        model = await self.models.get(model_id)
+        if model.model_type != expected:
+            verb = "embeddings" if expected == ModelType.embedding else "chat and text completions"
+            raise InvalidRequestError(
+                f"Model '{model_id}' is a {model.model_type.value} model and cannot serve {verb}; "
+                f"pick a {expected.value} model from GET /v1/models.",
+                param="model",
+            )
+        return model, self.providers[model.provider_id]
+
+    # -- chat completions -------------------------------------------------------------------------
+
+    async def openai_chat_completion(
+        self, params: ChatCompletionRequest
+    ) -> ChatCompletion | AsyncIterator[ChatCompletionChunk]:
+        model, provider = await self._resolve(params.model, ModelType.llm)
+        client_model = params.model
+        inputs = [m.model_dump(mode="json", exclude_none=True) for m in params.messages]
+        upstream = params.model_copy(update={"model": model.provider_resource_id})
+        should_store = bool(params.store) or self.store_all
+        try:
+            result = await provider.openai_chat_completion(upstream)
+        except Exception as exc:
+            raise _wrap(model.provider_id, exc) from None
+        if isinstance(result, ChatCompletion):
+            result.model = client_model
+            if should_store:
+                await self.completions_store.store(result, inputs, params.metadata)
+            return result
+        return self._relay_chunks(
+            result, model.provider_id, client_model, should_store, inputs, params.metadata
+        )
+
+    async def _relay_chunks(
+        self,
+        chunks: AsyncIterator[ChatCompletionChunk],
+        provider_id: str,
+        client_model: str,
+        should_store: bool,
+        inputs: list[dict[str, Any]],
+        metadata: dict[str, str] | None,
+    ) -> AsyncIterator[ChatCompletionChunk]:
+        collector = _ChunkCollector() if should_store else None
+        try:
+            async for chunk in chunks:
+                chunk.model = client_model
+                if collector is not None:
+                    collector.add(chunk)
+                yield chunk
+        except Exception as exc:
+            raise _wrap(provider_id, exc) from None
+        finally:
+            aclose = getattr(chunks, "aclose", None)
+            if aclose is not None:
+                await aclose()
+        if collector is not None and collector.id:
+            await self.completions_store.store(collector.completion(client_model), inputs, metadata)
+
+    async def list_chat_completions(self, query: ChatCompletionListQuery) -> dict[str, Any]:
+        return await self.completions_store.list(
+            after=query.after,
+            limit=query.limit,
+            order=query.order,
+            model=query.model,
+            metadata=query.metadata,
+        )
+
+    async def get_chat_completion(self, completion_id: str) -> StoredChatCompletion:
+        return await self.completions_store.get(completion_id)
+
+    async def list_chat_completion_messages(
+        self, completion_id: str, query: MessageListQuery
+    ) -> dict[str, Any]:
+        return await self.completions_store.messages(
+            completion_id, after=query.after, limit=query.limit, order=query.order
+        )
+
+    async def delete_chat_completion(self, completion_id: str) -> DeletedChatCompletion:
+        await self.completions_store.delete(completion_id)
+        return DeletedChatCompletion(id=completion_id)
+
+    # -- completions and embeddings ---------------------------------------------------------------
+
+    async def openai_completion(self, params: CompletionRequest) -> Completion | AsyncIterator[Completion]:
+        model, provider = await self._resolve(params.model, ModelType.llm)
+        client_model = params.model
+        try:
+            result = await provider.openai_completion(
+                params.model_copy(update={"model": model.provider_resource_id})
+            )
+        except Exception as exc:
+            raise _wrap(model.provider_id, exc) from None
+        if isinstance(result, Completion):
+            result.model = client_model
+            return result
+        return self._relay_completions(result, model.provider_id, client_model)
+
+    async def _relay_completions(
+        self, chunks: AsyncIterator[Completion], provider_id: str, client_model: str
+    ) -> AsyncIterator[Completion]:
+        try:
+            async for chunk in chunks:
+                chunk.model = client_model
+                yield chunk
+        except Exception as exc:
+            raise _wrap(provider_id, exc) from None
+        finally:
+            aclose = getattr(chunks, "aclose", None)
+            if aclose is not None:
+                await aclose()
+
+    async def openai_embeddings(self, params: EmbeddingsRequest) -> EmbeddingsResponse:
+        model, provider = await self._resolve(params.model, ModelType.embedding)
+        try:
+            result = await provider.openai_embeddings(
+                params.model_copy(update={"model": model.provider_resource_id})
+            )
+        except Exception as exc:
+            raise _wrap(model.provider_id, exc) from None
+        result.model = params.model
+        return result
+
+
+class _ChunkCollector:
+    """Rebuilds the final completion from streamed chunks so a streamed call can be stored too."""
+
+    def __init__(self) -> None:
+        self.id = ""
+        self.created = 0
+        self.usage: Usage | None = None
+        self.text: dict[int, list[str]] = {}
+        self.finish: dict[int, Any] = {}
+        self.calls: dict[int, dict[int, dict[str, str]]] = {}
+        self.logprobs: dict[int, list[Any]] = {}
+
+    def add(self, chunk: ChatCompletionChunk) -> None:
+        self.id = self.id or chunk.id
+        self.created = self.created or chunk.created
+        if chunk.usage is not None:
+            self.usage = chunk.usage
+        for choice in chunk.choices:
+            i = choice.index
+            self.text.setdefault(i, [])
+            if choice.delta.content:
+                self.text[i].append(choice.delta.content)
+            for call in choice.delta.tool_calls or []:
+                slot = self.calls.setdefault(i, {}).setdefault(
+                    call.index, {"id": "", "name": "", "arguments": ""}
+                )
+                if call.id:
+                    slot["id"] = call.id
+                function = call.function or {}
+                slot["name"] += function.get("name") or ""
+                slot["arguments"] += function.get("arguments") or ""
+            if choice.logprobs and choice.logprobs.content:
+                self.logprobs.setdefault(i, []).extend(choice.logprobs.content)
+            if choice.finish_reason:
+                self.finish[i] = choice.finish_reason
+
+    def completion(self, model: str) -> ChatCompletion:
+        choices = []
+        for i in sorted(self.text):
+            calls = [
+                ToolCall(id=c["id"], function=FunctionCall(name=c["name"], arguments=c["arguments"]))
+                for _, c in sorted(self.calls.get(i, {}).items())
+            ]
+            choices.append(
+                Choice(
+                    index=i,
+                    message=ResponseMessage(content="".join(self.text[i]) or None, tool_calls=calls or None),
+                    finish_reason=self.finish.get(i, "stop"),
+                    logprobs=ChoiceLogprobs(content=self.logprobs[i]) if i in self.logprobs else None,
+                )
+            )
+        return ChatCompletion(
+            id=self.id, created=self.created, model=model, choices=choices, usage=self.usage
+        )

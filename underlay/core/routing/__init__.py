@@ -1,0 +1,1 @@
+"""Routing tables: which provider serves which resource, persisted in the KV store."""

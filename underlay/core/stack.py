@@ -1,0 +1,182 @@
+"""The running stack: storage, providers, routing tables and one router per API.
+
+``Stack.start`` turns a validated :class:`RunConfig` into live objects; configuration problems found
+here (an unknown provider type, a bad provider config, a missing extra) raise :class:`ConfigError`
+with one line naming the key and the fix.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from typing import Any
+
+from pydantic import BaseModel, TypeAdapter, ValidationError
+
+from underlay.api.models import Model
+from underlay.api.providers import ProviderSpec
+from underlay.core.config import ConfigError, RunConfig, validation_error_line
+from underlay.core.registry import available_providers, import_object
+from underlay.core.routers.inference import InferenceRouter
+from underlay.core.routers.models import ModelsRouter
+from underlay.core.routing.models import ModelsRoutingTable
+from underlay.core.stores.chat_completions import ChatCompletionStore
+
+log = logging.getLogger("underlay.stack")
+
+
+def _with_state_dir(config: RunConfig, store: dict[str, Any]) -> dict[str, Any]:
+    """Relative SQLite paths live in the run config's state directory."""
+    store = dict(store)
+    path = store.get("path")
+    if store.get("type") == "sqlite" and isinstance(path, str) and path != ":memory:":
+        expanded = os.path.expanduser(path)
+        if not os.path.isabs(expanded):
+            store["path"] = str(config.state_path(expanded))
+    return store
+
+
+class Stack:
+    def __init__(self, config: RunConfig) -> None:
+        self.config = config
+        self.registry: dict[tuple[str, str], ProviderSpec] = {}
+        self.providers: dict[str, dict[str, Any]] = {}
+        self.provider_specs: dict[str, ProviderSpec] = {}
+        self.routers: dict[str, Any] = {}
+        self.kvstore: Any = None
+        self.sqlstore: Any = None
+        self.models: ModelsRoutingTable | None = None
+
+    async def start(self) -> None:
+        from underlay.core.storage.kvstore import KVStoreConfig, kvstore_from_config
+        from underlay.core.storage.sqlstore import SqlStoreConfig, sqlstore_from_config
+
+        source = self.config.source
+        kv_config = self._validate(
+            KVStoreConfig, _with_state_dir(self.config, self.config.storage.kvstore), "storage.kvstore"
+        )
+        sql_config = self._validate(
+            SqlStoreConfig, _with_state_dir(self.config, self.config.storage.sqlstore), "storage.sqlstore"
+        )
+        self.kvstore = await kvstore_from_config(kv_config)
+        self.sqlstore = await sqlstore_from_config(sql_config)
+        self.registry = available_providers()
+        for api in self.config.providers:
+            if api not in self.config.apis:
+                raise ConfigError(
+                    f"{source}: providers.{api}: API '{api}' is not listed in apis; add it to apis"
+                )
+        inference = await self._instantiate("inference")
+        self.models = ModelsRoutingTable(
+            self.kvstore, inference, self.config.inference.model_discovery_timeout
+        )
+        await self.models.initialize([self._configured_model(m) for m in self.config.models])
+        completions = ChatCompletionStore(self.sqlstore)
+        await completions.initialize()
+        self.routers["inference"] = InferenceRouter(
+            self.models, inference, completions, store_all=self.config.inference.store_chat_completions
+        )
+        self.routers["models"] = ModelsRouter(self.models)
+
+    @staticmethod
+    def _configured_model(registration: Any) -> Model:
+        return Model(
+            identifier=registration.model_id,
+            provider_id=registration.provider_id,
+            provider_resource_id=registration.provider_model_id or registration.model_id,
+            model_type=registration.model_type,
+            aliases=registration.aliases,
+            metadata=registration.metadata,
+            source="config",
+        )
+
+    def _validate(self, schema: Any, data: Any, key: str) -> Any:
+        try:
+            return TypeAdapter(schema).validate_python(data)
+        except ValidationError as exc:
+            model = schema if isinstance(schema, type) and issubclass(schema, BaseModel) else BaseModel
+            raise ConfigError(validation_error_line(self.config.source, exc, model, prefix=key)) from None
+
+    async def _instantiate(self, api: str) -> dict[str, Any]:
+        source = self.config.source
+        instances: dict[str, Any] = {}
+        for index, entry in enumerate(self.config.providers.get(api, [])):
+            key = f"providers.{api}[{index}]"
+            spec = self.registry.get((api, entry.provider_type))
+            if spec is None:
+                known = sorted(t for a, t in self.registry if a == api)
+                raise ConfigError(
+                    f"{source}: {key}.provider_type: unknown provider type '{entry.provider_type}' for {api}; "
+                    f"use one of: {', '.join(known)}"
+                )
+            try:
+                config_class = import_object(spec.config_class)
+                factory = import_object(spec.factory)
+            except ImportError as exc:
+                extra = (
+                    f"pip install 'underlay[{','.join(spec.extras)}]'"
+                    if spec.extras
+                    else "install its package"
+                )
+                raise ConfigError(
+                    f"{source}: {key}.provider_type: {entry.provider_type} needs a missing package "
+                    f"({exc.name or exc}); {extra}"
+                ) from None
+            try:
+                provider_config = config_class.model_validate(entry.config)
+            except ValidationError as exc:
+                raise ConfigError(
+                    validation_error_line(source, exc, config_class, prefix=f"{key}.config")
+                ) from None
+            deps = {dep: self.routers[dep] for dep in spec.api_dependencies if dep in self.routers}
+            instance = await factory(entry.provider_id, provider_config, deps)
+            await instance.initialize()
+            instances[entry.provider_id] = instance
+            self.provider_specs[entry.provider_id] = spec
+        self.providers[api] = instances
+        return instances
+
+    async def stop(self) -> None:
+        if self.models is not None:
+            await self.models.shutdown()
+        for instances in self.providers.values():
+            for provider_id, instance in instances.items():
+                try:
+                    await instance.shutdown()
+                except Exception as exc:  # shutdown must reach every provider
+                    log.warning("provider %s failed to shut down: %s", provider_id, exc)
+        for store in (self.kvstore, self.sqlstore):
+            if store is not None:
+                await store.close()
+
+    def provider_infos(self) -> list[dict[str, Any]]:
+        """Every configured provider with its config, secrets redacted."""
+        out = []
+        for api, entries in self.config.providers.items():
+            for entry in entries:
+                spec = self.provider_specs.get(entry.provider_id)
+                secret_words = spec.secret_fields if spec else ("api_key", "password", "token", "secret")
+                out.append(
+                    {
+                        "api": api,
+                        "provider_id": entry.provider_id,
+                        "provider_type": entry.provider_type,
+                        "config": redact(entry.config, secret_words),
+                    }
+                )
+        return out
+
+
+def redact(value: Any, secret_words: tuple[str, ...]) -> Any:
+    if isinstance(value, dict):
+        return {
+            k: (
+                "********"
+                if v and any(w in str(k).lower() for w in secret_words)
+                else redact(v, secret_words)
+            )
+            for k, v in value.items()
+        }
+    if isinstance(value, list):
+        return [redact(v, secret_words) for v in value]
+    return value

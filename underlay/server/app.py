@@ -1,0 +1,185 @@
+"""The ASGI app, built from the contract's route tables.
+
+Each :class:`Route` becomes a FastAPI endpoint whose signature declares its path parameters and body
+model, so validation and ``/openapi.json`` come from the contract itself. The endpoint looks up the
+API's router on the running stack and calls the named handler; an async-iterator result is sent as SSE.
+"""
+
+from __future__ import annotations
+
+import inspect
+import logging
+import re
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.middleware.cors import CORSMiddleware
+from fastapi.responses import Response, StreamingResponse
+from pydantic import BaseModel, ValidationError
+from pydantic_core import to_json
+
+import underlay
+from underlay.api import inference as inference_api
+from underlay.api import models as models_api
+from underlay.api.errors import InvalidRequestError
+from underlay.api.routes import Route
+from underlay.core.config import RunConfig
+from underlay.core.stack import Stack
+from underlay.server.errors import install_error_handlers, validation_message
+from underlay.server.middleware import RequestContextMiddleware
+from underlay.server.sse import sse_frames
+
+log = logging.getLogger("underlay.server")
+
+API_ROUTES: dict[str, list[Route]] = {
+    "inference": inference_api.ROUTES,
+    "models": models_api.ROUTES,
+}
+_PATH_PARAM = re.compile(r"{([a-zA-Z_][a-zA-Z0-9_]*)(?::path)?}")
+_BRACKET_KEY = re.compile(r"^([a-zA-Z_][a-zA-Z0-9_]*)\[([^\]]+)\]$")
+
+
+class JSONBytesResponse(Response):
+    media_type = "application/json"
+
+
+def encode_result(result: Any, status_code: int = 200) -> Response:
+    if isinstance(result, Response):
+        return result
+    if hasattr(result, "__aiter__") and not isinstance(result, BaseModel | dict | list):
+        return StreamingResponse(
+            sse_frames(result),
+            media_type="text/event-stream",
+            headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+        )
+    return JSONBytesResponse(content=to_json(result, by_alias=True), status_code=status_code)
+
+
+def parse_query(model: type[BaseModel], request: Request) -> BaseModel:
+    """Query string → model; ``metadata[key]=value`` pairs become a dict, as OpenAI sends them."""
+    data: dict[str, Any] = {}
+    for key, value in request.query_params.multi_items():
+        match = _BRACKET_KEY.match(key)
+        if match:
+            data.setdefault(match.group(1), {})[match.group(2)] = value
+        else:
+            data[key] = value
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        message, param = validation_message(list(exc.errors()))
+        raise InvalidRequestError(message, param=param) from None
+
+
+def make_endpoint(api: str, route: Route) -> Any:
+    path_params = _PATH_PARAM.findall(route.path)
+    handler_name = route.handler
+    query_model = route.query
+
+    async def endpoint(request: Request, **kwargs: Any) -> Response:
+        router = request.app.state.stack.routers[api]
+        if query_model is not None:
+            kwargs["query"] = parse_query(query_model, request)
+        result = await getattr(router, handler_name)(**kwargs)
+        return encode_result(result, route.status_code)
+
+    parameters = [inspect.Parameter("request", inspect.Parameter.POSITIONAL_OR_KEYWORD, annotation=Request)]
+    parameters += [
+        inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, annotation=str) for name in path_params
+    ]
+    if route.body is not None:
+        parameters.append(inspect.Parameter("params", inspect.Parameter.KEYWORD_ONLY, annotation=route.body))
+    endpoint.__signature__ = inspect.Signature(parameters)  # type: ignore[attr-defined]
+    endpoint.__name__ = f"{api}_{handler_name}"
+    return endpoint
+
+
+def _all_routes(config: RunConfig) -> list[tuple[str, Route]]:
+    return [(api, route) for api in config.apis if api in API_ROUTES for route in API_ROUTES[api]]
+
+
+def create_app(config: RunConfig, stack: Stack | None = None) -> FastAPI:
+    """Build the app; the stack starts in the lifespan (or is given, already started, by a caller)."""
+    unknown = [api for api in config.apis if api not in API_ROUTES]
+    if unknown:
+        from underlay.core.config import ConfigError
+
+        raise ConfigError(
+            f"{config.source}: apis: unknown API '{unknown[0]}'; known APIs: {', '.join(sorted(API_ROUTES))}"
+        )
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        own = stack is None
+        running = stack or Stack(config)
+        if own:
+            await running.start()
+        app.state.stack = running
+        try:
+            yield
+        finally:
+            if own:
+                await running.stop()
+
+    app = FastAPI(
+        title="Underlay",
+        version=underlay.__version__,
+        description="OpenAI-compatible APIs for AI agents over pluggable providers.",
+        lifespan=lifespan,
+    )
+    install_error_handlers(app)
+    routes = _all_routes(config)
+    for api, route in routes:
+        app.add_api_route(
+            route.path,
+            make_endpoint(api, route),
+            methods=[route.method],
+            summary=route.summary or None,
+            tags=list(route.tags) or [api],
+            response_model=None,
+            status_code=route.status_code,
+        )
+    _add_platform_routes(app, routes)
+    if config.server.cors_origins:
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=config.server.cors_origins,
+            allow_methods=["*"],
+            allow_headers=["*"],
+        )
+    app.add_middleware(RequestContextMiddleware, max_request_bytes=config.server.max_request_bytes)
+    return app
+
+
+def _add_platform_routes(app: FastAPI, routes: list[tuple[str, Route]]) -> None:
+    table = [
+        {"method": r.method, "path": r.path, "api": api, "streaming": r.streaming, "summary": r.summary}
+        for api, r in routes
+    ]
+    table += [
+        {"method": "GET", "path": p, "api": "platform", "streaming": False, "summary": s}
+        for p, s in (
+            ("/v1/health", "Liveness and readiness"),
+            ("/v1/version", "Server version"),
+            ("/v1/providers", "Configured providers (secrets redacted)"),
+            ("/v1/inspect/routes", "Every route this server answers"),
+        )
+    ]
+
+    @app.get("/v1/health", tags=["platform"])
+    async def health() -> dict[str, str]:
+        return {"status": "OK"}
+
+    @app.get("/v1/version", tags=["platform"])
+    async def version() -> dict[str, str]:
+        return {"version": underlay.__version__}
+
+    @app.get("/v1/providers", tags=["platform"])
+    async def providers(request: Request) -> dict[str, Any]:
+        return {"object": "list", "data": request.app.state.stack.provider_infos()}
+
+    @app.get("/v1/inspect/routes", tags=["platform"])
+    async def inspect_routes() -> dict[str, Any]:
+        return {"object": "list", "data": table}
