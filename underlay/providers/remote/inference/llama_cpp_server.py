@@ -32,6 +32,7 @@ class Config(OpenAICompatSettings):
 
     url: str = Field(
         default_factory=lambda: os.environ.get("LLAMA_CPP_URL", ""),
+        validate_default=True,
         description="The server's base URL, e.g. http://127.0.0.1:8080/v1 (default: $LLAMA_CPP_URL).",
     )
     api_key: SecretStr | None = Field(default=None, description="The server's --api-key (a secret).")

@@ -34,6 +34,7 @@ class Config(OpenAICompatSettings):
 
     url: str = Field(
         default_factory=lambda: os.environ.get("OLLAMA_URL") or DEFAULT_URL,
+        validate_default=True,
         description="Ollama's root URL, without /v1 (default: $OLLAMA_URL or http://127.0.0.1:11434).",
     )
     api_key: SecretStr | None = Field(default=None, description="Only for a proxy in front of Ollama.")

@@ -26,6 +26,7 @@ class Config(OpenAICompatSettings):
 
     url: str = Field(
         default_factory=lambda: os.environ.get("VLLM_URL", ""),
+        validate_default=True,
         description="vLLM's base URL, e.g. http://127.0.0.1:8000/v1 (default: $VLLM_URL).",
     )
     api_token: SecretStr | None = Field(default=None, description="vLLM's --api-key (a secret).")
