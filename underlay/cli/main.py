@@ -14,6 +14,7 @@ from collections.abc import Sequence
 from typing import Any
 
 import underlay
+from underlay.cli.models_cmd import add_models_parser
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
@@ -120,12 +121,7 @@ def build_parser() -> argparse.ArgumentParser:
     distros = sub.add_parser("distros", help="list the shipped distributions")
     distros.set_defaults(func=_cmd_distros)
 
-    try:
-        from underlay.cli.models_cmd import add_models_parser
-    except ImportError:  # pragma: no cover - only while the models command is absent
-        pass
-    else:
-        add_models_parser(sub)
+    add_models_parser(sub)
     return parser
 
 

@@ -100,10 +100,7 @@ class RunConfig(_Strict):
 def substitute_env(value: Any, env: Mapping[str, str], *, source: str = "<memory>", key: str = "") -> Any:
     """Recursively resolve ``${env...}`` references in strings."""
     if isinstance(value, dict):
-        return {
-            k: substitute_env(v, env, source=source, key=f"{key}.{k}" if key else str(k))
-            for k, v in value.items()
-        }
+        return {k: substitute_env(v, env, source=source, key=f"{key}.{k}" if key else str(k)) for k, v in value.items()}
     if isinstance(value, list):
         return [substitute_env(v, env, source=source, key=f"{key}[{i}]") for i, v in enumerate(value)]
     if not isinstance(value, str) or "${" not in value:
@@ -182,9 +179,7 @@ def _fields_at(model: type[BaseModel], loc: tuple[Any, ...]) -> list[str]:
     return []
 
 
-def validation_error_line(
-    source: str, error: ValidationError, model: type[BaseModel], prefix: str = ""
-) -> str:
+def validation_error_line(source: str, error: ValidationError, model: type[BaseModel], prefix: str = "") -> str:
     """One line for the first problem pydantic found."""
     first = error.errors()[0]
     where = _describe_location(tuple(first["loc"]))
@@ -192,9 +187,7 @@ def validation_error_line(
     return f"{source}: {key}: {_fix_hint(first, model)}"
 
 
-def parse_run_config(
-    data: Any, *, source: str = "<memory>", env: Mapping[str, str] | None = None
-) -> RunConfig:
+def parse_run_config(data: Any, *, source: str = "<memory>", env: Mapping[str, str] | None = None) -> RunConfig:
     """Validate an already-loaded YAML document into a :class:`RunConfig`."""
     if not isinstance(data, dict):
         raise ConfigError(
@@ -205,21 +198,10 @@ def parse_run_config(
     if isinstance(providers, dict):
         for api, entries in providers.items():
             if isinstance(entries, list):
-                providers[api] = [
-                    e for e in entries if not (isinstance(e, dict) and e.get("provider_id") in ("", None))
-                ]
-        enabled = {
-            p.get("provider_id")
-            for entries in providers.values()
-            if isinstance(entries, list)
-            for p in entries
-            if isinstance(p, dict)
-        }
-        # Models registered against a switched-off provider are dropped with it.
-        if isinstance(resolved.get("models"), list):
-            resolved["models"] = [
-                m for m in resolved["models"] if not isinstance(m, dict) or m.get("provider_id") in enabled
-            ]
+                providers[api] = [e for e in entries if not (isinstance(e, dict) and e.get("provider_id") == "")]
+    if isinstance(resolved.get("models"), list):
+        # Models registered against a switched-off provider are switched off with it.
+        resolved["models"] = [m for m in resolved["models"] if not (isinstance(m, dict) and m.get("provider_id") == "")]
     try:
         config = RunConfig.model_validate(resolved)
     except ValidationError as exc:
@@ -272,7 +254,5 @@ def load_run_config(name_or_path: str | None = None, env: Mapping[str, str] | No
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f"line {mark.line + 1}" if mark is not None else "<parse>"
-        raise ConfigError(
-            f"{path}: {where}: invalid YAML ({getattr(exc, 'problem', exc)}); fix the syntax"
-        ) from None
+        raise ConfigError(f"{path}: {where}: invalid YAML ({getattr(exc, 'problem', exc)}); fix the syntax") from None
     return parse_run_config(data, source=str(path), env=env)
