@@ -1,7 +1,15 @@
-"""Server-sent events: typed events in, ``data:`` frames out; a failure mid-stream becomes an error event."""
+"""Server-sent events: typed events in, ``data:`` frames out; a failure mid-stream becomes an error event.
+
+Frames that are ready together are written together: a pump task drains the event iterator into a
+queue and the writer joins whatever is queued into one write. An upstream that sends a burst of
+chunks then costs one socket write instead of one per chunk, and a token-by-token local model is
+never delayed, because the writer flushes as soon as the queue is empty.
+"""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 from collections.abc import AsyncIterator
 from typing import Any
@@ -12,30 +20,63 @@ from underlay.api.errors import UnderlayError, UpstreamError
 
 log = logging.getLogger("underlay.sse")
 
+_DONE = b"data: [DONE]\n\n"
+_END = object()
 
-def _frame(payload: Any, event: str | None = None) -> bytes:
-    head = f"event: {event}\n".encode() if event else b""
+
+def _frame(payload: Any) -> bytes:
+    event_type = getattr(payload, "type", None) if getattr(payload, "sequence_number", None) is not None else None
+    head = f"event: {event_type}\n".encode() if isinstance(event_type, str) else b""
     return head + b"data: " + to_json(payload, by_alias=True) + b"\n\n"
+
+
+def _error_frame(exc: BaseException) -> bytes:
+    if not isinstance(exc, UnderlayError):
+        log.error("stream failed: %s: %s", type(exc).__name__, exc)
+        exc = UpstreamError("stream", f"{type(exc).__name__}: {exc}")
+    return b"data: " + to_json(exc.to_envelope()) + b"\n\n"
 
 
 async def sse_frames(events: AsyncIterator[Any], *, done_marker: bool = True) -> AsyncIterator[bytes]:
     """Encode events; never let an exception cut the connection."""
+    queue: asyncio.Queue[Any] = asyncio.Queue(maxsize=256)
+
+    async def pump() -> None:
+        try:
+            async for event in events:
+                await queue.put(event)
+            await queue.put(_END)
+        except asyncio.CancelledError:
+            raise
+        except BaseException as exc:  # the stream already began: report, don't drop the connection
+            await queue.put(exc)
+
+    task = asyncio.create_task(pump())
     try:
-        async for event in events:
-            event_type = (
-                getattr(event, "type", None) if getattr(event, "sequence_number", None) is not None else None
-            )
-            yield _frame(event, event_type if isinstance(event_type, str) else None)
-    except UnderlayError as exc:
-        yield _frame(exc.to_envelope())
-        return
-    except Exception as exc:  # the stream already began: report, don't drop the connection
-        log.exception("stream failed")
-        yield _frame(UpstreamError("stream", f"{type(exc).__name__}: {exc}").to_envelope())
-        return
+        finished = False
+        while not finished:
+            item = await queue.get()
+            parts: list[bytes] = []
+            while True:
+                if item is _END:
+                    if done_marker:
+                        parts.append(_DONE)
+                    finished = True
+                elif isinstance(item, BaseException):
+                    parts.append(_error_frame(item))
+                    finished = True
+                else:
+                    parts.append(_frame(item))
+                if finished or queue.empty():
+                    break
+                item = queue.get_nowait()
+            yield b"".join(parts)
     finally:
+        if not task.done():
+            task.cancel()
+        with contextlib.suppress(asyncio.CancelledError, Exception):
+            await task
         aclose = getattr(events, "aclose", None)
         if aclose is not None:
-            await aclose()
-    if done_marker:
-        yield b"data: [DONE]\n\n"
+            with contextlib.suppress(Exception):
+                await aclose()
