@@ -357,6 +357,9 @@ async def test_discovery_through_each_adapter(llama_server: LlamaServer, kind: s
 @pytest.mark.slow
 @pytest.mark.parametrize("kind", ADAPTERS)
 async def test_chat_non_streaming_and_streaming(llama_server: LlamaServer, kind: str) -> None:
+    # As inside a server request: llama-cpp-python's server answers 400 to a non-UUID X-Request-ID,
+    # so the id must travel under Underlay's own header.
+    token = request_id_var.set("req_0123abcd")
     async with running(make_adapter(kind, llama_server.root)) as provider:
         result = await provider.openai_chat_completion(chat())
         assert isinstance(result, ChatCompletion)
@@ -373,6 +376,7 @@ async def test_chat_non_streaming_and_streaming(llama_server: LlamaServer, kind:
         assert chunks[-1].choices[0].finish_reason in ("stop", "length")
         # A second stream on the same pooled client must work too (connection reuse after a stream).
         assert await collect(await provider.openai_chat_completion(chat(stream=True)))
+    request_id_var.reset(token)
 
 
 @pytest.mark.slow
@@ -600,6 +604,15 @@ async def test_malformed_bodies_are_502(fault: FaultServer) -> None:
             await provider.list_provider_models()
 
 
+async def test_redirect_is_not_followed(fault: FaultServer) -> None:
+    """Following a redirect would resend the key to another host; the operator should fix the URL."""
+    fault.script(CHAT, Reply(308, "", headers={"Location": "https://elsewhere.example/v1/chat/completions"}))
+    async with running(make_adapter("passthrough", fault.root)) as provider:
+        with pytest.raises(UpstreamError) as error:
+            await provider.openai_chat_completion(chat())
+    assert "redirected (308) to https://elsewhere.example" in error.value.message and fault.hits(CHAT) == 1
+
+
 async def test_connection_reset_before_first_byte_is_retried_once(fault: FaultServer) -> None:
     fault.script(CHAT, Reply(drop=True), Reply(body=completion_body()))
     async with running(make_adapter("llama-cpp-server", fault.root, max_retries=0)) as provider:
@@ -680,7 +693,7 @@ async def test_credentials_and_headers_reach_the_upstream(fault: FaultServer) ->
     first, second = fault.requests
     assert first.headers["authorization"] == "Bearer config-key-0001" and first.headers["x-tenant"] == "t1"
     assert second.headers["authorization"] == "Bearer request-key-0002"
-    assert second.headers["x-request-id"] == "req-42"
+    assert second.headers["x-underlay-request-id"] == "req-42" and "x-request-id" not in second.headers
     assert second.body["top_k"] == 5  # unknown request fields pass through
 
 

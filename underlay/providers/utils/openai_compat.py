@@ -66,6 +66,9 @@ log = logging.getLogger(__name__)
 #: Statuses that usually mean "try again shortly"; anything else is the upstream's final answer.
 RETRYABLE_STATUSES = frozenset({429, 500, 502, 503, 504})
 
+#: Carries Underlay's request id upstream, for correlating logs.
+REQUEST_ID_HEADER = "X-Underlay-Request-ID"
+
 #: Keys under which OpenAI-compatible servers report a model's context window in ``/models``.
 CONTEXT_LENGTH_KEYS = ("context_length", "max_model_len", "context_window", "max_context_length")
 
@@ -405,7 +408,9 @@ class OpenAICompatInferenceProvider:
             headers["Authorization"] = f"Bearer {credential.value}"
         request_id = request_id_var.get()
         if request_id:
-            headers.setdefault("X-Request-ID", request_id)
+            # Our own header name: llama-cpp-python's server rejects (400) any X-Request-ID that is not
+            # a UUID, and other upstreams may treat that standard header as theirs to assign.
+            headers.setdefault(REQUEST_ID_HEADER, request_id)
         if stream and self.close_after_stream:
             headers["Connection"] = "close"
         return headers
@@ -514,7 +519,7 @@ class OpenAICompatInferenceProvider:
                     await response.aclose()
                     attempt = await self._pause(attempt, max_retries, url, f"HTTP {status}", delay=delay)
                     continue
-            if status >= 400:
+            if status >= 300:
                 try:
                     await response.aread()
                 except httpx.HTTPError:
@@ -578,6 +583,11 @@ class OpenAICompatInferenceProvider:
     ) -> UnderlayError:
         """Turn an upstream error status into the typed error of the same class, quoting the upstream."""
         pid, status = self.provider_id, response.status_code
+        if status < 400:
+            location = response.headers.get("location", "elsewhere")
+            return UpstreamError(
+                pid, f"{url} redirected ({status}) to {location}; set the provider's URL to the final address"
+            )
         message, param = upstream_message(response)
         message = self._scrub(message, credential)
         said = f"upstream said {status}: {message}"

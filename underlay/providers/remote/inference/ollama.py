@@ -42,7 +42,7 @@ class Config(OpenAICompatSettings):
     @field_validator("url")
     @classmethod
     def _check_url(cls, value: str) -> str:
-        return check_http_url(value)
+        return check_http_url(value or DEFAULT_URL)
 
     def root(self) -> str:
         url = self.url.rstrip("/")
