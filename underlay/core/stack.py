@@ -15,12 +15,10 @@ from pydantic import BaseModel, TypeAdapter, ValidationError
 
 from underlay.api.models import Model
 from underlay.api.providers import ProviderSpec
+from underlay.core.apis import API_TABLE, api_order
 from underlay.core.config import ConfigError, RunConfig, validation_error_line
 from underlay.core.registry import available_providers, import_object
-from underlay.core.routers.inference import InferenceRouter
-from underlay.core.routers.models import ModelsRouter
 from underlay.core.routing.models import ModelsRoutingTable
-from underlay.core.stores.chat_completions import ChatCompletionStore
 
 log = logging.getLogger("underlay.stack")
 
@@ -66,20 +64,17 @@ class Stack:
                 raise ConfigError(
                     f"{source}: providers.{api}: API '{api}' is not listed in apis; add it to apis"
                 )
-        inference = await self._instantiate("inference")
-        self.models = ModelsRoutingTable(
-            self.kvstore, inference, self.config.inference.model_discovery_timeout
-        )
-        await self.models.initialize([self._configured_model(m) for m in self.config.models])
-        completions = ChatCompletionStore(self.sqlstore)
-        await completions.initialize()
-        self.routers["inference"] = InferenceRouter(
-            self.models, inference, completions, store_all=self.config.inference.store_chat_completions
-        )
-        self.routers["models"] = ModelsRouter(self.models)
+        unknown = [api for api in self.config.apis if api not in API_TABLE]
+        if unknown:
+            raise ConfigError(
+                f"{source}: apis: unknown API '{unknown[0]}'; known APIs: {', '.join(sorted(API_TABLE))}"
+            )
+        for api in api_order(self.config.apis):
+            providers = await self._instantiate(api)
+            self.routers[api] = await API_TABLE[api].build_router(self, providers)
 
     @staticmethod
-    def _configured_model(registration: Any) -> Model:
+    def configured_model(registration: Any) -> Model:
         return Model(
             identifier=registration.model_id,
             provider_id=registration.provider_id,

@@ -21,11 +21,10 @@ from pydantic import BaseModel, ValidationError
 from pydantic_core import to_json
 
 import underlay
-from underlay.api import inference as inference_api
-from underlay.api import models as models_api
 from underlay.api.errors import InvalidRequestError
 from underlay.api.routes import Route
-from underlay.core.config import RunConfig
+from underlay.core.apis import API_TABLE, api_order
+from underlay.core.config import ConfigError, RunConfig
 from underlay.core.stack import Stack
 from underlay.server.errors import install_error_handlers, validation_message
 from underlay.server.middleware import RequestContextMiddleware
@@ -33,10 +32,6 @@ from underlay.server.sse import sse_frames
 
 log = logging.getLogger("underlay.server")
 
-API_ROUTES: dict[str, list[Route]] = {
-    "inference": inference_api.ROUTES,
-    "models": models_api.ROUTES,
-}
 _PATH_PARAM = re.compile(r"{([a-zA-Z_][a-zA-Z0-9_]*)(?::path)?}")
 _BRACKET_KEY = re.compile(r"^([a-zA-Z_][a-zA-Z0-9_]*)\[([^\]]+)\]$")
 
@@ -97,17 +92,15 @@ def make_endpoint(api: str, route: Route) -> Any:
 
 
 def _all_routes(config: RunConfig) -> list[tuple[str, Route]]:
-    return [(api, route) for api in config.apis if api in API_ROUTES for route in API_ROUTES[api]]
+    return [(api, route) for api in api_order(config.apis) for route in API_TABLE[api].routes]
 
 
 def create_app(config: RunConfig, stack: Stack | None = None) -> FastAPI:
     """Build the app; the stack starts in the lifespan (or is given, already started, by a caller)."""
-    unknown = [api for api in config.apis if api not in API_ROUTES]
+    unknown = [api for api in config.apis if api not in API_TABLE]
     if unknown:
-        from underlay.core.config import ConfigError
-
         raise ConfigError(
-            f"{config.source}: apis: unknown API '{unknown[0]}'; known APIs: {', '.join(sorted(API_ROUTES))}"
+            f"{config.source}: apis: unknown API '{unknown[0]}'; known APIs: {', '.join(sorted(API_TABLE))}"
         )
 
     @asynccontextmanager

@@ -1,0 +1,68 @@
+"""The table of APIs: each API's route table, the APIs it needs, and how its router is built.
+
+The stack builds routers in dependency order from this table and the server mounts the route tables
+from it, so adding an API is one entry here plus its contract module and router.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from underlay.api import inference as inference_api
+from underlay.api import models as models_api
+from underlay.api.routes import Route
+
+if TYPE_CHECKING:
+    from underlay.core.stack import Stack
+
+
+@dataclass(frozen=True)
+class ApiEntry:
+    routes: list[Route]
+    build_router: Callable[[Stack, dict[str, Any]], Awaitable[Any]]
+    depends_on: tuple[str, ...] = ()
+    """APIs whose routers must exist first (they are switched on with this one)."""
+
+
+async def _inference_router(stack: Stack, providers: dict[str, Any]) -> Any:
+    from underlay.core.routers.inference import InferenceRouter
+    from underlay.core.routing.models import ModelsRoutingTable
+    from underlay.core.stores.chat_completions import ChatCompletionStore
+
+    settings = stack.config.inference
+    stack.models = ModelsRoutingTable(stack.kvstore, providers, settings.model_discovery_timeout)
+    await stack.models.initialize([stack.configured_model(m) for m in stack.config.models])
+    completions = ChatCompletionStore(stack.sqlstore)
+    await completions.initialize()
+    return InferenceRouter(stack.models, providers, completions, store_all=settings.store_chat_completions)
+
+
+async def _models_router(stack: Stack, providers: dict[str, Any]) -> Any:
+    from underlay.core.routers.models import ModelsRouter
+
+    assert stack.models is not None
+    return ModelsRouter(stack.models)
+
+
+API_TABLE: dict[str, ApiEntry] = {
+    "inference": ApiEntry(inference_api.ROUTES, _inference_router),
+    "models": ApiEntry(models_api.ROUTES, _models_router, depends_on=("inference",)),
+}
+
+
+def api_order(apis: list[str]) -> list[str]:
+    """``apis`` plus their dependencies, dependencies first."""
+    ordered: list[str] = []
+
+    def visit(api: str) -> None:
+        if api in ordered or api not in API_TABLE:
+            return
+        for dep in API_TABLE[api].depends_on:
+            visit(dep)
+        ordered.append(api)
+
+    for api in apis:
+        visit(api)
+    return ordered
