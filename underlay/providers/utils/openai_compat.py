@@ -701,6 +701,7 @@ class SSEStream(Generic[T]):
                 raise StopAsyncIteration
             raise UpstreamError(pid, f"{self._url} ended the stream before the response was complete")
         if data == "[DONE]":
+            await self._drain()
             await self.aclose()
             raise StopAsyncIteration
         try:
@@ -750,6 +751,16 @@ class SSEStream(Generic[T]):
         if event_name == "error" and not data.lstrip().startswith("{"):
             return json.dumps({"error": {"message": data}})
         return data
+
+    async def _drain(self) -> None:
+        """Read what follows ``[DONE]`` (normally just the end of the body) so the keep-alive
+        connection goes back to the pool instead of being dropped; give up quickly if it doesn't end."""
+        try:
+            async with asyncio.timeout(0.5):
+                async for _ in self._lines:
+                    pass
+        except (TimeoutError, httpx.HTTPError, RuntimeError):
+            pass
 
     async def aclose(self) -> None:
         """Release the upstream connection; safe to call more than once."""
