@@ -14,6 +14,9 @@ class Api(StrEnum):
 
     inference = "inference"
     models = "models"
+    files = "files"
+    vector_io = "vector_io"
+    vector_stores = "vector_stores"
 
 
 @dataclass(frozen=True)
@@ -21,7 +24,7 @@ class ProviderSpec:
     """The registry entry for one provider type.
 
     ``factory`` is a dotted path ``module:function``; the function is called as
-    ``await factory(config, deps)`` where ``config`` is an instance of ``config_class`` and ``deps``
+    ``await factory(provider_id, config, deps)`` where ``config`` is an instance of ``config_class`` and ``deps``
     maps each API in ``api_dependencies`` to its router. Keeping it a string means listing providers
     (``underlay providers``) never imports their heavy dependencies.
     """

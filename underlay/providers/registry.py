@@ -44,9 +44,54 @@ BUILTIN_PROVIDERS: list[ProviderSpec] = [
     ),
     _remote_inference("openai", "openai", "OpenAI's API (or any service that clones it exactly)."),
     _remote_inference("vllm", "vllm", "A vLLM server's OpenAI-compatible endpoint."),
-    _remote_inference(
-        "llama-cpp-server", "llama_cpp_server", "llama.cpp's llama-server or llama-cpp-python's server."
-    ),
+    _remote_inference("llama-cpp-server", "llama_cpp_server", "llama.cpp's llama-server or llama-cpp-python's server."),
     _remote_inference("ollama", "ollama", "Ollama: its OpenAI endpoint plus its own model listing."),
     _remote_inference("passthrough", "passthrough", "Any OpenAI-compatible base URL."),
+]
+
+
+def _vector_io(kind: str, name: str, module: str, pip: tuple[str, ...], description: str) -> ProviderSpec:
+    return ProviderSpec(
+        api="vector_io",
+        provider_type=f"{kind}::{name}",
+        config_class=f"underlay.providers.{kind}.vector_io.{module}:Config",
+        factory=f"underlay.providers.{kind}.vector_io.{module}:create_provider",
+        pip_packages=pip,
+        extras=("vector",) if pip else (),
+        description=description,
+    )
+
+
+BUILTIN_PROVIDERS += [
+    _vector_io(
+        "inline",
+        "sqlite-vec",
+        "sqlite_vec",
+        ("sqlite-vec", "pysqlite3-binary"),
+        "SQLite with sqlite-vec and FTS5 (the local default).",
+    ),
+    _vector_io("inline", "faiss", "faiss", ("faiss-cpu",), "FAISS in-process, persisted to disk."),
+    _vector_io("remote", "pgvector", "pgvector", ("asyncpg",), "PostgreSQL with pgvector and full-text search."),
+    _vector_io("inline", "milvus", "milvus", ("pymilvus", "milvus-lite"), "Milvus Lite, embedded."),
+    _vector_io("remote", "milvus", "milvus", ("pymilvus",), "A Milvus server."),
+    _vector_io("inline", "qdrant", "qdrant", ("qdrant-client",), "Qdrant's local mode, embedded."),
+    _vector_io("remote", "qdrant", "qdrant", ("qdrant-client",), "A Qdrant server."),
+    _vector_io("inline", "chromadb", "chromadb", ("chromadb",), "Chroma's persistent client, embedded."),
+    _vector_io("remote", "chromadb", "chromadb", ("chromadb",), "A Chroma server."),
+    ProviderSpec(
+        api="files",
+        provider_type="inline::localfs",
+        config_class="underlay.providers.inline.files.localfs:Config",
+        factory="underlay.providers.inline.files.localfs:create_provider",
+        description="Files on the local filesystem (the default).",
+    ),
+    ProviderSpec(
+        api="files",
+        provider_type="remote::s3",
+        config_class="underlay.providers.remote.files.s3:Config",
+        factory="underlay.providers.remote.files.s3:create_provider",
+        pip_packages=("aioboto3",),
+        extras=("s3",),
+        description="Any S3-compatible object store.",
+    ),
 ]
