@@ -1,0 +1,756 @@
+"""The SQL store: tables for files metadata, responses, conversations, stored chat completions, jobs.
+
+Why a small table API instead of handing out SQLAlchemy: every caller needs the same few shapes
+(insert, upsert, filtered reads, OpenAI-style cursor pages, atomic job claiming), the same guarantees
+(JSON round trips, SQLite that tolerates several worker processes, row locks on PostgreSQL), and
+nothing that lets request data reach SQL text. Keeping the surface this narrow is what lets one suite
+of contract tests prove both backends behave identically.
+
+Ownership: every user-owned row records who owns it. Callers add the two columns in
+:data:`OWNER_COLUMNS` (``owner_principal``, a string with an index, and ``owner_attributes``, JSON) to
+their tables and filter reads, updates and deletes by them in the ``where`` argument, so that access
+control happens in the query and never after it. The store does not enforce this itself.
+
+Filters (``where``) are either a mapping of column to value (equality; ``None`` means ``IS NULL``) or a
+list of conditions built with :class:`Where`, all of which must hold. Column and table names are
+checked against the table, and values always travel as bound parameters.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Annotated, Any, Literal, NamedTuple
+
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, field_validator
+from sqlalchemy import (
+    JSON,
+    URL,
+    BigInteger,
+    Boolean,
+    Column,
+    ColumnElement,
+    Double,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    Text,
+    and_,
+    delete,
+    event,
+    func,
+    insert,
+    inspect,
+    or_,
+    select,
+    text,
+    update,
+)
+from sqlalchemy.dialects import postgresql as pg_dialect
+from sqlalchemy.dialects import sqlite as sqlite_dialect
+from sqlalchemy.engine import Connection
+from sqlalchemy.exc import IntegrityError, NoSuchTableError, SQLAlchemyError
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
+from sqlalchemy.types import TypeEngine
+
+from underlay.api.errors import ConflictError, InvalidRequestError
+from underlay.core.storage.kvstore import (
+    StorageUnavailableError,
+    checked_identifier,
+    missing_driver,
+    sqlite_file_path,
+)
+
+_SQLITE_BUSY_TIMEOUT_S = 30.0
+_WRITE_OPTION = "underlay_write"
+
+# ---------------------------------------------------------------------------------------------------
+# Configuration
+# ---------------------------------------------------------------------------------------------------
+
+
+class SqliteSqlStoreConfig(BaseModel):
+    """A SQL store in one SQLite file (WAL mode); several worker processes may share it."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    type: Literal["sqlite"] = "sqlite"
+    path: str = Field(description="Database file. '~' is expanded and parent directories are created.")
+
+
+class PostgresSqlStoreConfig(BaseModel):
+    """A SQL store in a PostgreSQL database; the choice for several workers and replicas."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    type: Literal["postgres"] = "postgres"
+    host: str = "127.0.0.1"
+    port: int = 5432
+    db: str = "underlay"
+    user: str = "postgres"
+    password: str | None = None
+
+    @field_validator("password")
+    @classmethod
+    def _empty_password_is_none(cls, value: str | None) -> str | None:
+        """``${env.POSTGRES_PASSWORD:=}`` yields ""; treat it as "no password" (trust or .pgpass auth)."""
+        return value or None
+
+
+SqlStoreConfig = Annotated[SqliteSqlStoreConfig | PostgresSqlStoreConfig, Field(discriminator="type")]
+"""Any SQL store config; the ``type`` key picks the backend."""
+
+_SQL_CONFIG_ADAPTER: TypeAdapter[Any] = TypeAdapter(SqlStoreConfig)
+
+
+def parse_sqlstore_config(data: Mapping[str, Any]) -> SqliteSqlStoreConfig | PostgresSqlStoreConfig:
+    """Validate a plain mapping (e.g. from YAML) into the matching SQL store config class."""
+    return _SQL_CONFIG_ADAPTER.validate_python(dict(data))
+
+
+# ---------------------------------------------------------------------------------------------------
+# Schema description
+# ---------------------------------------------------------------------------------------------------
+
+
+class ColumnType(StrEnum):
+    """Portable column types. TIMESTAMP holds epoch seconds as an integer, the unit OpenAI uses."""
+
+    STRING = "string"
+    TEXT = "text"
+    INTEGER = "integer"
+    FLOAT = "float"
+    BOOLEAN = "boolean"
+    JSON = "json"
+    TIMESTAMP = "timestamp"
+
+
+class ColumnDefinition(BaseModel):
+    """A column with its constraints. A bare :class:`ColumnType` means a nullable, unindexed column."""
+
+    model_config = ConfigDict(frozen=True)
+
+    type: ColumnType
+    primary_key: bool = False
+    nullable: bool = True
+    index: bool = False
+    unique: bool = Field(default=False, description="Adds a unique index; a target for upsert conflicts.")
+
+
+OWNER_COLUMNS: dict[str, ColumnType | ColumnDefinition] = {
+    "owner_principal": ColumnDefinition(type=ColumnType.STRING, index=True),
+    "owner_attributes": ColumnType.JSON,
+}
+"""The ownership columns every table of user-owned rows should include (merge into its columns)."""
+
+
+def _json_type() -> TypeEngine[Any]:
+    # none_as_null: a Python None is SQL NULL (filterable with IS NULL), not the JSON literal 'null'.
+    return JSON(none_as_null=True).with_variant(pg_dialect.JSONB(none_as_null=True), "postgresql")
+
+
+def _sa_type(column_type: ColumnType) -> TypeEngine[Any]:
+    if column_type in (ColumnType.INTEGER, ColumnType.TIMESTAMP):
+        # SQLite's INTEGER is already 64-bit, and only that spelling makes a primary key a rowid alias.
+        return BigInteger().with_variant(Integer(), "sqlite")
+    if column_type is ColumnType.STRING:
+        return String()
+    if column_type is ColumnType.TEXT:
+        return Text()
+    if column_type is ColumnType.FLOAT:
+        return Double()
+    if column_type is ColumnType.BOOLEAN:
+        return Boolean()
+    if column_type is ColumnType.JSON:
+        return _json_type()
+    raise ValueError(f"Unknown column type {column_type!r}")
+
+
+def _definition(spec: ColumnType | ColumnDefinition | str) -> ColumnDefinition:
+    if isinstance(spec, ColumnDefinition):
+        return spec
+    return ColumnDefinition(type=ColumnType(spec))
+
+
+def _index_name(prefix: str, table: str, column: str) -> str:
+    """A deterministic index name within PostgreSQL's 63-byte limit (so 'create if missing' works)."""
+    name = f"{prefix}_{table}_{column}"
+    if len(name) <= 63:
+        return name
+    import hashlib
+
+    digest = hashlib.sha1(name.encode()).hexdigest()[:10]
+    return f"{name[:52]}_{digest}"
+
+
+# ---------------------------------------------------------------------------------------------------
+# Filters
+# ---------------------------------------------------------------------------------------------------
+
+Operator = Literal["eq", "ne", "gt", "gte", "lt", "lte", "in", "not_in", "is_null", "is_not_null"]
+
+
+@dataclass(frozen=True)
+class Condition:
+    """One comparison of a column with a bound value. Build with :class:`Where`."""
+
+    column: str
+    op: Operator
+    value: Any = None
+
+
+@dataclass(frozen=True)
+class ConditionGroup:
+    """Conditions combined with AND or OR. Build with :meth:`Where.all_of` / :meth:`Where.any_of`."""
+
+    combinator: Literal["and", "or"]
+    conditions: tuple[Condition | ConditionGroup, ...]
+
+
+Filter = Condition | ConditionGroup
+WhereArg = Mapping[str, Any] | Sequence[Filter] | None
+"""A ``where`` argument: column->value equalities, a list of conditions (all must hold), or nothing."""
+
+OrderBy = Sequence[tuple[str, Literal["asc", "desc"]]]
+
+
+class Where:
+    """Typed condition builders, so callers never write SQL text: ``[Where.gt("created_at", t)]``."""
+
+    @staticmethod
+    def eq(column: str, value: Any) -> Condition:
+        return Condition(column, "eq", value)
+
+    @staticmethod
+    def ne(column: str, value: Any) -> Condition:
+        return Condition(column, "ne", value)
+
+    @staticmethod
+    def gt(column: str, value: Any) -> Condition:
+        return Condition(column, "gt", value)
+
+    @staticmethod
+    def gte(column: str, value: Any) -> Condition:
+        return Condition(column, "gte", value)
+
+    @staticmethod
+    def lt(column: str, value: Any) -> Condition:
+        return Condition(column, "lt", value)
+
+    @staticmethod
+    def lte(column: str, value: Any) -> Condition:
+        return Condition(column, "lte", value)
+
+    @staticmethod
+    def in_(column: str, values: Sequence[Any]) -> Condition:
+        return Condition(column, "in", tuple(values))
+
+    @staticmethod
+    def not_in(column: str, values: Sequence[Any]) -> Condition:
+        return Condition(column, "not_in", tuple(values))
+
+    @staticmethod
+    def is_null(column: str) -> Condition:
+        return Condition(column, "is_null")
+
+    @staticmethod
+    def is_not_null(column: str) -> Condition:
+        return Condition(column, "is_not_null")
+
+    @staticmethod
+    def all_of(*conditions: Filter) -> ConditionGroup:
+        return ConditionGroup("and", conditions)
+
+    @staticmethod
+    def any_of(*conditions: Filter) -> ConditionGroup:
+        """At least one must hold; e.g. "owned by me, or shared with everyone"."""
+        return ConditionGroup("or", conditions)
+
+
+class Page(NamedTuple):
+    """One page of rows and whether more follow; unpacks as ``rows, has_more``."""
+
+    rows: list[dict[str, Any]]
+    has_more: bool
+
+
+# ---------------------------------------------------------------------------------------------------
+# The store
+# ---------------------------------------------------------------------------------------------------
+
+
+def _is_unique_violation(exc: IntegrityError) -> bool:
+    orig = exc.orig
+    if getattr(orig, "sqlstate", None) == "23505" or getattr(orig, "pgcode", None) == "23505":
+        return True
+    return "UNIQUE constraint failed" in str(orig)
+
+
+def _install_sqlite_hooks(engine: AsyncEngine) -> None:
+    """Per-connection pragmas plus explicit BEGIN, for SQLite shared by several processes.
+
+    pysqlite's own transaction handling starts transactions lazily and always DEFERRED. A deferred
+    transaction that reads and then writes cannot wait for another process's write lock (SQLite fails
+    it at once with "database is locked"), so write transactions here say ``BEGIN IMMEDIATE`` and wait
+    up to the busy timeout instead. Read transactions stay deferred so they never block writers.
+    """
+
+    @event.listens_for(engine.sync_engine, "connect")
+    def _on_connect(dbapi_connection: Any, _record: Any) -> None:
+        dbapi_connection.isolation_level = None
+        cursor = dbapi_connection.cursor()
+        cursor.execute(f"PRAGMA busy_timeout = {int(_SQLITE_BUSY_TIMEOUT_S * 1000)}")
+        cursor.execute("PRAGMA journal_mode = WAL")
+        cursor.execute("PRAGMA synchronous = NORMAL")
+        cursor.execute("PRAGMA foreign_keys = ON")
+        cursor.close()
+
+    @event.listens_for(engine.sync_engine, "begin")
+    def _on_begin(connection: Connection) -> None:
+        immediate = connection.get_execution_options().get(_WRITE_OPTION, False)
+        connection.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
+
+
+class SqlStore:
+    """Tables on SQLAlchemy async, SQLite (aiosqlite) or PostgreSQL (asyncpg). Open with :meth:`open`."""
+
+    def __init__(self, engine: AsyncEngine) -> None:
+        self._engine = engine
+        self._dialect = engine.dialect.name
+        self._tables: dict[str, Table] = {}
+
+    @property
+    def dialect(self) -> str:
+        """``"sqlite"`` or ``"postgresql"``."""
+        return self._dialect
+
+    @classmethod
+    async def open(cls, config: SqliteSqlStoreConfig | PostgresSqlStoreConfig) -> SqlStore:
+        """Create the engine and connect once, so a bad config fails the start with a clear message."""
+        if isinstance(config, SqliteSqlStoreConfig):
+            try:
+                path = sqlite_file_path(config.path)
+            except OSError as exc:
+                raise StorageUnavailableError(f"Cannot create the SQLite SQL store at {config.path}: {exc}") from exc
+            where = f"SQLite file {path}"
+            engine = create_async_engine(
+                URL.create("sqlite+aiosqlite", database=str(path)),
+                connect_args={"timeout": _SQLITE_BUSY_TIMEOUT_S},
+            )
+            _install_sqlite_hooks(engine)
+        else:
+            try:
+                import asyncpg  # noqa: F401
+            except ImportError as exc:
+                raise missing_driver("asyncpg", "postgres") from exc
+            where = f"PostgreSQL at {config.user}@{config.host}:{config.port}/{config.db}"
+            engine = create_async_engine(
+                URL.create(
+                    "postgresql+asyncpg",
+                    username=config.user,
+                    password=config.password,
+                    host=config.host,
+                    port=config.port,
+                    database=config.db,
+                ),
+                pool_size=10,
+                max_overflow=10,
+                pool_pre_ping=True,
+            )
+        try:
+            async with engine.connect() as conn:
+                await conn.execute(text("SELECT 1"))
+        except (SQLAlchemyError, OSError) as exc:
+            await engine.dispose()
+            # The driver's own message, without SQLAlchemy's multi-line "background" link.
+            reason = str(getattr(exc, "orig", None) or exc).strip().rstrip(".")
+            hint = ""
+            if "does not exist" in reason and isinstance(config, PostgresSqlStoreConfig):
+                hint = f" Create it (createdb -h {config.host} -p {config.port} -U {config.user} {config.db})."
+            raise StorageUnavailableError(f"Cannot open the SQL store ({where}): {reason}.{hint}") from exc
+        return cls(engine)
+
+    async def close(self) -> None:
+        await self._engine.dispose()
+
+    @asynccontextmanager
+    async def _transaction(self, write: bool) -> AsyncIterator[AsyncConnection]:
+        async with self._engine.connect() as conn:
+            if write:
+                await conn.execution_options(**{_WRITE_OPTION: True})
+            async with conn.begin():
+                yield conn
+
+    # ---- schema -----------------------------------------------------------------------------------
+
+    async def create_table(self, name: str, columns: Mapping[str, ColumnType | ColumnDefinition]) -> None:
+        """Create ``name`` if missing, else add any missing columns and indexes (idempotent).
+
+        Columns added to an existing table are always nullable (existing rows have no value for them)
+        and cannot be primary keys. Columns are never dropped or retyped. Safe to run from several
+        processes at once: SQLite serializes it with its write lock, PostgreSQL with an advisory lock.
+        """
+        checked_identifier(name)
+        if not columns:
+            raise ValueError(f"Table '{name}' needs at least one column.")
+        definitions = {checked_identifier(col, "column name"): _definition(spec) for col, spec in columns.items()}
+        async with self._transaction(write=True) as conn:
+            if self._dialect == "postgresql":
+                await conn.execute(
+                    text("SELECT pg_advisory_xact_lock(hashtext(:key))"), {"key": f"underlay:sqlstore:{name}"}
+                )
+            table = await conn.run_sync(_create_or_migrate, name, definitions)
+        self._tables[name] = table
+
+    async def _table(self, name: str, columns: Iterable[str] = ()) -> Table:
+        """The table's columns, reflected from the database when unknown or missing ``columns``.
+
+        Re-reflecting on a missing column lets this worker use columns another (newer) worker added
+        with ``create_table`` after this one cached the table.
+        """
+        table = self._tables.get(name)
+        if table is not None and all(col in table.c for col in columns):
+            return table
+        checked_identifier(name)
+        async with self._transaction(write=False) as conn:
+            try:
+                table = await conn.run_sync(_runtime_table, name, {})
+            except NoSuchTableError:
+                raise ValueError(f"Table '{name}' does not exist; call create_table first.") from None
+        self._tables[name] = table
+        return table
+
+    # ---- writes -----------------------------------------------------------------------------------
+
+    async def insert(self, table: str, row: Mapping[str, Any]) -> None:
+        """Insert one row. A duplicate primary key or unique value raises ``ConflictError`` (409)."""
+        t = await self._table(table, row)
+        _check_columns(t, row)
+        try:
+            async with self._transaction(write=True) as conn:
+                await conn.execute(insert(t).values(dict(row)))
+        except IntegrityError as exc:
+            if _is_unique_violation(exc):
+                raise ConflictError(f"A row with the same key already exists in '{table}'.") from exc
+            raise
+
+    async def upsert(self, table: str, row: Mapping[str, Any], conflict_columns: Sequence[str]) -> None:
+        """Insert ``row``, or update the other columns of the row it collides with on ``conflict_columns``.
+
+        ``conflict_columns`` must be the primary key or carry a unique index.
+        """
+        t = await self._table(table, row)
+        _check_columns(t, row)
+        _check_columns(t, conflict_columns)
+        if not conflict_columns:
+            raise ValueError("upsert needs at least one conflict column.")
+        dialect_insert = pg_dialect.insert if self._dialect == "postgresql" else sqlite_dialect.insert
+        stmt = dialect_insert(t).values(dict(row))
+        updates = {col: stmt.excluded[col] for col in row if col not in conflict_columns}
+        if updates:
+            stmt = stmt.on_conflict_do_update(index_elements=list(conflict_columns), set_=updates)
+        else:
+            stmt = stmt.on_conflict_do_nothing(index_elements=list(conflict_columns))
+        async with self._transaction(write=True) as conn:
+            await conn.execute(stmt)
+
+    async def update(self, table: str, values: Mapping[str, Any], where: WhereArg) -> int:
+        """Set ``values`` on the rows matching ``where``; returns how many rows changed.
+
+        An empty ``where`` is refused: updating every row is almost always a missing filter.
+        """
+        t = await self._table(table, [*values, *_where_columns(where)])
+        if not values:
+            raise ValueError("update needs at least one value to set.")
+        _check_columns(t, values)
+        conditions = _required_conditions(t, where, "update")
+        async with self._transaction(write=True) as conn:
+            result = await conn.execute(update(t).where(*conditions).values(dict(values)))
+        return int(result.rowcount)
+
+    async def delete(self, table: str, where: WhereArg) -> int:
+        """Delete the rows matching ``where`` (which must not be empty); returns how many were deleted."""
+        t = await self._table(table, _where_columns(where))
+        conditions = _required_conditions(t, where, "delete")
+        async with self._transaction(write=True) as conn:
+            result = await conn.execute(delete(t).where(*conditions))
+        return int(result.rowcount)
+
+    async def claim(
+        self,
+        table: str,
+        where: WhereArg,
+        values: Mapping[str, Any],
+        order_by: OrderBy | None = None,
+    ) -> dict[str, Any] | None:
+        """Atomically pick the first row matching ``where`` and apply ``values`` to it; ``None`` if none.
+
+        Two claimers never get the same row, across processes and replicas: PostgreSQL locks the row
+        with ``FOR UPDATE SKIP LOCKED`` (concurrent claimers move on to the next row instead of
+        queueing), SQLite holds its database write lock for the whole pick-and-update. ``values``
+        should make the row stop matching ``where`` (e.g. ``status: queued -> running``). The table
+        needs a primary key. Returns the row as updated.
+        """
+        t = await self._table(table, [*values, *_where_columns(where), *(col for col, _ in order_by or ())])
+        if not values:
+            raise ValueError("claim needs values that mark the row as taken.")
+        _check_columns(t, values)
+        key_columns = list(t.primary_key.columns)
+        if not key_columns:
+            raise ValueError(f"claim needs a primary key on '{table}'.")
+        pick = select(*key_columns).where(*_conditions(t, where)).order_by(*_order(t, order_by)).limit(1)
+        if self._dialect == "postgresql":
+            pick = pick.with_for_update(skip_locked=True)
+        async with self._transaction(write=True) as conn:
+            key = (await conn.execute(pick)).first()
+            if key is None:
+                return None
+            stmt = (
+                update(t)
+                .where(*[col == key[i] for i, col in enumerate(key_columns)])
+                .values(dict(values))
+                .returning(*t.columns)
+            )
+            row = (await conn.execute(stmt)).mappings().first()
+        return dict(row) if row is not None else None
+
+    # ---- reads ------------------------------------------------------------------------------------
+
+    async def fetch_one(
+        self, table: str, where: WhereArg = None, order_by: OrderBy | None = None
+    ) -> dict[str, Any] | None:
+        """The first row matching ``where`` (in ``order_by`` order, if given), or ``None``."""
+        rows = await self.fetch_all(table, where, order_by=order_by, limit=1)
+        return rows[0] if rows else None
+
+    async def fetch_all(
+        self,
+        table: str,
+        where: WhereArg = None,
+        order_by: OrderBy | None = None,
+        limit: int | None = None,
+    ) -> list[dict[str, Any]]:
+        """Rows matching ``where``, ordered by ``order_by`` (``[(column, "asc" | "desc"), ...]``)."""
+        t = await self._table(table, [*_where_columns(where), *(col for col, _ in order_by or ())])
+        stmt = select(t).where(*_conditions(t, where)).order_by(*_order(t, order_by))
+        if limit is not None:
+            stmt = stmt.limit(limit)
+        async with self._transaction(write=False) as conn:
+            result = await conn.execute(stmt)
+            return [dict(row) for row in result.mappings().all()]
+
+    async def count(self, table: str, where: WhereArg = None) -> int:
+        """How many rows match ``where``."""
+        t = await self._table(table, _where_columns(where))
+        async with self._transaction(write=False) as conn:
+            value = await conn.scalar(select(func.count()).select_from(t).where(*_conditions(t, where)))
+        return int(value or 0)
+
+    async def fetch_page(
+        self,
+        table: str,
+        where: WhereArg = None,
+        order_column: str = "created_at",
+        order: Literal["asc", "desc"] = "desc",
+        limit: int = 20,
+        after_id: str | None = None,
+        id_column: str = "id",
+    ) -> Page:
+        """One page of an OpenAI-style list: rows after the row ``after_id``, and whether more follow.
+
+        Rows are ordered by ``order_column`` then ``id_column`` (so rows created in the same second
+        still page deterministically, without repeats or gaps). The cursor row must itself match
+        ``where``: a caller cannot page from, or learn about, a row it may not see. An unknown cursor
+        raises ``InvalidRequestError`` for ``after``. ``order_column`` must not be NULL.
+        """
+        if limit < 1:
+            raise ValueError("limit must be at least 1.")
+        if order not in ("asc", "desc"):
+            raise ValueError(f"order must be 'asc' or 'desc', not {order!r}.")
+        t = await self._table(table, [*_where_columns(where), order_column, id_column])
+        order_col = _column(t, order_column)
+        id_col = _column(t, id_column)
+        conditions = _conditions(t, where)
+        async with self._transaction(write=False) as conn:
+            if after_id is not None:
+                cursor = (await conn.execute(select(order_col).where(id_col == after_id, *conditions))).first()
+                if cursor is None:
+                    raise InvalidRequestError(
+                        f"No object with id '{after_id}' to list after; pass an id from a previous page.",
+                        param="after",
+                    )
+                value = cursor[0]
+                if order == "desc":
+                    conditions.append(or_(order_col < value, and_(order_col == value, id_col < after_id)))
+                else:
+                    conditions.append(or_(order_col > value, and_(order_col == value, id_col > after_id)))
+            ordering = [order_col.desc(), id_col.desc()] if order == "desc" else [order_col.asc(), id_col.asc()]
+            stmt = select(t).where(*conditions).order_by(*ordering).limit(limit + 1)
+            rows = [dict(row) for row in (await conn.execute(stmt)).mappings().all()]
+        return Page(rows[:limit], len(rows) > limit)
+
+
+async def sqlstore_from_config(
+    config: SqliteSqlStoreConfig | PostgresSqlStoreConfig | Mapping[str, Any],
+) -> SqlStore:
+    """Open the SQL store described by ``config`` (a config object or a plain mapping)."""
+    if isinstance(config, Mapping):
+        config = parse_sqlstore_config(config)
+    return await SqlStore.open(config)
+
+
+# ---------------------------------------------------------------------------------------------------
+# Helpers (the sync ones run inside ``AsyncConnection.run_sync``)
+# ---------------------------------------------------------------------------------------------------
+
+
+def _create_or_migrate(conn: Connection, name: str, definitions: dict[str, ColumnDefinition]) -> Table:
+    inspector = inspect(conn)
+    if not inspector.has_table(name):
+        ddl_table = Table(
+            name,
+            MetaData(),
+            *[
+                Column(col, _sa_type(d.type), primary_key=d.primary_key, nullable=d.nullable and not d.primary_key)
+                for col, d in definitions.items()
+            ],
+        )
+        ddl_table.create(conn)
+        existing_indexes: set[str] = set()
+    else:
+        ddl_table = Table(name, MetaData(), autoload_with=conn)
+        quote = conn.dialect.identifier_preparer.quote
+        for col, d in definitions.items():
+            if col in ddl_table.c:
+                continue
+            if d.primary_key:
+                raise ValueError(f"Cannot add primary key column '{col}' to existing table '{name}'.")
+            column_sql = _sa_type(d.type).compile(dialect=conn.dialect)
+            conn.exec_driver_sql(f"ALTER TABLE {quote(name)} ADD COLUMN {quote(col)} {column_sql}")
+            ddl_table.append_column(Column(col, _sa_type(d.type)), replace_existing=True)
+        existing_indexes = {ix["name"] for ix in inspector.get_indexes(name) if ix.get("name")}
+    for col, d in definitions.items():
+        if d.unique or d.index:
+            ix_name = _index_name("ux" if d.unique else "ix", name, col)
+            if ix_name not in existing_indexes:
+                Index(ix_name, ddl_table.c[col], unique=d.unique).create(conn, checkfirst=True)
+    return _runtime_table(conn, name, definitions)
+
+
+def _runtime_table(conn: Connection, name: str, definitions: dict[str, ColumnDefinition]) -> Table:
+    """The table as it is in the database, with our own types for the columns we know.
+
+    Reflection picks up columns added by other (newer) versions; declared types win so JSON and
+    booleans convert the same way whatever the database reports.
+    """
+    inspector = inspect(conn)
+    if not inspector.has_table(name):
+        raise NoSuchTableError(name)
+    primary_key = set(inspector.get_pk_constraint(name).get("constrained_columns") or [])
+    columns: list[Column[Any]] = []
+    for info in inspector.get_columns(name):
+        col_name = info["name"]
+        if col_name in definitions:
+            col_type = _sa_type(definitions[col_name].type)
+        elif isinstance(info["type"], JSON):
+            col_type = _json_type()
+        else:
+            col_type = info["type"]
+        columns.append(Column(col_name, col_type, primary_key=col_name in primary_key))
+    return Table(name, MetaData(), *columns)
+
+
+def _column(table: Table, name: str) -> Column[Any]:
+    try:
+        return table.c[name]
+    except KeyError:
+        raise ValueError(f"Unknown column '{name}' in table '{table.name}'.") from None
+
+
+def _check_columns(table: Table, names: Mapping[str, Any] | Sequence[str]) -> None:
+    for name in names:
+        _column(table, name)
+
+
+def _condition(table: Table, item: Filter) -> ColumnElement[bool]:
+    if isinstance(item, ConditionGroup):
+        parts = [_condition(table, sub) for sub in item.conditions]
+        if not parts:
+            raise ValueError(f"An empty '{item.combinator}' group is ambiguous; leave it out.")
+        return and_(*parts) if item.combinator == "and" else or_(*parts)
+    if not isinstance(item, Condition):
+        raise TypeError(f"where items must be Where.* conditions, not {type(item).__name__}.")
+    col = _column(table, item.column)
+    op, value = item.op, item.value
+    if op == "eq":
+        return col.is_(None) if value is None else col == value
+    if op == "ne":
+        return col.is_not(None) if value is None else or_(col != value, col.is_(None))
+    if op == "gt":
+        return col > value
+    if op == "gte":
+        return col >= value
+    if op == "lt":
+        return col < value
+    if op == "lte":
+        return col <= value
+    if op == "in":
+        return col.in_(list(value))
+    if op == "not_in":
+        return col.not_in(list(value))
+    if op == "is_null":
+        return col.is_(None)
+    if op == "is_not_null":
+        return col.is_not(None)
+    raise ValueError(f"Unknown operator {op!r}.")
+
+
+def _where_columns(where: WhereArg) -> list[str]:
+    """Every column a ``where`` mentions (to notice columns added since the table was cached)."""
+    if where is None or isinstance(where, str | bytes):
+        return []
+    if isinstance(where, Mapping):
+        return list(where)
+    names: list[str] = []
+    stack: list[Any] = list(where)
+    while stack:
+        item = stack.pop()
+        if isinstance(item, Condition):
+            names.append(item.column)
+        elif isinstance(item, ConditionGroup):
+            stack.extend(item.conditions)
+    return names
+
+
+def _conditions(table: Table, where: WhereArg) -> list[ColumnElement[bool]]:
+    if where is None:
+        return []
+    if isinstance(where, Mapping):
+        return [_condition(table, Condition(col, "eq", value)) for col, value in where.items()]
+    if isinstance(where, str | bytes):
+        raise TypeError("where must be a mapping or a list of Where.* conditions, not a string.")
+    return [_condition(table, item) for item in where]
+
+
+def _required_conditions(table: Table, where: WhereArg, action: str) -> list[ColumnElement[bool]]:
+    conditions = _conditions(table, where)
+    if not conditions:
+        raise ValueError(f"{action} without a filter would touch every row of '{table.name}'; pass where.")
+    return conditions
+
+
+def _order(table: Table, order_by: OrderBy | None) -> list[ColumnElement[Any]]:
+    clauses: list[ColumnElement[Any]] = []
+    for name, direction in order_by or ():
+        col = _column(table, name)
+        if direction == "asc":
+            clauses.append(col.asc())
+        elif direction == "desc":
+            clauses.append(col.desc())
+        else:
+            raise ValueError(f"Order direction for '{name}' must be 'asc' or 'desc', not {direction!r}.")
+    return clauses
