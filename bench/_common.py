@@ -38,7 +38,9 @@ def start_underlay(config_path: Path, port: int, log: Path) -> subprocess.Popen[
     env = {**os.environ, "HF_HUB_OFFLINE": "1"}
     return subprocess.Popen(
         [sys.executable, "-m", "underlay", "run", str(config_path), "--port", str(port)],
-        stdout=log.open("wb"), stderr=subprocess.STDOUT, env=env,
+        stdout=log.open("wb"),
+        stderr=subprocess.STDOUT,
+        env=env,
     )
 
 

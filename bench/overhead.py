@@ -77,15 +77,21 @@ def main() -> int:
     args = parser.parse_args()
     workdir = Path(tempfile.mkdtemp(prefix="underlay-overhead-"))
     stub_port, underlay_port = free_port(), free_port()
-    stub = subprocess.Popen([sys.executable, str(Path(__file__).with_name("upstream_stub.py")), str(stub_port)],
-                            stdout=subprocess.DEVNULL)
+    stub = subprocess.Popen(
+        [sys.executable, str(Path(__file__).with_name("upstream_stub.py")), str(stub_port)], stdout=subprocess.DEVNULL
+    )
     config = {
         "state_dir": str(workdir / "state"),
         "apis": ["inference", "models"],
-        "providers": {"inference": [{
-            "provider_id": "passthrough", "provider_type": "remote::passthrough",
-            "config": {"base_url": f"http://127.0.0.1:{stub_port}/v1"},
-        }]},
+        "providers": {
+            "inference": [
+                {
+                    "provider_id": "passthrough",
+                    "provider_type": "remote::passthrough",
+                    "config": {"base_url": f"http://127.0.0.1:{stub_port}/v1"},
+                }
+            ]
+        },
         "server": {"log_level": "warning"},
     }
     config_path = workdir / "run.yaml"
@@ -104,8 +110,11 @@ def main() -> int:
                     r = asyncio.run(load(url, concurrency, args.seconds, stream))
                     results[(stream, concurrency, name)] = r
                     mode = "stream" if stream else "json"
-                    print(f"{mode:<10}{concurrency:>5}  {name:<9}{r['rps']:>9.0f}{r['p50']:>9.2f}{r['p99']:>9.2f}"
-                          f"{r['errors']:>8}", flush=True)
+                    print(
+                        f"{mode:<10}{concurrency:>5}  {name:<9}{r['rps']:>9.0f}{r['p50']:>9.2f}{r['p99']:>9.2f}"
+                        f"{r['errors']:>8}",
+                        flush=True,
+                    )
         print()
         ok = True
         for stream in (False, True):
@@ -116,8 +125,10 @@ def main() -> int:
             verdict_added = "PASS" if added <= 1.0 else "MISS"
             verdict_ratio = "PASS" if ratio >= 0.5 else "MISS"
             ok = ok and verdict_added == verdict_ratio == "PASS" and errors == 0
-            print(f"{mode}: added p50 at c=1 {added:.2f} ms (target <= 1 ms: {verdict_added}); "
-                  f"throughput at c=64 {ratio:.2f}x direct (target >= 0.5: {verdict_ratio}); errors {errors}")
+            print(
+                f"{mode}: added p50 at c=1 {added:.2f} ms (target <= 1 ms: {verdict_added}); "
+                f"throughput at c=64 {ratio:.2f}x direct (target >= 0.5: {verdict_ratio}); errors {errors}"
+            )
         print("overall:", "PASS" if ok else "MISS")
     finally:
         server.terminate()

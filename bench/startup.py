@@ -30,7 +30,9 @@ def one_run(state_dir: Path) -> tuple[float, float]:
     start = time.perf_counter()
     process = subprocess.Popen(
         [sys.executable, "-m", "underlay", "run", "local", "--port", str(port)],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        env=env,
     )
     try:
         while True:
@@ -60,11 +62,15 @@ def main() -> int:
             elapsed, memory = one_run(Path(tmp) / "state")
         times.append(elapsed)
         rss.append(memory)
-        print(f"run {index + 1}: first 200 on /v1/health after {elapsed * 1000:.0f} ms; idle RSS {memory:.0f} MB",
-              flush=True)
+        print(
+            f"run {index + 1}: first 200 on /v1/health after {elapsed * 1000:.0f} ms; idle RSS {memory:.0f} MB",
+            flush=True,
+        )
     median, worst, mem = statistics.median(times), max(times), max(rss)
-    print(f"start-up median {median * 1000:.0f} ms, worst {worst * 1000:.0f} ms "
-          f"(target <= 1500 ms: {'PASS' if median <= 1.5 else 'MISS'})")
+    print(
+        f"start-up median {median * 1000:.0f} ms, worst {worst * 1000:.0f} ms "
+        f"(target <= 1500 ms: {'PASS' if median <= 1.5 else 'MISS'})"
+    )
     print(f"idle RSS {mem:.0f} MB (target <= 200 MB: {'PASS' if mem <= 200 else 'MISS'})")
     return 0
 

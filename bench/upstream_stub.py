@@ -13,19 +13,30 @@ import sys
 import time
 
 CHUNKS = 50
-_MODELS = json.dumps({"object": "list", "data": [{"id": "stub", "object": "model", "created": 0,
-                                                   "owned_by": "bench"}]}).encode()
-_COMPLETION = json.dumps({
-    "id": "chatcmpl-stub", "object": "chat.completion", "created": 0, "model": "stub",
-    "choices": [{"index": 0, "message": {"role": "assistant", "content": "ok"}, "finish_reason": "stop"}],
-    "usage": {"prompt_tokens": 5, "completion_tokens": 1, "total_tokens": 6},
-}).encode()
+_MODELS = json.dumps(
+    {"object": "list", "data": [{"id": "stub", "object": "model", "created": 0, "owned_by": "bench"}]}
+).encode()
+_COMPLETION = json.dumps(
+    {
+        "id": "chatcmpl-stub",
+        "object": "chat.completion",
+        "created": 0,
+        "model": "stub",
+        "choices": [{"index": 0, "message": {"role": "assistant", "content": "ok"}, "finish_reason": "stop"}],
+        "usage": {"prompt_tokens": 5, "completion_tokens": 1, "total_tokens": 6},
+    }
+).encode()
 
 
 def _chunk(i: int, last: bool) -> bytes:
     delta = {} if last else {"content": f"t{i} "}
-    body = {"id": "chatcmpl-stub", "object": "chat.completion.chunk", "created": 0, "model": "stub",
-            "choices": [{"index": 0, "delta": delta, "finish_reason": "stop" if last else None}]}
+    body = {
+        "id": "chatcmpl-stub",
+        "object": "chat.completion.chunk",
+        "created": 0,
+        "model": "stub",
+        "choices": [{"index": 0, "delta": delta, "finish_reason": "stop" if last else None}],
+    }
     return b"data: " + json.dumps(body).encode() + b"\n\n"
 
 
@@ -49,8 +60,14 @@ async def _handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) ->
                 payload, ctype = _STREAM, b"text/event-stream"
             else:
                 payload, ctype = _COMPLETION, b"application/json"
-            writer.write(b"HTTP/1.1 200 OK\r\ncontent-type: " + ctype + b"\r\ncontent-length: "
-                         + str(len(payload)).encode() + b"\r\n\r\n" + payload)
+            writer.write(
+                b"HTTP/1.1 200 OK\r\ncontent-type: "
+                + ctype
+                + b"\r\ncontent-length: "
+                + str(len(payload)).encode()
+                + b"\r\n\r\n"
+                + payload
+            )
             await writer.drain()
     except (asyncio.IncompleteReadError, ConnectionError, ValueError):
         pass

@@ -1,0 +1,140 @@
+"""Local inference: tokens/s and time to first token through Underlay vs llama.cpp directly.
+
+Same GGUF model (the packaged Qwen2.5-Coder 0.5B by default), same context size, threads and
+sampling (greedy), same prompts. "Direct" drives llama-cpp-python in this process; "Underlay" drives
+``/v1/completions`` with streaming on a real server running ``inline::llama-cpp``. The two never run
+at the same time. Targets: at least 95% of direct tokens/s; at most 15 ms added time to first token.
+
+    python bench/local_inference.py [--model qwen2.5-coder-0.5b-instruct] [--tokens 128] [--runs 3]
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import json
+import os
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import httpx
+import yaml
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import free_port, start_underlay, wait_http  # noqa: E402
+
+PROMPTS = [
+    "Write a Python function that checks whether a number is prime, with a docstring.",
+    "Explain in a paragraph how a hash map handles collisions.",
+    "Write a bash one-liner that counts lines in every .py file, then explain it.",
+    "Describe the difference between a process and a thread.",
+    "Write a SQL query that finds the second highest salary in a table.",
+]
+N_CTX = 4096
+
+
+def direct_runs(model_path: str, prompts: list[str], tokens: int, threads: int) -> list[tuple[float, float]]:
+    from llama_cpp import Llama
+
+    llm = Llama(model_path=model_path, n_ctx=N_CTX, n_threads=threads, verbose=False)
+    out = []
+    for prompt in prompts:
+        llm.reset()
+        start = time.perf_counter()
+        first = last = None
+        count = 0
+        for _ in llm.create_completion(prompt, max_tokens=tokens, temperature=0, stream=True):
+            now = time.perf_counter()
+            first = first or now
+            last = now
+            count += 1
+        out.append((first - start, (count - 1) / (last - first)))
+    del llm
+    gc.collect()
+    return out
+
+
+def underlay_runs(url: str, model: str, prompts: list[str], tokens: int) -> list[tuple[float, float]]:
+    out = []
+    with httpx.Client(timeout=300) as client:
+        for prompt in prompts:
+            body = {"model": model, "prompt": prompt, "max_tokens": tokens, "temperature": 0, "stream": True}
+            start = time.perf_counter()
+            first = last = None
+            count = 0
+            with client.stream("POST", f"{url}/v1/completions", json=body) as response:
+                response.raise_for_status()
+                for line in response.iter_lines():
+                    if not line.startswith("data: ") or line == "data: [DONE]":
+                        continue
+                    chunk = json.loads(line[6:])
+                    if chunk.get("choices") and chunk["choices"][0].get("text"):
+                        now = time.perf_counter()
+                        first = first or now
+                        last = now
+                        count += 1
+            out.append((first - start, (count - 1) / (last - first)))
+    return out
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--model", default="qwen2.5-coder-0.5b-instruct")
+    parser.add_argument("--tokens", type=int, default=128)
+    parser.add_argument("--runs", type=int, default=3)
+    args = parser.parse_args()
+    from underlay.providers.utils.packaged_models import resolve_model_path
+
+    path = str(resolve_model_path(args.model))
+    threads = os.cpu_count() or 2
+    prompts = (PROMPTS * 3)[: args.runs + 1]  # the first of each side is a warm-up
+
+    direct = direct_runs(path, prompts, args.tokens, threads)[1:]
+
+    workdir = Path(tempfile.mkdtemp(prefix="underlay-localinf-"))
+    config = {
+        "state_dir": str(workdir / "state"),
+        "apis": ["inference", "models"],
+        "providers": {
+            "inference": [
+                {
+                    "provider_id": "llama-cpp",
+                    "provider_type": "inline::llama-cpp",
+                    "config": {"models": [{"name": args.model, "path": path, "n_ctx": N_CTX, "n_threads": threads}]},
+                }
+            ]
+        },
+        "server": {"log_level": "warning"},
+    }
+    (workdir / "run.yaml").write_text(yaml.safe_dump(config))
+    port = free_port()
+    server = start_underlay(workdir / "run.yaml", port, workdir / "server.log")
+    try:
+        wait_http(f"http://127.0.0.1:{port}/v1/health", server)
+        through = underlay_runs(f"http://127.0.0.1:{port}", args.model, prompts, args.tokens)[1:]
+    finally:
+        server.terminate()
+        server.wait(30)
+
+    def summary(rows: list[tuple[float, float]]) -> tuple[float, float]:
+        return statistics.median(r[0] for r in rows) * 1000, statistics.median(r[1] for r in rows)
+
+    d_ttft, d_tps = summary(direct)
+    u_ttft, u_tps = summary(through)
+    print(f"model {args.model}, {args.tokens} tokens, {threads} threads, {len(direct)} runs each (medians)")
+    print(f"{'path':<10}{'TTFT ms':>10}{'tokens/s':>10}")
+    print(f"{'direct':<10}{d_ttft:>10.1f}{d_tps:>10.1f}")
+    print(f"{'underlay':<10}{u_ttft:>10.1f}{u_tps:>10.1f}")
+    ratio, added = u_tps / d_tps, u_ttft - d_ttft
+    print(
+        f"tokens/s ratio {ratio:.3f} (target >= 0.95: {'PASS' if ratio >= 0.95 else 'MISS'}); "
+        f"added TTFT {added:.1f} ms (target <= 15 ms: {'PASS' if added <= 15 else 'MISS'})"
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
