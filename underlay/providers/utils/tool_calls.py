@@ -104,6 +104,15 @@ class ToolPolicy:
         """Whether the model may (or must) call something this turn."""
         return self.mode != "none" and bool(self.callable)
 
+    @property
+    def max_calls(self) -> int:
+        """How many calls one turn may return."""
+        return MAX_PARALLEL_CALLS if self.parallel else 1
+
+    def parse(self, text: str) -> ParsedToolCalls:
+        """:func:`parse_tool_calls` under this policy (allowed names, call count)."""
+        return parse_tool_calls(text, self.tools, allowed=self.callable, max_calls=self.max_calls)
+
     def tool(self, name: str) -> ChatTool | None:
         for t in self.tools:
             if t.function.name == name:
@@ -598,7 +607,11 @@ def _validate(
 
 
 def parse_tool_calls(
-    text: str, tools: Sequence[ChatTool], *, allowed: Collection[str] | None = None
+    text: str,
+    tools: Sequence[ChatTool],
+    *,
+    allowed: Collection[str] | None = None,
+    max_calls: int | None = None,
 ) -> ParsedToolCalls:
     """Read tool calls out of model output, leniently, returning only valid ones.
 
@@ -607,6 +620,7 @@ def parse_tool_calls(
     output is nothing else, a fenced JSON block or bare JSON (one object, several back to back, or a
     list). Calls are all-or-nothing: if any candidate names an unknown tool or fails its schema, no
     call is returned and ``content`` is the original text, so a caller never acts on half a plan.
+    ``max_calls`` (1 when parallel calls are off) keeps only the first calls, in order.
     """
     candidates: list[dict[str, Any]] = []
     problems: list[str] = []
@@ -642,6 +656,8 @@ def parse_tool_calls(
 
     if problems or not candidates:
         return ParsedToolCalls(content=text or None, problems=problems, found_candidates=True)
+    if max_calls is not None:
+        candidates = candidates[:max_calls]
     calls, problems = _validate(candidates, tools, allowed)
     if problems:
         return ParsedToolCalls(content=text or None, problems=problems, found_candidates=True)

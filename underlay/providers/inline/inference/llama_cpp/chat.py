@@ -77,7 +77,6 @@ from underlay.providers.utils.tool_calls import (
     ToolPolicy,
     check_schema,
     grammar_gaps,
-    parse_tool_calls,
     plan_decoding,
     schema_errors,
 )
@@ -161,7 +160,7 @@ def _json_validator(fmt: JsonFormat) -> Validator:
 
 def _tools_validator(policy: ToolPolicy) -> Validator:
     def validate(text: str) -> list[str]:
-        parsed = parse_tool_calls(text, policy.tools, allowed=policy.callable)
+        parsed = policy.parse(text)
         if parsed.calls:
             return []
         return parsed.problems or ["the output holds no tool call"]
@@ -358,7 +357,7 @@ def _message(plan: ChatPlan, result: ChoiceResult) -> tuple[ResponseMessage, Fin
     gen = result.generation
     policy = plan.policy
     if policy.active:
-        parsed = parse_tool_calls(gen.text, policy.tools, allowed=policy.callable)
+        parsed = policy.parse(gen.text)
         if parsed.calls:
             return (
                 ResponseMessage(content=parsed.content, tool_calls=parsed.calls),
@@ -524,7 +523,7 @@ async def stream_chunks(plan: ChatPlan, handle: JobHandle[ChatJobResult]) -> Asy
             finish = _finish(gen.finish_reason)
             held = splitter.finish()
             if held and splitting:
-                parsed = parse_tool_calls(held, plan.policy.tools, allowed=plan.policy.callable)
+                parsed = plan.policy.parse(held)
                 if parsed.calls:
                     if parsed.content:
                         yield chunk(i, ApiChoiceDelta(content=parsed.content))

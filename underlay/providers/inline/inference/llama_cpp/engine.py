@@ -121,6 +121,8 @@ class Engine:
         self.n_ctx = int(llama.n_ctx())
         self.metadata: dict[str, str] = dict(llama.metadata)
         self._pieces: dict[int, bytes] = {}
+        self._saved_prompt: list[int] | None = None
+        self._saved_logits: np.ndarray | None = None
         self._reuse_prefix = not (getattr(llama, "_is_recurrent", False) or getattr(llama, "_is_hybrid", False))
         bos = llama_cpp.llama_vocab_bos(self.vocab)
         eos = llama_cpp.llama_vocab_eos(self.vocab)
@@ -191,28 +193,43 @@ class Engine:
         ptr = llama_cpp.llama_get_logits_ith(self._llama.ctx, -1)
         return np.ctypeslib.as_array(ptr, shape=(self.n_vocab,))
 
-    def _prefill(self, tokens: list[int], cancel: threading.Event) -> bool:
-        """Evaluate the prompt, reusing the longest prefix already in the KV cache; False if cancelled."""
+    def _prefill(self, tokens: list[int], cancel: threading.Event) -> np.ndarray | None:
+        """Evaluate the prompt; return the logits for the first sample, or None if cancelled.
+
+        Work already in the KV cache is reused, but only in ways that give bit-identical logits to a
+        fresh evaluation, so that an answer never depends on what the slot did before (the same seed
+        and input must give the same output, whichever request came first):
+
+        * the exact prompt of the previous request: its KV entries and saved last logits are reused
+          as they are (this is what makes ``n`` > 1 and retries cheap);
+        * a shared prefix: reused in whole ``n_batch`` chunks only, because a fresh evaluation also
+          runs in those chunks and llama.cpp's arithmetic depends on how tokens are batched.
+        """
         llama = self._llama
+        step = self.config.n_batch
+        if self._saved_logits is not None and self._saved_prompt == tokens and llama.n_tokens >= len(tokens):
+            llama.n_tokens = len(tokens)  # ``eval`` drops the KV cache from here on
+            return self._saved_logits
+        self._saved_prompt, self._saved_logits = None, None
         common = 0
         cached = llama.n_tokens
         if cached and self._reuse_prefix:
             n = min(cached, len(tokens))
             diff = np.nonzero(llama.input_ids[:n] != np.asarray(tokens[:n], dtype=llama.input_ids.dtype))[0]
             common = int(diff[0]) if diff.size else n
-        # At least one token must be evaluated so that fresh logits exist for the first sample.
-        common = min(common, len(tokens) - 1)
+        # Whole chunks only, and at least one token left to evaluate so fresh logits exist.
+        common = (min(common, len(tokens) - 1) // step) * step
         if common == 0:
             llama.reset()
         else:
-            llama.n_tokens = common  # ``eval`` drops the KV cache from here on
-        rest = tokens[common:]
-        step = self.config.n_batch
-        for i in range(0, len(rest), step):
+            llama.n_tokens = common
+        for i in range(common, len(tokens), step):
             if cancel.is_set():
-                return False
-            llama.eval(rest[i : i + step])
-        return True
+                return None
+            llama.eval(tokens[i : i + step])
+        logits = self._last_logits().copy()
+        self._saved_prompt, self._saved_logits = list(tokens), logits
+        return logits
 
     def _prefill_scored(
         self, tokens: list[int], top_n: int, cancel: threading.Event
@@ -223,6 +240,7 @@ class Engine:
         """
         llama = self._llama
         llama.reset()
+        self._saved_prompt, self._saved_logits = None, None
         scored: list[TokenLogprob | None] = [None]
         offset = len(self.piece(tokens[0]).decode("utf-8", "replace"))
         step = self.config.n_batch
@@ -245,6 +263,7 @@ class Engine:
                 entry = self._logprob_entry(logits, tokens[nxt], top_n, offset)
                 scored.append(entry)
                 offset += len(entry.raw.decode("utf-8", "replace"))
+        self._saved_prompt, self._saved_logits = list(tokens), self._last_logits().copy()
         return scored
 
     def _logprob_entry(self, logits: np.ndarray, token: int, top_n: int, offset: int) -> TokenLogprob:
@@ -287,12 +306,13 @@ class Engine:
         room = self.n_ctx - n_prompt
         limit = room if max_tokens is None else min(max_tokens, room)
         scored: list[TokenLogprob | None] | None = None
+        first_logits: np.ndarray | None
         if prompt_logprobs is not None:
             scored = self._prefill_scored(prompt_tokens, prompt_logprobs, cancel)
-            ok = scored is not None
+            first_logits = self._saved_logits if scored is not None else None
         else:
-            ok = self._prefill(prompt_tokens, cancel)
-        if not ok:
+            first_logits = self._prefill(prompt_tokens, cancel)
+        if first_logits is None:
             return Generation("", "cancelled", n_prompt, 0, seconds=time.perf_counter() - started)
 
         seed = params.seed if params.seed is not None else secrets.randbits(32)
@@ -321,7 +341,7 @@ class Engine:
                 if cancel.is_set():
                     finish = "cancelled"
                     break
-                logits = self._last_logits()
+                logits = first_logits if n_gen == 0 else self._last_logits()
                 token = sampler.sample(logits)
                 if token is None or self.is_eog(token):
                     finish = "stop"
