@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
+from typing import Protocol, TypeVar
 
 from pydantic import BaseModel
+
+FormT = TypeVar("FormT", bound=BaseModel, covariant=True)
 
 
 @dataclass(frozen=True)
@@ -14,6 +18,14 @@ class Route:
     The server calls ``handler`` on the API's router with the path parameters as keyword arguments,
     plus ``params=<body model>`` when ``body`` is set and ``query=<query model>`` when ``query`` is set.
     When ``streaming`` is true and the handler returns an async iterator, the server sends SSE.
+
+    When ``multipart`` is true the request is ``multipart/form-data`` with one file part named
+    ``file_field``; ``body`` is then the model of the other form fields (``a[b]=c`` keys become nested
+    objects, as OpenAI's SDK sends them) and the handler gets ``upload=<MultipartUpload>`` instead of
+    ``params``. The body is parsed as it arrives, so the file is never held in memory.
+    ``body_limit_setting`` names a run-config integer (dotted, e.g. ``files.max_upload_bytes``) that
+    replaces ``server.max_request_bytes`` for this route, for routes whose bodies are meant to be big.
+    A handler may return :class:`BinaryContent` to send raw bytes instead of JSON.
     """
 
     method: str
@@ -26,3 +38,46 @@ class Route:
     summary: str = ""
     tags: tuple[str, ...] = field(default_factory=tuple)
     status_code: int = 200
+    multipart: bool = False
+    file_field: str = "file"
+    body_limit_setting: str | None = None
+
+
+class MultipartUpload(Protocol[FormT]):
+    """What a multipart route's handler receives: the file part as a stream, and the form fields.
+
+    Why two views of the fields: the body is read once, in order, and the file is streamed to storage
+    as it arrives, so fields sent *after* the file part are only known once the file has been read.
+    ``early`` is the validated form when every required field came before the file (the usual order,
+    and the one OpenAI's SDK uses) so a handler can reject bad input before storing anything; it is
+    ``None`` otherwise. The server has already refused fields that were present but invalid.
+    """
+
+    filename: str
+    content_type: str | None
+
+    @property
+    def early(self) -> FormT | None:
+        """The form, when it was complete before the file part; else ``None``."""
+        ...
+
+    def chunks(self) -> AsyncIterator[bytes]:
+        """The file part's bytes, in pieces as they arrive; iterate it once."""
+        ...
+
+    async def form(self) -> FormT:
+        """Read the rest of the body (after ``chunks`` is exhausted) and validate every form field.
+
+        Raises the API's invalid-request error naming the field when the form is incomplete or wrong.
+        """
+        ...
+
+
+@dataclass
+class BinaryContent:
+    """Raw bytes for the client (a file download), streamed with a known type, name and size."""
+
+    chunks: AsyncIterator[bytes]
+    media_type: str = "application/octet-stream"
+    filename: str | None = None
+    size: int | None = None

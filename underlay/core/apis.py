@@ -10,6 +10,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from underlay.api import files as files_api
 from underlay.api import inference as inference_api
 from underlay.api import models as models_api
 from underlay.api.routes import Route
@@ -46,9 +47,27 @@ async def _models_router(stack: Stack, providers: dict[str, Any]) -> Any:
     return ModelsRouter(stack.models)
 
 
+async def _files_router(stack: Stack, providers: dict[str, Any]) -> Any:
+    from underlay.core.config import ConfigError
+    from underlay.core.routers.files import FilesRouter
+    from underlay.core.stores.files import FileStore
+
+    if not providers:
+        raise ConfigError(
+            f"{stack.config.source}: providers.files: the files API needs a provider; add "
+            "{provider_id: localfs, provider_type: inline::localfs, config: {root: files}}"
+        )
+    store = FileStore(stack.sqlstore)
+    await store.initialize()
+    router = FilesRouter(store, providers, stack.config.files)
+    await router.initialize()
+    return router
+
+
 API_TABLE: dict[str, ApiEntry] = {
     "inference": ApiEntry(inference_api.ROUTES, _inference_router),
     "models": ApiEntry(models_api.ROUTES, _models_router, depends_on=("inference",)),
+    "files": ApiEntry(files_api.ROUTES, _files_router),
 }
 
 

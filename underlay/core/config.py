@@ -74,6 +74,23 @@ class InferenceSettings(_Strict):
     model_discovery_timeout: float = Field(default=5.0, ge=0)
 
 
+class FilesSettings(_Strict):
+    """The Files API's limits; uploads are streamed, so the size limit is about storage, not memory."""
+
+    max_upload_bytes: int = Field(
+        default=512 * 1024 * 1024, ge=1, description="Largest file POST /v1/files accepts (413 past it)."
+    )
+    min_expires_after_seconds: int = Field(
+        default=3600, ge=1, description="Shortest expires_after a client may ask for (OpenAI's is 3600)."
+    )
+    batch_expires_after_seconds: int | None = Field(
+        default=2_592_000,
+        ge=1,
+        description="Default expiry of purpose=batch files, as OpenAI (30 days); null keeps them.",
+    )
+    expiry_sweep_seconds: float = Field(default=60.0, gt=0, description="How often expired files are removed.")
+
+
 class RunConfig(_Strict):
     version: int = 1
     distribution: str = "custom"
@@ -84,6 +101,7 @@ class RunConfig(_Strict):
     models: list[ModelRegistration] = Field(default_factory=list)
     server: ServerConfig = Field(default_factory=ServerConfig)
     inference: InferenceSettings = Field(default_factory=InferenceSettings)
+    files: FilesSettings = Field(default_factory=FilesSettings)
 
     source: str = Field(default="<memory>", exclude=True)
 

@@ -118,7 +118,10 @@ class Stack:
                     f"({exc.name or exc}); {extra}"
                 ) from None
             try:
-                provider_config = config_class.model_validate(entry.config)
+                # The state directory reaches config validators, so relative paths can resolve under it.
+                provider_config = config_class.model_validate(
+                    entry.config, context={"state_dir": str(self.config.state_path(""))}
+                )
             except ValidationError as exc:
                 raise ConfigError(
                     validation_error_line(source, exc, config_class, prefix=f"{key}.config")
@@ -132,6 +135,13 @@ class Stack:
         return instances
 
     async def stop(self) -> None:
+        for api, router in reversed(list(self.routers.items())):
+            shutdown = getattr(router, "shutdown", None)  # routers with background tasks stop them first
+            if shutdown is not None:
+                try:
+                    await shutdown()
+                except Exception as exc:
+                    log.warning("router %s failed to shut down: %s", api, exc)
         if self.models is not None:
             await self.models.shutdown()
         for instances in self.providers.values():

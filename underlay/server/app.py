@@ -13,6 +13,7 @@ import re
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
+from urllib.parse import quote
 
 from fastapi import FastAPI, Request
 from fastapi.middleware.cors import CORSMiddleware
@@ -22,12 +23,13 @@ from pydantic_core import to_json
 
 import underlay
 from underlay.api.errors import InvalidRequestError
-from underlay.api.routes import Route
+from underlay.api.routes import BinaryContent, Route
 from underlay.core.apis import API_TABLE, api_order
 from underlay.core.config import ConfigError, RunConfig
 from underlay.core.stack import Stack
 from underlay.server.errors import install_error_handlers, validation_message
 from underlay.server.middleware import RequestContextMiddleware
+from underlay.server.multipart import FORM_OVERHEAD_BYTES, multipart_call
 from underlay.server.sse import sse_frames
 
 log = logging.getLogger("underlay.server")
@@ -43,6 +45,8 @@ class JSONBytesResponse(Response):
 def encode_result(result: Any, status_code: int = 200) -> Response:
     if isinstance(result, Response):
         return result
+    if isinstance(result, BinaryContent):
+        return binary_response(result)
     if hasattr(result, "__aiter__") and not isinstance(result, BaseModel | dict | list):
         return StreamingResponse(
             sse_frames(result),
@@ -50,6 +54,20 @@ def encode_result(result: Any, status_code: int = 200) -> Response:
             headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
         )
     return JSONBytesResponse(content=to_json(result, by_alias=True), status_code=status_code)
+
+
+def binary_response(content: BinaryContent) -> StreamingResponse:
+    """Raw bytes with their type, size and a download name (RFC 6266, UTF-8 names included)."""
+    headers: dict[str, str] = {}
+    if content.size is not None:
+        headers["content-length"] = str(content.size)
+    if content.filename is not None:
+        ascii_name = content.filename.encode("ascii", "replace").decode().replace("\\", "_").replace('"', "_")
+        ascii_name = "".join(c if 32 <= ord(c) < 127 else "_" for c in ascii_name)
+        headers["content-disposition"] = (
+            f'attachment; filename="{ascii_name}"; filename*=UTF-8\'\'{quote(content.filename, safe="")}'
+        )
+    return StreamingResponse(content.chunks, media_type=content.media_type, headers=headers)
 
 
 def parse_query(model: type[BaseModel], request: Request) -> BaseModel:
@@ -77,14 +95,17 @@ def make_endpoint(api: str, route: Route) -> Any:
         router = request.app.state.stack.routers[api]
         if query_model is not None:
             kwargs["query"] = parse_query(query_model, request)
-        result = await getattr(router, handler_name)(**kwargs)
+        if route.multipart:
+            result = await multipart_call(request, route, getattr(router, handler_name), kwargs)
+        else:
+            result = await getattr(router, handler_name)(**kwargs)
         return encode_result(result, route.status_code)
 
     parameters = [inspect.Parameter("request", inspect.Parameter.POSITIONAL_OR_KEYWORD, annotation=Request)]
     parameters += [
         inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, annotation=str) for name in path_params
     ]
-    if route.body is not None:
+    if route.body is not None and not route.multipart:  # multipart bodies are parsed as they stream in
         parameters.append(inspect.Parameter("params", inspect.Parameter.KEYWORD_ONLY, annotation=route.body))
     endpoint.__signature__ = inspect.Signature(parameters)  # type: ignore[attr-defined]
     endpoint.__name__ = f"{api}_{handler_name}"
@@ -133,6 +154,7 @@ def create_app(config: RunConfig, stack: Stack | None = None) -> FastAPI:
             tags=list(route.tags) or [api],
             response_model=None,
             status_code=route.status_code,
+            openapi_extra=_multipart_openapi(route) if route.multipart else None,
         )
     _add_platform_routes(app, routes)
     if config.server.cors_origins:
@@ -142,8 +164,38 @@ def create_app(config: RunConfig, stack: Stack | None = None) -> FastAPI:
             allow_methods=["*"],
             allow_headers=["*"],
         )
-    app.add_middleware(RequestContextMiddleware, max_request_bytes=config.server.max_request_bytes)
+    app.add_middleware(
+        RequestContextMiddleware,
+        max_request_bytes=config.server.max_request_bytes,
+        route_limits=_route_body_limits(config, routes),
+    )
     return app
+
+
+def _route_body_limits(config: RunConfig, routes: list[tuple[str, Route]]) -> dict[tuple[str, str], tuple[int, str]]:
+    """Per-route body limits that replace ``server.max_request_bytes`` (e.g. uploads), from the config.
+
+    A multipart route's setting bounds the file, so its body may also carry the form around it.
+    """
+    limits: dict[tuple[str, str], tuple[int, str]] = {}
+    for _, route in routes:
+        if route.body_limit_setting is None:
+            continue
+        value: Any = config
+        for part in route.body_limit_setting.split("."):
+            value = getattr(value, part)
+        limit = int(value) + (FORM_OVERHEAD_BYTES if route.multipart else 0)
+        limits[(route.method, route.path)] = (limit, route.body_limit_setting)
+    return limits
+
+
+def _multipart_openapi(route: Route) -> dict[str, Any]:
+    """Describe a multipart body in /openapi.json: the form model's fields plus the binary file part."""
+    schema: dict[str, Any] = route.body.model_json_schema() if route.body is not None else {"type": "object"}
+    file_part = {"type": "string", "format": "binary"}
+    schema = {**schema, "properties": {route.file_field: file_part, **schema.get("properties", {})}}
+    schema["required"] = [route.file_field, *schema.get("required", [])]
+    return {"requestBody": {"required": True, "content": {"multipart/form-data": {"schema": schema}}}}
 
 
 def _add_platform_routes(app: FastAPI, routes: list[tuple[str, Route]]) -> None:

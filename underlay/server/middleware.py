@@ -33,9 +33,16 @@ async def _send_error(send: Any, exc: UnderlayError, request_id: str) -> None:
 
 
 class RequestContextMiddleware:
-    def __init__(self, app: Any, max_request_bytes: int) -> None:
+    def __init__(
+        self,
+        app: Any,
+        max_request_bytes: int,
+        route_limits: dict[tuple[str, str], tuple[int, str]] | None = None,
+    ) -> None:
         self.app = app
         self.max_request_bytes = max_request_bytes
+        # (method, exact path) -> (limit, the run-config setting that sets it), e.g. file uploads.
+        self.route_limits = route_limits or {}
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
         if scope["type"] != "http":
@@ -43,11 +50,13 @@ class RequestContextMiddleware:
             return
         request_id = "req_" + secrets.token_hex(8)
         provider_data: dict[str, Any] | None = None
-        limit = self.max_request_bytes
+        limit, setting = self.max_request_bytes, "server.max_request_bytes"
+        if self.route_limits:
+            limit, setting = self.route_limits.get((scope["method"], scope["path"]), (limit, setting))
         for name, value in scope["headers"]:
             if name == b"content-length":
                 if value.isdigit() and int(value) > limit:
-                    await _send_error(send, _too_large(limit), request_id)
+                    await _send_error(send, _too_large(limit, setting), request_id)
                     return
             elif name == _PROVIDER_DATA:
                 try:
@@ -75,7 +84,7 @@ class RequestContextMiddleware:
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
                 if received > limit:
-                    raise _too_large(limit)
+                    raise _too_large(limit, setting)
             return message
 
         async def send_with_id(message: dict[str, Any]) -> None:
@@ -86,9 +95,8 @@ class RequestContextMiddleware:
         await self.app(scope, counting_receive, send_with_id)
 
 
-def _too_large(limit: int) -> PayloadTooLargeError:
+def _too_large(limit: int, setting: str = "server.max_request_bytes") -> PayloadTooLargeError:
     return PayloadTooLargeError(
-        f"The request body is larger than the server's limit of {limit} bytes "
-        "(server.max_request_bytes in the run config).",
+        f"The request body is larger than the server's limit of {limit} bytes ({setting} in the run config).",
         code="request_too_large",
     )

@@ -1,0 +1,135 @@
+"""File metadata in the SQL store (table ``files``), owned by the principal who uploaded each file.
+
+The bytes live in a files provider under ``storage_key``; a row is only written once its bytes are
+stored, so a listed file is always a whole file. Expired rows stay until the sweep removes them, but
+every read here treats them as gone. Reads, updates and deletes filter by owner inside the query.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from underlay.api.errors import NotFoundError
+from underlay.api.files import FileObject
+from underlay.core.identity import current_principal
+from underlay.core.storage.sqlstore import OWNER_COLUMNS, ColumnDefinition, ColumnType, Filter, Where
+
+TABLE = "files"
+
+
+def _file_not_found(file_id: str) -> NotFoundError:
+    return NotFoundError("File", file_id, param="file_id")
+
+
+class FileStore:
+    def __init__(self, sqlstore: Any) -> None:
+        self.sql = sqlstore
+
+    async def initialize(self) -> None:
+        await self.sql.create_table(
+            TABLE,
+            {
+                "id": ColumnDefinition(type=ColumnType.STRING, primary_key=True, nullable=False),
+                "created_at": ColumnType.INTEGER,
+                # Ordering key: files created in the same second still list in upload order.
+                "created_ns": ColumnDefinition(type=ColumnType.INTEGER, index=True, nullable=False),
+                "expires_at": ColumnDefinition(type=ColumnType.INTEGER, index=True),
+                "bytes": ColumnType.INTEGER,
+                "filename": ColumnType.TEXT,
+                "purpose": ColumnDefinition(type=ColumnType.STRING, index=True),
+                "status": ColumnType.STRING,
+                "status_details": ColumnType.TEXT,
+                "provider_id": ColumnType.STRING,
+                "storage_key": ColumnType.STRING,
+                **OWNER_COLUMNS,
+            },
+        )
+
+    @staticmethod
+    def _live(now: int | None = None) -> Filter:
+        now = int(time.time()) if now is None else now
+        return Where.any_of(Where.is_null("expires_at"), Where.gt("expires_at", now))
+
+    def _owned_live(self, *extra: Filter) -> list[Filter]:
+        return [Where.eq("owner_principal", current_principal().id), self._live(), *extra]
+
+    async def insert(self, file: FileObject, *, provider_id: str, storage_key: str, created_ns: int) -> None:
+        principal = current_principal()
+        await self.sql.insert(
+            TABLE,
+            {
+                "id": file.id,
+                "created_at": file.created_at,
+                "created_ns": created_ns,
+                "expires_at": file.expires_at,
+                "bytes": file.bytes,
+                "filename": file.filename,
+                "purpose": file.purpose,
+                "status": file.status,
+                "status_details": file.status_details,
+                "provider_id": provider_id,
+                "storage_key": storage_key,
+                "owner_principal": principal.id,
+                "owner_attributes": principal.attributes,
+            },
+        )
+
+    async def get_row(self, file_id: str) -> dict[str, Any]:
+        """The caller's live row for ``file_id`` (with storage fields); 404 if none."""
+        row = await self.sql.fetch_one(TABLE, self._owned_live(Where.eq("id", file_id)))
+        if row is None:
+            raise _file_not_found(file_id)
+        return row
+
+    async def get(self, file_id: str) -> FileObject:
+        return self.to_model(await self.get_row(file_id))
+
+    async def list_files(self, *, after: str | None, limit: int, order: str, purpose: str | None) -> dict[str, Any]:
+        where = self._owned_live(*([Where.eq("purpose", purpose)] if purpose else []))
+        rows, has_more = await self.sql.fetch_page(
+            TABLE, where, order_column="created_ns", order=order, limit=limit, after_id=after
+        )
+        data = [self.to_model(r) for r in rows]
+        return {
+            "object": "list",
+            "data": data,
+            "first_id": data[0].id if data else None,
+            "last_id": data[-1].id if data else None,
+            "has_more": has_more,
+        }
+
+    async def delete_owned(self, file_id: str) -> bool:
+        """Delete the caller's row; whether it existed (a concurrent delete may have won)."""
+        deleted = await self.sql.delete(
+            TABLE, [Where.eq("id", file_id), Where.eq("owner_principal", current_principal().id)]
+        )
+        return bool(deleted)
+
+    async def expired(self, now: int, limit: int = 500) -> list[dict[str, Any]]:
+        """Rows past their expiry, of every owner (for the sweep, which runs as no principal)."""
+        return await self.sql.fetch_all(
+            TABLE,
+            [Where.is_not_null("expires_at"), Where.lte("expires_at", now)],
+            order_by=[("expires_at", "asc")],
+            limit=limit,
+        )
+
+    async def delete_expired(self, file_id: str, now: int) -> bool:
+        deleted = await self.sql.delete(
+            TABLE, [Where.eq("id", file_id), Where.is_not_null("expires_at"), Where.lte("expires_at", now)]
+        )
+        return bool(deleted)
+
+    @staticmethod
+    def to_model(row: dict[str, Any]) -> FileObject:
+        return FileObject(
+            id=row["id"],
+            bytes=row["bytes"],
+            created_at=row["created_at"],
+            expires_at=row["expires_at"],
+            filename=row["filename"],
+            purpose=row["purpose"],
+            status=row["status"] or "processed",
+            status_details=row["status_details"],
+        )

@@ -1,0 +1,1 @@
+"""Files providers that store bytes in-process (on the local filesystem)."""

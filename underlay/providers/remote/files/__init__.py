@@ -1,0 +1,1 @@
+"""Files providers that store bytes in another service (S3-compatible object stores)."""
