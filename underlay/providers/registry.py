@@ -90,7 +90,7 @@ BUILTIN_PROVIDERS += [
         provider_type="remote::s3",
         config_class="underlay.providers.remote.files.s3:Config",
         factory="underlay.providers.remote.files.s3:create_provider",
-        pip_packages=("aioboto3",),
+        pip_packages=("aiobotocore==3.10.0",),
         extras=("s3",),
         description="Any S3-compatible object store.",
     ),

@@ -61,10 +61,10 @@ class Config(BaseModel):
     max_attempts: int = Field(default=3, ge=1, description="Attempts per request (botocore standard retries).")
     max_connections: int = Field(default=50, ge=1)
 
-    @field_validator("access_key_id", "secret_access_key", "session_token", mode="before")
+    @field_validator("access_key_id", "secret_access_key", "session_token", "endpoint_url", "region", mode="before")
     @classmethod
     def _empty_is_unset(cls, value: Any) -> Any:
-        """``${env.X:=}`` yields ""; that means "use the AWS credential chain", not an empty key."""
+        """``${env.X:=}`` yields ""; that means "use the default" (AWS's chain, endpoint, region)."""
         return value or None
 
 
