@@ -13,6 +13,8 @@ from typing import TYPE_CHECKING, Any
 from underlay.api import files as files_api
 from underlay.api import inference as inference_api
 from underlay.api import models as models_api
+from underlay.api import vector_io as vector_io_api
+from underlay.api import vector_stores as vector_stores_api
 from underlay.api.routes import Route
 
 if TYPE_CHECKING:
@@ -64,10 +66,43 @@ async def _files_router(stack: Stack, providers: dict[str, Any]) -> Any:
     return router
 
 
+async def _vector_io_router(stack: Stack, providers: dict[str, Any]) -> Any:
+    from underlay.core.routers.vector_io import VectorIORouter
+    from underlay.core.stores.vector_stores import VectorStoreRows
+
+    router = VectorIORouter(providers, VectorStoreRows(stack.sqlstore), stack.routers.get("inference"))
+    await router.initialize()
+    return router
+
+
+async def _vector_stores_router(stack: Stack, providers: dict[str, Any]) -> Any:
+    from underlay.core.routers.vector_stores import VectorStoresRouter
+
+    settings = stack.config.vector_stores
+    vector_io = stack.routers["vector_io"]
+    router = VectorStoresRouter(
+        vector_io.rows,
+        vector_io,
+        stack.routers.get("inference"),
+        stack.routers.get("files"),
+        stack.job_runner(),
+        default_embedding_model=settings.default_embedding_model,
+        rewrite_model=settings.rewrite_model,
+        embed_batch_size=settings.embed_batch_size,
+        max_attempts=settings.max_attempts,
+    )
+    await router.initialize()
+    return router
+
+
 API_TABLE: dict[str, ApiEntry] = {
     "inference": ApiEntry(inference_api.ROUTES, _inference_router),
     "models": ApiEntry(models_api.ROUTES, _models_router, depends_on=("inference",)),
     "files": ApiEntry(files_api.ROUTES, _files_router),
+    "vector_io": ApiEntry(vector_io_api.ROUTES, _vector_io_router, depends_on=("inference",)),
+    "vector_stores": ApiEntry(
+        vector_stores_api.ROUTES, _vector_stores_router, depends_on=("inference", "files", "vector_io")
+    ),
 }
 
 

@@ -91,6 +91,27 @@ class FilesSettings(_Strict):
     expiry_sweep_seconds: float = Field(default=60.0, gt=0, description="How often expired files are removed.")
 
 
+class JobsSettings(_Strict):
+    """Durable jobs (file ingestion, ...): how many run at once per process and how leases behave."""
+
+    workers: int = Field(default=2, ge=0, description="Jobs this process runs at once (0: claim none).")
+    lease_seconds: float = Field(
+        default=30.0, ge=1, description="How long a job of a dead process stays running before it is resumed."
+    )
+    poll_seconds: float = Field(default=0.5, gt=0, description="How often idle workers look for queued jobs.")
+
+
+class VectorStoresSettings(_Strict):
+    default_embedding_model: str | None = Field(
+        default=None, description="Embedding model for new vector stores (default: the first embedding model)."
+    )
+    rewrite_model: str | None = Field(
+        default=None, description="Chat model for rewrite_query (default: the first llm)."
+    )
+    embed_batch_size: int = Field(default=32, ge=1, le=2048, description="Chunks per embeddings call.")
+    max_attempts: int = Field(default=3, ge=1, description="Ingestion attempts before a file fails for good.")
+
+
 class RunConfig(_Strict):
     version: int = 1
     distribution: str = "custom"
@@ -102,6 +123,8 @@ class RunConfig(_Strict):
     server: ServerConfig = Field(default_factory=ServerConfig)
     inference: InferenceSettings = Field(default_factory=InferenceSettings)
     files: FilesSettings = Field(default_factory=FilesSettings)
+    jobs: JobsSettings = Field(default_factory=JobsSettings)
+    vector_stores: VectorStoresSettings = Field(default_factory=VectorStoresSettings)
 
     source: str = Field(default="<memory>", exclude=True)
 

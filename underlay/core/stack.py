@@ -17,6 +17,7 @@ from underlay.api.models import Model
 from underlay.api.providers import ProviderSpec
 from underlay.core.apis import API_TABLE, api_order
 from underlay.core.config import ConfigError, RunConfig, validation_error_line
+from underlay.core.jobs import JobRunner
 from underlay.core.registry import available_providers, import_object
 from underlay.core.routing.models import ModelsRoutingTable
 
@@ -44,6 +45,7 @@ class Stack:
         self.kvstore: Any = None
         self.sqlstore: Any = None
         self.models: ModelsRoutingTable | None = None
+        self.jobs: JobRunner | None = None
 
     async def start(self) -> None:
         from underlay.core.storage.kvstore import KVStoreConfig, kvstore_from_config
@@ -72,6 +74,20 @@ class Stack:
         for api in api_order(self.config.apis):
             providers = await self._instantiate(api)
             self.routers[api] = await API_TABLE[api].build_router(self, providers)
+        if self.jobs is not None:
+            await self.jobs.start()  # after every router registered its job kinds
+
+    def job_runner(self) -> JobRunner:
+        """The process's durable-job runner, created on first use; it starts once all routers are built."""
+        if self.jobs is None:
+            settings = self.config.jobs
+            self.jobs = JobRunner(
+                self.sqlstore,
+                workers=settings.workers,
+                lease_seconds=settings.lease_seconds,
+                poll_seconds=settings.poll_seconds,
+            )
+        return self.jobs
 
     @staticmethod
     def configured_model(registration: Any) -> Model:
@@ -135,6 +151,8 @@ class Stack:
         return instances
 
     async def stop(self) -> None:
+        if self.jobs is not None:
+            await self.jobs.stop()  # interrupted jobs keep their lease and resume on the next start
         for api, router in reversed(list(self.routers.items())):
             shutdown = getattr(router, "shutdown", None)  # routers with background tasks stop them first
             if shutdown is not None:

@@ -1,0 +1,590 @@
+"""Durable jobs: long work that survives restarts, runs on any worker and can be cancelled.
+
+Why a job table instead of ``asyncio.create_task``: file ingestion, batches, background responses and
+eval runs take minutes, and a task that lives only in memory dies with its process, leaving whatever
+it was building half done with nobody responsible for it. Here every job is a row in the SQL store,
+so the state of the work is always on disk:
+
+- **Submit** inserts a ``queued`` row (kind, JSON payload, owner, ``max_attempts``).
+- **Claim**: each process runs a :class:`JobRunner` with N worker tasks. A worker takes the oldest
+  queued job of a kind it has a handler for with :meth:`SqlStore.claim`, which is atomic across
+  processes and replicas (``FOR UPDATE SKIP LOCKED`` on PostgreSQL, the write lock on SQLite), and
+  marks it ``running`` with a **lease**: its own runner id and an expiry time.
+- **Heartbeat**: while the handler runs, the worker renews the lease every third of its length and
+  reads back the cancellation flag. A worker that loses its lease (it stalled so long that another
+  runner re-queued the job) stops the handler, because someone else now owns the job.
+- **Resume**: a process that dies (SIGKILL, OOM, power) stops renewing. Every runner sweeps for
+  ``running`` jobs whose lease has expired, at start and then periodically, and puts them back in the
+  queue, or, once ``attempts`` reached ``max_attempts``, fails them with a ``job_interrupted`` error.
+  Handlers must therefore be idempotent: a resumed job starts again from the beginning (it can look
+  at ``ctx.job.attempts`` and clean up what a previous attempt left).
+- **Cancel**: :meth:`JobRunner.cancel` sets ``cancel_requested``. A queued job ends ``cancelled`` at
+  once; a running one sees the flag at its next :meth:`JobContext.checkpoint` (immediately when it
+  runs in the same process, within one heartbeat otherwise), which raises :class:`JobCancelled`.
+- **End**: the handler's return value is stored as ``result`` (``succeeded``). A :class:`JobError`
+  stores its code and message (``failed``), a :class:`RetryableJobError` re-queues the job with a
+  delay while attempts remain, and any other exception is recorded as ``server_error``.
+
+Each kind may register an ``on_failure`` hook, called whenever a job of that kind ends ``failed`` or
+``cancelled`` by any path, including a give-up decided by another process's sweep. It is called
+*before* the terminal status is written, so a crash in between means it runs again: hooks must be
+idempotent. This is how the owner of the work (e.g. a vector-store file) learns that it will never
+finish and is never left ``in_progress`` forever.
+
+While a handler runs, the current principal (:mod:`underlay.core.identity`) is the job's owner, so
+the stores it calls filter by ownership exactly as they would in the owner's request.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import secrets
+import socket
+import time
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from pydantic import BaseModel, Field
+
+from underlay.api.errors import NotFoundError
+from underlay.core.identity import Principal, current_principal, principal_var
+from underlay.core.storage.sqlstore import OWNER_COLUMNS, ColumnDefinition, ColumnType, SqlStore, Where
+
+log = logging.getLogger("underlay.jobs")
+
+TABLE = "jobs"
+JobStatus = Literal["queued", "running", "succeeded", "failed", "cancelled"]
+TERMINAL: frozenset[str] = frozenset({"succeeded", "failed", "cancelled"})
+
+
+class Job(BaseModel):
+    """One row of the job table, as handlers and callers see it."""
+
+    id: str
+    kind: str
+    status: JobStatus
+    payload: dict[str, Any] = Field(default_factory=dict)
+    progress: float = 0.0
+    result: Any = None
+    error: dict[str, Any] | None = None
+    reference: str | None = None
+    attempts: int = 0
+    max_attempts: int = 3
+    cancel_requested: bool = False
+    lease_owner: str | None = None
+    lease_expires_at: float | None = None
+    available_at: float = 0.0
+    created_at: int = 0
+    started_at: int | None = None
+    finished_at: int | None = None
+    updated_at: int = 0
+    owner_principal: str | None = None
+    owner_attributes: dict[str, Any] | None = None
+
+    @classmethod
+    def from_row(cls, row: Mapping[str, Any]) -> Job:
+        data = {k: v for k, v in row.items() if k in cls.model_fields and v is not None}
+        data["cancel_requested"] = bool(row.get("cancel_requested"))
+        return cls.model_validate(data)
+
+
+class JobError(Exception):
+    """A failure the handler understands: the job ends ``failed`` with this code and message."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+
+
+class RetryableJobError(JobError):
+    """A transient failure (an upstream down): re-queue after ``delay`` seconds while attempts remain."""
+
+    def __init__(self, code: str, message: str, delay: float = 5.0) -> None:
+        super().__init__(code, message)
+        self.delay = delay
+
+
+class JobCancelled(Exception):
+    """Raised by :meth:`JobContext.checkpoint` when cancellation was requested."""
+
+
+class _LeaseLost(Exception):
+    """The heartbeat found the job no longer ours (another runner re-queued or took it)."""
+
+
+Handler = Callable[["JobContext"], Awaitable[Any]]
+FailureHook = Callable[[Job], Awaitable[None]]
+
+
+@dataclass
+class _Kind:
+    handler: Handler
+    on_failure: FailureHook | None
+    max_attempts: int
+
+
+@dataclass
+class JobContext:
+    """What a running handler gets: its job, progress reporting and the cancellation checkpoint."""
+
+    job: Job
+    runner: JobRunner
+    cancel_event: asyncio.Event = field(default_factory=asyncio.Event)
+    lease_lost: bool = False
+
+    @property
+    def cancelled(self) -> bool:
+        return self.cancel_event.is_set()
+
+    async def checkpoint(self, progress: float | None = None) -> None:
+        """Record progress (0..1) and stop here if the job was cancelled; call it between steps."""
+        if self.lease_lost:
+            raise _LeaseLost(self.job.id)
+        if self.cancel_event.is_set():
+            raise JobCancelled(self.job.id)
+        if progress is not None:
+            self.job.progress = max(0.0, min(1.0, progress))
+            await self.runner.sql.update(
+                TABLE,
+                {"progress": self.job.progress, "updated_at": int(time.time())},
+                {"id": self.job.id, "lease_owner": self.runner.runner_id},
+            )
+
+
+class JobRunner:
+    """Claims and runs jobs of the kinds registered with it; one per process.
+
+    ``workers`` is how many jobs this process runs at once. ``lease_seconds`` bounds how long a job
+    of a dead process stays ``running`` before another runner resumes it; ``poll_seconds`` is how
+    often idle workers look for work submitted by other processes (work submitted in this process
+    wakes them at once).
+    """
+
+    def __init__(
+        self,
+        sql: SqlStore,
+        *,
+        workers: int = 2,
+        lease_seconds: float = 30.0,
+        poll_seconds: float = 0.5,
+        runner_id: str | None = None,
+    ) -> None:
+        self.sql = sql
+        self.workers = max(0, workers)
+        self.lease_seconds = max(1.0, lease_seconds)
+        self.poll_seconds = poll_seconds
+        self.runner_id = runner_id or f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(4)}"
+        self._kinds: dict[str, _Kind] = {}
+        self._tasks: list[asyncio.Task[None]] = []
+        self._running: dict[str, JobContext] = {}
+        self._wake = asyncio.Event()
+        self._stopping = False
+        self._initialized = False
+
+    # ---- setup ------------------------------------------------------------------------------------
+
+    async def initialize(self) -> None:
+        """Create the job table (idempotent); :meth:`submit` works from here on, before :meth:`start`."""
+        if self._initialized:
+            return
+        await self.sql.create_table(
+            TABLE,
+            {
+                "id": ColumnDefinition(type=ColumnType.STRING, primary_key=True, nullable=False),
+                "kind": ColumnDefinition(type=ColumnType.STRING, index=True),
+                "status": ColumnDefinition(type=ColumnType.STRING, index=True),
+                "reference": ColumnDefinition(type=ColumnType.STRING, index=True),
+                "payload": ColumnType.JSON,
+                "progress": ColumnType.FLOAT,
+                "result": ColumnType.JSON,
+                "error": ColumnType.JSON,
+                "attempts": ColumnType.INTEGER,
+                "max_attempts": ColumnType.INTEGER,
+                "cancel_requested": ColumnType.BOOLEAN,
+                "lease_owner": ColumnType.STRING,
+                "lease_expires_at": ColumnDefinition(type=ColumnType.FLOAT, index=True),
+                "available_at": ColumnType.FLOAT,
+                "created_at": ColumnType.TIMESTAMP,
+                "created_ns": ColumnDefinition(type=ColumnType.INTEGER, index=True),
+                "started_at": ColumnType.TIMESTAMP,
+                "finished_at": ColumnType.TIMESTAMP,
+                "updated_at": ColumnType.TIMESTAMP,
+                **OWNER_COLUMNS,
+            },
+        )
+        self._initialized = True
+
+    def register(
+        self,
+        kind: str,
+        handler: Handler,
+        *,
+        on_failure: FailureHook | None = None,
+        max_attempts: int = 3,
+    ) -> None:
+        """Run jobs of ``kind`` with ``handler``; see the module docstring for the hook's contract."""
+        self._kinds[kind] = _Kind(handler, on_failure, max(1, max_attempts))
+
+    @property
+    def kinds(self) -> list[str]:
+        return sorted(self._kinds)
+
+    async def start(self) -> None:
+        """Sweep expired leases (a previous process may have died) and start the workers."""
+        await self.initialize()
+        if self._tasks:
+            return
+        self._stopping = False
+        await self.reap_expired()
+        for index in range(self.workers):
+            self._tasks.append(asyncio.create_task(self._worker(index), name=f"job-worker-{index}"))
+        self._tasks.append(asyncio.create_task(self._sweeper(), name="job-sweeper"))
+
+    async def stop(self, grace_seconds: float = 5.0) -> None:
+        """Stop claiming, give running handlers ``grace_seconds`` then cancel them.
+
+        A job interrupted here keeps its ``running`` row with a lease that simply expires, so the next
+        runner resumes it: stopping is the same as dying, only tidier.
+        """
+        self._stopping = True
+        self._wake.set()
+        if not self._tasks:
+            return
+        _, pending = await asyncio.wait(self._tasks, timeout=grace_seconds)
+        for task in pending:
+            task.cancel()
+        for task in pending:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+        self._tasks = []
+
+    # ---- the public API -------------------------------------------------------------------------------
+
+    async def submit(
+        self,
+        kind: str,
+        payload: Mapping[str, Any] | None = None,
+        *,
+        reference: str | None = None,
+        max_attempts: int | None = None,
+        owner: Principal | None = None,
+        job_id: str | None = None,
+    ) -> Job:
+        """Queue a job; the owner defaults to the current principal. Returns the queued job."""
+        await self.initialize()
+        principal = owner or current_principal()
+        now_s = time.time()
+        registered = self._kinds.get(kind)
+        row = {
+            "id": job_id or f"job_{secrets.token_hex(12)}",
+            "kind": kind,
+            "status": "queued",
+            "reference": reference,
+            "payload": dict(payload or {}),
+            "progress": 0.0,
+            "attempts": 0,
+            "max_attempts": max_attempts or (registered.max_attempts if registered else 3),
+            "cancel_requested": False,
+            "available_at": now_s,
+            "created_at": int(now_s),
+            "created_ns": time.time_ns(),
+            "updated_at": int(now_s),
+            "owner_principal": principal.id,
+            "owner_attributes": principal.attributes,
+        }
+        await self.sql.insert(TABLE, row)
+        self._wake.set()
+        return Job.from_row(row)
+
+    async def get(self, job_id: str) -> Job:
+        row = await self.sql.fetch_one(TABLE, {"id": job_id})
+        if row is None:
+            raise NotFoundError("Job", job_id)
+        return Job.from_row(row)
+
+    async def find(self, reference: str, statuses: list[str] | None = None) -> list[Job]:
+        """Jobs about ``reference`` (oldest first), optionally only those in ``statuses``."""
+        where: list[Any] = [Where.eq("reference", reference)]
+        if statuses:
+            where.append(Where.in_("status", statuses))
+        rows = await self.sql.fetch_all(TABLE, where, order_by=[("created_ns", "asc")])
+        return [Job.from_row(r) for r in rows]
+
+    async def cancel(self, job_id: str) -> Job:
+        """Request cancellation; a queued job ends now, a running one at its next checkpoint."""
+        now_s = int(time.time())
+        await self.sql.update(
+            TABLE,
+            {"cancel_requested": True, "updated_at": now_s},
+            [Where.eq("id", job_id), Where.in_("status", ["queued", "running"])],
+        )
+        running_here = self._running.get(job_id)
+        if running_here is not None:
+            running_here.cancel_event.set()
+        job = await self.get(job_id)
+        if job.status == "queued":
+            await self._end_unsuccessfully(job, "cancelled", None, expect_status="queued")
+            job = await self.get(job_id)
+        return job
+
+    async def wait(self, job_id: str, within: float = 60.0, poll: float = 0.05) -> Job:
+        """Poll until the job is terminal (tests and synchronous callers)."""
+        deadline = time.monotonic() + within
+        while True:
+            job = await self.get(job_id)
+            if job.status in TERMINAL or time.monotonic() > deadline:
+                return job
+            await asyncio.sleep(poll)
+
+    # ---- claiming and running ----------------------------------------------------------------------
+
+    async def claim_one(self) -> Job | None:
+        """Claim the oldest runnable job of a registered kind, or ``None``; the caller must run it."""
+        if not self._kinds:
+            return None
+        now_s = time.time()
+        row = await self.sql.claim(
+            TABLE,
+            [
+                Where.eq("status", "queued"),
+                Where.in_("kind", list(self._kinds)),
+                Where.lte("available_at", now_s),
+            ],
+            {
+                "status": "running",
+                "lease_owner": self.runner_id,
+                "lease_expires_at": now_s + self.lease_seconds,
+                "started_at": int(now_s),
+                "updated_at": int(now_s),
+            },
+            order_by=[("created_ns", "asc")],
+        )
+        if row is None:
+            return None
+        attempts = int(row.get("attempts") or 0) + 1
+        await self.sql.update(TABLE, {"attempts": attempts}, {"id": row["id"], "lease_owner": self.runner_id})
+        row["attempts"] = attempts
+        return Job.from_row(row)
+
+    async def run_claimed(self, job: Job) -> None:
+        """Run a job this runner claimed, with heartbeat, and record how it ended."""
+        kind = self._kinds[job.kind]
+        ctx = JobContext(job=job, runner=self)
+        if job.cancel_requested:
+            ctx.cancel_event.set()
+        self._running[job.id] = ctx
+        token = principal_var.set(Principal(job.owner_principal or "anonymous", job.owner_attributes or {}))
+        work = asyncio.create_task(kind.handler(ctx), name=f"job-{job.id}")
+        heartbeat = asyncio.create_task(self._heartbeat(ctx, work), name=f"job-heartbeat-{job.id}")
+        try:
+            try:
+                result = await work
+            except asyncio.CancelledError:
+                if ctx.lease_lost:
+                    raise _LeaseLost(job.id) from None
+                raise
+            await self._finish(job, "succeeded", result=result)
+        except _LeaseLost:
+            log.warning("job %s: lease lost; another runner owns it now", job.id)
+        except JobCancelled:
+            await self._end_unsuccessfully(job, "cancelled", None)
+        except RetryableJobError as exc:
+            if job.attempts < job.max_attempts and not self._stopping:
+                await self.sql.update(
+                    TABLE,
+                    {
+                        "status": "queued",
+                        "lease_owner": None,
+                        "lease_expires_at": None,
+                        "available_at": time.time() + exc.delay,
+                        "error": {"code": exc.code, "message": exc.message},
+                        "updated_at": int(time.time()),
+                    },
+                    {"id": job.id, "lease_owner": self.runner_id},
+                )
+            else:
+                await self._end_unsuccessfully(job, "failed", {"code": exc.code, "message": exc.message})
+        except JobError as exc:
+            await self._end_unsuccessfully(job, "failed", {"code": exc.code, "message": exc.message})
+        except asyncio.CancelledError:
+            raise  # runner stopping: the lease expires and another runner resumes the job
+        except Exception as exc:
+            log.exception("job %s (%s) failed", job.id, job.kind)
+            await self._end_unsuccessfully(
+                job, "failed", {"code": "server_error", "message": f"{type(exc).__name__}: {exc}"}
+            )
+        finally:
+            heartbeat.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await heartbeat
+            self._running.pop(job.id, None)
+            principal_var.reset(token)
+
+    async def _heartbeat(self, ctx: JobContext, work: asyncio.Task[Any]) -> None:
+        """Renew the lease and read the cancel flag; stop the handler at once if the lease is lost."""
+        interval = self.lease_seconds / 3
+        while True:
+            await asyncio.sleep(interval)
+            try:
+                renewed = await self.sql.update(
+                    TABLE,
+                    {"lease_expires_at": time.time() + self.lease_seconds, "updated_at": int(time.time())},
+                    {"id": ctx.job.id, "lease_owner": self.runner_id, "status": "running"},
+                )
+                if not renewed:
+                    ctx.lease_lost = True
+                    work.cancel()
+                    return
+                row = await self.sql.fetch_one(TABLE, {"id": ctx.job.id})
+                if row is not None and row.get("cancel_requested"):
+                    ctx.cancel_event.set()
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # a storage hiccup: try again next beat, the lease has slack
+                log.warning("job %s: heartbeat failed: %s", ctx.job.id, exc)
+
+    async def _finish(self, job: Job, status: str, *, result: Any = None, error: dict[str, Any] | None = None) -> bool:
+        now_s = int(time.time())
+        values: dict[str, Any] = {
+            "status": status,
+            "finished_at": now_s,
+            "updated_at": now_s,
+            "lease_owner": None,
+            "lease_expires_at": None,
+            "error": error,
+        }
+        if status == "succeeded":
+            values["progress"] = 1.0
+            values["result"] = result
+        changed = await self.sql.update(TABLE, values, {"id": job.id, "lease_owner": self.runner_id})
+        return bool(changed)
+
+    async def _end_unsuccessfully(
+        self,
+        job: Job,
+        status: Literal["failed", "cancelled"],
+        error: dict[str, Any] | None,
+        *,
+        expect_status: str | None = None,
+        expect_lease: tuple[str | None, float | None] | None = None,
+    ) -> None:
+        """Run the kind's failure hook, then write the terminal status (conditionally).
+
+        Without ``expect_*`` the job must still be leased by this runner; the sweeper and ``cancel``
+        pass the state they observed instead, so a concurrent change wins and nothing is overwritten.
+        """
+        kind = self._kinds.get(job.kind)
+        final = job.model_copy(update={"status": status, "error": error})
+        if kind is not None and kind.on_failure is not None:
+            token = principal_var.set(Principal(job.owner_principal or "anonymous", job.owner_attributes or {}))
+            try:
+                await kind.on_failure(final)
+            except Exception:
+                log.exception("job %s: on_failure hook raised", job.id)
+            finally:
+                principal_var.reset(token)
+        now_s = int(time.time())
+        where: dict[str, Any] = {"id": job.id}
+        if expect_status is not None:
+            where["status"] = expect_status
+        elif expect_lease is not None:
+            where.update(status="running", lease_owner=expect_lease[0], lease_expires_at=expect_lease[1])
+        else:
+            where["lease_owner"] = self.runner_id
+        await self.sql.update(
+            TABLE,
+            {
+                "status": status,
+                "error": error,
+                "finished_at": now_s,
+                "updated_at": now_s,
+                "lease_owner": None,
+                "lease_expires_at": None,
+            },
+            where,
+        )
+
+    async def reap_expired(self) -> int:
+        """Re-queue (or give up on) ``running`` jobs whose lease expired; returns how many were handled.
+
+        Only kinds registered here are touched, so the failure hook of the kind can always run.
+        """
+        if not self._kinds:
+            return 0
+        now_s = time.time()
+        rows = await self.sql.fetch_all(
+            TABLE,
+            [
+                Where.eq("status", "running"),
+                Where.in_("kind", list(self._kinds)),
+                Where.lt("lease_expires_at", now_s),
+            ],
+        )
+        handled = 0
+        for row in rows:
+            job = Job.from_row(row)
+            lease = (row.get("lease_owner"), row.get("lease_expires_at"))
+            if job.cancel_requested:
+                await self._end_unsuccessfully(job, "cancelled", None, expect_lease=lease)
+            elif job.attempts >= job.max_attempts:
+                message = (
+                    f"The job was interrupted {job.attempts} time(s) (its server stopped while it ran) "
+                    "and was given up; submit it again."
+                )
+                log.warning("job %s (%s): giving up after %d attempts", job.id, job.kind, job.attempts)
+                await self._end_unsuccessfully(
+                    job, "failed", {"code": "job_interrupted", "message": message}, expect_lease=lease
+                )
+            else:
+                log.info("job %s (%s): lease expired, resuming (attempt %d)", job.id, job.kind, job.attempts + 1)
+                await self.sql.update(
+                    TABLE,
+                    {
+                        "status": "queued",
+                        "lease_owner": None,
+                        "lease_expires_at": None,
+                        "available_at": now_s,
+                        "updated_at": int(now_s),
+                    },
+                    {"id": job.id, "status": "running", "lease_owner": lease[0], "lease_expires_at": lease[1]},
+                )
+                self._wake.set()
+            handled += 1
+        return handled
+
+    async def _worker(self, index: int) -> None:
+        while not self._stopping:
+            try:
+                job = await self.claim_one()
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                log.warning("job worker %d: claim failed: %s", index, exc)
+                job = None
+            if job is None:
+                self._wake.clear()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._wake.wait(), self.poll_seconds)
+                continue
+            try:
+                await self.run_claimed(job)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # storage failed while recording the end; the lease will expire
+                log.warning("job worker %d: job %s: %s", index, job.id, exc)
+
+    async def _sweeper(self) -> None:
+        interval = max(0.5, self.lease_seconds / 2)
+        while not self._stopping:
+            await asyncio.sleep(interval)
+            try:
+                await self.reap_expired()
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                log.warning("job sweep failed: %s", exc)

@@ -1,0 +1,358 @@
+"""Rows behind the Vector Stores API: stores, their files, file batches and the chunks of each file.
+
+Every table records its owner and every read, update and delete here filters by the current
+principal inside the query (``owner_principal = ...``), so one user can never see, page from or touch
+another's rows. The only exception is :meth:`VectorStoreRows.attachments_of_file`, used when a File
+itself is deleted: the file is then gone for everyone, so every attachment of it goes too.
+
+Why chunks are kept here as well as in the vector backend: the vector-io contract is an index (insert,
+delete a document, query), not a store one can read back from. Keeping each file's chunk text and
+embeddings in the SQL store is what lets ``/files/{id}/content`` list a file's chunks, and lets an
+attribute update rewrite the chunks' filterable attributes in the backend without embedding the file
+again. Chunks are stored in *parts* (one row per embedding batch, embeddings packed as base64 float32)
+so a large file costs a few dozen writes, not thousands.
+
+``file_counts``, ``status`` and ``usage_bytes`` are never stored: :meth:`file_stats` derives them from
+the file rows in one query whenever a store is shown, so they cannot drift from the truth.
+"""
+
+from __future__ import annotations
+
+import base64
+import sys
+import time
+from array import array
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from underlay.api.errors import NotFoundError
+from underlay.core.identity import current_principal
+from underlay.core.storage.sqlstore import OWNER_COLUMNS, ColumnDefinition, ColumnType, Page, Where
+
+STORES = "vector_stores"
+FILES = "vector_store_files"
+BATCHES = "vector_store_file_batches"
+CHUNKS = "vector_store_chunks"
+
+FILE_STATUSES = ("in_progress", "completed", "failed", "cancelled")
+
+
+def _key(*, primary: bool = False, index: bool = False) -> ColumnDefinition:
+    return ColumnDefinition(type=ColumnType.STRING, primary_key=primary, nullable=not primary, index=index)
+
+
+def pack_embedding(values: Sequence[float]) -> str:
+    """float32 little-endian, base64: a quarter of the size of JSON numbers."""
+    packed = array("f", values)
+    if sys.byteorder != "little":
+        packed.byteswap()
+    return base64.b64encode(packed.tobytes()).decode("ascii")
+
+
+def unpack_embedding(text: str) -> list[float]:
+    packed = array("f")
+    packed.frombytes(base64.b64decode(text))
+    if sys.byteorder != "little":
+        packed.byteswap()
+    return packed.tolist()
+
+
+@dataclass
+class FileStats:
+    """What the file rows of one store (or batch) add up to."""
+
+    in_progress: int = 0
+    completed: int = 0
+    failed: int = 0
+    cancelled: int = 0
+    usage_bytes: int = 0
+    not_ready: list[str] = field(default_factory=list)
+
+    @property
+    def total(self) -> int:
+        return self.in_progress + self.completed + self.failed + self.cancelled
+
+    def counts(self) -> dict[str, int]:
+        return {
+            "in_progress": self.in_progress,
+            "completed": self.completed,
+            "failed": self.failed,
+            "cancelled": self.cancelled,
+            "total": self.total,
+        }
+
+
+class VectorStoreRows:
+    def __init__(self, sqlstore: Any) -> None:
+        self.sql = sqlstore
+        self._ready = False
+
+    async def initialize(self) -> None:
+        if self._ready:
+            return
+        await self.sql.create_table(
+            STORES,
+            {
+                "id": _key(primary=True),
+                "created_at": ColumnType.TIMESTAMP,
+                "created_ns": ColumnDefinition(type=ColumnType.INTEGER, index=True),
+                "name": ColumnType.STRING,
+                "description": ColumnType.TEXT,
+                "metadata": ColumnType.JSON,
+                "expires_after": ColumnType.JSON,
+                "expires_at": ColumnType.TIMESTAMP,
+                "last_active_at": ColumnType.TIMESTAMP,
+                "provider_id": ColumnType.STRING,
+                "embedding_model": ColumnType.STRING,
+                "embedding_dimension": ColumnType.INTEGER,
+                **OWNER_COLUMNS,
+            },
+        )
+        await self.sql.create_table(
+            FILES,
+            {
+                "vector_store_id": _key(primary=True),
+                "file_id": _key(primary=True),
+                "created_at": ColumnType.TIMESTAMP,
+                "created_ns": ColumnDefinition(type=ColumnType.INTEGER, index=True),
+                "status": ColumnDefinition(type=ColumnType.STRING, index=True),
+                "last_error": ColumnType.JSON,
+                "usage_bytes": ColumnType.INTEGER,
+                "chunk_count": ColumnType.INTEGER,
+                "attributes": ColumnType.JSON,
+                "chunking_strategy": ColumnType.JSON,
+                "filename": ColumnType.STRING,
+                "batch_id": ColumnDefinition(type=ColumnType.STRING, index=True),
+                "job_id": ColumnType.STRING,
+                "updated_at": ColumnType.TIMESTAMP,
+                **OWNER_COLUMNS,
+            },
+        )
+        await self.sql.create_table(
+            BATCHES,
+            {
+                "id": _key(primary=True),
+                "vector_store_id": _key(index=True),
+                "created_at": ColumnType.TIMESTAMP,
+                "created_ns": ColumnType.INTEGER,
+                "cancelled": ColumnType.BOOLEAN,
+                "file_count": ColumnType.INTEGER,
+                **OWNER_COLUMNS,
+            },
+        )
+        await self.sql.create_table(
+            CHUNKS,
+            {
+                "vector_store_id": _key(primary=True),
+                "file_id": _key(primary=True),
+                "part": ColumnDefinition(type=ColumnType.INTEGER, primary_key=True, nullable=False),
+                "job_id": ColumnType.STRING,
+                "chunks": ColumnType.JSON,
+                **OWNER_COLUMNS,
+            },
+        )
+        self._ready = True
+
+    @staticmethod
+    def _owner() -> dict[str, Any]:
+        principal = current_principal()
+        return {"owner_principal": principal.id, "owner_attributes": principal.attributes}
+
+    @staticmethod
+    def _mine(**where: Any) -> dict[str, Any]:
+        return {**where, "owner_principal": current_principal().id}
+
+    # ---- vector stores ------------------------------------------------------------------------------
+
+    async def insert_store(self, row: dict[str, Any]) -> None:
+        await self.sql.insert(STORES, {**row, **self._owner()})
+
+    async def find_store(self, vector_store_id: str) -> dict[str, Any] | None:
+        return await self.sql.fetch_one(STORES, self._mine(id=vector_store_id))
+
+    async def get_store(self, vector_store_id: str) -> dict[str, Any]:
+        row = await self.find_store(vector_store_id)
+        if row is None:
+            raise NotFoundError(
+                "Vector store", vector_store_id, hint="GET /v1/vector_stores lists yours.", param="vector_store_id"
+            )
+        return row
+
+    async def page_stores(
+        self, *, limit: int, order: Literal["asc", "desc"], after: str | None, before: str | None
+    ) -> Page:
+        return await self._page(STORES, self._mine(), limit=limit, order=order, after=after, before=before)
+
+    async def update_store(self, vector_store_id: str, values: dict[str, Any]) -> int:
+        return int(await self.sql.update(STORES, values, self._mine(id=vector_store_id)))
+
+    async def delete_store(self, vector_store_id: str) -> None:
+        """The store and everything under it (the caller clears the backend index)."""
+        for table in (CHUNKS, FILES, BATCHES):
+            await self.sql.delete(table, self._mine(vector_store_id=vector_store_id))
+        await self.sql.delete(STORES, self._mine(id=vector_store_id))
+
+    # ---- files --------------------------------------------------------------------------------------
+
+    async def upsert_file(self, row: dict[str, Any]) -> None:
+        await self.sql.upsert(FILES, {**row, **self._owner()}, ["vector_store_id", "file_id"])
+
+    async def find_file(self, vector_store_id: str, file_id: str) -> dict[str, Any] | None:
+        return await self.sql.fetch_one(FILES, self._mine(vector_store_id=vector_store_id, file_id=file_id))
+
+    async def get_file(self, vector_store_id: str, file_id: str) -> dict[str, Any]:
+        row = await self.find_file(vector_store_id, file_id)
+        if row is None:
+            raise NotFoundError(
+                "Vector store file",
+                file_id,
+                hint=f"GET /v1/vector_stores/{vector_store_id}/files lists the files of this store.",
+                param="file_id",
+            )
+        return row
+
+    async def files_of(
+        self, vector_store_id: str, *, statuses: Sequence[str] | None = None, batch_id: str | None = None
+    ) -> list[dict[str, Any]]:
+        where: list[Any] = [
+            Where.eq("vector_store_id", vector_store_id),
+            Where.eq("owner_principal", current_principal().id),
+        ]
+        if statuses:
+            where.append(Where.in_("status", list(statuses)))
+        if batch_id is not None:
+            where.append(Where.eq("batch_id", batch_id))
+        return await self.sql.fetch_all(FILES, where)
+
+    async def page_files(
+        self,
+        vector_store_id: str,
+        *,
+        limit: int,
+        order: Literal["asc", "desc"],
+        after: str | None,
+        before: str | None,
+        status: str | None = None,
+        batch_id: str | None = None,
+    ) -> Page:
+        where = self._mine(vector_store_id=vector_store_id)
+        if status is not None:
+            where["status"] = status
+        if batch_id is not None:
+            where["batch_id"] = batch_id
+        return await self._page(FILES, where, limit=limit, order=order, after=after, before=before, id_column="file_id")
+
+    async def update_file(self, vector_store_id: str, file_id: str, values: dict[str, Any], **expect: Any) -> int:
+        """Update one attachment; ``expect`` adds equality conditions (e.g. ``job_id``, ``status``)."""
+        values = {**values, "updated_at": int(time.time())}
+        where = self._mine(vector_store_id=vector_store_id, file_id=file_id, **expect)
+        return int(await self.sql.update(FILES, values, where))
+
+    async def delete_file(self, vector_store_id: str, file_id: str) -> int:
+        await self.sql.delete(CHUNKS, self._mine(vector_store_id=vector_store_id, file_id=file_id))
+        return int(await self.sql.delete(FILES, self._mine(vector_store_id=vector_store_id, file_id=file_id)))
+
+    async def attachments_of_file(self, file_id: str) -> list[dict[str, Any]]:
+        """Every attachment of a File, whoever owns it (for when the File itself is deleted)."""
+        return await self.sql.fetch_all(FILES, {"file_id": file_id})
+
+    async def delete_attachment_any_owner(self, vector_store_id: str, file_id: str) -> None:
+        await self.sql.delete(CHUNKS, {"vector_store_id": vector_store_id, "file_id": file_id})
+        await self.sql.delete(FILES, {"vector_store_id": vector_store_id, "file_id": file_id})
+
+    async def stuck_files(self) -> list[dict[str, Any]]:
+        """In-progress attachments of every owner, for the start-up consistency check."""
+        return await self.sql.fetch_all(FILES, {"status": "in_progress"})
+
+    async def file_stats(self, vector_store_ids: Sequence[str], *, batch_id: str | None = None) -> dict[str, FileStats]:
+        """Counts and usage per store, from the file rows themselves, in one query."""
+        stats = {vs: FileStats() for vs in vector_store_ids}
+        if not vector_store_ids:
+            return stats
+        where: list[Any] = [
+            Where.in_("vector_store_id", list(vector_store_ids)),
+            Where.eq("owner_principal", current_principal().id),
+        ]
+        if batch_id is not None:
+            where.append(Where.eq("batch_id", batch_id))
+        for row in await self.sql.fetch_all(FILES, where):
+            entry = stats[row["vector_store_id"]]
+            status = row["status"] if row["status"] in FILE_STATUSES else "failed"
+            setattr(entry, status, getattr(entry, status) + 1)
+            if status == "completed":
+                entry.usage_bytes += int(row.get("usage_bytes") or 0)
+            else:
+                entry.not_ready.append(row["file_id"])
+        return stats
+
+    # ---- batches ------------------------------------------------------------------------------------
+
+    async def insert_batch(self, row: dict[str, Any]) -> None:
+        await self.sql.insert(BATCHES, {**row, **self._owner()})
+
+    async def get_batch(self, vector_store_id: str, batch_id: str) -> dict[str, Any]:
+        row = await self.sql.fetch_one(BATCHES, self._mine(id=batch_id, vector_store_id=vector_store_id))
+        if row is None:
+            raise NotFoundError("Vector store file batch", batch_id, param="batch_id")
+        return row
+
+    async def update_batch(self, batch_id: str, values: dict[str, Any]) -> None:
+        await self.sql.update(BATCHES, values, self._mine(id=batch_id))
+
+    # ---- chunks -------------------------------------------------------------------------------------
+
+    async def put_chunk_part(
+        self, vector_store_id: str, file_id: str, part: int, job_id: str, chunks: list[dict[str, Any]]
+    ) -> None:
+        await self.sql.upsert(
+            CHUNKS,
+            {
+                "vector_store_id": vector_store_id,
+                "file_id": file_id,
+                "part": part,
+                "job_id": job_id,
+                "chunks": chunks,
+                **self._owner(),
+            },
+            ["vector_store_id", "file_id", "part"],
+        )
+
+    async def chunk_parts(self, vector_store_id: str, file_id: str) -> list[list[dict[str, Any]]]:
+        rows = await self.sql.fetch_all(
+            CHUNKS, self._mine(vector_store_id=vector_store_id, file_id=file_id), order_by=[("part", "asc")]
+        )
+        return [row["chunks"] or [] for row in rows]
+
+    async def delete_chunks(self, vector_store_id: str, file_id: str) -> None:
+        await self.sql.delete(CHUNKS, self._mine(vector_store_id=vector_store_id, file_id=file_id))
+
+    # ---- paging -------------------------------------------------------------------------------------
+
+    async def _page(
+        self,
+        table: str,
+        where: dict[str, Any],
+        *,
+        limit: int,
+        order: Literal["asc", "desc"],
+        after: str | None,
+        before: str | None,
+        id_column: str = "id",
+    ) -> Page:
+        """OpenAI's ``after`` and ``before`` cursors over ``created_ns`` (then the id)."""
+        if before is not None and after is None:
+            reverse: Literal["asc", "desc"] = "asc" if order == "desc" else "desc"
+            rows, has_more = await self.sql.fetch_page(
+                table,
+                where,
+                order_column="created_ns",
+                order=reverse,
+                limit=limit,
+                after_id=before,
+                id_column=id_column,
+            )
+            return Page(list(reversed(rows)), has_more)
+        return await self.sql.fetch_page(
+            table, where, order_column="created_ns", order=order, limit=limit, after_id=after, id_column=id_column
+        )
