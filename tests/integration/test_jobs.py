@@ -1,0 +1,245 @@
+"""Durable jobs on a real SQL store file shared by two runners, as two server processes would share it."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import Counter
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from underlay.core.identity import Principal, current_principal
+from underlay.core.jobs import TABLE, Job, JobContext, JobError, JobRunner, RetryableJobError
+from underlay.core.storage.sqlstore import SqlStore, sqlstore_from_config
+
+
+@pytest.fixture
+async def stores(tmp_path: Path) -> AsyncIterator[tuple[SqlStore, SqlStore]]:
+    """Two connections (engines) to one SQLite file: two processes' views of the same table."""
+    path = str(tmp_path / "jobs.db")
+    first = await sqlstore_from_config({"type": "sqlite", "path": path})
+    second = await sqlstore_from_config({"type": "sqlite", "path": path})
+    yield first, second
+    await first.close()
+    await second.close()
+
+
+async def test_each_job_runs_exactly_once_across_two_runners(stores: tuple[SqlStore, SqlStore]) -> None:
+    runs: list[tuple[str, str]] = []
+
+    def handler_for(name: str) -> Any:
+        async def handler(ctx: JobContext) -> dict[str, Any]:
+            runs.append((name, ctx.job.id))
+            await asyncio.sleep(0.02)
+            return {"by": name}
+
+        return handler
+
+    a = JobRunner(stores[0], workers=3, lease_seconds=5, poll_seconds=0.05, runner_id="A")
+    b = JobRunner(stores[1], workers=3, lease_seconds=5, poll_seconds=0.05, runner_id="B")
+    a.register("count", handler_for("A"))
+    b.register("count", handler_for("B"))
+    await a.initialize()
+    jobs = [await a.submit("count", {"n": i}) for i in range(40)]
+    await a.start()
+    await b.start()
+    try:
+        for job in jobs:
+            done = await a.wait(job.id, within=30)
+            assert done.status == "succeeded", done
+            assert done.result == {"by": done.result["by"]} and done.attempts == 1 and done.progress == 1.0
+    finally:
+        await a.stop()
+        await b.stop()
+    per_job = Counter(job_id for _, job_id in runs)
+    assert set(per_job) == {j.id for j in jobs} and set(per_job.values()) == {1}
+    assert {name for name, _ in runs} == {"A", "B"}  # both runners took work
+
+
+async def test_expired_lease_is_resumed_by_another_runner(stores: tuple[SqlStore, SqlStore]) -> None:
+    attempts_seen: list[int] = []
+
+    async def handler(ctx: JobContext) -> str:
+        attempts_seen.append(ctx.job.attempts)
+        return "done"
+
+    dead = JobRunner(stores[0], lease_seconds=1, runner_id="dead")
+    dead.register("work", handler)
+    await dead.initialize()
+    job = await dead.submit("work", {})
+    claimed = await dead.claim_one()  # claimed, then the process "dies": no heartbeat, no finish
+    assert claimed is not None and claimed.id == job.id and claimed.status == "running"
+
+    alive = JobRunner(stores[1], lease_seconds=1, poll_seconds=0.05, runner_id="alive")
+    alive.register("work", handler)
+    await alive.start()
+    try:
+        done = await alive.wait(job.id, within=20)
+    finally:
+        await alive.stop()
+    assert done.status == "succeeded" and done.result == "done"
+    assert done.attempts == 2 and attempts_seen == [2]
+
+
+async def test_max_attempts_then_failed_cleanly_with_hook(stores: tuple[SqlStore, SqlStore]) -> None:
+    ended: list[Job] = []
+
+    async def handler(ctx: JobContext) -> None:
+        raise AssertionError("never runs: the job is given up before")
+
+    async def on_failure(job: Job) -> None:
+        ended.append(job)
+
+    dead = JobRunner(stores[0], lease_seconds=1, runner_id="dead")
+    dead.register("fragile", handler, max_attempts=1)
+    await dead.initialize()
+    job = await dead.submit("fragile", {"x": 1})
+    assert job.max_attempts == 1
+    assert (await dead.claim_one()) is not None
+
+    sweeper = JobRunner(stores[1], workers=1, lease_seconds=1, poll_seconds=0.05, runner_id="sweeper")
+    sweeper.register("fragile", handler, on_failure=on_failure, max_attempts=1)
+    await sweeper.start()
+    try:
+        done = await sweeper.wait(job.id, within=20)
+    finally:
+        await sweeper.stop()
+    assert done.status == "failed"
+    assert done.error is not None and done.error["code"] == "job_interrupted"
+    assert "interrupted 1 time" in done.error["message"]
+    assert [j.id for j in ended] == [job.id] and ended[0].status == "failed"
+    assert done.lease_owner is None and done.finished_at is not None
+
+
+async def test_cancel_queued_and_running_jobs(stores: tuple[SqlStore, SqlStore]) -> None:
+    ended: list[tuple[str, str]] = []
+    started = asyncio.Event()
+    steps: list[int] = []
+
+    async def slow(ctx: JobContext) -> None:
+        started.set()
+        for step in range(1000):
+            await ctx.checkpoint(step / 1000)
+            steps.append(step)
+            await asyncio.sleep(0.02)
+
+    async def on_failure(job: Job) -> None:
+        ended.append((job.id, job.status))
+
+    runner = JobRunner(stores[0], workers=1, lease_seconds=3, poll_seconds=0.05, runner_id="one")
+    runner.register("slow", slow, on_failure=on_failure)
+    await runner.initialize()
+    first = await runner.submit("slow", {})
+    second = await runner.submit("slow", {})  # stays queued: one worker
+    await runner.start()
+    try:
+        await asyncio.wait_for(started.wait(), 10)
+        cancelled_queued = await runner.cancel(second.id)
+        assert cancelled_queued.status == "cancelled"
+        while len(steps) < 5:
+            await asyncio.sleep(0.02)
+        await runner.cancel(first.id)
+        done = await runner.wait(first.id, within=10)
+    finally:
+        await runner.stop()
+    assert done.status == "cancelled" and len(steps) < 1000
+    assert 0 < done.progress < 1
+    assert sorted(ended) == sorted([(first.id, "cancelled"), (second.id, "cancelled")])
+
+
+async def test_cancel_from_another_process_reaches_the_running_job(stores: tuple[SqlStore, SqlStore]) -> None:
+    started = asyncio.Event()
+
+    async def slow(ctx: JobContext) -> None:
+        started.set()
+        while True:
+            await ctx.checkpoint()
+            await asyncio.sleep(0.02)
+
+    worker = JobRunner(stores[0], workers=1, lease_seconds=1.5, poll_seconds=0.05, runner_id="worker")
+    worker.register("slow", slow)
+    other = JobRunner(stores[1], workers=0, runner_id="api")  # submits and cancels only
+    await other.initialize()
+    job = await other.submit("slow", {})
+    await worker.start()
+    try:
+        await asyncio.wait_for(started.wait(), 10)
+        await other.cancel(job.id)
+        done = await other.wait(job.id, within=10)
+    finally:
+        await worker.stop()
+    assert done.status == "cancelled"
+
+
+async def test_handler_errors_retries_and_owner(stores: tuple[SqlStore, SqlStore]) -> None:
+    owners: list[str] = []
+    tries: Counter[str] = Counter()
+
+    async def handler(ctx: JobContext) -> str:
+        owners.append(current_principal().id)
+        mode = ctx.job.payload["mode"]
+        tries[mode] += 1
+        if mode == "invalid":
+            raise JobError("invalid_file", "bad input")
+        if mode == "flaky" and tries[mode] < 2:
+            raise RetryableJobError("server_error", "upstream down", delay=0.1)
+        if mode == "always-down":
+            raise RetryableJobError("server_error", "upstream down", delay=0.05)
+        if mode == "crash":
+            raise RuntimeError("boom")
+        return mode
+
+    runner = JobRunner(stores[0], workers=2, lease_seconds=5, poll_seconds=0.05)
+    runner.register("modes", handler, max_attempts=3)
+    await runner.initialize()
+    ids = {
+        mode: (await runner.submit("modes", {"mode": mode}, owner=Principal("alice", {"team": "x"}))).id
+        for mode in ("invalid", "flaky", "always-down", "crash", "ok")
+    }
+    await runner.start()
+    try:
+        results = {mode: await runner.wait(job_id, within=20) for mode, job_id in ids.items()}
+    finally:
+        await runner.stop()
+    assert results["invalid"].status == "failed" and results["invalid"].error == {
+        "code": "invalid_file",
+        "message": "bad input",
+    }
+    assert results["flaky"].status == "succeeded" and results["flaky"].attempts == 2
+    assert results["always-down"].status == "failed" and results["always-down"].attempts == 3
+    assert results["crash"].status == "failed" and results["crash"].error is not None
+    assert results["crash"].error["code"] == "server_error" and "boom" in results["crash"].error["message"]
+    assert results["ok"].status == "succeeded" and results["ok"].owner_principal == "alice"
+    assert set(owners) == {"alice"}
+
+
+async def test_a_runner_that_loses_its_lease_stops_the_handler(stores: tuple[SqlStore, SqlStore]) -> None:
+    started = asyncio.Event()
+    stopped = asyncio.Event()
+
+    async def endless(ctx: JobContext) -> None:
+        started.set()
+        try:
+            await asyncio.Event().wait()  # never reaches a checkpoint
+        finally:
+            stopped.set()
+
+    runner = JobRunner(stores[0], workers=1, lease_seconds=1.2, poll_seconds=0.05, runner_id="stalled")
+    runner.register("endless", endless)
+    await runner.initialize()
+    job = await runner.submit("endless", {})
+    await runner.start()
+    try:
+        await asyncio.wait_for(started.wait(), 10)
+        # Another runner's sweep decided this one was dead and re-queued the job (then held it).
+        await stores[1].update(
+            TABLE, {"status": "queued", "lease_owner": None, "available_at": time.time() + 3600}, {"id": job.id}
+        )
+        await asyncio.wait_for(stopped.wait(), 10)
+    finally:
+        await runner.stop()
+    row = await runner.get(job.id)
+    assert row.status == "queued"  # untouched by the runner that lost it
