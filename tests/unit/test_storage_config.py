@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import re
 from pathlib import Path
 
@@ -134,3 +135,19 @@ async def test_uncreatable_sqlite_paths_fail_clearly(tmp_path: Path) -> None:
         await kvstore_from_config({"type": "sqlite", "path": str(blocker / "kv.db")})
     with pytest.raises(StorageUnavailableError, match="Cannot create"):
         await sqlstore_from_config({"type": "sqlite", "path": str(blocker / "sql.db")})
+
+
+async def test_in_memory_sqlite_stores_take_turns() -> None:
+    """':memory:' is one shared connection; concurrent transactions on it must not nest."""
+    kv = await kvstore_from_config({"type": "sqlite", "path": ":memory:"})
+    sql = await sqlstore_from_config({"type": "sqlite", "path": ":memory:"})
+    try:
+        assert sorted(await asyncio.gather(*[kv.increment("n") for _ in range(20)])) == list(range(1, 21))
+        job_id = ColumnDefinition(type=ColumnType.STRING, primary_key=True)
+        await sql.create_table("jobs", {"id": job_id, "s": ColumnType.STRING})
+        await asyncio.gather(*[sql.insert("jobs", {"id": f"j{n}", "s": "queued"}) for n in range(10)])
+        claimed = await asyncio.gather(*[sql.claim("jobs", {"s": "queued"}, {"s": "running"}) for _ in range(12)])
+        assert sorted(row["id"] for row in claimed if row) == sorted(f"j{n}" for n in range(10))
+    finally:
+        await kv.close()
+        await sql.close()

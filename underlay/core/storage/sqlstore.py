@@ -18,6 +18,7 @@ checked against the table, and values always travel as bound parameters.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -318,10 +319,13 @@ def _install_sqlite_hooks(engine: AsyncEngine) -> None:
 class SqlStore:
     """Tables on SQLAlchemy async, SQLite (aiosqlite) or PostgreSQL (asyncpg). Open with :meth:`open`."""
 
-    def __init__(self, engine: AsyncEngine) -> None:
+    def __init__(self, engine: AsyncEngine, single_connection: bool = False) -> None:
         self._engine = engine
         self._dialect = engine.dialect.name
         self._tables: dict[str, Table] = {}
+        # An in-memory SQLite database lives in exactly one connection, which SQLAlchemy shares
+        # (StaticPool); transactions on it must take turns or they would nest.
+        self._turns: asyncio.Lock | None = asyncio.Lock() if single_connection else None
 
     @property
     def dialect(self) -> str:
@@ -372,13 +376,22 @@ class SqlStore:
             if "does not exist" in reason and isinstance(config, PostgresSqlStoreConfig):
                 hint = f" Create it (createdb -h {config.host} -p {config.port} -U {config.user} {config.db})."
             raise StorageUnavailableError(f"Cannot open the SQL store ({where}): {reason}.{hint}") from exc
-        return cls(engine)
+        return cls(engine, single_connection=isinstance(config, SqliteSqlStoreConfig) and config.path == ":memory:")
 
     async def close(self) -> None:
         await self._engine.dispose()
 
     @asynccontextmanager
     async def _transaction(self, write: bool) -> AsyncIterator[AsyncConnection]:
+        if self._turns is not None:
+            async with self._turns, self._connection(write) as conn:
+                yield conn
+        else:
+            async with self._connection(write) as conn:
+                yield conn
+
+    @asynccontextmanager
+    async def _connection(self, write: bool) -> AsyncIterator[AsyncConnection]:
         async with self._engine.connect() as conn:
             if write:
                 await conn.execution_options(**{_WRITE_OPTION: True})
