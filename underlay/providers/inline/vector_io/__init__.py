@@ -1,0 +1,1 @@
+"""In-process vector-io backends: ``inline::sqlite-vec`` (the local default) and ``inline::faiss``."""
