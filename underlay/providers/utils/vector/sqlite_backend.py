@@ -73,6 +73,8 @@ class LoadedIndex:
     searcher: VectorSearcher
     generation: int = -1  # -1: never reconciled
     lock: threading.Lock = field(default_factory=threading.Lock)
+    dirty: bool = False  # changed since last persisted (for backends that persist searchers)
+    saved_at: float = 0.0  # time.monotonic() of the last save
 
 
 class SqliteVectorIO(VectorIOBase):
@@ -138,6 +140,11 @@ class SqliteVectorIO(VectorIOBase):
         await self._db.close()
         with self._loaded_lock:
             self._loaded.clear()
+
+    def loaded_indexes(self) -> list[LoadedIndex]:
+        """The searchers loaded so far (a snapshot of the list)."""
+        with self._loaded_lock:
+            return list(self._loaded.values())
 
     # ---- registry ---------------------------------------------------------------------------------
 
