@@ -117,6 +117,7 @@ async def test_max_attempts_then_failed_cleanly_with_hook(stores: tuple[SqlStore
 async def test_cancel_queued_and_running_jobs(stores: tuple[SqlStore, SqlStore]) -> None:
     ended: list[tuple[str, str]] = []
     started = asyncio.Event()
+    five_steps = asyncio.Event()
     steps: list[int] = []
 
     async def slow(ctx: JobContext) -> None:
@@ -124,6 +125,8 @@ async def test_cancel_queued_and_running_jobs(stores: tuple[SqlStore, SqlStore])
         for step in range(1000):
             await ctx.checkpoint(step / 1000)
             steps.append(step)
+            if len(steps) == 5:
+                five_steps.set()
             await asyncio.sleep(0.02)
 
     async def on_failure(job: Job) -> None:
@@ -139,8 +142,7 @@ async def test_cancel_queued_and_running_jobs(stores: tuple[SqlStore, SqlStore])
         await asyncio.wait_for(started.wait(), 10)
         cancelled_queued = await runner.cancel(second.id)
         assert cancelled_queued.status == "cancelled"
-        while len(steps) < 5:
-            await asyncio.sleep(0.02)
+        await asyncio.wait_for(five_steps.wait(), 10)
         await runner.cancel(first.id)
         done = await runner.wait(first.id, within=10)
     finally:
