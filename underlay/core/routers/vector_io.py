@@ -130,7 +130,7 @@ class VectorIORouter:
                 f"embedding has {len(embedding)} dimensions; the store expects {store['embedding_dimension']}.",
                 param="embedding",
             )
-        stats = (await self.rows.file_stats([store["id"]]))[store["id"]]
+        hidden = await self.rows.not_ready(store["id"])
         try:
             results = await provider.query(
                 store["id"],
@@ -140,17 +140,17 @@ class VectorIORouter:
                 query_text=params.query if mode != "vector" else None,
                 filters=params.filters,
                 hybrid=params.ranking_options or (HybridOptions() if mode == "hybrid" else None),
-                exclude_documents=stats.not_ready or None,
+                exclude_documents=hidden or None,
             )
         except UnderlayError:
             raise
         except Exception as exc:
             raise provider_error(provider_id, exc) from None
-        hidden = set(stats.not_ready)
+        hidden_set = set(hidden)
         data = [
             ScoredChunk(chunk=_without_embedding(r.chunk), score=r.score)
             for r in results
-            if r.chunk.document_id not in hidden
+            if r.chunk.document_id not in hidden_set
         ]
         return QueryChunksResponse(data=data)
 

@@ -133,23 +133,7 @@ class VectorStoresRouter:
             log.warning(
                 "vector store file %s in %s had no live job; marking it failed", row["file_id"], row["vector_store_id"]
             )
-            await self.rows.sql.update(
-                "vector_store_files",
-                {
-                    "status": "failed",
-                    "last_error": {
-                        "code": "server_error",
-                        "message": "Ingestion stopped unexpectedly; attach the file again.",
-                    },
-                    "updated_at": _now(),
-                },
-                {
-                    "vector_store_id": row["vector_store_id"],
-                    "file_id": row["file_id"],
-                    "status": "in_progress",
-                    "job_id": job_id,
-                },
-            )
+            await self.rows.fail_stuck(row, "Ingestion stopped unexpectedly; attach the file again.")
 
     # ---- helpers -------------------------------------------------------------------------------------
 
@@ -219,9 +203,14 @@ class VectorStoresRouter:
             chunking_strategy=row.get("chunking_strategy"),
         )
 
-    async def _touch(self, row: dict[str, Any]) -> None:
-        """Record activity; an ``expires_after`` policy counts from here."""
+    async def _touch(self, row: dict[str, Any], *, throttle: bool = False) -> None:
+        """Record activity; an ``expires_after`` policy counts from here.
+
+        Searches pass ``throttle`` so a busy store is written at most once a minute, not on every query.
+        """
         now = _now()
+        if throttle and now - int(row.get("last_active_at") or 0) < 60:
+            return
         values: dict[str, Any] = {"last_active_at": now}
         policy = row.get("expires_after")
         if policy:
@@ -282,12 +271,13 @@ class VectorStoresRouter:
         return row
 
     async def _detach(self, store: dict[str, Any], row: dict[str, Any], *, any_owner: bool = False) -> None:
-        """Remove an attachment: stop its job, drop its chunks from the backend and its rows."""
+        """Remove an attachment: stop its job, drop its chunks from the backend, then its rows.
+
+        The rows go last: while a row exists its chunks are either complete or hidden from search, so a
+        backend failure here leaves the file attached (and the call can be repeated), never orphaned
+        chunks that search would return without a file behind them.
+        """
         vs_id, file_id = row["vector_store_id"], row["file_id"]
-        if any_owner:
-            await self.rows.delete_attachment_any_owner(vs_id, file_id)
-        else:
-            await self.rows.delete_file(vs_id, file_id)
         if row["status"] == "in_progress" and row.get("job_id"):
             try:
                 await self.jobs.cancel(row["job_id"])
@@ -298,6 +288,10 @@ class VectorStoresRouter:
             await provider.delete_document(vs_id, file_id)
         except Exception as exc:
             raise provider_error(provider_id, exc) from None
+        if any_owner:
+            await self.rows.delete_attachment_any_owner(vs_id, file_id)
+        else:
+            await self.rows.delete_file(vs_id, file_id)
 
     # ---- vector stores -------------------------------------------------------------------------------
 
@@ -470,7 +464,7 @@ class VectorStoresRouter:
                 continue
             try:
                 await self._detach(store, row, any_owner=True)
-            except Exception as exc:  # the File is deleted either way; its chunks are hidden without a row
+            except Exception as exc:  # the File is deleted either way; the attachment stays for a retry
                 log.warning("could not remove file %s from %s: %s", file_id, row["vector_store_id"], exc)
 
     # ---- batches ---------------------------------------------------------------------------------------
@@ -585,8 +579,7 @@ class VectorStoresRouter:
             embeddings = list(
                 await self.vector_io.embed(store["embedding_model"], queries, int(store["embedding_dimension"]))
             )
-        files = {r["file_id"]: r for r in await self.rows.files_of(vector_store_id)}
-        hidden = [fid for fid, r in files.items() if r["status"] != "completed"]
+        hidden = await self.rows.not_ready(vector_store_id)
         provider_id, provider = self.vector_io.provider(store["provider_id"])
         best: dict[str, ScoredChunk] = {}
         for query, embedding in zip(queries, embeddings, strict=True):
@@ -612,11 +605,13 @@ class VectorStoresRouter:
         hidden_set = set(hidden)
         ranked = sorted(best.values(), key=lambda r: r.score, reverse=True)
         threshold = ranking.score_threshold
+        ranked = [
+            r for r in ranked if r.chunk.document_id not in hidden_set and (threshold is None or r.score >= threshold)
+        ][: params.max_num_results]
+        files = await self.rows.files_named(vector_store_id, [r.chunk.document_id for r in ranked])
         data: list[SearchResult] = []
         for result in ranked:
             chunk = result.chunk
-            if chunk.document_id in hidden_set or (threshold is not None and result.score < threshold):
-                continue
             row = files.get(chunk.document_id)
             data.append(
                 SearchResult(
@@ -627,7 +622,5 @@ class VectorStoresRouter:
                     content=[SearchContent(text=chunk.content)],
                 )
             )
-            if len(data) >= params.max_num_results:
-                break
-        await self._touch(store)
+        await self._touch(store, throttle=True)
         return SearchResultsPage(search_query=queries, data=data)

@@ -253,6 +253,42 @@ class VectorStoreRows:
         await self.sql.delete(CHUNKS, self._mine(vector_store_id=vector_store_id, file_id=file_id))
         return int(await self.sql.delete(FILES, self._mine(vector_store_id=vector_store_id, file_id=file_id)))
 
+    async def files_named(self, vector_store_id: str, file_ids: Sequence[str]) -> dict[str, dict[str, Any]]:
+        """The attachments among ``file_ids`` (search results need their filenames), by file id."""
+        if not file_ids:
+            return {}
+        rows = await self.sql.fetch_all(
+            FILES,
+            [
+                Where.eq("vector_store_id", vector_store_id),
+                Where.eq("owner_principal", current_principal().id),
+                Where.in_("file_id", list(dict.fromkeys(file_ids))),
+            ],
+        )
+        return {row["file_id"]: row for row in rows}
+
+    async def not_ready(self, vector_store_id: str) -> list[str]:
+        """Files whose chunks search must not return: in progress, failed or cancelled."""
+        rows = await self.files_of(vector_store_id, statuses=["in_progress", "failed", "cancelled"])
+        return [row["file_id"] for row in rows]
+
+    async def fail_stuck(self, row: dict[str, Any], message: str) -> None:
+        """Mark an attachment found ``in_progress`` with no live job as failed (any owner)."""
+        await self.sql.update(
+            FILES,
+            {
+                "status": "failed",
+                "last_error": {"code": "server_error", "message": message},
+                "updated_at": int(time.time()),
+            },
+            {
+                "vector_store_id": row["vector_store_id"],
+                "file_id": row["file_id"],
+                "status": "in_progress",
+                "job_id": row.get("job_id"),
+            },
+        )
+
     async def attachments_of_file(self, file_id: str) -> list[dict[str, Any]]:
         """Every attachment of a File, whoever owns it (for when the File itself is deleted)."""
         return await self.sql.fetch_all(FILES, {"file_id": file_id})
