@@ -237,8 +237,6 @@ def _pg_expr(flt: Filter, column: str, params: list[Any], first: int) -> str:
             return "TRUE" if flt.type == "and" else "FALSE"
         joiner = " AND " if flt.type == "and" else " OR "
         return "(" + joiner.join(_pg_expr(sub, column, params, first) for sub in flt.filters) + ")"
-    key = _pg_placeholder(params, flt.key, first)
-    field = f"({column} -> {key}::text)"
     if flt.type in ("eq", "ne", "in", "nin"):
         values = flt.value if isinstance(flt.value, list) else [flt.value]
         by_kind: dict[str, list[AttributeValue]] = {}
@@ -246,18 +244,24 @@ def _pg_expr(flt: Filter, column: str, params: list[Any], first: int) -> str:
             kind = value_kind(value)
             assert kind is not None
             by_kind.setdefault(kind, []).append(value)
+        if not by_kind:  # an empty list: no parameters, or PostgreSQL cannot type the unused key
+            return "FALSE" if flt.type == "in" else "TRUE"
+        key = _pg_placeholder(params, flt.key, first)
+        field = f"({column} -> {key}::text)"
         terms = []
         for kind, group in by_kind.items():
             cast = _PG_CASTS[kind]
             arr = _pg_placeholder(params, [_pg_param(v) for v in group], first)
             array = f"{arr}::text[]::numeric[]" if kind == _NUMBER else f"{arr}::{cast}[]"
             terms.append(f"WHEN '{_pg_type(kind)}' THEN ({column} ->> {key}::text)::{cast} = ANY({array})")
-        hit = f"COALESCE(CASE jsonb_typeof({field}) {' '.join(terms)} ELSE FALSE END, FALSE)" if terms else "FALSE"
+        hit = f"COALESCE(CASE jsonb_typeof({field}) {' '.join(terms)} ELSE FALSE END, FALSE)"
         return hit if flt.type in ("eq", "in") else f"NOT {hit}"
     assert not isinstance(flt.value, list)
     kind = value_kind(flt.value)
     assert kind is not None
     cast = _PG_CASTS[kind]
+    key = _pg_placeholder(params, flt.key, first)
+    field = f"({column} -> {key}::text)"
     value = _pg_placeholder(params, _pg_param(flt.value), first)
     bound = f"{value}::text::{cast}" if kind == _NUMBER else f"{value}::{cast}"
     if kind == _STRING:
