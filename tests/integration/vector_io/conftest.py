@@ -8,6 +8,7 @@ persistence test reopens). Wrap the factory in :class:`Backend` to declare what 
     BACKENDS["pgvector"] = Backend(open_pgvector)                       # persistent, exact
     BACKENDS["qdrant-memory"] = Backend(open_qdrant, persistent=False)  # nothing survives a reopen
     BACKENDS["milvus"] = Backend(open_milvus, exact=False)              # ANN: recall@10 >= 0.95
+    BACKENDS["pgvector"] = Backend(open_pgvector, shared=True)          # several workers, one database
 
 A plain async function is fine too and gets the defaults. A backend whose service is down should
 fail its tests with a message saying where it looked, not skip them: a skipped backend is untested.
@@ -40,6 +41,7 @@ class Backend:
     open: BackendFactory
     persistent: bool = True  # data survives shutdown() and a second open of the same directory
     exact: bool = True  # vector search equals exact cosine top-k (else: recall@10 >= 0.95)
+    shared: bool = False  # two providers open on one directory at once see each other's writes (workers)
 
     async def __call__(self, path: Path) -> VectorIOProvider:
         return await self.open(path)
@@ -81,10 +83,10 @@ async def open_faiss_hnsw(path: Path) -> VectorIOProvider:
 
 
 BACKENDS: dict[str, BackendFactory] = {
-    "sqlite-vec": Backend(open_sqlite_vec),
-    "sqlite-vec-vec0": Backend(open_sqlite_vec_vec0),
-    "faiss": Backend(open_faiss),
-    "faiss-hnsw": Backend(open_faiss_hnsw, exact=False),
+    "sqlite-vec": Backend(open_sqlite_vec, shared=True),
+    "sqlite-vec-vec0": Backend(open_sqlite_vec_vec0, shared=True),
+    "faiss": Backend(open_faiss, shared=True),
+    "faiss-hnsw": Backend(open_faiss_hnsw, exact=False, shared=True),
 }
 
 
@@ -104,6 +106,7 @@ class BackendUnderTest:
     provider: VectorIOProvider
     persistent: bool
     exact: bool
+    shared: bool
 
     def new_index_id(self) -> str:
         """A fresh vector-store-like id, so backends on shared servers never see another test's data."""
@@ -129,6 +132,7 @@ async def backend(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterat
         provider=await factory(path),
         persistent=capability(factory, "persistent"),
         exact=capability(factory, "exact"),
+        shared=capability(factory, "shared"),
     )
     try:
         yield under_test

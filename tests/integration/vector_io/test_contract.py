@@ -590,6 +590,39 @@ async def test_persistence_across_reopen(backend: BackendUnderTest, corpus: Corp
     assert len(await everything(backend, index_id, corpus.dimension)) == len(corpus.chunks)
 
 
+async def test_two_instances_share_one_store(backend: BackendUnderTest, corpus: Corpus) -> None:
+    """Two providers on one store (two workers): each sees the other's writes on its next query."""
+    if not backend.shared:
+        pytest.skip(f"{backend.name} cannot be opened twice at once (declared shared=False)")
+    index_id = await corpus_index(backend, corpus)
+    first = backend.provider
+    embedding = corpus.embed("How do I make bread at home?")
+    other = await backend.factory(backend.path)
+    try:
+        # Both have searched (so an in-memory copy is loaded in each) before the writes below.
+        for provider in (first, other):
+            got = await provider.query(index_id, mode="vector", k=3, embedding=embedding)
+            assert got[0].chunk.document_id == "doc-bread"
+        await first.delete_document(index_id, "doc-bread")
+        for mode in ("vector", "keyword", "hybrid"):
+            got = await other.query(index_id, mode=mode, k=EVERYTHING, embedding=embedding, query_text="dough bread")
+            assert "doc-bread" not in {r.chunk.document_id for r in got}, mode
+        new = Chunk(chunk_id="new", document_id="doc-new", content="Rye bread is dense.", embedding=embedding)
+        await other.insert_chunks(index_id, [new])
+        got = await first.query(index_id, mode="vector", k=1, embedding=embedding)
+        assert ids(got) == ["new"]
+        assert ids(await first.query(index_id, mode="keyword", k=1, query_text="rye")) == ["new"]
+        await other.delete_index(index_id)
+        with pytest.raises(NotFoundError):
+            await first.query(index_id, mode="vector", k=1, embedding=embedding)
+        await first.create_index(index_id, corpus.dimension)
+        await first.insert_chunks(index_id, corpus.chunks[:2])
+        got = await other.query(index_id, mode="vector", k=EVERYTHING, embedding=embedding)
+        assert sorted(ids(got)) == [c.chunk_id for c in corpus.chunks[:2]]
+    finally:
+        await other.shutdown()
+
+
 async def test_concurrent_inserts_and_queries(backend: BackendUnderTest, corpus: Corpus) -> None:
     index_id = await new_index(backend, corpus.dimension)
     await backend.provider.insert_chunks(index_id, corpus.chunks[:6])
