@@ -40,7 +40,16 @@ import jsonschema
 import jsonschema.exceptions
 import jsonschema.validators
 
-from underlay.api.inference import ChatTool, FunctionCall, NamedToolChoice, ToolCall
+from underlay.api.inference import (
+    AssistantMessage,
+    ChatMessage,
+    ChatTool,
+    FunctionCall,
+    NamedToolChoice,
+    ToolCall,
+    ToolMessage,
+    UserMessage,
+)
 
 CALL_OPEN = "<tool_call>"
 CALL_CLOSE = "</tool_call>"
@@ -289,10 +298,6 @@ def _literal(text: str) -> str:
     return '"' + "".join(out) + '"'
 
 
-def _char_class_excluding(chars: Iterable[str]) -> str:
-    return "[^" + "".join(f"\\x{ord(c):02X}" if ord(c) < 0x80 else c for c in sorted(set(chars))) + "]"
-
-
 _STRICT_JSON_CHAR = r'[^"\\\x00-\x1F\x7F] | "\\" (["\\/bfnrt] | "u" [0-9a-fA-F]{4})'
 
 
@@ -486,6 +491,45 @@ class CallSniffer:
         return False
 
 
+#: A grammar for an answer in words: no JSON, tags or code fences anywhere, and no opening character
+#: that could start one. It is the last resort when a model must answer (``tool_choice`` none, or
+#: after its tools have answered) but keeps writing a call instead, which small models do.
+PROSE_GRAMMAR = r"""root ::= [^{}<>\[\]`(),;:"\x20\t\r\n] [^{}<>\[\]`]*"""
+
+
+def _canonical(name: str, arguments: Any) -> tuple[str, str]:
+    """A call's identity: its name and its arguments as sorted, compact JSON."""
+    if isinstance(arguments, str):
+        try:
+            arguments = json.loads(arguments) if arguments.strip() else {}
+        except json.JSONDecodeError:
+            return name, arguments
+    return name, json.dumps(arguments, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+
+
+def answered_calls(messages: Sequence[ChatMessage]) -> set[tuple[str, str]]:
+    """Calls the assistant made since the last user message that already have a tool result.
+
+    A small model that sees its call and the result often writes the same call again instead of
+    answering; this is what such a repeat is recognised by. Calls before the last user message do not
+    count: asking again later is a fair reason to call again.
+    """
+    start = max((i for i, m in enumerate(messages) if isinstance(m, UserMessage)), default=-1) + 1
+    results = {m.tool_call_id for m in messages[start:] if isinstance(m, ToolMessage)}
+    out: set[tuple[str, str]] = set()
+    for m in messages[start:]:
+        if isinstance(m, AssistantMessage):
+            for call in m.tool_calls or []:
+                if call.id in results:
+                    out.add(_canonical(call.function.name, call.function.arguments))
+    return out
+
+
+def only_repeats(calls: Sequence[ToolCall], answered: set[tuple[str, str]]) -> bool:
+    """True when every call was already made and answered (so the model is looping, not working)."""
+    return bool(calls) and all(_canonical(c.function.name, c.function.arguments) in answered for c in calls)
+
+
 # --------------------------------------------------------------------------------------------------
 # Parsing
 
@@ -577,6 +621,7 @@ def _validate(
     by_name = {t.function.name: t for t in tools}
     calls: list[ToolCall] = []
     problems: list[str] = []
+    seen: set[tuple[str, str]] = set()
     for i, cand in enumerate(candidates):
         name = cand["name"]
         tool = by_name.get(name)
@@ -597,6 +642,10 @@ def _validate(
         if errs:
             problems.append(f"call {i} ({name}): " + "; ".join(errs))
             continue
+        key = _canonical(name, args)
+        if key in seen:  # the same call twice in one turn is a decoding loop, not a plan
+            continue
+        seen.add(key)
         calls.append(
             ToolCall(
                 id=new_call_id(),
@@ -620,7 +669,8 @@ def parse_tool_calls(
     output is nothing else, a fenced JSON block or bare JSON (one object, several back to back, or a
     list). Calls are all-or-nothing: if any candidate names an unknown tool or fails its schema, no
     call is returned and ``content`` is the original text, so a caller never acts on half a plan.
-    ``max_calls`` (1 when parallel calls are off) keeps only the first calls, in order.
+    ``max_calls`` (1 when parallel calls are off) keeps only the first calls, in order; a call that
+    repeats an earlier one of the same turn exactly is dropped.
     """
     candidates: list[dict[str, Any]] = []
     problems: list[str] = []

@@ -70,13 +70,16 @@ from underlay.providers.inline.inference.llama_cpp.pool import Emit, JobHandle
 from underlay.providers.inline.inference.llama_cpp.sampling import SamplingParams
 from underlay.providers.utils.tool_calls import (
     CALL_OPEN,
+    PROSE_GRAMMAR,
     CallSniffer,
     JsonFormat,
     SchemaGrammarError,
     ToolCallStreamSplitter,
     ToolPolicy,
+    answered_calls,
     check_schema,
     grammar_gaps,
+    only_repeats,
     plan_decoding,
     schema_errors,
 )
@@ -99,6 +102,7 @@ class ChatPlan:
     json_format: JsonFormat | None
     sampling: SamplingParams
     call_grammar: str | None
+    answered: set[tuple[str, str]]
     logit_bias: dict[int, float]
     n: int
     max_tokens: int | None
@@ -218,6 +222,7 @@ def plan_chat(params: ChatCompletionRequest, config: LlamaCppModelConfig, provid
             n_ctx=config.n_ctx,
         ),
         call_grammar=decoding.call_grammar,
+        answered=answered_calls(params.messages) if policy.tools else set(),
         logit_bias=bias,
         n=params.n or 1,
         max_tokens=params.token_limit,
@@ -234,9 +239,11 @@ def plan_chat(params: ChatCompletionRequest, config: LlamaCppModelConfig, provid
 # 2. Job (worker thread)
 
 
-def render_prompt(plan: ChatPlan, engine: Engine) -> str:
+def render_prompt(plan: ChatPlan, engine: Engine, *, show_tools: bool | None = None) -> str:
     """The prompt text for this request on this model (tools shown unless ``tool_choice`` is none)."""
-    shown = plan.policy.tools if plan.policy.mode != "none" else ()
+    if show_tools is None:
+        show_tools = plan.policy.mode != "none"
+    shown = plan.policy.tools if show_tools else ()
     native = engine.template.supports_tools
     messages = build_template_messages(
         plan.params.messages, model=plan.config.name, native_tools=native, tools=() if native else shown
@@ -244,55 +251,93 @@ def render_prompt(plan: ChatPlan, engine: Engine) -> str:
     return engine.template.render(messages, tools=tools_for_template(shown) if native and shown else None)
 
 
-def _generate_choice(
-    plan: ChatPlan,
-    engine: Engine,
-    tokens: list[int],
-    index: int,
-    attempt: int,
-    emit: Emit,
-    cancel: threading.Event,
-    live: bool,
-) -> Generation:
-    """One attempt at one choice.
+class _JobContext:
+    """What one job's choices share: the engine, the prompt tokens and, when needed, the variants."""
 
-    In ``auto`` tool mode the answer starts free, with the call grammar armed to take over at the
-    ``<tool_call>`` token; if instead the model starts an untagged call, the attempt is cut short and
-    redone under the call grammar from the first token (the prompt is cached, so this costs only the
-    few tokens already written).
+    def __init__(self, plan: ChatPlan, engine: Engine) -> None:
+        self.plan = plan
+        self.engine = engine
+        self.tokens = engine.tokenize(render_prompt(plan, engine))
+        check_fits(len(self.tokens), engine, "messages")
+        opener = engine.tokenize(CALL_OPEN, add_bos=False, special=True)
+        #: The call tag as one token, when the vocabulary has it (Qwen does): lets a lazy grammar
+        #: start at exactly that token, and lets ``tool_choice`` none ban it outright.
+        self.tag_token: int | None = opener[0] if len(opener) == 1 else None
+        self._answer_tokens: list[int] | None = None
+
+    def answer_tokens(self) -> list[int]:
+        """The prompt without the tools section, for when the model must answer in words."""
+        if self._answer_tokens is None:
+            tokens = self.engine.tokenize(render_prompt(self.plan, self.engine, show_tools=False))
+            check_fits(len(tokens), self.engine, "messages")
+            self._answer_tokens = tokens
+        return self._answer_tokens
+
+
+def _generate_choice(
+    ctx: _JobContext, index: int, attempt: int, emit: Emit, cancel: threading.Event, live: bool
+) -> Generation:
+    """One attempt at one choice, keeping a small model on the rails the request sets.
+
+    * ``auto``: the answer starts free, with the call grammar armed to take over at the
+      ``<tool_call>`` token. If the model starts an untagged call instead, the attempt is cut short
+      and redone under the call grammar from the first token (the prompt is cached, so this costs
+      only the few tokens already written). If all it produced is a call already made and answered
+      since the user last spoke, it is looping: it answers again in words, without the tools shown.
+    * ``none`` with tools declared: the call tag is banned, and an untagged call naming a tool is
+      cut short and redone as prose.
+
+    In a live stream every restart happens while the splitter still holds the output, so nothing
+    sent is ever taken back.
     """
+    plan, engine = ctx.plan, ctx.engine
     sampling = for_attempt(plan.sampling, index, attempt)
     on_delta = (lambda d: emit(ChoiceDelta(index, d))) if live else None
     run = partial(
         engine.generate,
-        tokens,
         max_tokens=plan.max_tokens,
         stop=plan.stop,
         cancel=cancel,
         logprobs=plan.top_logprobs,
         on_delta=on_delta,
     )
-    if plan.call_grammar is None:
-        return run(sampling)
-    opener = engine.tokenize(CALL_OPEN, add_bos=False, special=True)
-    trigger = tuple(opener) if len(opener) == 1 else ()
-    first = replace(sampling, grammar=plan.call_grammar, grammar_trigger_tokens=trigger) if trigger else sampling
-    gen = run(first, watch=CallSniffer(plan.policy.callable, tag_constrained=bool(trigger)))
-    if gen.finish_reason != "aborted":
+
+    def restart(why: str) -> None:
+        logger.debug("model %s: %s; generating choice %d again", plan.config.name, why, index)
+        if live:
+            emit(ChoiceRestart(index))
+
+    policy = plan.policy
+    if plan.call_grammar is not None:
+        trigger = (ctx.tag_token,) if ctx.tag_token is not None else ()
+        first = replace(sampling, grammar=plan.call_grammar, grammar_trigger_tokens=trigger) if trigger else sampling
+        gen = run(ctx.tokens, first, watch=CallSniffer(policy.callable, tag_constrained=bool(trigger)))
+        if gen.finish_reason == "aborted":
+            restart("untagged tool call")
+            gen = run(ctx.tokens, replace(sampling, grammar=plan.call_grammar))
+        if plan.answered and gen.finish_reason == "stop" and only_repeats(policy.parse(gen.text).calls, plan.answered):
+            restart("repeated an answered call")
+            gen = run(ctx.answer_tokens(), replace(sampling, grammar=PROSE_GRAMMAR))
         return gen
-    logger.debug("model %s started an untagged tool call; constraining it", plan.config.name)
-    if live:
-        emit(ChoiceRestart(index))
-    return run(replace(sampling, grammar=plan.call_grammar))
+    if policy.mode == "none" and policy.tools and sampling.grammar is None:
+        bias = dict(sampling.logit_bias)
+        if ctx.tag_token is not None:
+            bias[ctx.tag_token] = -100.0
+        names = [t.function.name for t in policy.tools]
+        gen = run(ctx.tokens, replace(sampling, logit_bias=bias), watch=CallSniffer(names, tag_constrained=False))
+        if gen.finish_reason == "aborted":
+            restart("tool call although tool_choice is none")
+            gen = run(ctx.tokens, replace(sampling, grammar=PROSE_GRAMMAR))
+        return gen
+    return run(ctx.tokens, sampling)
 
 
 def chat_job(plan: ChatPlan) -> Callable[[Engine, Emit, threading.Event], ChatJobResult]:
     """The work to run on the model's thread for ``plan``."""
 
     def job(engine: Engine, emit: Emit, cancel: threading.Event) -> ChatJobResult:
-        prompt = render_prompt(plan, engine)
-        tokens = engine.tokenize(prompt)
-        check_fits(len(tokens), engine, "messages")
+        ctx = _JobContext(plan, engine)
+        tokens = ctx.tokens
         check_logit_bias(plan.logit_bias, engine)
         emit(PromptReady(len(tokens)))
         live = plan.stream and not plan.buffered
@@ -300,7 +345,7 @@ def chat_job(plan: ChatPlan) -> Callable[[Engine, Emit, threading.Event], ChatJo
         results: list[ChoiceResult] = []
         for i in range(plan.n):
             for attempt in range(attempts):
-                gen = _generate_choice(plan, engine, tokens, i, attempt, emit, cancel, live)
+                gen = _generate_choice(ctx, i, attempt, emit, cancel, live)
                 logger.debug(
                     "model=%s prompt=%d completion=%d %.1f tok/s finish=%s",
                     plan.config.name,
@@ -494,7 +539,7 @@ def _message_chunks(plan: ChatPlan, chunk: _ChunkMaker, index: int, result: Choi
 async def stream_chunks(plan: ChatPlan, handle: JobHandle[ChatJobResult]) -> AsyncIterator[ChatCompletionChunk]:
     """The streaming response; closing the iterator cancels generation and frees the model."""
     chunk = _ChunkMaker(plan)
-    splitting = plan.policy.active
+    splitting = bool(plan.policy.tools)  # hold anything call-like; only an active policy returns calls
     splitters: dict[int, ToolCallStreamSplitter] = {}
     started: set[int] = set()
     want_lp = plan.top_logprobs is not None
@@ -522,7 +567,7 @@ async def stream_chunks(plan: ChatPlan, handle: JobHandle[ChatJobResult]) -> Asy
             gen = event.generation
             finish = _finish(gen.finish_reason)
             held = splitter.finish()
-            if held and splitting:
+            if held and plan.policy.active:
                 parsed = plan.policy.parse(held)
                 if parsed.calls:
                     if parsed.content:
