@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import os
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -82,12 +82,41 @@ async def open_faiss_hnsw(path: Path) -> VectorIOProvider:
     return await _initialized(await faiss.create_provider("faiss", config, {}))
 
 
+async def open_pgvector(path: Path) -> VectorIOProvider:
+    """remote::pgvector (HNSW) on the session's pgserver PostgreSQL; indexes are unique per test."""
+    from tests.integration.vector_io.servers import SERVERS
+    from underlay.providers.remote.vector_io import pgvector
+
+    config = pgvector.Config(dsn=SERVERS.postgres().uri, pool_max_size=4)
+    return await _initialized(await pgvector.create_provider("pgvector", config, {}))
+
+
+async def open_pgvector_exact(path: Path) -> VectorIOProvider:
+    """remote::pgvector with ``ann: exact`` (no HNSW index), over the Unix socket directory."""
+    from tests.integration.vector_io.servers import SERVERS
+    from underlay.providers.remote.vector_io import pgvector
+
+    config = pgvector.Config(socket_dir=SERVERS.postgres().socket_dir, db="postgres", ann="exact", pool_max_size=4)
+    return await _initialized(await pgvector.create_provider("pgvector", config, {}))
+
+
 BACKENDS: dict[str, BackendFactory] = {
     "sqlite-vec": Backend(open_sqlite_vec, shared=True),
     "sqlite-vec-vec0": Backend(open_sqlite_vec_vec0, shared=True),
     "faiss": Backend(open_faiss, shared=True),
     "faiss-hnsw": Backend(open_faiss_hnsw, exact=False, shared=True),
+    "pgvector": Backend(open_pgvector, exact=False, shared=True),
+    "pgvector-exact": Backend(open_pgvector_exact, shared=True),
 }
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _vector_servers() -> Iterator[None]:
+    """Stops the servers (pgserver, Chroma, Milvus) that backends started lazily during the session."""
+    from tests.integration.vector_io.servers import SERVERS
+
+    yield
+    SERVERS.stop_all()
 
 
 def capability(factory: BackendFactory, name: str) -> bool:
