@@ -615,10 +615,14 @@ async def test_two_instances_share_one_store(backend: BackendUnderTest, corpus: 
         await other.delete_index(index_id)
         with pytest.raises(NotFoundError):
             await first.query(index_id, mode="vector", k=1, embedding=embedding)
-        await first.create_index(index_id, corpus.dimension)
-        await first.insert_chunks(index_id, corpus.chunks[:2])
-        got = await other.query(index_id, mode="vector", k=EVERYTHING, embedding=embedding)
-        assert sorted(ids(got)) == [c.chunk_id for c in corpus.chunks[:2]]
+        # Re-created by one with another dimension: the other takes it as it now is.
+        await first.create_index(index_id, 3)
+        await first.insert_chunks(index_id, [new.model_copy(update={"embedding": [0.0, 1.0, 0.0]})])
+        got = await other.query(index_id, mode="vector", k=EVERYTHING, embedding=[0.0, 2.0, 0.1])
+        assert ids(got) == ["new"]
+        await other.insert_chunks(index_id, [new.model_copy(update={"chunk_id": "x", "embedding": [1.0, 0, 0]})])
+        with pytest.raises(InvalidRequestError):
+            await other.query(index_id, mode="vector", k=1, embedding=embedding)
     finally:
         await other.shutdown()
 

@@ -146,6 +146,17 @@ class VectorIOBase(ABC):
     async def _index_dimension(self, index_id: str) -> int:
         """The index's dimension; raises ``not_found(index_id)`` if there is no such index."""
 
+    def _forget_index(self, index_id: str) -> None:  # noqa: B027 (an optional hook: nothing cached by default)
+        """Drop anything cached about an index; called before re-checking a dimension that did not fit."""
+
+    async def _checked_dimension(self, index_id: str, lengths: Sequence[int]) -> int:
+        """The index's dimension, looked up afresh if a cached one disagrees with the given embeddings."""
+        dimension = await self._index_dimension(index_id)
+        if any(length != dimension for length in lengths):
+            self._forget_index(index_id)
+            dimension = await self._index_dimension(index_id)
+        return dimension
+
     @abstractmethod
     async def _vector_search(
         self, index_id: str, embedding: list[float], k: int, filters: Filter | None, exclude_documents: list[str]
@@ -171,9 +182,11 @@ class VectorIOBase(ABC):
         exclude_documents: list[str] | None = None,
     ) -> list[ScoredChunk]:
         check_query(mode=mode, k=k, embedding=embedding, query_text=query_text, filters=filters)
-        dimension = await self._index_dimension(index_id)
-        if embedding is not None and mode != "keyword":
-            check_embedding(embedding, dimension, "embedding")
+        search_embedding = embedding if mode != "keyword" else None
+        lengths = [len(search_embedding)] if search_embedding is not None else []
+        dimension = await self._checked_dimension(index_id, lengths)
+        if search_embedding is not None:
+            check_embedding(search_embedding, dimension, "embedding")
         k = min(k, MAX_K)
         exclude = sorted(set(exclude_documents or ()))
         if mode == "vector":

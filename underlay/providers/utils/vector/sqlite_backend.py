@@ -34,6 +34,7 @@ from underlay.api.vector_io import Chunk, Filter, IndexInfo, ScoredChunk
 from underlay.providers.utils.vector.base import (
     VectorIOBase,
     check_chunks,
+    check_embedding,
     dimension_conflict,
     not_found,
     sanitize_index_name,
@@ -85,6 +86,7 @@ class SqliteVectorIO(VectorIOBase):
         self._db = db
         self._loaded: dict[str, LoadedIndex] = {}
         self._loaded_lock = threading.Lock()
+        self._dimensions: dict[str, int] = {}
 
     # ---- hooks ------------------------------------------------------------------------------------
 
@@ -163,7 +165,20 @@ class SqliteVectorIO(VectorIOBase):
         return meta.generation + 1
 
     async def _index_dimension(self, index_id: str) -> int:
-        return await self._db.run(lambda conn: self._meta(conn, index_id).dimension)
+        """From a cache when possible: this runs before every query, and a thread hop is not free.
+
+        A stale entry (the index deleted, or re-created with another dimension, by another process)
+        is harmless: every operation re-reads the registry in its own transaction and raises
+        NotFoundError or rejects the embedding there.
+        """
+        dimension = self._dimensions.get(index_id)
+        if dimension is None:
+            dimension = await self._db.run(lambda conn: self._meta(conn, index_id).dimension)
+            self._dimensions[index_id] = dimension
+        return dimension
+
+    def _forget_index(self, index_id: str) -> None:
+        self._dimensions.pop(index_id, None)
 
     async def index_info(self, index_id: str) -> IndexInfo:
         """Dimension and chunk count of an index (NotFoundError if there is none)."""
@@ -205,6 +220,7 @@ class SqliteVectorIO(VectorIOBase):
                 meta.table.drop(conn)
                 self._drop_vectors(conn, meta)
                 conn.execute(f"DELETE FROM {REGISTRY} WHERE index_id = ?", (index_id,))
+            self._dimensions.pop(index_id, None)
             with self._loaded_lock:
                 loaded = self._loaded.pop(index_id, None)
             if loaded is not None:
@@ -218,7 +234,7 @@ class SqliteVectorIO(VectorIOBase):
 
     async def insert_chunks(self, index_id: str, chunks: list[Chunk]) -> None:
         """Upsert by ``chunk_id``: chunk row, FTS entry and vector change together or not at all."""
-        dimension = await self._index_dimension(index_id)
+        dimension = await self._checked_dimension(index_id, [len(c.embedding) for c in chunks if c.embedding])
         batch = check_chunks(chunks, dimension)
         if not batch:
             return
@@ -227,8 +243,9 @@ class SqliteVectorIO(VectorIOBase):
         def do(conn: Connection) -> None:
             with self._db.writing(conn):
                 meta = self._meta(conn, index_id)
-                if meta.dimension != dimension:  # deleted and re-created meanwhile
-                    raise dimension_conflict(index_id, meta.dimension, dimension)
+                if meta.dimension != dimension:  # re-created elsewhere since the dimension was cached
+                    self._dimensions.pop(index_id, None)
+                    check_chunks(batch, meta.dimension)
                 removed, added = meta.table.upsert(conn, batch)
                 self._delete_vectors(conn, meta, removed)
                 self._store_vectors(conn, meta, added, vectors)
@@ -308,6 +325,9 @@ class SqliteVectorIO(VectorIOBase):
         def do(conn: Connection) -> list[ScoredChunk]:
             with self._db.reading(conn):
                 meta = self._meta(conn, index_id)
+                if meta.dimension != len(embedding):  # re-created elsewhere since the dimension was cached
+                    self._dimensions.pop(index_id, None)
+                    check_embedding(embedding, meta.dimension, "embedding")
                 query = unit_vectors([embedding], meta.dimension)[0]
                 loaded = self._loaded_for(meta)
                 if loaded is None:
