@@ -521,6 +521,7 @@ def test_killed_mid_ingestion_resumes_and_search_never_sees_partial_content(
         if item.status == "failed":
             assert item.last_error is not None and item.last_error.message
         else:
+            hits = _search(second, store.id, query=marker, search_mode="keyword")["data"]
             assert hits and hits[0]["file_id"] == file_id
             chunks = list(client.vector_stores.files.content(file_id=file_id, vector_store_id=store.id))
             texts = [c.text for c in chunks]
