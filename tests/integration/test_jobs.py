@@ -6,28 +6,72 @@ import asyncio
 import time
 from collections import Counter
 from collections.abc import AsyncIterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from tests.integration.storage.conftest import PG_HOST, PG_PASSWORD, PG_PORT, PG_USER, unique
 from underlay.core.identity import Principal, current_principal
-from underlay.core.jobs import TABLE, Job, JobContext, JobError, JobRunner, RetryableJobError
+from underlay.core.jobs import Job, JobContext, JobError, JobRunner, RetryableJobError
 from underlay.core.storage.sqlstore import SqlStore, sqlstore_from_config
 
 
-@pytest.fixture
-async def stores(tmp_path: Path) -> AsyncIterator[tuple[SqlStore, SqlStore]]:
-    """Two connections (engines) to one SQLite file: two processes' views of the same table."""
-    path = str(tmp_path / "jobs.db")
-    first = await sqlstore_from_config({"type": "sqlite", "path": path})
-    second = await sqlstore_from_config({"type": "sqlite", "path": path})
-    yield first, second
-    await first.close()
-    await second.close()
+@dataclass
+class Shared:
+    """Two SQL store connections (engines) to one database, as two server processes hold them, and the
+    job table name both runners use."""
+
+    first: SqlStore
+    second: SqlStore
+    table: str
+
+    def __getitem__(self, index: int) -> SqlStore:
+        return (self.first, self.second)[index]
+
+    def runner(self, which: int, **kwargs: Any) -> JobRunner:
+        return JobRunner(self[which], table=self.table, **kwargs)
 
 
-async def test_each_job_runs_exactly_once_across_two_runners(stores: tuple[SqlStore, SqlStore]) -> None:
+@pytest.fixture(params=["sqlite", "postgres"])
+async def stores(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Shared]:
+    """SQLite in a temporary file, or a fresh PostgreSQL database (dropped afterwards)."""
+    admin = None
+    if request.param == "sqlite":
+        config: dict[str, Any] = {"type": "sqlite", "path": str(tmp_path / "jobs.db")}
+    else:
+        import asyncpg
+
+        name = unique("underlay_jobs")
+        try:
+            admin = await asyncpg.connect(
+                host=PG_HOST, port=PG_PORT, user=PG_USER, password=PG_PASSWORD, database="postgres", timeout=5
+            )
+        except Exception as exc:  # unreachable: fail like the storage suite, never skip
+            pytest.fail(f"PostgreSQL is not reachable at {PG_HOST}:{PG_PORT} ({exc}).", pytrace=False)
+        await admin.execute(f'CREATE DATABASE "{name}"')
+        config = {
+            "type": "postgres",
+            "host": PG_HOST,
+            "port": PG_PORT,
+            "user": PG_USER,
+            "password": PG_PASSWORD,
+            "db": name,
+        }
+    first = await sqlstore_from_config(config)
+    second = await sqlstore_from_config(config)
+    try:
+        yield Shared(first, second, "jobs")
+    finally:
+        await first.close()
+        await second.close()
+        if admin is not None:
+            await admin.execute(f'DROP DATABASE IF EXISTS "{config["db"]}" WITH (FORCE)')
+            await admin.close()
+
+
+async def test_each_job_runs_exactly_once_across_two_runners(stores: Shared) -> None:
     runs: list[tuple[str, str]] = []
 
     def handler_for(name: str) -> Any:
@@ -38,8 +82,8 @@ async def test_each_job_runs_exactly_once_across_two_runners(stores: tuple[SqlSt
 
         return handler
 
-    a = JobRunner(stores[0], workers=3, lease_seconds=5, poll_seconds=0.05, runner_id="A")
-    b = JobRunner(stores[1], workers=3, lease_seconds=5, poll_seconds=0.05, runner_id="B")
+    a = stores.runner(0, workers=3, lease_seconds=5, poll_seconds=0.05, runner_id="A")
+    b = stores.runner(1, workers=3, lease_seconds=5, poll_seconds=0.05, runner_id="B")
     a.register("count", handler_for("A"))
     b.register("count", handler_for("B"))
     await a.initialize()
@@ -59,21 +103,21 @@ async def test_each_job_runs_exactly_once_across_two_runners(stores: tuple[SqlSt
     assert {name for name, _ in runs} == {"A", "B"}  # both runners took work
 
 
-async def test_expired_lease_is_resumed_by_another_runner(stores: tuple[SqlStore, SqlStore]) -> None:
+async def test_expired_lease_is_resumed_by_another_runner(stores: Shared) -> None:
     attempts_seen: list[int] = []
 
     async def handler(ctx: JobContext) -> str:
         attempts_seen.append(ctx.job.attempts)
         return "done"
 
-    dead = JobRunner(stores[0], lease_seconds=1, runner_id="dead")
+    dead = stores.runner(0, lease_seconds=1, runner_id="dead")
     dead.register("work", handler)
     await dead.initialize()
     job = await dead.submit("work", {})
     claimed = await dead.claim_one()  # claimed, then the process "dies": no heartbeat, no finish
     assert claimed is not None and claimed.id == job.id and claimed.status == "running"
 
-    alive = JobRunner(stores[1], lease_seconds=1, poll_seconds=0.05, runner_id="alive")
+    alive = stores.runner(1, lease_seconds=1, poll_seconds=0.05, runner_id="alive")
     alive.register("work", handler)
     await alive.start()
     try:
@@ -84,7 +128,7 @@ async def test_expired_lease_is_resumed_by_another_runner(stores: tuple[SqlStore
     assert done.attempts == 2 and attempts_seen == [2]
 
 
-async def test_max_attempts_then_failed_cleanly_with_hook(stores: tuple[SqlStore, SqlStore]) -> None:
+async def test_max_attempts_then_failed_cleanly_with_hook(stores: Shared) -> None:
     ended: list[Job] = []
 
     async def handler(ctx: JobContext) -> None:
@@ -93,14 +137,14 @@ async def test_max_attempts_then_failed_cleanly_with_hook(stores: tuple[SqlStore
     async def on_failure(job: Job) -> None:
         ended.append(job)
 
-    dead = JobRunner(stores[0], lease_seconds=1, runner_id="dead")
+    dead = stores.runner(0, lease_seconds=1, runner_id="dead")
     dead.register("fragile", handler, max_attempts=1)
     await dead.initialize()
     job = await dead.submit("fragile", {"x": 1})
     assert job.max_attempts == 1
     assert (await dead.claim_one()) is not None
 
-    sweeper = JobRunner(stores[1], workers=1, lease_seconds=1, poll_seconds=0.05, runner_id="sweeper")
+    sweeper = stores.runner(1, workers=1, lease_seconds=1, poll_seconds=0.05, runner_id="sweeper")
     sweeper.register("fragile", handler, on_failure=on_failure, max_attempts=1)
     await sweeper.start()
     try:
@@ -114,7 +158,7 @@ async def test_max_attempts_then_failed_cleanly_with_hook(stores: tuple[SqlStore
     assert done.lease_owner is None and done.finished_at is not None
 
 
-async def test_cancel_queued_and_running_jobs(stores: tuple[SqlStore, SqlStore]) -> None:
+async def test_cancel_queued_and_running_jobs(stores: Shared) -> None:
     ended: list[tuple[str, str]] = []
     started = asyncio.Event()
     five_steps = asyncio.Event()
@@ -132,7 +176,7 @@ async def test_cancel_queued_and_running_jobs(stores: tuple[SqlStore, SqlStore])
     async def on_failure(job: Job) -> None:
         ended.append((job.id, job.status))
 
-    runner = JobRunner(stores[0], workers=1, lease_seconds=3, poll_seconds=0.05, runner_id="one")
+    runner = stores.runner(0, workers=1, lease_seconds=3, poll_seconds=0.05, runner_id="one")
     runner.register("slow", slow, on_failure=on_failure)
     await runner.initialize()
     first = await runner.submit("slow", {})
@@ -152,7 +196,7 @@ async def test_cancel_queued_and_running_jobs(stores: tuple[SqlStore, SqlStore])
     assert sorted(ended) == sorted([(first.id, "cancelled"), (second.id, "cancelled")])
 
 
-async def test_cancel_from_another_process_reaches_the_running_job(stores: tuple[SqlStore, SqlStore]) -> None:
+async def test_cancel_from_another_process_reaches_the_running_job(stores: Shared) -> None:
     started = asyncio.Event()
 
     async def slow(ctx: JobContext) -> None:
@@ -161,9 +205,9 @@ async def test_cancel_from_another_process_reaches_the_running_job(stores: tuple
             await ctx.checkpoint()
             await asyncio.sleep(0.02)
 
-    worker = JobRunner(stores[0], workers=1, lease_seconds=1.5, poll_seconds=0.05, runner_id="worker")
+    worker = stores.runner(0, workers=1, lease_seconds=1.5, poll_seconds=0.05, runner_id="worker")
     worker.register("slow", slow)
-    other = JobRunner(stores[1], workers=0, runner_id="api")  # submits and cancels only
+    other = stores.runner(1, workers=0, runner_id="api")  # submits and cancels only
     await other.initialize()
     job = await other.submit("slow", {})
     await worker.start()
@@ -176,7 +220,7 @@ async def test_cancel_from_another_process_reaches_the_running_job(stores: tuple
     assert done.status == "cancelled"
 
 
-async def test_handler_errors_retries_and_owner(stores: tuple[SqlStore, SqlStore]) -> None:
+async def test_handler_errors_retries_and_owner(stores: Shared) -> None:
     owners: list[str] = []
     tries: Counter[str] = Counter()
 
@@ -194,7 +238,7 @@ async def test_handler_errors_retries_and_owner(stores: tuple[SqlStore, SqlStore
             raise RuntimeError("boom")
         return mode
 
-    runner = JobRunner(stores[0], workers=2, lease_seconds=5, poll_seconds=0.05)
+    runner = stores.runner(0, workers=2, lease_seconds=5, poll_seconds=0.05)
     runner.register("modes", handler, max_attempts=3)
     await runner.initialize()
     ids = {
@@ -218,7 +262,7 @@ async def test_handler_errors_retries_and_owner(stores: tuple[SqlStore, SqlStore
     assert set(owners) == {"alice"}
 
 
-async def test_a_runner_that_loses_its_lease_stops_the_handler(stores: tuple[SqlStore, SqlStore]) -> None:
+async def test_a_runner_that_loses_its_lease_stops_the_handler(stores: Shared) -> None:
     started = asyncio.Event()
     stopped = asyncio.Event()
 
@@ -229,7 +273,7 @@ async def test_a_runner_that_loses_its_lease_stops_the_handler(stores: tuple[Sql
         finally:
             stopped.set()
 
-    runner = JobRunner(stores[0], workers=1, lease_seconds=1.2, poll_seconds=0.05, runner_id="stalled")
+    runner = stores.runner(0, workers=1, lease_seconds=1.2, poll_seconds=0.05, runner_id="stalled")
     runner.register("endless", endless)
     await runner.initialize()
     job = await runner.submit("endless", {})
@@ -238,7 +282,7 @@ async def test_a_runner_that_loses_its_lease_stops_the_handler(stores: tuple[Sql
         await asyncio.wait_for(started.wait(), 10)
         # Another runner's sweep decided this one was dead and re-queued the job (then held it).
         await stores[1].update(
-            TABLE, {"status": "queued", "lease_owner": None, "available_at": time.time() + 3600}, {"id": job.id}
+            stores.table, {"status": "queued", "lease_owner": None, "available_at": time.time() + 3600}, {"id": job.id}
         )
         await asyncio.wait_for(stopped.wait(), 10)
     finally:

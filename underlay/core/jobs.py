@@ -150,7 +150,7 @@ class JobContext:
         if progress is not None:
             self.job.progress = max(0.0, min(1.0, progress))
             await self.runner.sql.update(
-                TABLE,
+                self.runner.table,
                 {"progress": self.job.progress, "updated_at": int(time.time())},
                 {"id": self.job.id, "lease_owner": self.runner.runner_id},
             )
@@ -162,7 +162,7 @@ class JobRunner:
     ``workers`` is how many jobs this process runs at once. ``lease_seconds`` bounds how long a job
     of a dead process stays ``running`` before another runner resumes it; ``poll_seconds`` is how
     often idle workers look for work submitted by other processes (work submitted in this process
-    wakes them at once).
+    wakes them at once). ``table`` names the job table (one per deployment; tests isolate with it).
     """
 
     def __init__(
@@ -173,8 +173,10 @@ class JobRunner:
         lease_seconds: float = 30.0,
         poll_seconds: float = 0.5,
         runner_id: str | None = None,
+        table: str = TABLE,
     ) -> None:
         self.sql = sql
+        self.table = table
         self.workers = max(0, workers)
         self.lease_seconds = max(1.0, lease_seconds)
         self.poll_seconds = poll_seconds
@@ -193,7 +195,7 @@ class JobRunner:
         if self._initialized:
             return
         await self.sql.create_table(
-            TABLE,
+            self.table,
             {
                 "id": ColumnDefinition(type=ColumnType.STRING, primary_key=True, nullable=False),
                 "kind": ColumnDefinition(type=ColumnType.STRING, index=True),
@@ -297,12 +299,12 @@ class JobRunner:
             "owner_principal": principal.id,
             "owner_attributes": principal.attributes,
         }
-        await self.sql.insert(TABLE, row)
+        await self.sql.insert(self.table, row)
         self._wake.set()
         return Job.from_row(row)
 
     async def get(self, job_id: str) -> Job:
-        row = await self.sql.fetch_one(TABLE, {"id": job_id})
+        row = await self.sql.fetch_one(self.table, {"id": job_id})
         if row is None:
             raise NotFoundError("Job", job_id)
         return Job.from_row(row)
@@ -312,14 +314,14 @@ class JobRunner:
         where: list[Any] = [Where.eq("reference", reference)]
         if statuses:
             where.append(Where.in_("status", statuses))
-        rows = await self.sql.fetch_all(TABLE, where, order_by=[("created_ns", "asc")])
+        rows = await self.sql.fetch_all(self.table, where, order_by=[("created_ns", "asc")])
         return [Job.from_row(r) for r in rows]
 
     async def cancel(self, job_id: str) -> Job:
         """Request cancellation; a queued job ends now, a running one at its next checkpoint."""
         now_s = int(time.time())
         await self.sql.update(
-            TABLE,
+            self.table,
             {"cancel_requested": True, "updated_at": now_s},
             [Where.eq("id", job_id), Where.in_("status", ["queued", "running"])],
         )
@@ -349,7 +351,7 @@ class JobRunner:
             return None
         now_s = time.time()
         row = await self.sql.claim(
-            TABLE,
+            self.table,
             [
                 Where.eq("status", "queued"),
                 Where.in_("kind", list(self._kinds)),
@@ -367,7 +369,7 @@ class JobRunner:
         if row is None:
             return None
         attempts = int(row.get("attempts") or 0) + 1
-        await self.sql.update(TABLE, {"attempts": attempts}, {"id": row["id"], "lease_owner": self.runner_id})
+        await self.sql.update(self.table, {"attempts": attempts}, {"id": row["id"], "lease_owner": self.runner_id})
         row["attempts"] = attempts
         return Job.from_row(row)
 
@@ -396,7 +398,7 @@ class JobRunner:
         except RetryableJobError as exc:
             if job.attempts < job.max_attempts and not self._stopping:
                 await self.sql.update(
-                    TABLE,
+                    self.table,
                     {
                         "status": "queued",
                         "lease_owner": None,
@@ -432,7 +434,7 @@ class JobRunner:
             await asyncio.sleep(interval)
             try:
                 renewed = await self.sql.update(
-                    TABLE,
+                    self.table,
                     {"lease_expires_at": time.time() + self.lease_seconds, "updated_at": int(time.time())},
                     {"id": ctx.job.id, "lease_owner": self.runner_id, "status": "running"},
                 )
@@ -440,7 +442,7 @@ class JobRunner:
                     ctx.lease_lost = True
                     work.cancel()
                     return
-                row = await self.sql.fetch_one(TABLE, {"id": ctx.job.id})
+                row = await self.sql.fetch_one(self.table, {"id": ctx.job.id})
                 if row is not None and row.get("cancel_requested"):
                     ctx.cancel_event.set()
             except asyncio.CancelledError:
@@ -461,7 +463,7 @@ class JobRunner:
         if status == "succeeded":
             values["progress"] = 1.0
             values["result"] = result
-        changed = await self.sql.update(TABLE, values, {"id": job.id, "lease_owner": self.runner_id})
+        changed = await self.sql.update(self.table, values, {"id": job.id, "lease_owner": self.runner_id})
         return bool(changed)
 
     async def _end_unsuccessfully(
@@ -497,7 +499,7 @@ class JobRunner:
         else:
             where["lease_owner"] = self.runner_id
         await self.sql.update(
-            TABLE,
+            self.table,
             {
                 "status": status,
                 "error": error,
@@ -518,7 +520,7 @@ class JobRunner:
             return 0
         now_s = time.time()
         rows = await self.sql.fetch_all(
-            TABLE,
+            self.table,
             [
                 Where.eq("status", "running"),
                 Where.in_("kind", list(self._kinds)),
@@ -543,7 +545,7 @@ class JobRunner:
             else:
                 log.info("job %s (%s): lease expired, resuming (attempt %d)", job.id, job.kind, job.attempts + 1)
                 await self.sql.update(
-                    TABLE,
+                    self.table,
                     {
                         "status": "queued",
                         "lease_owner": None,
