@@ -522,6 +522,49 @@ async def test_closing_a_stream_stops_generation_and_frees_the_model(provider: L
 
 
 @pytest.mark.slow
+async def test_cancelling_a_request_frees_the_model(provider: LlamaCppInferenceProvider) -> None:
+    task = asyncio.create_task(
+        chat(
+            provider,
+            model=SMOL,
+            messages=[{"role": "user", "content": "Write a very long essay."}],
+            max_tokens=1500,
+            logit_bias={"2": -100},
+        )
+    )
+    await asyncio.sleep(1.0)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    start = time.perf_counter()
+    await chat(provider, model=SMOL, messages=[{"role": "user", "content": "Hi"}], max_tokens=3)
+    assert time.perf_counter() - start < 10
+
+
+@pytest.mark.slow
+async def test_streaming_several_choices(provider: LlamaCppInferenceProvider) -> None:
+    kwargs: dict[str, Any] = {
+        "model": SMOL,
+        "messages": [{"role": "user", "content": "Name an animal."}],
+        "n": 2,
+        "seed": 5,
+        "temperature": 1.0,
+        "max_tokens": 10,
+    }
+    whole = await chat(provider, **kwargs)
+    chunks = await chat_stream(provider, **kwargs)
+    texts = {0: "", 1: ""}
+    finishes = {}
+    for chunk in chunks:
+        for choice in chunk.choices:
+            texts[choice.index] += choice.delta.content or ""
+            if choice.finish_reason:
+                finishes[choice.index] = choice.finish_reason
+    assert texts == {c.index: c.message.content for c in whole.choices}
+    assert finishes == {c.index: c.finish_reason for c in whole.choices}
+
+
+@pytest.mark.slow
 async def test_queue_limit_refuses_instead_of_piling_up(smol_path: Path) -> None:
     p = await create_provider(
         "q", LlamaCppConfig(max_queued_per_model=0, models=[{"name": "s", "path": str(smol_path), "n_ctx": 512}]), {}

@@ -226,26 +226,23 @@ def _logprobs(entries: list[EngineLogprob | None], *, shift: int = 0, top: int) 
 
 
 def _choice_logprobs(plan: CompletionPlan, result: PromptResult, gen: Generation) -> CompletionLogprobs | None:
+    """Logprobs of one choice: the completion's tokens, preceded by the prompt's when echoing."""
     if plan.logprobs is None:
         return None
-    entries: list[EngineLogprob | None] = []
-    shift = 0
-    if plan.echo:
-        prompt_lp = result.prompt_logprobs or []
-        out = _logprobs(prompt_lp, top=plan.logprobs)
-        if out.tokens and out.token_logprobs[0] is None:
-            first_end = out.text_offset[1] if len(out.text_offset) > 1 else len(result.text)
-            out.tokens[0] = result.text[:first_end]
-        shift = len(result.text)
-        rest = _logprobs(gen.logprobs or [], shift=shift, top=plan.logprobs)
-        out.tokens += rest.tokens
-        out.token_logprobs += rest.token_logprobs
-        assert out.top_logprobs is not None and rest.top_logprobs is not None
-        out.top_logprobs += rest.top_logprobs
-        out.text_offset += rest.text_offset
-        return out
-    entries.extend(gen.logprobs or [])
-    return _logprobs(entries, top=plan.logprobs)
+    shift = len(result.text) if plan.echo else 0
+    completion = _logprobs(gen.logprobs or [], shift=shift, top=plan.logprobs)
+    if not plan.echo:
+        return completion
+    prompt = _logprobs(result.prompt_logprobs or [], top=plan.logprobs)
+    if prompt.tokens and prompt.token_logprobs[0] is None:  # the unscored first token still has a text
+        end = prompt.text_offset[1] if len(prompt.text_offset) > 1 else len(result.text)
+        prompt.tokens[0] = result.text[:end]
+    return CompletionLogprobs(
+        tokens=prompt.tokens + completion.tokens,
+        token_logprobs=prompt.token_logprobs + completion.token_logprobs,
+        top_logprobs=(prompt.top_logprobs or []) + (completion.top_logprobs or []),
+        text_offset=prompt.text_offset + completion.text_offset,
+    )
 
 
 def _usage(results: list[PromptResult]) -> Usage:
@@ -314,7 +311,12 @@ async def stream_completion(
                 if prompt_text:
                     yield chunk(index, prompt_text)
             if isinstance(event, ChoiceDelta):
-                lp = _logprobs(event.delta.logprobs, top=plan.logprobs) if plan.logprobs is not None else None
+                shift = len(ready.texts[index // plan.n]) if plan.echo and ready.texts else 0
+                lp = (
+                    _logprobs(event.delta.logprobs, shift=shift, top=plan.logprobs)
+                    if plan.logprobs is not None
+                    else None
+                )
                 yield chunk(index, event.delta.text, logprobs=lp)
             else:
                 yield chunk(index, "", finish=_finish(event.generation.finish_reason))
