@@ -6,7 +6,7 @@ distance. The file is the source of truth; several workers may share it (WAL, bu
 
 Vector search is exact. By default it runs on a copy of each index's vectors in process memory
 (``memory_index: true``), loaded on the first search and kept current afterwards, because at
-100,000 x 384 dimensions a numpy scan answers in about 12 ms where ``vec0``'s scan (the published
+100,000 x 384 dimensions a numpy scan answers in about 8 ms where ``vec0``'s scan (the published
 wheel is built without SIMD) takes 45-70 ms on a 2-core machine. The copy costs ``4 x dimension``
 bytes per chunk (150 MB for 100,000 x 384) in every worker; ``memory_index: false`` searches with
 ``vec0`` KNN instead and keeps nothing in memory. Both give the same results.

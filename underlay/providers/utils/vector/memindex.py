@@ -7,7 +7,7 @@ sets alone (see ``sqlite_backend``).
 
 :class:`NumpySearcher` is exact brute force. Why not rely on the database's own scan: at 100,000 x
 384 dimensions sqlite-vec's ``vec0`` scan (built without SIMD) measured 45-70 ms per query on this
-project's 2-core machines, and one BLAS matrix-vector product over the same vectors about 12 ms.
+project's 2-core machines, and one BLAS matrix-vector product over the same vectors about 8 ms.
 
 None of these classes lock; the caller serialises access to each searcher.
 """

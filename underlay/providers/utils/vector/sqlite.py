@@ -93,9 +93,7 @@ class SqliteDatabase:
         return self._driver
 
     async def open(self) -> None:
-        """Create the file's directory and open one connection now, so configuration errors surface early."""
-        if not self.in_memory:
-            Path(self.path).parent.mkdir(parents=True, exist_ok=True)
+        """Open one connection now (creating the file's directory), so configuration errors surface early."""
         await self.run(lambda conn: None)
 
     async def run(self, fn: Callable[..., T], *args: Any) -> T:
@@ -111,6 +109,8 @@ class SqliteDatabase:
     def _connection(self) -> Connection:
         conn = getattr(self._local, "conn", None)
         if conn is None:
+            if not self.in_memory:
+                Path(self.path).parent.mkdir(parents=True, exist_ok=True)
             conn = self._driver.connect(
                 self.path, timeout=BUSY_TIMEOUT_S, isolation_level=None, check_same_thread=False
             )
