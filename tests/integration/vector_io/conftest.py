@@ -100,6 +100,14 @@ async def open_pgvector_exact(path: Path) -> VectorIOProvider:
     return await _initialized(await pgvector.create_provider("pgvector", config, {}))
 
 
+async def open_qdrant(path: Path) -> VectorIOProvider:
+    """inline::qdrant: qdrant-client's local mode in a directory (locked: one process at a time)."""
+    from underlay.providers.inline.vector_io import qdrant
+
+    config = qdrant.Config(path=str(path / "qdrant"))
+    return await _initialized(await qdrant.create_provider("qdrant", config, {}))
+
+
 BACKENDS: dict[str, BackendFactory] = {
     "sqlite-vec": Backend(open_sqlite_vec, shared=True),
     "sqlite-vec-vec0": Backend(open_sqlite_vec_vec0, shared=True),
@@ -107,6 +115,7 @@ BACKENDS: dict[str, BackendFactory] = {
     "faiss-hnsw": Backend(open_faiss_hnsw, exact=False, shared=True),
     "pgvector": Backend(open_pgvector, exact=False, shared=True),
     "pgvector-exact": Backend(open_pgvector_exact, shared=True),
+    "qdrant": Backend(open_qdrant),
 }
 
 
