@@ -204,6 +204,12 @@ class TorchBackend(Backend):
 
         if config.max_threads:
             torch.set_num_threads(config.max_threads)
+        try:  # transformers draws a "Loading weights" bar on stderr: noise in a server log
+            from transformers.utils import logging as hf_logging
+
+            hf_logging.disable_progress_bar()
+        except ImportError:  # pragma: no cover - transformers comes with sentence-transformers
+            pass
         # local_files_only on top of HF_HUB_OFFLINE: a directory that lacks a file must fail here,
         # not quietly try a hub.
         self._model = SentenceTransformer(str(model_dir), device="cpu", local_files_only=True)

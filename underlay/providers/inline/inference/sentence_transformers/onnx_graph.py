@@ -313,6 +313,16 @@ def ensure_graph(model_dir: Path, cache_root: Path, *, quantize: Literal["none",
     channel, activations quantised per batch at run time); it is about twice as fast on CPUs with
     VNNI but moves vectors (cosine about 0.99 to the float model), so it is opt-in.
     """
+    try:
+        return _ensure_graph(model_dir, cache_root, quantize)
+    except OSError as exc:  # permission denied, read-only file system, disk full
+        # A read-only home or models dir must not cost the fast backend: build per user in /tmp.
+        fallback = Path(tempfile.gettempdir()) / f"underlay-models-{os.getuid() if hasattr(os, 'getuid') else 'user'}"
+        logger.warning("cannot write ONNX graph under %s (%s); using %s", cache_root, exc, fallback)
+        return _ensure_graph(model_dir, fallback, quantize)
+
+
+def _ensure_graph(model_dir: Path, cache_root: Path, quantize: Literal["none", "int8"]) -> Path:
     import onnx
 
     key = _cache_key(model_dir)
