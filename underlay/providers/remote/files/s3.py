@@ -58,7 +58,9 @@ class Config(BaseModel):
     read_chunk_bytes: int = Field(default=256 * 1024, ge=4096, description="Size of the pieces sent to clients.")
     connect_timeout: float = Field(default=10.0, gt=0)
     read_timeout: float = Field(default=60.0, gt=0)
-    max_attempts: int = Field(default=3, ge=1, description="Attempts per request (botocore standard retries).")
+    max_attempts: int = Field(
+        default=3, ge=1, description="Attempts per request, the first included (standard retry mode)."
+    )
     max_connections: int = Field(default=50, ge=1)
 
     @field_validator("access_key_id", "secret_access_key", "session_token", "endpoint_url", "region", mode="before")
@@ -78,8 +80,11 @@ class S3FilesProvider:
     # -- errors -------------------------------------------------------------------------------------
 
     @contextlib.contextmanager
-    def _errors(self, action: str) -> Iterator[None]:
-        """botocore's failures → our provider errors; everything else (the upload source's) passes."""
+    def _errors(self, action: str, *, missing_is_not_found: bool = False) -> Iterator[None]:
+        """botocore's failures → our provider errors; everything else (the upload source's) passes.
+
+        With ``missing_is_not_found`` a missing key is ``FileNotFoundError`` (the provider contract).
+        """
         from botocore.exceptions import (
             BotoCoreError,
             ClientError,
@@ -100,7 +105,7 @@ class S3FilesProvider:
             error = exc.response.get("Error", {})
             code = str(error.get("Code", ""))
             message = error.get("Message") or code
-            if code in _NOT_FOUND and action == "read":
+            if code in _NOT_FOUND and missing_is_not_found:
                 raise FileNotFoundError(message) from exc
             if code in _UNAVAILABLE:
                 raise ServiceUnavailableError(
@@ -141,7 +146,7 @@ class S3FilesProvider:
         client_config = AioConfig(
             connect_timeout=c.connect_timeout,
             read_timeout=c.read_timeout,
-            retries={"max_attempts": c.max_attempts, "mode": "standard"},
+            retries={"total_max_attempts": c.max_attempts, "mode": "standard"},
             max_pool_connections=c.max_connections,
             s3={"addressing_style": style},
             # Checksums only where S3 requires them: many S3-compatible stores reject the newer defaults.
@@ -163,6 +168,10 @@ class S3FilesProvider:
                 "s3", endpoint_url=c.endpoint_url, region_name=region, config=client_config, **credentials
             )
         )
+        # botocore asks for "Expect: 100-continue" on uploads, and aiohttp waits for the 100 with no
+        # timeout: an endpoint that accepts the connection but never answers would hang the upload.
+        # Without it the read timeout covers the wait for the response.
+        self._client.meta.events.register_last("before-sign.s3", _drop_expect_header)
         try:
             await self._check_bucket()
         except ProviderError as exc:
@@ -261,7 +270,7 @@ class S3FilesProvider:
             log.warning("could not abort multipart upload of %s: %s", object_key, exc.message)
 
     async def open(self, key: str) -> AsyncIterator[bytes]:
-        with self._errors("read"):
+        with self._errors("read a file", missing_is_not_found=True):
             reply = await self._client.get_object(Bucket=self.config.bucket, Key=self._key(key))
         return self._stream(reply["Body"])
 
@@ -277,6 +286,11 @@ class S3FilesProvider:
     async def delete(self, key: str) -> None:
         with self._errors("delete a file"):
             await self._client.delete_object(Bucket=self.config.bucket, Key=self._key(key))
+
+
+def _drop_expect_header(request: Any, **_: Any) -> None:
+    if "Expect" in request.headers:
+        del request.headers["Expect"]
 
 
 async def create_provider(provider_id: str, config: Config, deps: dict[str, Any]) -> S3FilesProvider:
