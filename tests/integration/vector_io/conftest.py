@@ -108,6 +108,24 @@ async def open_qdrant(path: Path) -> VectorIOProvider:
     return await _initialized(await qdrant.create_provider("qdrant", config, {}))
 
 
+async def open_chromadb(path: Path) -> VectorIOProvider:
+    """inline::chromadb: Chroma's PersistentClient in a directory."""
+    from underlay.providers.inline.vector_io import chromadb
+
+    config = chromadb.Config(path=str(path / "chroma"))
+    return await _initialized(await chromadb.create_provider("chromadb", config, {}))
+
+
+async def open_chromadb_remote(path: Path) -> VectorIOProvider:
+    """remote::chromadb on the session's ``chroma run`` server; the keyword index is in the test directory."""
+    from tests.integration.vector_io.servers import SERVERS
+    from underlay.providers.remote.vector_io import chromadb
+
+    server = SERVERS.chroma()
+    config = chromadb.Config(url=f"http://{server.host}:{server.port}", keyword_db_path=str(path / "keyword.db"))
+    return await _initialized(await chromadb.create_provider("chromadb-remote", config, {}))
+
+
 BACKENDS: dict[str, BackendFactory] = {
     "sqlite-vec": Backend(open_sqlite_vec, shared=True),
     "sqlite-vec-vec0": Backend(open_sqlite_vec_vec0, shared=True),
@@ -116,6 +134,8 @@ BACKENDS: dict[str, BackendFactory] = {
     "pgvector": Backend(open_pgvector, exact=False, shared=True),
     "pgvector-exact": Backend(open_pgvector_exact, shared=True),
     "qdrant": Backend(open_qdrant),
+    "chromadb": Backend(open_chromadb, shared=True),
+    "chromadb-remote": Backend(open_chromadb_remote, shared=True),
 }
 
 
