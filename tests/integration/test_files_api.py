@@ -343,3 +343,19 @@ def test_server_streams_uploads_without_holding_them(tmp_path: Path) -> None:
         assert digest.digest() == hashlib.sha256(block * (size // MiB)).digest()
     finally:
         server.stop()
+
+
+def test_routes_and_openapi_describe_the_upload(backend: Backend) -> None:
+    routes = httpx.get(f"{backend.server.v1}/inspect/routes").json()["data"]
+    paths = {(r["method"], r["path"]) for r in routes if r["api"] == "files"}
+    assert paths == {
+        ("POST", "/v1/files"),
+        ("GET", "/v1/files"),
+        ("GET", "/v1/files/{file_id}"),
+        ("GET", "/v1/files/{file_id}/content"),
+        ("DELETE", "/v1/files/{file_id}"),
+    }
+    spec = httpx.get(f"{backend.server.base_url}/openapi.json").json()
+    body = spec["paths"]["/v1/files"]["post"]["requestBody"]["content"]["multipart/form-data"]["schema"]
+    assert body["properties"]["file"] == {"type": "string", "format": "binary"}
+    assert {"file", "purpose"} <= set(body["required"]) and "$ref" not in str(body)

@@ -189,9 +189,22 @@ def _route_body_limits(config: RunConfig, routes: list[tuple[str, Route]]) -> di
     return limits
 
 
+def _inline_refs(node: Any, defs: dict[str, Any]) -> Any:
+    """Replace ``#/$defs/X`` references by their schema: an inline request body has no ``$defs`` root."""
+    if isinstance(node, dict):
+        ref = node.get("$ref")
+        if isinstance(ref, str) and ref.startswith("#/$defs/") and ref[8:] in defs:
+            return _inline_refs(defs[ref[8:]], defs)
+        return {k: _inline_refs(v, defs) for k, v in node.items()}
+    if isinstance(node, list):
+        return [_inline_refs(v, defs) for v in node]
+    return node
+
+
 def _multipart_openapi(route: Route) -> dict[str, Any]:
     """Describe a multipart body in /openapi.json: the form model's fields plus the binary file part."""
     schema: dict[str, Any] = route.body.model_json_schema() if route.body is not None else {"type": "object"}
+    schema = _inline_refs(schema, schema.pop("$defs", {}))
     file_part = {"type": "string", "format": "binary"}
     schema = {**schema, "properties": {route.file_field: file_part, **schema.get("properties", {})}}
     schema["required"] = [route.file_field, *schema.get("required", [])]
