@@ -47,6 +47,7 @@ from underlay.providers.utils.vector.sqlite import Connection, SqliteDatabase, q
 from underlay.providers.utils.vector.sqlite_backend import IndexMeta, LoadedIndex, SqliteVectorIO
 
 SIDECAR = "vectors.db"
+_BUILD_THREADS = faiss.omp_get_max_threads()  # OpenMP's default: graph building does parallelise
 
 
 class Config(BaseModel):
@@ -137,6 +138,7 @@ class FaissSearcher:
 
     def add(self, ids: IdArray, vectors: VectorArray) -> None:
         if len(ids):
+            faiss.omp_set_num_threads(_BUILD_THREADS)  # undo a search's setting on this worker thread
             self.index.add_with_ids(np.ascontiguousarray(vectors, dtype=np.float32), _ids(ids))
 
     def remove(self, ids: IdArray) -> None:

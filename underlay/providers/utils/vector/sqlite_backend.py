@@ -208,6 +208,12 @@ class SqliteVectorIO(VectorIOBase):
                     f"INSERT INTO {REGISTRY} (index_id, name, dimension, generation, token) VALUES (?, ?, ?, 0, ?)",
                     (index_id, meta.name, dimension, meta.token),
                 )
+            # A new index starts with a live, empty searcher, so ingestion grows it write by write
+            # (an HNSW graph built during ingestion, not all at once on the first search).
+            searcher = self._new_searcher(meta)
+            if searcher is not None:
+                with self._loaded_lock:
+                    self._loaded[index_id] = LoadedIndex(meta, searcher, generation=0)
 
         await self._db.run(do)
 
