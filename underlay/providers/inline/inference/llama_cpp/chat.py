@@ -315,7 +315,9 @@ def _generate_choice(
         if gen.finish_reason == "aborted":
             restart("untagged tool call")
             gen = run(ctx.tokens, replace(sampling, grammar=plan.call_grammar))
-        if plan.answered and gen.finish_reason == "stop" and only_repeats(policy.parse(gen.text).calls, plan.answered):
+        parsed = policy.parse(gen.text) if plan.answered and gen.finish_reason == "stop" else None
+        # Only a calls-only output is redone: text before the calls may already be streamed.
+        if parsed is not None and parsed.content is None and only_repeats(parsed.calls, plan.answered):
             restart("repeated an answered call")
             gen = run(ctx.answer_tokens(), replace(sampling, grammar=PROSE_GRAMMAR))
         return gen
