@@ -26,14 +26,22 @@ import yaml
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import free_port, start_underlay, wait_http  # noqa: E402
 
+# Code to continue: a coder model keeps writing, so every run yields enough tokens to time decoding.
 PROMPTS = [
-    "Write a Python function that checks whether a number is prime, with a docstring.",
-    "Explain in a paragraph how a hash map handles collisions.",
-    "Write a bash one-liner that counts lines in every .py file, then explain it.",
-    "Describe the difference between a process and a thread.",
-    "Write a SQL query that finds the second highest salary in a table.",
+    'import math\n\n\ndef is_prime(n: int) -> bool:\n    """Return True when n is prime."""\n',
+    'class LRUCache:\n    """An LRU cache."""\n\n    def __init__(self, capacity):\n',
+    'def merge_sort(items: list[int]) -> list[int]:\n    """Sort items with merge sort."""\n',
+    "import sqlite3\n\n\ndef create_schema(conn: sqlite3.Connection) -> None:\n",
+    'def parse_csv_line(line: str) -> list[str]:\n    """Split one CSV line, honouring quotes."""\n',
 ]
 N_CTX = 4096
+
+
+def _figures(start: float, first: float | None, last: float | None, count: int) -> tuple[float, float]:
+    """(time to first token, decode tokens/s); a run too short to time decoding gives nan."""
+    if first is None or last is None or count < 2 or last <= first:
+        return (first - start if first else float("nan"), float("nan"))
+    return first - start, (count - 1) / (last - first)
 
 
 def direct_runs(model_path: str, prompts: list[str], tokens: int, threads: int) -> list[tuple[float, float]]:
@@ -51,7 +59,7 @@ def direct_runs(model_path: str, prompts: list[str], tokens: int, threads: int) 
             first = first or now
             last = now
             count += 1
-        out.append((first - start, (count - 1) / (last - first)))
+        out.append(_figures(start, first, last, count))
     del llm
     gc.collect()
     return out
@@ -76,7 +84,7 @@ def underlay_runs(url: str, model: str, prompts: list[str], tokens: int) -> list
                         first = first or now
                         last = now
                         count += 1
-            out.append((first - start, (count - 1) / (last - first)))
+            out.append(_figures(start, first, last, count))
     return out
 
 
@@ -120,7 +128,10 @@ def main() -> int:
         server.wait(30)
 
     def summary(rows: list[tuple[float, float]]) -> tuple[float, float]:
-        return statistics.median(r[0] for r in rows) * 1000, statistics.median(r[1] for r in rows)
+        timed = [r for r in rows if r[1] == r[1]]  # drop nan (runs too short to time)
+        if not timed:
+            raise SystemExit("no run produced enough tokens to time; try another --model or more --tokens")
+        return statistics.median(r[0] for r in timed) * 1000, statistics.median(r[1] for r in timed)
 
     d_ttft, d_tps = summary(direct)
     u_ttft, u_tps = summary(through)

@@ -254,7 +254,7 @@ def test_embeddings_match_the_reference(local_stack: RunningServer) -> None:
     from sentence_transformers import SentenceTransformer
 
     sentences = ["A man is eating food.", "The new movie is awesome.", "Quantum computers use qubits."]
-    reference = SentenceTransformer(get_model_path(), device="cpu").encode(sentences, normalize_embeddings=True)
+    reference = SentenceTransformer(str(get_model_path()), device="cpu").encode(sentences, normalize_embeddings=True)
     client = local_stack.openai()
     result = client.embeddings.create(model=MINILM, input=sentences)  # the SDK asks for base64
     assert [d.index for d in result.data] == [0, 1, 2] and result.usage.prompt_tokens > 0
