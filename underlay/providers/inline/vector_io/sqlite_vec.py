@@ -5,11 +5,12 @@ index for BM25 keyword search, and the unit vectors in a sqlite-vec ``vec0`` tab
 distance. The file is the source of truth; several workers may share it (WAL, busy timeout).
 
 Vector search is exact. By default it runs on a copy of each index's vectors in process memory
-(``memory_index: true``), loaded on the first search and kept current afterwards, because at
-100,000 x 384 dimensions a numpy scan answers in about 8 ms where ``vec0``'s scan (the published
-wheel is built without SIMD) takes 45-70 ms on a 2-core machine. The copy costs ``4 x dimension``
-bytes per chunk (150 MB for 100,000 x 384) in every worker; ``memory_index: false`` searches with
-``vec0`` KNN instead and keeps nothing in memory. Both give the same results.
+(``memory_index: true``), filled as the index is (loaded on first search after a restart) and kept
+current after every write, because at 100,000 x 384 dimensions a numpy scan answers in about 8 ms
+where ``vec0``'s scan (the published wheel is built without SIMD) takes 45-70 ms on a 2-core
+machine. The copy costs ``4 x dimension`` bytes per chunk (150 MB for 100,000 x 384) in every
+worker; ``memory_index: false`` searches with ``vec0`` KNN instead and keeps nothing in memory.
+Both give the same results.
 
 The stdlib ``sqlite3`` of many Python builds cannot load extensions; ``pysqlite3-binary`` (a current
 SQLite with extension loading) is used when installed.
