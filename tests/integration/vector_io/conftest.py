@@ -126,6 +126,27 @@ async def open_chromadb_remote(path: Path) -> VectorIOProvider:
     return await _initialized(await chromadb.create_provider("chromadb-remote", config, {}))
 
 
+async def open_milvus(path: Path) -> VectorIOProvider:
+    """inline::milvus: Milvus Lite in this process (its data directory is locked to one process)."""
+    from underlay.providers.inline.vector_io import milvus
+
+    config = milvus.Config(db_path=str(path / "milvus.db"))
+    return await _initialized(await milvus.create_provider("milvus", config, {}))
+
+
+async def open_milvus_remote(path: Path) -> VectorIOProvider:
+    """remote::milvus (HNSW) on the session's Milvus Lite gRPC server, a separate process.
+
+    Keyword search uses the FTS5 sidecar: Milvus Lite's BM25 statistics follow the filter, which the
+    contract forbids (``test_milvus_native.py`` checks native BM25 on this server).
+    """
+    from tests.integration.vector_io.servers import SERVERS
+    from underlay.providers.remote.vector_io import milvus
+
+    config = milvus.Config(uri=SERVERS.milvus().uri, keyword="sidecar", keyword_db_path=str(path / "keyword.db"))
+    return await _initialized(await milvus.create_provider("milvus-remote", config, {}))
+
+
 BACKENDS: dict[str, BackendFactory] = {
     "sqlite-vec": Backend(open_sqlite_vec, shared=True),
     "sqlite-vec-vec0": Backend(open_sqlite_vec_vec0, shared=True),
@@ -136,6 +157,8 @@ BACKENDS: dict[str, BackendFactory] = {
     "qdrant": Backend(open_qdrant),
     "chromadb": Backend(open_chromadb, shared=True),
     "chromadb-remote": Backend(open_chromadb_remote, shared=True),
+    "milvus": Backend(open_milvus),
+    "milvus-remote": Backend(open_milvus_remote, exact=False, shared=True),
 }
 
 

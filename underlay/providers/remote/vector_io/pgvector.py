@@ -36,7 +36,6 @@ from __future__ import annotations
 import contextlib
 import json
 import math
-import unicodedata
 from collections.abc import AsyncIterator, Sequence
 from typing import Any, Literal
 
@@ -62,6 +61,7 @@ from underlay.providers.utils.vector.base import (
 from underlay.providers.utils.vector.filters import to_postgres_where
 from underlay.providers.utils.vector.keyword import MAX_QUERY_TERMS, dump_json
 from underlay.providers.utils.vector.memindex import unit_vectors
+from underlay.providers.utils.vector.textfold import fold_text
 
 REGISTRY = "underlay_pgvector_indexes"
 HNSW_MAX_DIMENSION = 2000  # pgvector's limit for HNSW on the ``vector`` type
@@ -167,17 +167,6 @@ def vector_literal(values: Sequence[float]) -> str:
 def tsquery_term(lexeme: str) -> str:
     """One lexeme as a quoted ``tsquery`` operand: taken literally, never parsed as an operator."""
     return "'" + lexeme.replace("\\", "\\\\").replace("'", "''") + "'"
-
-
-def fold_text(text: str) -> str:
-    """Text as the keyword index sees it: accents removed (like FTS5's ``remove_diacritics``), NULs blanked.
-
-    PostgreSQL's built-in configurations keep accents (``unaccent`` is an extension a database may
-    not have), so folding happens here, on both the indexed content and the query; the stored
-    content is untouched. NUL is blanked because PostgreSQL text cannot hold it.
-    """
-    decomposed = unicodedata.normalize("NFKD", text.replace("\x00", " "))
-    return unicodedata.normalize("NFC", "".join(ch for ch in decomposed if not unicodedata.combining(ch)))
 
 
 def _quote(name: str) -> str:
