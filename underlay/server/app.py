@@ -75,7 +75,9 @@ def parse_query(model: type[BaseModel], request: Request) -> BaseModel:
     data: dict[str, Any] = {}
     for key, value in request.query_params.multi_items():
         match = _BRACKET_KEY.match(key)
-        if match:
+        if key.endswith("[]"):  # include[]=a&include[]=b, as OpenAI's SDK sends lists
+            data.setdefault(key[:-2], []).append(value)
+        elif match:
             data.setdefault(match.group(1), {})[match.group(2)] = value
         else:
             data[key] = value
