@@ -22,7 +22,7 @@ from underlay.providers.utils.vector.base import hybrid_candidates
 from underlay.providers.utils.vector.filters import matches
 from underlay.providers.utils.vector.fusion import fuse
 
-EVERYTHING = 1000  # a k larger than any index here
+EVERYTHING = 4096  # a k larger than any index here (and the most any backend must accept)
 COMMON_WORDS = "the of a and in to is"  # appears in nearly every sentence of the corpus
 
 
@@ -654,6 +654,34 @@ async def test_concurrent_inserts_and_queries(backend: BackendUnderTest, corpus:
     assert await everything(backend, index_id, corpus.dimension) == want
     got = await backend.provider.query(index_id, mode="vector", k=1, embedding=extra[3].embedding)
     assert ids(got) == [extra[3].chunk_id]
+
+
+async def test_heavy_churn_keeps_search_correct(backend: BackendUnderTest) -> None:
+    """Most of an index deleted and part of it rewritten: in-memory tombstones, compaction and
+    graph rebuilds (where a backend has them) must leave search equal to exact search on what is left."""
+    chunks = random_chunks(3000, 16, seed=31, documents=30)
+    index_id = await new_index(backend, 16)
+    query = np.random.default_rng(32).standard_normal(16).tolist()
+    await backend.provider.insert_chunks(index_id, chunks[:1500])
+    await backend.provider.query(index_id, mode="vector", k=10, embedding=query)  # searched before the churn
+    await backend.provider.insert_chunks(index_id, chunks[1500:])
+    for document in range(20):
+        await backend.provider.delete_document(index_id, f"r-doc{document}")
+    moved = [c.model_copy(update={"embedding": list(reversed(c.embedding or []))}) for c in chunks[20:30]]
+    await backend.provider.insert_chunks(index_id, moved)  # ids of documents 20-29 get new vectors
+    live = {c.chunk_id: c for c in chunks if int(c.document_id[5:]) >= 20}
+    live.update({c.chunk_id: c for c in moved})
+    assert await everything(backend, index_id, 16) == sorted(live)
+    for seed in range(5):
+        probe = np.random.default_rng(100 + seed).standard_normal(16).tolist()
+        want_ids, want = exact_top_k(list(live.values()), probe, 10)
+        got = await backend.provider.query(index_id, mode="vector", k=10, embedding=probe)
+        assert_vector_results(backend, got, want_ids, want)
+    if backend.persistent:
+        await backend.reopen()
+        want_ids, want = exact_top_k(list(live.values()), query, 10)
+        got = await backend.provider.query(index_id, mode="vector", k=10, embedding=query)
+        assert_vector_results(backend, got, want_ids, want)
 
 
 async def test_approximate_backends_reach_recall(backend: BackendUnderTest) -> None:

@@ -173,7 +173,9 @@ class FaissSearcher:
             dead = _ids(list(self._tombstones))
             denied = dead if denied is None else np.concatenate([denied, dead])
         candidates = live if allow is None else len(allow)
-        if self.hnsw and candidates < self.config.exact_below:
+        # Exact when the graph would not save work: few candidates, or k a large share of them (a
+        # beam as wide as the result visits most of the graph and may still miss unreachable nodes).
+        if self.hnsw and (candidates < self.config.exact_below or 4 * k >= candidates):
             return self._exact(query[0], k, allow, denied)
         keep: list[Any] = []  # faiss selectors hold raw pointers to each other: keep them alive
         selector = None
