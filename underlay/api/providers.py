@@ -17,6 +17,8 @@ class Api(StrEnum):
     files = "files"
     vector_io = "vector_io"
     vector_stores = "vector_stores"
+    conversations = "conversations"
+    responses = "responses"
 
 
 @dataclass(frozen=True)

@@ -10,6 +10,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from underlay.api import conversations as conversations_api
 from underlay.api import files as files_api
 from underlay.api import inference as inference_api
 from underlay.api import models as models_api
@@ -95,6 +96,15 @@ async def _vector_stores_router(stack: Stack, providers: dict[str, Any]) -> Any:
     return router
 
 
+async def _conversations_router(stack: Stack, providers: dict[str, Any]) -> Any:
+    from underlay.core.routers.conversations import ConversationsRouter
+    from underlay.core.stores.conversations import ConversationStore
+
+    store = ConversationStore(stack.sqlstore)
+    await store.initialize()
+    return ConversationsRouter(store)
+
+
 API_TABLE: dict[str, ApiEntry] = {
     "inference": ApiEntry(inference_api.ROUTES, _inference_router),
     "models": ApiEntry(models_api.ROUTES, _models_router, depends_on=("inference",)),
@@ -103,6 +113,7 @@ API_TABLE: dict[str, ApiEntry] = {
     "vector_stores": ApiEntry(
         vector_stores_api.ROUTES, _vector_stores_router, depends_on=("inference", "files", "vector_io")
     ),
+    "conversations": ApiEntry(conversations_api.ROUTES, _conversations_router),
 }
 
 

@@ -1,0 +1,156 @@
+"""The Conversations API: durable item histories that responses read from and append to.
+
+A conversation is an ordered list of items (see :mod:`underlay.api.response_items`) with metadata.
+Clients create and edit it directly; the Responses API reads it as context when a request names it
+(``conversation``) and appends the request's input and the response's output when the response ends.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal, Protocol
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from underlay.api.pagination import ListQuery
+from underlay.api.response_items import Includable, InputItem, check_metadata
+from underlay.api.routes import Route
+
+MAX_ITEMS_PER_CALL = 20
+"""OpenAI's limit on items added in one create call."""
+
+
+class Conversation(BaseModel):
+    id: str
+    object: Literal["conversation"] = "conversation"
+    created_at: int
+    metadata: dict[str, str] = Field(default_factory=dict)
+
+
+class ConversationDeleted(BaseModel):
+    id: str
+    object: Literal["conversation.deleted"] = "conversation.deleted"
+    deleted: bool = True
+
+
+class CreateConversationRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    items: list[InputItem] | None = Field(default=None, max_length=MAX_ITEMS_PER_CALL)
+    metadata: dict[str, str] | None = None
+
+    _metadata = field_validator("metadata")(check_metadata)
+
+
+class UpdateConversationRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    metadata: dict[str, str] | None
+
+    _metadata = field_validator("metadata")(check_metadata)
+
+
+class CreateItemsRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    items: list[InputItem] = Field(min_length=1, max_length=MAX_ITEMS_PER_CALL)
+
+
+class IncludeQuery(BaseModel):
+    """``include`` in a query string; the SDK sends it as repeated ``include`` keys or ``include[]``."""
+
+    include: list[Includable] | None = None
+
+    @field_validator("include", mode="before")
+    @classmethod
+    def _listify(cls, value: Any) -> Any:
+        return [value] if isinstance(value, str) else value
+
+
+class ItemListQuery(ListQuery):
+    include: list[Includable] | None = None
+
+    @field_validator("include", mode="before")
+    @classmethod
+    def _listify(cls, value: Any) -> Any:
+        return [value] if isinstance(value, str) else value
+
+
+class ConversationItemList(BaseModel):
+    object: Literal["list"] = "list"
+    data: list[dict[str, Any]]
+    first_id: str | None = None
+    last_id: str | None = None
+    has_more: bool = False
+
+
+class ConversationsApi(Protocol):
+    """What other APIs (Responses) call on the conversations router, as the current principal."""
+
+    async def get_conversation(self, conversation_id: str) -> Conversation: ...
+
+    async def all_items(self, conversation_id: str) -> list[dict[str, Any]]:
+        """Every item of the conversation, oldest first (for building a model's context)."""
+        ...
+
+    async def append_items(self, conversation_id: str, items: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """Append already-normalized items, in order; returns them as stored."""
+        ...
+
+
+def _route(method: str, path: str, handler: str, summary: str, **kwargs: Any) -> Route:
+    return Route(method, path, handler, summary=summary, tags=("conversations",), **kwargs)
+
+
+_C = "/v1/conversations/{conversation_id}"
+
+ROUTES: list[Route] = [
+    _route(
+        "POST",
+        "/v1/conversations",
+        "create_conversation",
+        "Create a conversation",
+        body=CreateConversationRequest,
+        response=Conversation,
+    ),
+    _route("GET", _C, "retrieve_conversation", "Retrieve a conversation", response=Conversation),
+    _route(
+        "POST",
+        _C,
+        "update_conversation",
+        "Update a conversation's metadata",
+        body=UpdateConversationRequest,
+        response=Conversation,
+    ),
+    _route("DELETE", _C, "delete_conversation", "Delete a conversation", response=ConversationDeleted),
+    _route(
+        "POST",
+        f"{_C}/items",
+        "create_items",
+        "Add items to a conversation",
+        body=CreateItemsRequest,
+        query=IncludeQuery,
+        response=ConversationItemList,
+    ),
+    _route(
+        "GET",
+        f"{_C}/items",
+        "list_items",
+        "List a conversation's items",
+        query=ItemListQuery,
+        response=ConversationItemList,
+    ),
+    _route(
+        "GET",
+        f"{_C}/items/{{item_id}}",
+        "retrieve_item",
+        "Retrieve a conversation item",
+        query=IncludeQuery,
+    ),
+    _route(
+        "DELETE",
+        f"{_C}/items/{{item_id}}",
+        "delete_item",
+        "Delete a conversation item",
+        response=Conversation,
+    ),
+]
