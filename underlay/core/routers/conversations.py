@@ -64,9 +64,7 @@ class ConversationsRouter:
         return ConversationItemList(data=data, first_id=data[0]["id"], last_id=data[-1]["id"], has_more=False)
 
     async def list_items(self, conversation_id: str, query: ItemListQuery) -> ConversationItemList:
-        rows, has_more = await self.store.page(
-            conversation_id, after=query.after, limit=query.limit, order=query.order
-        )
+        rows, has_more = await self.store.page(conversation_id, after=query.after, limit=query.limit, order=query.order)
         data = [shape_for_client(row["item"], query.include) for row in rows]
         return ConversationItemList(
             data=data,

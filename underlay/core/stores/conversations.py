@@ -123,9 +123,7 @@ class ConversationStore:
             )
         return items
 
-    async def page(
-        self, conversation_id: str, *, after: str | None, limit: int, order: Literal["asc", "desc"]
-    ) -> Page:
+    async def page(self, conversation_id: str, *, after: str | None, limit: int, order: Literal["asc", "desc"]) -> Page:
         await self.get(conversation_id)
         return await self.sql.fetch_page(
             ITEMS,
