@@ -186,8 +186,15 @@ class MilvusVectorIO(VectorIOBase):
             from pymilvus import MilvusClient
         except ImportError as exc:  # pragma: no cover - depends on the environment
             raise ProviderError(self.provider_id, "Milvus backends need pymilvus: pip install pymilvus") from exc
+
+        def connect() -> Any:
+            uri = str(self._client_kwargs.get("uri", ""))
+            if uri.endswith(".db"):  # Milvus Lite: its data directory's parent must exist
+                Path(uri).parent.mkdir(parents=True, exist_ok=True)
+            return MilvusClient(**self._client_kwargs)
+
         with self._errors("connect to Milvus"):
-            self._client = await self._store.run(lambda: MilvusClient(**self._client_kwargs))
+            self._client = await self._store.run(connect)
         if self.keyword is not None:
             if self._keyword_db != ":memory:":
                 await self._store.run(lambda: Path(str(self._keyword_db)).parent.mkdir(parents=True, exist_ok=True))

@@ -6,7 +6,8 @@ upsert by chunk id is a plain Qdrant upsert. Its payload carries the chunk (``ch
 the typed attribute keys of ``pushdown`` that filters run on.
 
 What is pushed into Qdrant: vector search with every filter except orderings on strings (Qdrant's
-range condition is numeric only), and ``exclude_documents``. String orderings are evaluated by the
+range condition is numeric only), and ``exclude_documents``. Numbers are stored and compared as
+floats (Qdrant's ranges are), so integers beyond 2**53 compare at float precision. String orderings are evaluated by the
 FTS5 sidecar and pushed down as a ``has_id`` condition. Qdrant has no BM25 of its own (its text index
 filters, it does not rank), so keyword search is the sidecar's (see ``sidecar``).
 """
@@ -221,7 +222,9 @@ class QdrantVectorIO(SidecarVectorIO):
                     "content": chunk.content,
                     "attributes": dump_json(chunk.attributes),
                     "metadata": dump_json(chunk.metadata),
-                    **typed_attributes(chunk.attributes),
+                    # Numbers as floats: Qdrant ranges compare as floats, so stored ints beyond 2**53
+                    # would otherwise never equal the (rounded) value they are compared with.
+                    **typed_attributes(chunk.attributes, numbers_as_float=True),
                 },
             )
             for i, chunk in enumerate(chunks)
