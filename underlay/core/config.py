@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from underlay.api.models import ModelType
 
@@ -50,6 +50,49 @@ class ModelRegistration(_Strict):
     model_type: ModelType = ModelType.llm
     aliases: list[str] = Field(default_factory=list)
     metadata: dict[str, Any] = Field(default_factory=dict)
+
+
+class McpStdioRegistration(_Strict):
+    """A local MCP server started as a subprocess speaking MCP on stdin/stdout."""
+
+    command: str = Field(min_length=1)
+    args: list[str] = Field(default_factory=list)
+    env: dict[str, str] = Field(default_factory=dict)
+    cwd: str | None = None
+
+
+class ToolGroupRegistration(_Strict):
+    """A tool group declared in the run config: an MCP server reached by URL or started over stdio.
+
+    ``headers`` and ``authorization`` (sent as ``Authorization: Bearer ...``) go to the server on every
+    request; callers may override them per request. A group whose ``toolgroup_id`` or ``provider_id``
+    resolves empty is switched off, like a provider.
+    """
+
+    toolgroup_id: str
+    provider_id: str
+    mcp_endpoint: str | None = Field(default=None, description="The server's URL (or {uri: URL}).")
+    transport: Literal["streamable_http", "sse"] | None = Field(
+        default=None, description="Default streamable_http; sse when the URL path ends in /sse."
+    )
+    stdio: McpStdioRegistration | None = None
+    headers: dict[str, str] = Field(default_factory=dict)
+    authorization: str | None = None
+    timeout: float | None = Field(default=None, gt=0, description="Seconds per tool call (default: the provider's).")
+    args: dict[str, Any] = Field(default_factory=dict)
+
+    @field_validator("mcp_endpoint", mode="before")
+    @classmethod
+    def _uri(cls, value: Any) -> Any:
+        if isinstance(value, dict) and set(value) == {"uri"}:
+            return value["uri"]
+        return value or None
+
+    @model_validator(mode="after")
+    def _one_server(self) -> ToolGroupRegistration:
+        if self.mcp_endpoint is not None and self.stdio is not None:
+            raise ValueError("give either mcp_endpoint or stdio, not both")
+        return self
 
 
 class StorageConfig(_Strict):
@@ -125,6 +168,7 @@ class RunConfig(_Strict):
     files: FilesSettings = Field(default_factory=FilesSettings)
     jobs: JobsSettings = Field(default_factory=JobsSettings)
     vector_stores: VectorStoresSettings = Field(default_factory=VectorStoresSettings)
+    tool_groups: list[ToolGroupRegistration] = Field(default_factory=list)
 
     source: str = Field(default="<memory>", exclude=True)
 
@@ -243,6 +287,12 @@ def parse_run_config(data: Any, *, source: str = "<memory>", env: Mapping[str, s
     if isinstance(resolved.get("models"), list):
         # Models registered against a switched-off provider are switched off with it.
         resolved["models"] = [m for m in resolved["models"] if not (isinstance(m, dict) and m.get("provider_id") == "")]
+    if isinstance(resolved.get("tool_groups"), list):
+        resolved["tool_groups"] = [
+            g
+            for g in resolved["tool_groups"]
+            if not (isinstance(g, dict) and "" in (g.get("toolgroup_id"), g.get("provider_id")))
+        ]
     try:
         config = RunConfig.model_validate(resolved)
     except ValidationError as exc:
@@ -263,6 +313,20 @@ def parse_run_config(data: Any, *, source: str = "<memory>", env: Mapping[str, s
                 f"{source}: models[{index}].provider_id: no provider '{model.provider_id}' is configured; "
                 f"use one of: {', '.join(sorted(seen)) or 'none'}"
             )
+    tool_runtime = sorted(e.provider_id for e in config.providers.get("tool_runtime", []))
+    group_ids: set[str] = set()
+    for index, group in enumerate(config.tool_groups):
+        if group.provider_id not in tool_runtime:
+            raise ConfigError(
+                f"{source}: tool_groups[{index}].provider_id: no tool_runtime provider '{group.provider_id}' is "
+                f"configured; use one of: {', '.join(tool_runtime) or 'none (add one under providers.tool_runtime)'}"
+            )
+        if group.toolgroup_id in group_ids:
+            raise ConfigError(
+                f"{source}: tool_groups[{index}].toolgroup_id: '{group.toolgroup_id}' is used twice; "
+                "give each tool group a unique id"
+            )
+        group_ids.add(group.toolgroup_id)
     return config
 
 
