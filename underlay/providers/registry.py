@@ -67,7 +67,7 @@ BUILTIN_PROVIDERS += [
         "inline",
         "sqlite-vec",
         "sqlite_vec",
-        ("sqlite-vec", "pysqlite3-binary"),
+        ("sqlite-vec", "pysqlite3-binary", "numpy"),
         "SQLite with sqlite-vec and FTS5 (the local default).",
     ),
     _vector_io("inline", "faiss", "faiss", ("faiss-cpu",), "FAISS in-process, persisted to disk."),
@@ -93,5 +93,33 @@ BUILTIN_PROVIDERS += [
         pip_packages=("aiobotocore==3.10.0",),
         extras=("s3",),
         description="Any S3-compatible object store.",
+    ),
+]
+
+_TOOLS = "underlay.providers"
+BUILTIN_PROVIDERS += [
+    ProviderSpec(
+        api="tool_runtime",
+        provider_type="remote::model-context-protocol",
+        config_class=f"{_TOOLS}.remote.tool_runtime.model_context_protocol:Config",
+        factory=f"{_TOOLS}.remote.tool_runtime.model_context_protocol:create_provider",
+        pip_packages=("mcp==2.3.0",),
+        description="Tools of MCP servers (streamable HTTP, SSE, stdio), with pooled sessions.",
+        secret_fields=("api_key", "password", "token", "secret", "authorization", "headers"),
+    ),
+    ProviderSpec(
+        api="tool_runtime",
+        provider_type="builtin::file_search",
+        config_class=f"{_TOOLS}.inline.tool_runtime.file_search:Config",
+        factory=f"{_TOOLS}.inline.tool_runtime.file_search:create_provider",
+        api_dependencies=("vector_stores",),
+        description="The file_search tool over vector stores (needs the vector_stores API to answer).",
+    ),
+    ProviderSpec(
+        api="tool_runtime",
+        provider_type="builtin::websearch",
+        config_class=f"{_TOOLS}.inline.tool_runtime.websearch:Config",
+        factory=f"{_TOOLS}.inline.tool_runtime.websearch:create_provider",
+        description="The web_search tool: SearXNG, Brave, Tavily, or an offline SQLite FTS5 index.",
     ),
 ]
