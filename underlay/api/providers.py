@@ -18,6 +18,7 @@ class Api(StrEnum):
     vector_io = "vector_io"
     vector_stores = "vector_stores"
     conversations = "conversations"
+    tool_runtime = "tool_runtime"
     responses = "responses"
 
 

@@ -14,6 +14,8 @@ from underlay.api import conversations as conversations_api
 from underlay.api import files as files_api
 from underlay.api import inference as inference_api
 from underlay.api import models as models_api
+from underlay.api import responses as responses_api
+from underlay.api import tool_runtime as tool_runtime_api
 from underlay.api import vector_io as vector_io_api
 from underlay.api import vector_stores as vector_stores_api
 from underlay.api.routes import Route
@@ -28,6 +30,8 @@ class ApiEntry:
     build_router: Callable[[Stack, dict[str, Any]], Awaitable[Any]]
     depends_on: tuple[str, ...] = ()
     """APIs whose routers must exist first (they are switched on with this one)."""
+    optional_depends_on: tuple[str, ...] = ()
+    """APIs whose routers must exist first when they are switched on anyway (never switched on by this one)."""
 
 
 async def _inference_router(stack: Stack, providers: dict[str, Any]) -> Any:
@@ -105,6 +109,33 @@ async def _conversations_router(stack: Stack, providers: dict[str, Any]) -> Any:
     return ConversationsRouter(store)
 
 
+async def _tool_runtime_router(stack: Stack, providers: dict[str, Any]) -> Any:
+    from underlay.core.routers.tool_runtime import ToolRuntimeRouter
+    from underlay.core.routing.tool_groups import ToolGroupsRoutingTable
+
+    table = ToolGroupsRoutingTable(stack.kvstore, providers)
+    await table.initialize(stack.config.tool_groups, stack.config.source)
+    return ToolRuntimeRouter(table, providers)
+
+
+async def _responses_router(stack: Stack, providers: dict[str, Any]) -> Any:
+    from underlay.core.config import ConfigError
+    from underlay.core.routers.responses import ResponsesRouter
+    from underlay.core.stores.responses import ResponseStore
+
+    if not providers:
+        raise ConfigError(
+            f"{stack.config.source}: providers.responses: the responses API needs a provider; add "
+            "{provider_id: builtin, provider_type: inline::builtin}"
+        )
+    store = ResponseStore(stack.sqlstore)
+    await store.initialize()
+    jobs = stack.job_runner()
+    for provider in providers.values():  # optional APIs built after this one are found in stack.routers later
+        provider.attach(store, jobs, stack.routers)
+    return ResponsesRouter(providers)
+
+
 API_TABLE: dict[str, ApiEntry] = {
     "inference": ApiEntry(inference_api.ROUTES, _inference_router),
     "models": ApiEntry(models_api.ROUTES, _models_router, depends_on=("inference",)),
@@ -114,18 +145,35 @@ API_TABLE: dict[str, ApiEntry] = {
         vector_stores_api.ROUTES, _vector_stores_router, depends_on=("inference", "files", "vector_io")
     ),
     "conversations": ApiEntry(conversations_api.ROUTES, _conversations_router),
+    "responses": ApiEntry(responses_api.ROUTES, _responses_router, depends_on=("inference", "conversations")),
+    # builtin::file_search searches vector stores when that API is on; without it the tool says so.
+    "tool_runtime": ApiEntry(tool_runtime_api.ROUTES, _tool_runtime_router, optional_depends_on=("vector_stores",)),
 }
 
 
 def api_order(apis: list[str]) -> list[str]:
-    """``apis`` plus their dependencies, dependencies first."""
+    """``apis`` plus their dependencies, dependencies first (optional ones too, when switched on)."""
     ordered: list[str] = []
+    enabled: set[str] = set()
+
+    def enable(api: str) -> None:
+        if api in enabled or api not in API_TABLE:
+            return
+        enabled.add(api)
+        for dep in API_TABLE[api].depends_on:
+            enable(dep)
+
+    for api in apis:
+        enable(api)
 
     def visit(api: str) -> None:
         if api in ordered or api not in API_TABLE:
             return
         for dep in API_TABLE[api].depends_on:
             visit(dep)
+        for dep in API_TABLE[api].optional_depends_on:
+            if dep in enabled:
+                visit(dep)
         ordered.append(api)
 
     for api in apis:

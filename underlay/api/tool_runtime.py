@@ -1,0 +1,336 @@
+"""The Tool Runtime API: tool groups, the tools they offer, and invoking a tool.
+
+A **tool group** is a named source of tools served by one tool-runtime provider: an MCP server
+(``remote::model-context-protocol``, reached over streamable HTTP, SSE or stdio) or a builtin group
+(``builtin::file_search``, ``builtin::websearch``). Groups come from the run config (``tool_groups:``),
+from builtin providers (one group each), or from ``POST /v1/toolgroups``; the last are persisted in
+the KV store and record their owner.
+
+A **tool** is what a model can call: a name, a description and a JSON-schema for its input. Tool
+names are looked up across every group, first group first; pass ``toolgroup_id`` to pick one when
+two groups offer the same name.
+
+**Invoking** a tool never fails because the tool did: a tool that raised, or a server that is down,
+slow or broken, comes back as a result with ``error_message`` (naming the server) and ``error_code``.
+Only a mistake by the caller (an unknown tool or group, bad arguments to the API itself) is an HTTP
+error. Listing a group's tools, on the other hand, reports an unreachable server as 503, a broken one
+as 502 and a slow one as 504, naming the provider, since there is no result to carry the error.
+
+Per-request authorization: an MCP group's headers from the run config are sent on every request; a
+caller overrides or adds to them per request with ``headers``/``authorization`` on invoke, or for any
+call with the ``X-Underlay-Provider-Data`` header ``{"mcp_headers": {"<toolgroup id or server URL>":
+{"Authorization": "Bearer ..."}}}``.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal, Protocol
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from underlay.api.routes import Route
+
+McpTransport = Literal["streamable_http", "sse", "stdio"]
+ToolGroupSource = Literal["config", "builtin", "api"]
+
+
+class URL(BaseModel):
+    """A server address, as ``{"uri": "http://host:port/mcp"}``."""
+
+    uri: str = Field(min_length=1)
+
+
+# ---------------------------------------------------------------------------------------------------
+# Tool groups
+# ---------------------------------------------------------------------------------------------------
+
+
+class ToolGroup(BaseModel):
+    """A registered tool group. Secrets (headers, stdio environment) are never part of it."""
+
+    identifier: str
+    provider_id: str
+    provider_resource_id: str | None = None
+    type: Literal["tool_group"] = "tool_group"
+    mcp_endpoint: URL | None = None
+    transport: McpTransport | None = Field(
+        default=None, description="How the MCP server is reached; null for builtin groups."
+    )
+    args: dict[str, Any] | None = None
+    source: ToolGroupSource = "api"
+    owner: str | None = Field(default=None, description="Principal that registered it; null for shared groups.")
+    created_at: int = 0
+
+
+class ToolGroupList(BaseModel):
+    object: Literal["list"] = "list"
+    data: list[ToolGroup]
+
+
+class RegisterToolGroupRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    toolgroup_id: str = Field(min_length=1, max_length=256, description="The id clients will use.")
+    provider_id: str | None = Field(
+        default=None, description="Which tool-runtime provider serves it (default: the only MCP provider)."
+    )
+    mcp_endpoint: URL | None = Field(default=None, description="The MCP server's URL.")
+    transport: Literal["streamable_http", "sse"] | None = Field(
+        default=None, description="streamable_http (default) or sse; a URL ending in /sse defaults to sse."
+    )
+    args: dict[str, Any] | None = None
+
+
+class ToolGroupDeleted(BaseModel):
+    id: str
+    object: Literal["toolgroup.deleted"] = "toolgroup.deleted"
+    deleted: bool = True
+
+
+# ---------------------------------------------------------------------------------------------------
+# Tools
+# ---------------------------------------------------------------------------------------------------
+
+
+class ToolDef(BaseModel):
+    """One tool: what a model sees (name, description, input schema) and where it comes from."""
+
+    name: str
+    description: str | None = None
+    input_schema: dict[str, Any] = Field(default_factory=lambda: {"type": "object", "properties": {}})
+    output_schema: dict[str, Any] | None = None
+    toolgroup_id: str | None = None
+    provider_id: str | None = None
+    metadata: dict[str, Any] = Field(default_factory=dict)
+
+
+class ToolList(BaseModel):
+    object: Literal["list"] = "list"
+    data: list[ToolDef]
+
+
+class ListToolsQuery(BaseModel):
+    toolgroup_id: str | None = Field(default=None, description="Only this group's tools.")
+
+
+class ListRuntimeToolsQuery(BaseModel):
+    """``toolgroup_id`` (a registered group) or ``mcp_endpoint`` (any MCP server URL), not both."""
+
+    toolgroup_id: str | None = None
+    mcp_endpoint: str | None = Field(default=None, description="An MCP server URL to list directly.")
+    transport: Literal["streamable_http", "sse"] | None = None
+
+    @model_validator(mode="after")
+    def _one_of(self) -> ListRuntimeToolsQuery:
+        if (self.toolgroup_id is None) == (self.mcp_endpoint is None):
+            raise ValueError("pass exactly one of toolgroup_id or mcp_endpoint")
+        return self
+
+
+# ---------------------------------------------------------------------------------------------------
+# Invocation
+# ---------------------------------------------------------------------------------------------------
+
+
+class TextContentPart(BaseModel):
+    type: Literal["text"] = "text"
+    text: str
+
+
+class MediaContentPart(BaseModel):
+    """An image or audio clip, base64 in ``data``."""
+
+    type: Literal["image", "audio"]
+    data: str
+    mime_type: str
+
+
+class ResourceContentPart(BaseModel):
+    """A resource the tool returned or linked: its text inline, or a blob (base64), or just its URI."""
+
+    type: Literal["resource"] = "resource"
+    uri: str
+    mime_type: str | None = None
+    text: str | None = None
+    blob: str | None = None
+
+
+ContentPart = Annotated[TextContentPart | MediaContentPart | ResourceContentPart, Field(discriminator="type")]
+
+
+class InvokeToolRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    tool_name: str = Field(min_length=1)
+    kwargs: dict[str, Any] = Field(default_factory=dict, description="The tool's arguments.")
+    toolgroup_id: str | None = Field(default=None, description="Underlay: the group to call it in.")
+    mcp_endpoint: URL | None = Field(default=None, description="Underlay: call it on this MCP server directly.")
+    headers: dict[str, str] | None = Field(
+        default=None, description="Underlay: extra HTTP headers for the MCP server (override the config's)."
+    )
+    authorization: str | None = Field(
+        default=None, description="Underlay: a token sent as 'Authorization: Bearer <token>'."
+    )
+
+    @model_validator(mode="after")
+    def _not_both(self) -> InvokeToolRequest:
+        if self.toolgroup_id is not None and self.mcp_endpoint is not None:
+            raise ValueError("pass at most one of toolgroup_id or mcp_endpoint")
+        return self
+
+
+class ToolInvocationResult(BaseModel):
+    """What a tool call produced.
+
+    ``content`` is a string (builtin tools) or a list of parts (MCP tools: text, image, audio,
+    resource); :meth:`text` flattens either to plain text for a model. On failure ``error_message``
+    says what went wrong and which server, and ``error_code`` is one of ``tool_error`` (the tool
+    itself failed), ``mcp_unavailable`` (server unreachable), ``mcp_timeout``, ``mcp_error`` (the
+    server broke the protocol or refused), ``invalid_arguments``, ``unavailable`` (a builtin's backend
+    is missing), ``search_error`` (a search backend failed) or ``internal_error``. ``metadata``
+    carries structured output (MCP ``structured_content``; file_search and websearch ``results``)
+    and where the call went (``toolgroup_id`` or ``server``).
+    """
+
+    content: str | list[ContentPart] | None = None
+    error_message: str | None = None
+    error_code: str | None = None
+    metadata: dict[str, Any] = Field(default_factory=dict)
+
+    @property
+    def is_error(self) -> bool:
+        return self.error_message is not None
+
+    def text(self) -> str:
+        """The content as plain text (non-text parts become short placeholders); the error if failed."""
+        if self.content is None:
+            return self.error_message or ""
+        if isinstance(self.content, str):
+            return self.content
+        pieces: list[str] = []
+        for part in self.content:
+            if isinstance(part, TextContentPart):
+                pieces.append(part.text)
+            elif isinstance(part, ResourceContentPart):
+                pieces.append(part.text if part.text is not None else f"[resource {part.uri}]")
+            else:
+                pieces.append(f"[{part.type} {part.mime_type}]")
+        return "\n".join(pieces)
+
+
+# ---------------------------------------------------------------------------------------------------
+# Providers
+# ---------------------------------------------------------------------------------------------------
+
+
+class McpStdioCommand(BaseModel):
+    """A local MCP server run as a subprocess that speaks MCP on its stdin/stdout."""
+
+    command: str
+    args: list[str] = Field(default_factory=list)
+    env: dict[str, str] = Field(default_factory=dict)
+    cwd: str | None = None
+
+
+class McpConnection(BaseModel):
+    """How to reach one MCP server, resolved by the router for each call (secrets included).
+
+    ``name`` is what error messages call the server (the tool group's id, or the URL). ``headers``
+    are already merged: the config's, then the caller's per-request ones on top. ``timeout`` is the
+    group's per-call timeout (seconds), overriding the provider's default.
+    """
+
+    name: str
+    transport: McpTransport = "streamable_http"
+    uri: str | None = None
+    stdio: McpStdioCommand | None = None
+    headers: dict[str, str] = Field(default_factory=dict)
+    timeout: float | None = None
+
+
+class ToolCallContext(BaseModel):
+    """What the router hands a provider with each call: the group (when there is one) and, for MCP
+    providers, the resolved connection."""
+
+    toolgroup: ToolGroup | None = None
+    connection: McpConnection | None = None
+    timeout: float | None = None
+
+
+class ToolRuntimeProvider(Protocol):
+    """What a tool-runtime provider implements.
+
+    - ``list_runtime_tools`` raises the API's provider errors (503/502/504) when the tools cannot be
+      listed; ``invoke_tool`` returns a :class:`ToolInvocationResult` with ``error_message`` instead.
+    - A provider that serves MCP servers sets ``serves_mcp = True``; one that serves fixed groups
+      (the builtins) returns them from ``builtin_tool_groups``.
+    """
+
+    provider_id: str
+    serves_mcp: bool
+
+    async def initialize(self) -> None: ...
+
+    async def shutdown(self) -> None: ...
+
+    def builtin_tool_groups(self) -> list[ToolGroup]: ...
+
+    async def list_runtime_tools(self, context: ToolCallContext) -> list[ToolDef]: ...
+
+    async def invoke_tool(
+        self, tool_name: str, kwargs: dict[str, Any], context: ToolCallContext
+    ) -> ToolInvocationResult: ...
+
+
+# ---------------------------------------------------------------------------------------------------
+# Routes
+# ---------------------------------------------------------------------------------------------------
+
+
+def _route(method: str, path: str, handler: str, summary: str, **kwargs: Any) -> Route:
+    return Route(method, path, handler, summary=summary, tags=("tool_runtime",), **kwargs)
+
+
+ROUTES: list[Route] = [
+    _route("GET", "/v1/toolgroups", "handle_list_tool_groups", "List tool groups", response=ToolGroupList),
+    _route(
+        "POST",
+        "/v1/toolgroups",
+        "handle_register_tool_group",
+        "Register a tool group (an MCP server)",
+        body=RegisterToolGroupRequest,
+        response=ToolGroup,
+    ),
+    _route(
+        "GET",
+        "/v1/toolgroups/{toolgroup_id:path}",
+        "handle_get_tool_group",
+        "Retrieve a tool group",
+        response=ToolGroup,
+    ),
+    _route(
+        "DELETE",
+        "/v1/toolgroups/{toolgroup_id:path}",
+        "handle_unregister_tool_group",
+        "Unregister a tool group",
+        response=ToolGroupDeleted,
+    ),
+    _route("GET", "/v1/tools", "handle_list_tools", "List tools", query=ListToolsQuery, response=ToolList),
+    _route("GET", "/v1/tools/{tool_name}", "handle_get_tool", "Retrieve a tool", response=ToolDef),
+    _route(
+        "POST",
+        "/v1/tool-runtime/invoke",
+        "handle_invoke_tool",
+        "Invoke a tool",
+        body=InvokeToolRequest,
+        response=ToolInvocationResult,
+    ),
+    _route(
+        "GET",
+        "/v1/tool-runtime/list-tools",
+        "handle_list_runtime_tools",
+        "List the tools of a group or an MCP server",
+        query=ListRuntimeToolsQuery,
+        response=ToolList,
+    ),
+]

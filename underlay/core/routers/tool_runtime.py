@@ -1,0 +1,359 @@
+"""The tool-runtime router: tool groups, tool lookup and tool calls, for HTTP and for other APIs.
+
+Internal API (what the Responses API, the ``/mcp`` server and any other in-process caller use; the
+``handle_*`` methods are the HTTP routes and wrap these)::
+
+    router = stack.routers["tool_runtime"]
+
+    # Tool groups
+    await router.list_tool_groups() -> list[ToolGroup]
+    await router.get_tool_group(toolgroup_id) -> ToolGroup                      # 404 NotFoundError
+    await router.register_tool_group(toolgroup_id, mcp_endpoint="http://...", provider_id=None,
+                                     transport=None, args=None) -> ToolGroup
+    await router.unregister_tool_group(toolgroup_id) -> ToolGroup
+
+    # Tools
+    await router.list_tools(toolgroup_id=None, *, mcp_endpoint=None, transport=None,
+                            headers=None, authorization=None) -> list[ToolDef]
+    await router.get_tool(tool_name, *, toolgroup_id=None) -> ToolDef            # 404 NotFoundError
+
+    # Calls
+    await router.invoke_tool(tool_name, kwargs, *, toolgroup_id=None, mcp_endpoint=None, transport=None,
+                             headers=None, authorization=None, timeout=None) -> ToolInvocationResult
+
+Semantics callers rely on:
+
+- ``list_tools(toolgroup_id=...)`` raises the provider's error when the group's server cannot be
+  listed (503 unreachable, 502 broken or refusing, 504 slow; the message names the provider and
+  the server). ``list_tools()`` with neither argument lists every group and skips (and logs) those
+  that fail, so one dead server does not hide the others.
+- ``mcp_endpoint`` talks to any MCP server by URL without registering it (what an OpenAI ``mcp``
+  tool in a Responses request does); ``transport`` defaults to ``sse`` for URLs ending in ``/sse``.
+- ``invoke_tool`` never raises because of the tool or its server: those failures come back as a
+  result with ``error_message`` and ``error_code`` (see :class:`ToolInvocationResult`). It raises
+  ``NotFoundError`` for an unknown tool or group and ``InvalidRequestError`` for a bad request (no MCP
+  provider configured, a builtin group given an endpoint...). Without ``toolgroup_id`` the tool is
+  found by name in the groups' last listings, in ``list_tool_groups`` order, listing again on a miss.
+- ``headers`` override the group's configured headers (names compare case-insensitively);
+  ``authorization`` is sent as ``Authorization: Bearer <token>`` and overrides both. The caller's
+  ``X-Underlay-Provider-Data`` ``mcp_headers`` (keyed by toolgroup id or server URL) apply below
+  explicit arguments.
+- Results carry ``metadata["toolgroup_id"]`` (or ``metadata["server"]`` for endpoints), and
+  builtins put structured output in ``metadata["results"]`` (file_search: ``file_id``, ``filename``,
+  ``score``, ``text``, ``attributes``, ``vector_store_id``; web_search: ``title``, ``url``, ``snippet``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from typing import Any
+from urllib.parse import urlsplit
+
+from underlay.api.context import get_provider_data
+from underlay.api.errors import InvalidRequestError, NotFoundError, ProviderError
+from underlay.api.tool_runtime import (
+    URL,
+    InvokeToolRequest,
+    ListRuntimeToolsQuery,
+    ListToolsQuery,
+    McpConnection,
+    RegisterToolGroupRequest,
+    ToolCallContext,
+    ToolDef,
+    ToolGroup,
+    ToolGroupDeleted,
+    ToolGroupList,
+    ToolInvocationResult,
+    ToolList,
+)
+from underlay.core.identity import current_principal
+from underlay.core.routing.tool_groups import ToolGroupsRoutingTable, bearer, default_transport, merge_headers
+
+log = logging.getLogger("underlay.tool_runtime")
+PROVIDER_DATA_HEADERS_KEY = "mcp_headers"
+
+
+class ToolRuntimeRouter:
+    def __init__(self, table: ToolGroupsRoutingTable, providers: dict[str, Any]) -> None:
+        self.table = table
+        self.providers = providers
+        self._tools: dict[str, list[ToolDef]] = {}
+        """Each group's tools as last listed: where a tool name is looked up without a group."""
+
+    async def shutdown(self) -> None:
+        self._tools.clear()
+
+    # -- tool groups ------------------------------------------------------------------------------
+
+    async def list_tool_groups(self) -> list[ToolGroup]:
+        return await self.table.list()
+
+    async def get_tool_group(self, toolgroup_id: str) -> ToolGroup:
+        return await self.table.get(toolgroup_id)
+
+    async def register_tool_group(
+        self,
+        toolgroup_id: str,
+        *,
+        mcp_endpoint: str | None = None,
+        provider_id: str | None = None,
+        transport: str | None = None,
+        args: dict[str, Any] | None = None,
+    ) -> ToolGroup:
+        """Register an MCP server as a tool group owned by the caller. The server is not contacted now,
+        so a server may be registered before it starts; its first listing reports any problem."""
+        provider_id = provider_id or self._mcp_provider_id()
+        provider = self.providers.get(provider_id)
+        if provider is None:
+            raise InvalidRequestError(
+                f"No tool_runtime provider '{provider_id}' is configured; use one of: "
+                f"{', '.join(sorted(self.providers)) or 'none'}.",
+                param="provider_id",
+            )
+        if not getattr(provider, "serves_mcp", False):
+            raise InvalidRequestError(
+                f"Provider '{provider_id}' serves builtin tools only; register MCP servers with a "
+                "remote::model-context-protocol provider.",
+                param="provider_id",
+            )
+        if not mcp_endpoint:
+            raise InvalidRequestError("An MCP tool group needs mcp_endpoint {uri: ...}.", param="mcp_endpoint")
+        _check_url(mcp_endpoint, "mcp_endpoint.uri")
+        group = ToolGroup(
+            identifier=toolgroup_id,
+            provider_id=provider_id,
+            provider_resource_id=toolgroup_id,
+            mcp_endpoint=URL(uri=mcp_endpoint),
+            transport=transport or default_transport(mcp_endpoint),  # type: ignore[arg-type]
+            args=args,
+            source="api",
+            owner=current_principal().id,
+        )
+        group = await self.table.register(group)
+        self._tools.pop(toolgroup_id, None)
+        return group
+
+    async def unregister_tool_group(self, toolgroup_id: str) -> ToolGroup:
+        group = await self.table.unregister(toolgroup_id)
+        self._tools.pop(toolgroup_id, None)
+        return group
+
+    # -- tools ------------------------------------------------------------------------------------
+
+    async def list_tools(
+        self,
+        toolgroup_id: str | None = None,
+        *,
+        mcp_endpoint: str | None = None,
+        transport: str | None = None,
+        headers: dict[str, str] | None = None,
+        authorization: str | None = None,
+    ) -> list[ToolDef]:
+        if mcp_endpoint is not None:
+            provider, connection = self._endpoint(mcp_endpoint, transport, headers, authorization)
+            return list(await provider.list_runtime_tools(ToolCallContext(connection=connection)))
+        if toolgroup_id is not None:
+            group = await self.table.get(toolgroup_id)
+            return await self._list_group(group, headers, authorization)
+        groups = await self.table.list()
+        listed = await asyncio.gather(
+            *(self._list_group(g, headers, authorization) for g in groups), return_exceptions=True
+        )
+        tools: list[ToolDef] = []
+        for group, result in zip(groups, listed, strict=True):
+            if isinstance(result, BaseException):
+                if not isinstance(result, Exception):
+                    raise result
+                log.warning("listing tool group %s failed: %s", group.identifier, _message(result))
+                continue
+            tools.extend(result)
+        return tools
+
+    async def get_tool(self, tool_name: str, *, toolgroup_id: str | None = None) -> ToolDef:
+        if toolgroup_id is not None:
+            for tool in await self.list_tools(toolgroup_id):
+                if tool.name == tool_name:
+                    return tool
+            raise NotFoundError("Tool", tool_name, hint=f"Tool group '{toolgroup_id}' has no such tool.")
+        group = await self._resolve(tool_name)
+        for tool in self._tools.get(group.identifier, []):
+            if tool.name == tool_name:
+                return tool
+        raise NotFoundError("Tool", tool_name, hint="GET /v1/tools lists the tools available.")
+
+    async def _list_group(
+        self, group: ToolGroup, headers: dict[str, str] | None, authorization: str | None
+    ) -> list[ToolDef]:
+        provider = self.providers[group.provider_id]
+        context = ToolCallContext(toolgroup=group, connection=self._connection(group, headers, authorization))
+        tools = [
+            t.model_copy(update={"toolgroup_id": group.identifier}) for t in await provider.list_runtime_tools(context)
+        ]
+        self._tools[group.identifier] = tools
+        return tools
+
+    async def _resolve(self, tool_name: str) -> ToolGroup:
+        """The first group (in listing order) whose last listing offers ``tool_name``; list again on a miss."""
+        for attempt in range(2):
+            groups = await self.table.list()
+            for group in groups:
+                if any(t.name == tool_name for t in self._tools.get(group.identifier, ())):
+                    return group
+            if attempt == 0:
+                await self.list_tools()
+        raise NotFoundError(
+            "Tool",
+            tool_name,
+            hint="GET /v1/tools lists the tools available (tool groups whose servers are down are left out).",
+            param="tool_name",
+        )
+
+    # -- calls ------------------------------------------------------------------------------------
+
+    async def invoke_tool(
+        self,
+        tool_name: str,
+        kwargs: dict[str, Any] | None = None,
+        *,
+        toolgroup_id: str | None = None,
+        mcp_endpoint: str | None = None,
+        transport: str | None = None,
+        headers: dict[str, str] | None = None,
+        authorization: str | None = None,
+        timeout: float | None = None,  # noqa: ASYNC109 - the tool call's own limit, enforced by the provider
+    ) -> ToolInvocationResult:
+        if mcp_endpoint is not None:
+            provider, connection = self._endpoint(mcp_endpoint, transport, headers, authorization)
+            context = ToolCallContext(connection=connection, timeout=timeout)
+            where = {"server": connection.name}
+        else:
+            group = await (self.table.get(toolgroup_id) if toolgroup_id else self._resolve(tool_name))
+            provider = self.providers[group.provider_id]
+            connection = self._connection(group, headers, authorization)
+            context = ToolCallContext(toolgroup=group, connection=connection, timeout=timeout)
+            where = {"toolgroup_id": group.identifier}
+        started = time.monotonic()
+        try:
+            result: ToolInvocationResult = await provider.invoke_tool(tool_name, dict(kwargs or {}), context)
+        except ProviderError as exc:
+            result = ToolInvocationResult(error_message=exc.message, error_code=exc.code or "tool_error")
+        except (InvalidRequestError, NotFoundError):
+            raise
+        except Exception as exc:  # a provider bug must not take the caller (a whole response) down
+            log.exception("tool %s failed unexpectedly", tool_name)
+            result = ToolInvocationResult(
+                error_message=f"Tool '{tool_name}' failed unexpectedly: {_message(exc)}", error_code="internal_error"
+            )
+        result.metadata = {**where, **result.metadata}
+        log.info(
+            "tool call %s %s in %.0f ms%s",
+            tool_name,
+            where,
+            (time.monotonic() - started) * 1000,
+            f" error={result.error_code}" if result.is_error else "",
+        )
+        return result
+
+    # -- connections ------------------------------------------------------------------------------
+
+    def _mcp_provider_id(self) -> str:
+        ids = [pid for pid, p in self.providers.items() if getattr(p, "serves_mcp", False)]
+        if not ids:
+            raise InvalidRequestError(
+                "No MCP provider is configured; add a remote::model-context-protocol provider under "
+                "providers.tool_runtime.",
+                param="provider_id",
+            )
+        if len(ids) > 1:
+            raise InvalidRequestError(
+                f"Several MCP providers are configured ({', '.join(sorted(ids))}); pass provider_id.",
+                param="provider_id",
+            )
+        return ids[0]
+
+    def _endpoint(
+        self, uri: str, transport: str | None, headers: dict[str, str] | None, authorization: str | None
+    ) -> tuple[Any, McpConnection]:
+        _check_url(uri, "mcp_endpoint")
+        provider = self.providers[self._mcp_provider_id()]
+        base = McpConnection(name=uri, transport=transport or default_transport(uri), uri=uri)  # type: ignore[arg-type]
+        return provider, self._with_headers(base, None, headers, authorization)
+
+    def _connection(
+        self, group: ToolGroup, headers: dict[str, str] | None, authorization: str | None
+    ) -> McpConnection | None:
+        base = self.table.connection(group)
+        return None if base is None else self._with_headers(base, group.identifier, headers, authorization)
+
+    @staticmethod
+    def _with_headers(
+        base: McpConnection, toolgroup_id: str | None, headers: dict[str, str] | None, authorization: str | None
+    ) -> McpConnection:
+        """Config headers, then the caller's provider-data ``mcp_headers``, then explicit arguments."""
+        merged = dict(base.headers)
+        per_caller = get_provider_data().get(PROVIDER_DATA_HEADERS_KEY)
+        if isinstance(per_caller, dict):
+            for key in (base.uri, toolgroup_id):
+                value = per_caller.get(key) if key else None
+                if isinstance(value, dict):
+                    merged = merge_headers(merged, {str(k): str(v) for k, v in value.items()})
+        merged = merge_headers(merged, headers)
+        if authorization:
+            merged = merge_headers(merged, {"Authorization": bearer(authorization)})
+        if merged == base.headers:
+            return base
+        return base.model_copy(update={"headers": merged})
+
+    # -- HTTP routes ------------------------------------------------------------------------------
+
+    async def handle_list_tool_groups(self) -> ToolGroupList:
+        return ToolGroupList(data=await self.list_tool_groups())
+
+    async def handle_register_tool_group(self, params: RegisterToolGroupRequest) -> ToolGroup:
+        return await self.register_tool_group(
+            params.toolgroup_id,
+            mcp_endpoint=params.mcp_endpoint.uri if params.mcp_endpoint else None,
+            provider_id=params.provider_id,
+            transport=params.transport,
+            args=params.args,
+        )
+
+    async def handle_get_tool_group(self, toolgroup_id: str) -> ToolGroup:
+        return await self.get_tool_group(toolgroup_id)
+
+    async def handle_unregister_tool_group(self, toolgroup_id: str) -> ToolGroupDeleted:
+        group = await self.unregister_tool_group(toolgroup_id)
+        return ToolGroupDeleted(id=group.identifier)
+
+    async def handle_list_tools(self, query: ListToolsQuery) -> ToolList:
+        return ToolList(data=await self.list_tools(query.toolgroup_id))
+
+    async def handle_get_tool(self, tool_name: str) -> ToolDef:
+        return await self.get_tool(tool_name)
+
+    async def handle_invoke_tool(self, params: InvokeToolRequest) -> ToolInvocationResult:
+        return await self.invoke_tool(
+            params.tool_name,
+            params.kwargs,
+            toolgroup_id=params.toolgroup_id,
+            mcp_endpoint=params.mcp_endpoint.uri if params.mcp_endpoint else None,
+            headers=params.headers,
+            authorization=params.authorization,
+        )
+
+    async def handle_list_runtime_tools(self, query: ListRuntimeToolsQuery) -> ToolList:
+        return ToolList(
+            data=await self.list_tools(query.toolgroup_id, mcp_endpoint=query.mcp_endpoint, transport=query.transport)
+        )
+
+
+def _check_url(uri: str, param: str) -> None:
+    parts = urlsplit(uri)
+    if parts.scheme not in ("http", "https") or not parts.netloc:
+        raise InvalidRequestError(f"'{uri}' is not an http(s) URL of an MCP server.", param=param)
+
+
+def _message(exc: BaseException) -> str:
+    return exc.message if isinstance(exc, ProviderError) else (str(exc) or type(exc).__name__)

@@ -1,0 +1,278 @@
+"""A pool of live MCP client sessions, one per server and credential, reconnected when they die.
+
+Why a pool: an MCP session costs a handshake (and for stdio a process start), so agents calling a
+tool a few times a turn should not pay it per call. Why one per (server, headers): a server may tie a
+session to the credential that opened it, so two callers with different tokens never share one.
+
+Why an owner task per session: the SDK's transports and ``ClientSession`` are anyio context managers
+that must be entered and left in the same task, and their background tasks live in that task's task
+group. Each session is therefore opened, held and closed by its own task; callers in any request task
+send requests on it (the session correlates replies). When the transport dies (server killed, stream
+cut) the owner task ends and the entry is marked dead; the next caller opens a fresh one.
+
+Idle sessions are closed after ``idle_timeout`` (checked whenever a session is acquired), and the
+pool never holds more than ``max_sessions``, closing the least recently used idle one first.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import sys
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import httpx2
+from mcp import ClientSession, StdioServerParameters, stdio_client
+from mcp.client.sse import sse_client
+from mcp.client.streamable_http import streamable_http_client
+from mcp_types import Implementation
+
+from underlay.api.tool_runtime import McpConnection
+
+log = logging.getLogger("underlay.tool_runtime.mcp")
+
+PoolKey = tuple[Any, ...]
+
+
+class SessionOpenError(Exception):
+    """Opening a session failed; ``cause`` says why, ``http_error`` is the server's last HTTP error, if any."""
+
+    def __init__(self, cause: BaseException, http_error: tuple[int, str] | None) -> None:
+        super().__init__(str(cause))
+        self.cause = cause
+        self.http_error = http_error
+
+
+def pool_key(connection: McpConnection) -> PoolKey:
+    """Sessions are shared only between calls that would open an identical connection."""
+    headers = tuple(sorted((k.lower(), v) for k, v in connection.headers.items()))
+    if connection.transport == "stdio":
+        stdio = connection.stdio
+        assert stdio is not None
+        return ("stdio", stdio.command, tuple(stdio.args), tuple(sorted(stdio.env.items())), stdio.cwd)
+    return (connection.transport, connection.uri, headers)
+
+
+@dataclass
+class PooledSession:
+    key: PoolKey
+    connection: McpConnection
+    ready: asyncio.Future[ClientSession]
+    stop: asyncio.Event = field(default_factory=asyncio.Event)
+    task: asyncio.Task[None] | None = None
+    dead: bool = False
+    users: int = 0
+    last_used: float = field(default_factory=time.monotonic)
+    last_http_error: tuple[int, str] | None = None
+    """The last HTTP error status the server answered with (and a bit of its body), for messages."""
+
+    @property
+    def session(self) -> ClientSession:
+        return self.ready.result()
+
+
+class SessionPool:
+    def __init__(
+        self,
+        *,
+        connect_timeout: float,
+        sse_read_timeout: float,
+        idle_timeout: float,
+        max_sessions: int,
+        client_info: Implementation,
+    ) -> None:
+        self.connect_timeout = connect_timeout
+        self.sse_read_timeout = sse_read_timeout
+        self.idle_timeout = idle_timeout
+        self.max_sessions = max_sessions
+        self.client_info = client_info
+        self._entries: dict[PoolKey, PooledSession] = {}
+        self._closing = False
+
+    # -- public -----------------------------------------------------------------------------------
+
+    @contextlib.asynccontextmanager
+    async def lease(self, connection: McpConnection) -> AsyncIterator[tuple[PooledSession, bool]]:
+        """A live session for ``connection`` and whether it was opened just now (fresh).
+
+        Raises :class:`SessionOpenError` when the connection cannot be opened (connect errors, HTTP
+        errors, a handshake slower than ``connect_timeout``); the entry is then dropped so the next
+        call tries again.
+        """
+        entry, fresh = self._entry_for(connection)
+        entry.users += 1
+        try:
+            try:
+                await asyncio.wait_for(asyncio.shield(entry.ready), self.connect_timeout)
+            except asyncio.CancelledError:
+                if entry.users == 1:
+                    await self.discard(entry)
+                raise
+            except Exception as exc:
+                await self.discard(entry)
+                raise SessionOpenError(exc, entry.last_http_error) from exc
+            yield entry, fresh
+        finally:
+            entry.users -= 1
+            entry.last_used = time.monotonic()
+
+    async def discard(self, entry: PooledSession) -> None:
+        """Close ``entry`` and forget it (a dead or stale session)."""
+        entry.dead = True
+        if self._entries.get(entry.key) is entry:
+            del self._entries[entry.key]
+        await self._close(entry)
+
+    async def close(self) -> None:
+        self._closing = True
+        entries = list(self._entries.values())
+        self._entries.clear()
+        await asyncio.gather(*(self._close(e) for e in entries), return_exceptions=True)
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    # -- internals --------------------------------------------------------------------------------
+
+    def _entry_for(self, connection: McpConnection) -> tuple[PooledSession, bool]:
+        if self._closing:
+            raise RuntimeError("the MCP session pool is shut down")
+        key = pool_key(connection)
+        entry = self._entries.get(key)
+        if entry is not None and not entry.dead and not (entry.ready.done() and entry.ready.exception()):
+            return entry, False
+        if entry is not None:
+            self._entries.pop(key, None)
+            self._spawn_close(entry)
+        self._evict()
+        loop = asyncio.get_running_loop()
+        entry = PooledSession(key=key, connection=connection, ready=loop.create_future())
+        # The future's exception is read by the waiters; mark it retrieved so an abandoned one never warns.
+        entry.ready.add_done_callback(lambda f: f.cancelled() or f.exception())
+        entry.task = asyncio.create_task(self._own(entry), name=f"mcp-session {connection.name}")
+        self._entries[key] = entry
+        return entry, True
+
+    def _evict(self) -> None:
+        """Close sessions idle past ``idle_timeout``, then the least recently used idle ones over the cap."""
+        now = time.monotonic()
+        for key, entry in list(self._entries.items()):
+            if entry.dead or (entry.users == 0 and now - entry.last_used > self.idle_timeout):
+                del self._entries[key]
+                self._spawn_close(entry)
+        idle = sorted((e for e in self._entries.values() if e.users == 0), key=lambda e: e.last_used)
+        while len(self._entries) >= self.max_sessions and idle:
+            entry = idle.pop(0)
+            del self._entries[entry.key]
+            self._spawn_close(entry)
+
+    def _spawn_close(self, entry: PooledSession) -> None:
+        task = asyncio.create_task(self._close(entry))
+        task.add_done_callback(lambda t: t.cancelled() or t.exception())
+
+    async def _close(self, entry: PooledSession) -> None:
+        entry.dead = True
+        entry.stop.set()
+        task = entry.task
+        if task is None or task.done():
+            return
+        try:
+            await asyncio.wait_for(asyncio.shield(task), 5)
+        except (TimeoutError, asyncio.CancelledError, Exception):
+            task.cancel()
+            with contextlib.suppress(BaseException):
+                await task
+
+    async def _own(self, entry: PooledSession) -> None:
+        """Open the connection and session, hold them until told to stop or the transport dies."""
+        try:
+            async with contextlib.AsyncExitStack() as stack:
+                read, write = await stack.enter_async_context(self._transport(entry))
+                session = await stack.enter_async_context(ClientSession(read, write, client_info=self.client_info))
+                await session.initialize()
+                entry.ready.set_result(session)
+                await entry.stop.wait()
+        except BaseException as exc:
+            if not entry.ready.done():
+                if isinstance(exc, asyncio.CancelledError):
+                    entry.ready.set_exception(ConnectionError("the MCP connection was closed while opening"))
+                else:
+                    entry.ready.set_exception(exc)
+            elif not entry.stop.is_set():
+                log.info("MCP session to %s ended: %s", entry.connection.name, _describe(exc))
+            if isinstance(exc, asyncio.CancelledError):
+                raise
+        finally:
+            entry.dead = True
+            if not entry.ready.done():
+                entry.ready.set_exception(ConnectionError("the MCP connection closed during the handshake"))
+
+    def _transport(self, entry: PooledSession) -> contextlib.AbstractAsyncContextManager[Any]:
+        connection = entry.connection
+        if connection.transport == "stdio":
+            assert connection.stdio is not None
+            params = StdioServerParameters(
+                command=connection.stdio.command,
+                args=connection.stdio.args,
+                env=connection.stdio.env or None,
+                cwd=connection.stdio.cwd,
+            )
+            return stdio_client(params, errlog=sys.stderr)
+        assert connection.uri is not None
+
+        async def remember_errors(response: httpx2.Response) -> None:
+            if response.status_code >= 400:
+                try:
+                    body = (await response.aread()).decode(errors="replace")[:200]
+                except Exception:
+                    body = ""
+                entry.last_http_error = (response.status_code, body)
+
+        hooks = {"response": [remember_errors]}
+        timeout = httpx2.Timeout(self.connect_timeout, read=self.sse_read_timeout)
+        if connection.transport == "sse":
+
+            def factory(
+                headers: dict[str, str] | None = None,
+                timeout: httpx2.Timeout | None = None,
+                auth: httpx2.Auth | None = None,
+            ) -> httpx2.AsyncClient:
+                return httpx2.AsyncClient(headers=headers, timeout=timeout, auth=auth, event_hooks=hooks)
+
+            return sse_client(
+                connection.uri,
+                headers=dict(connection.headers),
+                timeout=self.connect_timeout,
+                sse_read_timeout=self.sse_read_timeout,
+                httpx_client_factory=factory,
+            )
+        return _streamable_http(connection.uri, connection.headers, timeout, hooks)
+
+
+@contextlib.asynccontextmanager
+async def _streamable_http(
+    uri: str, headers: dict[str, str], limits: httpx2.Timeout, hooks: dict[str, Any]
+) -> AsyncIterator[Any]:
+    """The streamable-HTTP transport on an HTTP client we own (headers, timeouts, error hook)."""
+    async with (
+        httpx2.AsyncClient(headers=headers, timeout=limits, event_hooks=hooks) as client,
+        streamable_http_client(uri, http_client=client) as streams,
+    ):
+        yield streams
+
+
+def _describe(exc: BaseException) -> str:
+    leaf = root_cause(exc)
+    return f"{type(leaf).__name__}: {leaf}"
+
+
+def root_cause(exc: BaseException) -> BaseException:
+    """The first meaningful leaf of an exception group (anyio wraps transport failures in groups)."""
+    while isinstance(exc, BaseExceptionGroup) and exc.exceptions:
+        inner = [e for e in exc.exceptions if not isinstance(e, asyncio.CancelledError)]
+        exc = (inner or list(exc.exceptions))[0]
+    return exc

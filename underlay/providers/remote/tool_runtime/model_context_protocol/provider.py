@@ -1,0 +1,303 @@
+"""``remote::model-context-protocol``: tools of MCP servers, through the official ``mcp`` SDK.
+
+Servers are reached over streamable HTTP (the default), SSE (legacy HTTP+SSE servers) or stdio (a
+subprocess declared in the run config). Sessions come from a :class:`SessionPool`, so consecutive
+calls reuse one handshake.
+
+Failures are classified once, here, so every caller sees the same thing: an unreachable server is
+``mcp_unavailable`` (503), a slow one ``mcp_timeout`` (504), one that answers with an error or breaks
+the protocol ``mcp_error`` (502). Listing raises those as provider errors; invoking returns them as an
+error result. Both name the server. A pooled session that turns out to be dead (the server restarted,
+the stream was cut) is dropped and the request retried once on a fresh session, so a restarted server
+is used again without anyone noticing; a fresh session that fails is reported, never retried.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
+
+import httpx2
+from mcp import MCPError
+from mcp_types import (
+    CONNECTION_CLOSED,
+    INVALID_PARAMS,
+    REQUEST_TIMEOUT,
+    AudioContent,
+    CallToolResult,
+    EmbeddedResource,
+    ImageContent,
+    Implementation,
+    PaginatedRequestParams,
+    ResourceLink,
+    TextContent,
+    TextResourceContents,
+)
+from pydantic import BaseModel, ConfigDict, Field
+
+import underlay
+from underlay.api.errors import (
+    InvalidRequestError,
+    ProviderError,
+    ServiceUnavailableError,
+    UpstreamError,
+    UpstreamTimeoutError,
+)
+from underlay.api.tool_runtime import (
+    ContentPart,
+    McpConnection,
+    MediaContentPart,
+    ResourceContentPart,
+    TextContentPart,
+    ToolCallContext,
+    ToolDef,
+    ToolGroup,
+    ToolInvocationResult,
+)
+from underlay.providers.remote.tool_runtime.model_context_protocol.pool import (
+    PooledSession,
+    SessionOpenError,
+    SessionPool,
+    root_cause,
+)
+
+log = logging.getLogger("underlay.tool_runtime.mcp")
+T = TypeVar("T")
+_MAX_LIST_PAGES = 100
+
+
+class Config(BaseModel):
+    """Timeouts and pool limits; the servers themselves are tool groups (run config or API)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    connect_timeout: float = Field(default=10.0, gt=0, description="Seconds to connect and finish the handshake.")
+    timeout: float = Field(default=60.0, gt=0, description="Seconds a tool call may take (a group may override).")
+    list_timeout: float = Field(default=30.0, gt=0, description="Seconds to list a server's tools.")
+    sse_read_timeout: float = Field(default=300.0, gt=0, description="Longest silence on an open event stream.")
+    idle_timeout: float = Field(default=300.0, gt=0, description="Close a pooled session unused this long.")
+    max_sessions: int = Field(default=64, ge=1, description="Most sessions held open at once.")
+
+
+class McpToolRuntime:
+    serves_mcp = True
+
+    def __init__(self, provider_id: str, config: Config) -> None:
+        self.provider_id = provider_id
+        self.config = config
+        self.pool = SessionPool(
+            connect_timeout=config.connect_timeout,
+            sse_read_timeout=config.sse_read_timeout,
+            idle_timeout=config.idle_timeout,
+            max_sessions=config.max_sessions,
+            client_info=Implementation(name="underlay", version=underlay.__version__),
+        )
+
+    async def initialize(self) -> None:
+        """Nothing to do: sessions open on first use, so a down server never blocks start-up."""
+
+    async def shutdown(self) -> None:
+        await self.pool.close()
+
+    async def health(self) -> dict[str, Any]:
+        return {"status": "OK", "open_sessions": len(self.pool)}
+
+    def builtin_tool_groups(self) -> list[ToolGroup]:
+        return []
+
+    # -- the API ----------------------------------------------------------------------------------
+
+    async def list_runtime_tools(self, context: ToolCallContext) -> list[ToolDef]:
+        connection = self._connection(context)
+        group = context.toolgroup
+        tools = await self._run(connection, _list_all_tools, self.config.list_timeout, "listing tools")
+        return [
+            ToolDef(
+                name=tool.name,
+                description=tool.description,
+                input_schema=dict(tool.input_schema or {"type": "object", "properties": {}}),
+                output_schema=dict(tool.output_schema) if tool.output_schema else None,
+                toolgroup_id=group.identifier if group else None,
+                provider_id=self.provider_id,
+                metadata=_tool_metadata(tool, connection),
+            )
+            for tool in tools
+        ]
+
+    async def invoke_tool(
+        self, tool_name: str, kwargs: dict[str, Any], context: ToolCallContext
+    ) -> ToolInvocationResult:
+        connection = self._connection(context)
+        timeout = context.timeout or connection.timeout or self.config.timeout
+        meta: dict[str, Any] = {"server": connection.name}
+        if context.toolgroup is not None:
+            meta["toolgroup_id"] = context.toolgroup.identifier
+
+        async def call(session: Any) -> CallToolResult:
+            return await session.call_tool(tool_name, kwargs)
+
+        try:
+            result = await self._run(connection, call, timeout, f"calling tool '{tool_name}'")
+        except ProviderError as exc:
+            return ToolInvocationResult(error_message=exc.message, error_code=exc.code, metadata=meta)
+        parts = [_content_part(block) for block in result.content]
+        if result.structured_content is not None:
+            meta["structured_content"] = result.structured_content
+        if result.is_error:
+            text = "\n".join(p.text for p in parts if isinstance(p, TextContentPart)) or "the tool reported an error"
+            return ToolInvocationResult(
+                content=parts,
+                error_message=f"Tool '{tool_name}' on MCP server '{connection.name}' failed: {text}",
+                error_code="tool_error",
+                metadata=meta,
+            )
+        return ToolInvocationResult(content=parts, metadata=meta)
+
+    # -- sessions and failures --------------------------------------------------------------------
+
+    def _connection(self, context: ToolCallContext) -> McpConnection:
+        if context.connection is None:
+            raise InvalidRequestError(
+                f"Provider '{self.provider_id}' serves MCP servers; the tool group has no mcp_endpoint "
+                "or stdio command.",
+                param="mcp_endpoint",
+            )
+        return context.connection
+
+    async def _run(self, connection: McpConnection, op: Callable[[Any], Awaitable[T]], seconds: float, doing: str) -> T:
+        """Run ``op(session)`` on a pooled session; retry once on a fresh one if the pooled one was dead."""
+        for attempt in range(2):
+            try:
+                async with self.pool.lease(connection) as (entry, fresh):
+                    try:
+                        return await asyncio.wait_for(op(entry.session), seconds)
+                    except asyncio.CancelledError:
+                        raise
+                    except Exception as exc:
+                        error, retryable = self._classify(exc, connection, entry, doing, seconds)
+            except SessionOpenError as exc:
+                raise self._classify_open(exc, connection) from None
+            if retryable:
+                await self.pool.discard(entry)
+                if not fresh and attempt == 0:
+                    log.info("MCP session to %s was stale (%s); reconnecting", connection.name, error.message)
+                    continue
+            raise error
+        raise AssertionError("unreachable")
+
+    def _where(self, connection: McpConnection) -> str:
+        if connection.transport == "stdio" and connection.stdio is not None:
+            return f"MCP server '{connection.name}' (stdio: {connection.stdio.command})"
+        if connection.uri and connection.uri != connection.name:
+            return f"MCP server '{connection.name}' ({connection.uri})"
+        return f"MCP server '{connection.name}'"
+
+    def _http_failure(self, status: int, body: str, where: str) -> tuple[ProviderError, bool]:
+        detail = f": {body.strip()}" if body.strip() else ""
+        if status in (401, 403):
+            message = f"{where} refused the credentials (HTTP {status}){detail}"
+            return UpstreamError(self.provider_id, message, code="mcp_error"), False
+        if status in (502, 503, 504):
+            message = f"{where} is unavailable (HTTP {status}){detail}"
+            return ServiceUnavailableError(self.provider_id, message, code="mcp_unavailable"), True
+        return UpstreamError(self.provider_id, f"{where} answered HTTP {status}{detail}", code="mcp_error"), False
+
+    def _classify_open(self, exc: SessionOpenError, connection: McpConnection) -> ProviderError:
+        """Why a session could not be opened, as the provider error to report."""
+        where = self._where(connection)
+        if exc.http_error is not None:
+            return self._http_failure(*exc.http_error, where)[0]
+        leaf = root_cause(exc.cause)
+        if isinstance(leaf, TimeoutError | httpx2.TimeoutException):
+            message = f"{where} did not complete the MCP handshake within {self.config.connect_timeout:g}s"
+            return UpstreamTimeoutError(self.provider_id, message, code="mcp_timeout")
+        if isinstance(leaf, httpx2.HTTPStatusError):
+            return self._http_failure(leaf.response.status_code, "", where)[0]
+        if isinstance(leaf, MCPError) and leaf.code != CONNECTION_CLOSED:
+            return self._mcp_failure(leaf, where, None)[0]
+        return ServiceUnavailableError(
+            self.provider_id, f"{where} is unreachable: {_text(leaf)}", code="mcp_unavailable"
+        )
+
+    def _mcp_failure(self, exc: MCPError, where: str, entry: PooledSession | None) -> tuple[ProviderError, bool]:
+        if entry is not None and entry.last_http_error is not None:
+            status, body = entry.last_http_error
+            entry.last_http_error = None
+            if status == 404:  # the server forgot our session (it restarted): a new one will do
+                return ServiceUnavailableError(
+                    self.provider_id, f"{where} ended the MCP session", code="mcp_unavailable"
+                ), True
+            return self._http_failure(status, body, where)
+        if exc.code == CONNECTION_CLOSED:
+            return ServiceUnavailableError(
+                self.provider_id, f"{where} closed the connection", code="mcp_unavailable"
+            ), True
+        if exc.code == INVALID_PARAMS:
+            message = f"{where} rejected the arguments: {exc.message}"
+            return UpstreamError(self.provider_id, message, code="invalid_arguments"), False
+        message = f"{where} answered with an error: {exc.message}"
+        stale = "session" in exc.message.lower() and "terminated" in exc.message.lower()
+        return UpstreamError(self.provider_id, message, code="mcp_error"), stale
+
+    def _classify(
+        self, exc: Exception, connection: McpConnection, entry: PooledSession, doing: str, timeout: float
+    ) -> tuple[ProviderError, bool]:
+        """A failure on an open session: the error to report and whether a fresh session may fix it."""
+        where = self._where(connection)
+        leaf = root_cause(exc)
+        if isinstance(leaf, TimeoutError) or (isinstance(leaf, MCPError) and leaf.code == REQUEST_TIMEOUT):
+            message = f"{where} did not finish {doing} within {timeout:g}s"
+            return UpstreamTimeoutError(self.provider_id, message, code="mcp_timeout"), False
+        if isinstance(leaf, MCPError):
+            return self._mcp_failure(leaf, where, entry)
+        if isinstance(leaf, httpx2.TransportError | OSError | ConnectionError | RuntimeError):
+            message = f"{where} is unreachable ({doing}): {_text(leaf)}"
+            return ServiceUnavailableError(self.provider_id, message, code="mcp_unavailable"), True
+        log.warning("unexpected failure from %s while %s", where, doing, exc_info=leaf)
+        return UpstreamError(self.provider_id, f"{where} failed while {doing}: {_text(leaf)}", code="mcp_error"), True
+
+
+async def _list_all_tools(session: Any) -> list[Any]:
+    tools: list[Any] = []
+    cursor: str | None = None
+    for _ in range(_MAX_LIST_PAGES):
+        params = PaginatedRequestParams(cursor=cursor) if cursor else None
+        page = await session.list_tools(params=params)
+        tools.extend(page.tools)
+        cursor = page.next_cursor
+        if not cursor:
+            break
+    return tools
+
+
+def _tool_metadata(tool: Any, connection: McpConnection) -> dict[str, Any]:
+    metadata: dict[str, Any] = {"server": connection.name, "transport": connection.transport}
+    if connection.uri:
+        metadata["endpoint"] = connection.uri
+    if tool.title:
+        metadata["title"] = tool.title
+    if tool.annotations is not None:
+        metadata["annotations"] = tool.annotations.model_dump(mode="json", exclude_none=True, by_alias=True)
+    return metadata
+
+
+def _content_part(block: Any) -> ContentPart:
+    if isinstance(block, TextContent):
+        return TextContentPart(text=block.text)
+    if isinstance(block, ImageContent | AudioContent):
+        return MediaContentPart(type=block.type, data=block.data, mime_type=block.mime_type)
+    if isinstance(block, EmbeddedResource):
+        resource = block.resource
+        if isinstance(resource, TextResourceContents):
+            return ResourceContentPart(uri=str(resource.uri), mime_type=resource.mime_type, text=resource.text)
+        return ResourceContentPart(uri=str(resource.uri), mime_type=resource.mime_type, blob=resource.blob)
+    if isinstance(block, ResourceLink):
+        return ResourceContentPart(uri=str(block.uri), mime_type=block.mime_type)
+    return TextContentPart(text=str(block))
+
+
+def _text(exc: BaseException) -> str:
+    message = str(exc).strip()
+    return message or type(exc).__name__
