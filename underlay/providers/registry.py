@@ -123,3 +123,15 @@ BUILTIN_PROVIDERS += [
         description="The web_search tool: SearXNG, Brave, Tavily, or an offline SQLite FTS5 index.",
     ),
 ]
+
+BUILTIN_PROVIDERS += [
+    ProviderSpec(
+        api="responses",
+        provider_type="inline::builtin",
+        config_class="underlay.providers.inline.responses:BuiltinResponsesConfig",
+        factory="underlay.providers.inline.responses:create_provider",
+        api_dependencies=("inference", "vector_stores", "tool_runtime", "conversations", "files"),
+        optional_api_dependencies=("vector_stores", "tool_runtime", "files", "safety"),
+        description="The Responses API's agent loop: model turns plus file_search, mcp and web_search tools.",
+    ),
+]

@@ -1,0 +1,48 @@
+"""The responses router: hands each call to the Responses provider (normally the one ``inline::builtin``).
+
+Thin by design; the loop, storage and background work live in the provider. With several providers
+configured, the first one serves (a Responses deployment has one engine).
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Any
+
+from underlay.api.responses import (
+    CreateResponseRequest,
+    InputItemList,
+    InputItemsQuery,
+    ListResponsesQuery,
+    ResponseDeleted,
+    ResponseEvent,
+    ResponseList,
+    ResponseObject,
+    ResponsesProvider,
+    RetrieveResponseQuery,
+)
+
+
+class ResponsesRouter:
+    def __init__(self, providers: dict[str, Any]) -> None:
+        self.provider: ResponsesProvider = next(iter(providers.values()))
+
+    async def create_response(self, params: CreateResponseRequest) -> ResponseObject | AsyncIterator[ResponseEvent]:
+        return await self.provider.create_response(params)
+
+    async def get_response(
+        self, response_id: str, query: RetrieveResponseQuery
+    ) -> ResponseObject | AsyncIterator[ResponseEvent]:
+        return await self.provider.get_response(response_id, query)
+
+    async def delete_response(self, response_id: str) -> ResponseDeleted:
+        return await self.provider.delete_response(response_id)
+
+    async def cancel_response(self, response_id: str) -> ResponseObject:
+        return await self.provider.cancel_response(response_id)
+
+    async def list_responses(self, query: ListResponsesQuery) -> ResponseList:
+        return await self.provider.list_responses(query)
+
+    async def list_input_items(self, response_id: str, query: InputItemsQuery) -> InputItemList:
+        return await self.provider.list_input_items(response_id, query)
