@@ -17,7 +17,6 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from underlay.api.context import provider_data_var
 from underlay.api.errors import InvalidRequestError, NotFoundError, UnderlayError
 from underlay.api.responses import FileSearchTool, McpTool
 from underlay.providers.inline.responses.config import BuiltinResponsesConfig
@@ -164,29 +163,15 @@ class ServerTools:
                 return McpServer(tool.server_label, url=connector.server_url, headers={**connector.headers, **headers})
         return McpServer(tool.server_label, toolgroup_id=tool.connector_id or tool.server_label, headers=headers)
 
-    def _with_headers(self, server: McpServer) -> Any:
-        """Per-request MCP headers travel as provider data, which the tool runtime merges over its config."""
-        data = dict(provider_data_var.get() or {})
-        if server.headers:
-            key = server.url or server.toolgroup_id or server.label
-            data["mcp_headers"] = {**(data.get("mcp_headers") or {}), key: server.headers}
-        return provider_data_var.set(data)
-
     async def mcp_list(self, server: McpServer) -> list[dict[str, Any]]:
         """The server's tools as ``mcp_list_tools`` entries; raises the runtime's error when unreachable."""
-        from underlay.api.tool_runtime import ListRuntimeToolsQuery
-
         runtime = self._router("tool_runtime")
-        query = (
-            ListRuntimeToolsQuery(mcp_endpoint=server.url)
-            if server.url
-            else ListRuntimeToolsQuery(toolgroup_id=server.toolgroup_id)
+        listed = await asyncio.wait_for(
+            runtime.list_tools(
+                None if server.url else server.toolgroup_id, mcp_endpoint=server.url, headers=server.headers or None
+            ),
+            timeout=self.timeout,
         )
-        token = self._with_headers(server)
-        try:
-            listed = await asyncio.wait_for(runtime.handle_list_runtime_tools(query=query), timeout=self.timeout)
-        finally:
-            provider_data_var.reset(token)
         return [
             {
                 "name": t.name,
@@ -194,28 +179,29 @@ class ServerTools:
                 "input_schema": t.input_schema,
                 "annotations": (t.metadata or {}).get("annotations"),
             }
-            for t in listed.data
+            for t in listed
         ]
 
     async def mcp_call(self, server: McpServer, name: str, arguments: str) -> Outcome:
-        from underlay.api.tool_runtime import URL, InvokeToolRequest
-
         try:
             kwargs = json.loads(arguments or "{}")
             if not isinstance(kwargs, dict):
                 raise ValueError("arguments must be a JSON object")
         except ValueError as exc:
             return Outcome(error=f"Invalid arguments for {name}: {exc}", error_code="invalid_arguments")
-        request = InvokeToolRequest(
-            tool_name=name,
-            kwargs=kwargs,
-            mcp_endpoint=URL(uri=server.url) if server.url else None,
-            toolgroup_id=None if server.url else server.toolgroup_id,
-            headers=server.headers or None,
-        )
         runtime = self._router("tool_runtime")
         try:
-            result = await asyncio.wait_for(runtime.handle_invoke_tool(params=request), timeout=self.timeout + 5)
+            result = await asyncio.wait_for(
+                runtime.invoke_tool(
+                    name,
+                    kwargs,
+                    toolgroup_id=None if server.url else server.toolgroup_id,
+                    mcp_endpoint=server.url,
+                    headers=server.headers or None,
+                    timeout=self.timeout,
+                ),
+                timeout=self.timeout + 5,
+            )
         except TimeoutError:
             return Outcome(error=f"{server.label}: {name} timed out after {self.timeout:g}s", error_code="mcp_timeout")
         except UnderlayError as exc:
@@ -237,13 +223,10 @@ class ServerTools:
             )
 
     async def web_search(self, query: str) -> Outcome:
-        from underlay.api.tool_runtime import InvokeToolRequest
-
         runtime = self._router("tool_runtime")
         try:
             result = await asyncio.wait_for(
-                runtime.handle_invoke_tool(params=InvokeToolRequest(tool_name="web_search", kwargs={"query": query})),
-                timeout=self.timeout,
+                runtime.invoke_tool("web_search", {"query": query}, timeout=self.timeout), timeout=self.timeout + 5
             )
         except TimeoutError:
             return Outcome(error=f"web_search timed out after {self.timeout:g}s", error_code="timeout")
@@ -251,7 +234,16 @@ class ServerTools:
             return Outcome(error=exc.message, error_code=exc.code or "unavailable")
         if result.is_error:
             return Outcome(error=result.error_message, error_code=result.error_code)
-        results = (result.metadata or {}).get("results")
-        if not isinstance(results, list):
-            results = [{"title": "", "url": "", "content": result.text()}]
+        records = (result.metadata or {}).get("results")
+        if not isinstance(records, list):
+            records = [{"title": "", "url": "", "snippet": result.text()}]
+        results = [
+            {
+                "title": r.get("title") or "",
+                "url": r.get("url") or "",
+                "content": r.get("snippet") or r.get("content") or "",
+            }
+            for r in records
+            if isinstance(r, dict)
+        ]
         return Outcome(text=result.text(), results=results)
