@@ -142,8 +142,14 @@ async def open_milvus_remote(path: Path) -> VectorIOProvider:
     """
     from tests.integration.vector_io.servers import SERVERS
     from underlay.providers.remote.vector_io import milvus
+    from underlay.providers.utils.vector.milvus_store import LITE_GRPC_OPTIONS
 
-    config = milvus.Config(uri=SERVERS.milvus().uri, keyword="sidecar", keyword_db_path=str(path / "keyword.db"))
+    config = milvus.Config(
+        uri=SERVERS.milvus().uri,
+        keyword="sidecar",
+        keyword_db_path=str(path / "keyword.db"),
+        grpc_options=LITE_GRPC_OPTIONS,
+    )
     return await _initialized(await milvus.create_provider("milvus-remote", config, {}))
 
 

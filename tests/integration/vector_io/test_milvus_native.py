@@ -25,8 +25,9 @@ from underlay.providers.utils.vector.filters import matches
 @pytest.fixture
 async def native(tmp_path: Path, corpus: Corpus) -> AsyncIterator[tuple[VectorIOProvider, str]]:
     from underlay.providers.remote.vector_io import milvus
+    from underlay.providers.utils.vector.milvus_store import LITE_GRPC_OPTIONS
 
-    config = milvus.Config(uri=SERVERS.milvus().uri, keyword="native")
+    config = milvus.Config(uri=SERVERS.milvus().uri, keyword="native", grpc_options=LITE_GRPC_OPTIONS)
     provider = await milvus.create_provider("milvus-native", config, {})
     await provider.initialize()
     index_id = f"vs_native_{tmp_path.name[-12:]}"

@@ -14,7 +14,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 
-from underlay.providers.utils.vector.milvus_store import MilvusVectorIO
+from underlay.providers.utils.vector.milvus_store import LITE_GRPC_OPTIONS, MilvusVectorIO
 from underlay.providers.utils.vector.sqlite import state_path
 
 
@@ -55,5 +55,9 @@ async def create_provider(provider_id: str, config: Config, deps: dict[str, Any]
     if config.keyword == "sidecar":
         keyword_db = config.keyword_db_path or f"{config.db_path}.keyword.sqlite"
     return MilvusVectorIO(
-        provider_id, {"uri": config.db_path}, where=config.db_path, threads=config.threads, keyword_db=keyword_db
+        provider_id,
+        {"uri": config.db_path, "grpc_options": dict(LITE_GRPC_OPTIONS)},
+        where=config.db_path,
+        threads=config.threads,
+        keyword_db=keyword_db,
     )

@@ -36,6 +36,11 @@ class Config(BaseModel):
         default=128, ge=1, description="HNSW search breadth, raised to k; unset for index types without 'ef'."
     )
     threads: int = Field(default=4, ge=1, le=64, description="Concurrent requests to the server.")
+    grpc_options: dict[str, Any] = Field(
+        default_factory=dict,
+        description="Extra gRPC channel options, e.g. {grpc.keepalive_time_ms: 300000, "
+        "grpc.keepalive_permit_without_calls: false} for a Milvus Lite server, whose ping policy is strict.",
+    )
     keyword: Literal["native", "sidecar"] = Field(
         default="native", description="Milvus's own BM25, or an FTS5 index on this machine (keyword_db_path)."
     )
@@ -70,6 +75,8 @@ async def create_provider(provider_id: str, config: Config, deps: dict[str, Any]
         kwargs["token"] = config.token.get_secret_value()
     if config.db_name:
         kwargs["db_name"] = config.db_name
+    if config.grpc_options:
+        kwargs["grpc_options"] = dict(config.grpc_options)
     search_ef = config.search_ef if config.index_type.upper() == "HNSW" else None
     return MilvusVectorIO(
         provider_id,

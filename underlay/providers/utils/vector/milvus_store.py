@@ -78,6 +78,15 @@ _OUTPUT = ["chunk_id", "document_id", "content", "attributes_json", "metadata_js
 _OPS = {"gt": ">", "gte": ">=", "lt": "<", "lte": "<="}
 _WORD = re.compile(r"\w", re.UNICODE)
 
+# pymilvus pings the server every 10 s even when idle. Milvus itself allows that; Milvus Lite's gRPC
+# server (Python gRPC's default policy: one idle ping per 5 minutes) answers the third early ping with
+# GOAWAY "too many pings", and every later call on the shared channel fails. Ping rarely, and only
+# during calls, when the server is Milvus Lite's.
+LITE_GRPC_OPTIONS: dict[str, Any] = {
+    "grpc.keepalive_time_ms": 300_000,
+    "grpc.keepalive_permit_without_calls": False,
+}
+
 
 def collection_name(index_id: str) -> str:
     return sanitize_index_name(index_id, prefix="underlay")
