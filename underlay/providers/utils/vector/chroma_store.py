@@ -280,8 +280,15 @@ def _translate_error(provider_id: str, where: str, action: str, exc: Exception) 
         return UpstreamError(provider_id, f"Chroma failed to {action}: {exc}")
     if isinstance(exc, ChromaNotFound):
         return NotFoundError("Chroma collection", str(exc))
-    if isinstance(exc, httpx.TimeoutException | TimeoutError):
+    chain: list[BaseException] = []
+    cause: BaseException | None = exc
+    while cause is not None and len(chain) < 8:  # the client wraps transport errors in its own
+        chain.append(cause)
+        cause = cause.__cause__ or cause.__context__
+    if any(isinstance(e, httpx.TimeoutException | TimeoutError) for e in chain):
         return UpstreamTimeoutError(provider_id, f"Chroma at {where} timed out trying to {action}.")
-    if isinstance(exc, httpx.TransportError | ConnectionError):
+    if any(isinstance(e, httpx.TransportError | ConnectionError) for e in chain) or (
+        "could not connect to a chroma server" in str(exc).lower()
+    ):
         return ServiceUnavailableError(provider_id, f"cannot reach Chroma at {where} to {action}: {exc}")
     return UpstreamError(provider_id, f"Chroma failed to {action}: {exc}")
