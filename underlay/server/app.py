@@ -11,7 +11,7 @@ import inspect
 import logging
 import re
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from contextlib import asynccontextmanager, nullcontext
 from typing import Any
 from urllib.parse import quote
 
@@ -134,7 +134,8 @@ def create_app(config: RunConfig, stack: Stack | None = None) -> FastAPI:
             await running.start()
         app.state.stack = running
         try:
-            yield
+            async with mcp_server.lifespan() if mcp_server is not None else nullcontext():
+                yield
         finally:
             if own:
                 await running.stop()
@@ -159,6 +160,7 @@ def create_app(config: RunConfig, stack: Stack | None = None) -> FastAPI:
             openapi_extra=_multipart_openapi(route) if route.multipart else None,
         )
     _add_platform_routes(app, routes)
+    mcp_server = _mount_mcp(app, config)
     if config.server.cors_origins:
         app.add_middleware(
             CORSMiddleware,
@@ -172,6 +174,18 @@ def create_app(config: RunConfig, stack: Stack | None = None) -> FastAPI:
         route_limits=_route_body_limits(config, routes),
     )
     return app
+
+
+def _mount_mcp(app: FastAPI, config: RunConfig) -> Any:
+    """Underlay's own MCP server at ``/mcp`` (see :mod:`underlay.server.mcp`); off without the ``mcp`` SDK."""
+    try:
+        from underlay.server.mcp import UnderlayMcpServer
+    except ImportError as exc:
+        log.info("/mcp is off: the mcp package is not installed (%s)", exc)
+        return None
+    server = UnderlayMcpServer(lambda: app.state.stack, host=config.server.host)
+    app.router.routes.extend(server.routes)
+    return server
 
 
 def _route_body_limits(config: RunConfig, routes: list[tuple[str, Route]]) -> dict[tuple[str, str], tuple[int, str]]:

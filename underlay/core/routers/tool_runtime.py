@@ -81,6 +81,8 @@ class ToolRuntimeRouter:
         self.providers = providers
         self._tools: dict[str, list[ToolDef]] = {}
         """Each group's tools as last listed: where a tool name is looked up without a group."""
+        self._failing: dict[str, str] = {}
+        """Groups whose last listing failed, and why: a server that stays down is logged once, not per call."""
 
     async def shutdown(self) -> None:
         self._tools.clear()
@@ -166,8 +168,13 @@ class ToolRuntimeRouter:
             if isinstance(result, BaseException):
                 if not isinstance(result, Exception):
                     raise result
-                log.warning("listing tool group %s failed: %s", group.identifier, _message(result))
+                reason = _message(result)
+                if self._failing.get(group.identifier) != reason:
+                    log.warning("listing tool group %s failed: %s", group.identifier, reason)
+                self._failing[group.identifier] = reason
                 continue
+            if self._failing.pop(group.identifier, None) is not None:
+                log.info("tool group %s lists its tools again", group.identifier)
             tools.extend(result)
         return tools
 

@@ -64,7 +64,9 @@ class Config(BaseModel):
         default=None, description="local-index: a directory of pages (.md, .txt, .html) or a JSONL file."
     )
     index_path: str = Field(
-        default="websearch.db", description="local-index: the SQLite index file (relative: in the state dir)."
+        default="websearch.db",
+        validate_default=True,
+        description="local-index: the SQLite index file (relative: in the state dir).",
     )
     url: str | None = Field(default=None, description="searxng: the instance's base URL; brave/tavily: override.")
     api_key: SecretStr | None = Field(default=None, description="brave/tavily: the API key.")

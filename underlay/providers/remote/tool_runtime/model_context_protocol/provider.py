@@ -81,10 +81,35 @@ class Config(BaseModel):
     max_sessions: int = Field(default=64, ge=1, description="Most sessions held open at once.")
 
 
+class _OneLine(logging.Filter):
+    """The SDK logs a dead server's stream errors with full tracebacks; we report them ourselves, once."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.exc_info and record.exc_info[1] is not None:
+            cause = root_cause(record.exc_info[1])
+            record.msg = f"{record.getMessage()}: {type(cause).__name__}: {cause}"
+            record.args = ()
+            record.exc_info = None
+            record.exc_text = None
+        return True
+
+
+def _quiet_sdk_logs() -> None:
+    """One line per event: no per-request HTTP lines from the SDK's client, no tracebacks for outages."""
+    http = logging.getLogger("httpx2")
+    if http.level == logging.NOTSET:
+        http.setLevel(logging.WARNING)
+    for name in ("mcp.client.streamable_http", "mcp.client.sse", "mcp.client.stdio", "mcp.shared.jsonrpc_dispatcher"):
+        logger = logging.getLogger(name)
+        if not any(isinstance(f, _OneLine) for f in logger.filters):
+            logger.addFilter(_OneLine())
+
+
 class McpToolRuntime:
     serves_mcp = True
 
     def __init__(self, provider_id: str, config: Config) -> None:
+        _quiet_sdk_logs()
         self.provider_id = provider_id
         self.config = config
         self.pool = SessionPool(

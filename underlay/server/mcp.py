@@ -1,0 +1,241 @@
+"""Underlay as an MCP server: ``/mcp`` over streamable HTTP, mounted in the same ASGI app.
+
+Any MCP client (an IDE, an agent framework, another Underlay) can use what this server knows:
+
+- ``list_vector_stores`` and ``search_vector_store`` over the Vector Stores API (when it is on);
+- every tool of every registered tool group (MCP servers and builtins), proxied through the tool
+  runtime, so an MCP client sees one server that aggregates them all.
+
+Why the low-level ``Server`` and not ``MCPServer``: the tool list is not fixed. Tool groups come and
+go through the API and their servers' tools change, so tools are listed from the live stack on every
+``tools/list`` and dispatched by name on ``tools/call``.
+
+Why stateless HTTP with JSON responses: nothing here needs server-to-client requests or a standing
+event stream, and stateless requests work unchanged behind several workers or replicas (a session
+held in one worker's memory would be unknown to the next). Clients still run the usual handshake.
+
+Tool failures are MCP tool errors (``isError`` results with the message), never protocol errors,
+so a model can read and react to them. Per-request credentials for proxied MCP servers travel as
+for the HTTP API: the ``X-Underlay-Provider-Data`` header with ``mcp_headers``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Callable
+from contextlib import AbstractAsyncContextManager
+from typing import Any
+
+import mcp_types as types
+from mcp.server import Server
+from starlette.routing import BaseRoute
+
+import underlay
+from underlay.api.context import PROVIDER_DATA_HEADER, provider_data_var
+from underlay.api.errors import UnderlayError
+from underlay.api.tool_runtime import MediaContentPart, ResourceContentPart, TextContentPart, ToolInvocationResult
+from underlay.api.vector_stores import SearchRequest, VectorStoreListQuery
+
+log = logging.getLogger("underlay.mcp")
+MCP_PATH = "/mcp"
+INSTRUCTIONS = (
+    "Underlay's tools: search the caller's vector stores (list_vector_stores, search_vector_store) and call "
+    "the tools of every tool group registered on this server."
+)
+
+SEARCH_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "properties": {
+        "vector_store_id": {"type": "string", "description": "The vector store to search (see list_vector_stores)."},
+        "query": {"type": "string", "description": "What to look for."},
+        "max_num_results": {"type": "integer", "minimum": 1, "maximum": 50, "default": 10},
+        "search_mode": {"type": "string", "enum": ["vector", "keyword", "hybrid"], "default": "vector"},
+        "filters": {"type": "object", "description": "An OpenAI attribute filter ({type, key, value} or and/or)."},
+    },
+    "required": ["vector_store_id", "query"],
+}
+LIST_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "properties": {"limit": {"type": "integer", "minimum": 1, "maximum": 100, "default": 20}},
+}
+OWN_TOOLS = ("list_vector_stores", "search_vector_store")
+
+
+class UnderlayMcpServer:
+    """The ``/mcp`` endpoint: routes to add to the app, and a lifespan to run around it."""
+
+    def __init__(self, get_stack: Callable[[], Any], *, host: str) -> None:
+        self._get_stack = get_stack
+        transport_log = logging.getLogger("mcp.server.streamable_http")
+        if transport_log.level == logging.NOTSET:  # it logs every stateless request's end at INFO
+            transport_log.setLevel(logging.WARNING)
+        self.server: Server[Any] = Server(
+            "underlay",
+            version=underlay.__version__,
+            title="Underlay",
+            instructions=INSTRUCTIONS,
+            on_list_tools=self._list_tools,
+            on_call_tool=self._call_tool,
+        )
+        app = self.server.streamable_http_app(
+            streamable_http_path=MCP_PATH, stateless_http=True, json_response=True, host=host
+        )
+        self.routes: list[BaseRoute] = list(app.routes)
+
+    def lifespan(self) -> AbstractAsyncContextManager[None]:
+        """Run the session manager while the app runs (it owns the tasks serving MCP requests)."""
+        return self.server.session_manager.run()
+
+    # -- handlers ---------------------------------------------------------------------------------
+
+    def _routers(self) -> dict[str, Any]:
+        return self._get_stack().routers
+
+    async def _list_tools(self, ctx: Any, params: types.PaginatedRequestParams | None) -> types.ListToolsResult:
+        _adopt_provider_data(ctx)
+        routers = self._routers()
+        tools: list[types.Tool] = []
+        if "vector_stores" in routers:
+            tools.append(
+                types.Tool(
+                    name="list_vector_stores",
+                    description="List the vector stores you can search, newest first (id, name, file counts).",
+                    input_schema=LIST_SCHEMA,
+                )
+            )
+            tools.append(
+                types.Tool(
+                    name="search_vector_store",
+                    description="Search one vector store and return the most relevant passages with their files.",
+                    input_schema=SEARCH_SCHEMA,
+                )
+            )
+        runtime = routers.get("tool_runtime")
+        if runtime is not None:
+            taken = {t.name for t in tools}
+            for tool in await runtime.list_tools():
+                if tool.name in taken:
+                    continue
+                taken.add(tool.name)
+                tools.append(
+                    types.Tool(
+                        name=tool.name,
+                        description=tool.description,
+                        input_schema=tool.input_schema,
+                        meta={"underlay/toolgroup_id": tool.toolgroup_id},
+                    )
+                )
+        return types.ListToolsResult(tools=tools)
+
+    async def _call_tool(self, ctx: Any, params: types.CallToolRequestParams) -> types.CallToolResult:
+        _adopt_provider_data(ctx)
+        arguments = dict(params.arguments or {})
+        try:
+            if params.name in OWN_TOOLS and "vector_stores" in self._routers():
+                if params.name == "list_vector_stores":
+                    return await self._list_vector_stores(arguments)
+                return await self._search_vector_store(arguments)
+            runtime = self._routers().get("tool_runtime")
+            if runtime is None:
+                return _error(f"Unknown tool '{params.name}'.")
+            return _to_mcp(await runtime.invoke_tool(params.name, arguments))
+        except UnderlayError as exc:
+            return _error(exc.message)
+        except (ValueError, TypeError) as exc:
+            return _error(f"Invalid arguments for '{params.name}': {exc}")
+
+    async def _list_vector_stores(self, arguments: dict[str, Any]) -> types.CallToolResult:
+        query = VectorStoreListQuery(limit=int(arguments.get("limit", 20)))
+        page = await self._routers()["vector_stores"].list_vector_stores(query)
+        stores = [
+            {
+                "id": s.id,
+                "name": s.name,
+                "status": s.status,
+                "files": s.file_counts.completed,
+                "created_at": s.created_at,
+            }
+            for s in page.data
+        ]
+        text = "\n".join(f"{s['id']}  {s['name']}  ({s['files']} files, {s['status']})" for s in stores)
+        return types.CallToolResult(
+            content=[types.TextContent(type="text", text=text or "No vector stores.")],
+            structured_content={"vector_stores": stores},
+        )
+
+    async def _search_vector_store(self, arguments: dict[str, Any]) -> types.CallToolResult:
+        store_id = arguments.pop("vector_store_id", None)
+        if not isinstance(store_id, str) or not store_id:
+            return _error("search_vector_store needs vector_store_id.")
+        request = SearchRequest.model_validate(arguments)
+        page = await self._routers()["vector_stores"].search_vector_store(store_id, request)
+        results = [
+            {
+                "file_id": r.file_id,
+                "filename": r.filename,
+                "score": r.score,
+                "attributes": r.attributes or {},
+                "text": "\n".join(c.text for c in r.content),
+            }
+            for r in page.data
+        ]
+        if results:
+            text = "\n\n".join(
+                f"[{n}] {r['filename']} (score {r['score']:.3f})\n{r['text']}" for n, r in enumerate(results, start=1)
+            )
+        else:
+            text = f"No passages matched '{'; '.join(page.search_query)}'."
+        return types.CallToolResult(
+            content=[types.TextContent(type="text", text=text)],
+            structured_content={"results": results, "search_query": page.search_query},
+        )
+
+
+def _adopt_provider_data(ctx: Any) -> None:
+    """Per-request credentials: the HTTP request's provider-data header, as the REST routes read it."""
+    request = getattr(ctx, "request", None)
+    raw = request.headers.get(PROVIDER_DATA_HEADER) if request is not None else None
+    if not raw:
+        return
+    try:
+        data = json.loads(raw)
+    except ValueError:
+        return
+    if isinstance(data, dict):
+        provider_data_var.set(data)
+
+
+def _error(message: str) -> types.CallToolResult:
+    return types.CallToolResult(content=[types.TextContent(type="text", text=message)], is_error=True)
+
+
+def _to_mcp(result: ToolInvocationResult) -> types.CallToolResult:
+    """A tool-runtime result as an MCP tool result (content parts kept, structured output carried)."""
+    blocks: list[types.ContentBlock] = []
+    if isinstance(result.content, str):
+        blocks.append(types.TextContent(type="text", text=result.content))
+    elif result.content:
+        for part in result.content:
+            if isinstance(part, TextContentPart):
+                blocks.append(types.TextContent(type="text", text=part.text))
+            elif isinstance(part, MediaContentPart) and part.type == "image":
+                blocks.append(types.ImageContent(type="image", data=part.data, mime_type=part.mime_type))
+            elif isinstance(part, MediaContentPart):
+                blocks.append(types.AudioContent(type="audio", data=part.data, mime_type=part.mime_type))
+            elif isinstance(part, ResourceContentPart):
+                blocks.append(
+                    types.ResourceLink(type="resource_link", name=part.uri, uri=part.uri, mime_type=part.mime_type)
+                    if part.text is None
+                    else types.TextContent(type="text", text=part.text)
+                )
+    if result.is_error:  # the message already quotes the tool's own error text
+        blocks = [types.TextContent(type="text", text=result.error_message or "The tool failed.")]
+    structured = result.metadata.get("structured_content")
+    if structured is None and "results" in result.metadata:
+        structured = {"results": result.metadata["results"]}
+    return types.CallToolResult(
+        content=blocks,
+        structured_content=structured if isinstance(structured, dict) else None,
+        is_error=result.is_error,
+    )
