@@ -373,6 +373,51 @@ def test_server_killed_mid_session_then_restarted(
     assert _text(_invoke(server, "echo", {"text": "again"}, toolgroup_id="flaky")) == "flaky-fixture: again"
 
 
+def test_sessions_are_reused(server: RunningServer) -> None:
+    first = _text(_invoke(server, "session_id", toolgroup_id="docs"))
+    assert first != "none"
+    assert _text(_invoke(server, "session_id", toolgroup_id="docs")) == first
+    other_credential = _invoke(server, "session_id", toolgroup_id="docs", headers={"X-Tenant": "b"})
+    assert _text(other_credential) not in ("none", first)  # other headers: a session of its own
+    pid = _text(_invoke(server, "pid", toolgroup_id="local"))
+    assert _text(_invoke(server, "pid", toolgroup_id="local")) == pid  # one stdio process, kept
+
+
+def test_idle_sessions_are_closed(tmp_path: Path) -> None:
+    config = {
+        "apis": ["tool_runtime"],
+        "providers": {
+            "tool_runtime": [
+                {
+                    "provider_id": "mcp",
+                    "provider_type": "remote::model-context-protocol",
+                    "config": {"idle_timeout": 1},
+                }
+            ]
+        },
+        "tool_groups": [{"toolgroup_id": "local", "provider_id": "mcp", "stdio": stdio_command()}],
+    }
+    running = start_server(config, tmp_path)
+    try:
+        first = int(_text(_invoke(running, "pid", toolgroup_id="local")))
+        deadline = time.monotonic() + 15
+        while _alive(first):
+            assert time.monotonic() < deadline, "the idle stdio server was not stopped"
+            time.sleep(0.2)
+        second = int(_text(_invoke(running, "pid", toolgroup_id="local")))
+        assert second != first and _alive(second)
+    finally:
+        running.stop()
+
+
+def _alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            return stat.read().split()[2] != "Z"  # a zombie has exited
+    except FileNotFoundError:
+        return False
+
+
 # ---------------------------------------------------------------------------------------------------
 # Builtins
 # ---------------------------------------------------------------------------------------------------

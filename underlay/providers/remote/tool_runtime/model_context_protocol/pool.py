@@ -10,8 +10,9 @@ group. Each session is therefore opened, held and closed by its own task; caller
 send requests on it (the session correlates replies). When the transport dies (server killed, stream
 cut) the owner task ends and the entry is marked dead; the next caller opens a fresh one.
 
-Idle sessions are closed after ``idle_timeout`` (checked whenever a session is acquired), and the
-pool never holds more than ``max_sessions``, closing the least recently used idle one first.
+Idle sessions are closed after ``idle_timeout`` by a reaper task (so an idle stdio server's process
+ends too), and the pool never holds more than ``max_sessions``, closing the least recently used idle
+one first.
 """
 
 from __future__ import annotations
@@ -92,6 +93,7 @@ class SessionPool:
         self.client_info = client_info
         self._entries: dict[PoolKey, PooledSession] = {}
         self._closing = False
+        self._reaper: asyncio.Task[None] | None = None
 
     # -- public -----------------------------------------------------------------------------------
 
@@ -129,6 +131,8 @@ class SessionPool:
 
     async def close(self) -> None:
         self._closing = True
+        if self._reaper is not None:
+            self._reaper.cancel()
         entries = list(self._entries.values())
         self._entries.clear()
         await asyncio.gather(*(self._close(e) for e in entries), return_exceptions=True)
@@ -141,6 +145,8 @@ class SessionPool:
     def _entry_for(self, connection: McpConnection) -> tuple[PooledSession, bool]:
         if self._closing:
             raise RuntimeError("the MCP session pool is shut down")
+        if self._reaper is None or self._reaper.done():
+            self._reaper = asyncio.create_task(self._reap_idle(), name="mcp-session-reaper")
         key = pool_key(connection)
         entry = self._entries.get(key)
         if entry is not None and not entry.dead and not (entry.ready.done() and entry.ready.exception()):
@@ -169,6 +175,17 @@ class SessionPool:
             entry = idle.pop(0)
             del self._entries[entry.key]
             self._spawn_close(entry)
+
+    async def _reap_idle(self) -> None:
+        """Close sessions idle past ``idle_timeout``, checking a few times per timeout."""
+        interval = min(max(self.idle_timeout / 4, 0.05), 60.0)
+        while not self._closing:
+            await asyncio.sleep(interval)
+            now = time.monotonic()
+            for key, entry in list(self._entries.items()):
+                if entry.dead or (entry.users == 0 and now - entry.last_used > self.idle_timeout):
+                    del self._entries[key]
+                    self._spawn_close(entry)
 
     def _spawn_close(self, entry: PooledSession) -> None:
         task = asyncio.create_task(self._close(entry))
