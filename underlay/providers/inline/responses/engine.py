@@ -242,7 +242,8 @@ class Engine:
                 yield added
                 yield run.progress("response.mcp_list_tools.in_progress", item, out_index)
                 try:
-                    item["tools"] = await self.tools.mcp_list(server)
+                    listed = await self.tools.mcp_list(server)
+                    item["tools"] = [t for t in listed if _allowed(tool, t["name"], t.get("annotations"))]
                     yield run.progress("response.mcp_list_tools.completed", item, out_index)
                 except Exception as exc:  # an unreachable server: the item says so, the model goes on without it
                     item["error"] = exc.message if isinstance(exc, UnderlayError) else f"{type(exc).__name__}: {exc}"
