@@ -17,6 +17,11 @@ held in one worker's memory would be unknown to the next). Clients still run the
 Tool failures are MCP tool errors (``isError`` results with the message), never protocol errors,
 so a model can read and react to them. Per-request credentials for proxied MCP servers travel as
 for the HTTP API: the ``X-Underlay-Provider-Data`` header with ``mcp_headers``.
+
+The handlers run in a copy of the HTTP request's context (the session manager starts each stateless
+request's server task from the request task), so the request id, provider data and the principal set
+by the server's middleware apply here exactly as on the REST routes: vector stores are filtered by
+owner, registered tool groups by visibility.
 """
 
 from __future__ import annotations
@@ -193,7 +198,8 @@ class UnderlayMcpServer:
 
 
 def _adopt_provider_data(ctx: Any) -> None:
-    """Per-request credentials: the HTTP request's provider-data header, as the REST routes read it."""
+    """Per-request credentials from the HTTP request's provider-data header (the context usually has them
+    already; reading the header too keeps them even if a transport ever runs handlers elsewhere)."""
     request = getattr(ctx, "request", None)
     raw = request.headers.get(PROVIDER_DATA_HEADER) if request is not None else None
     if not raw:
