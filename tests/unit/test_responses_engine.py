@@ -20,8 +20,10 @@ from underlay.api.responses import CreateResponseRequest, ResponseObject
 from underlay.api.tool_runtime import ToolDef, ToolInvocationResult
 from underlay.providers.inline.responses.config import BuiltinResponsesConfig
 from underlay.providers.inline.responses.convert import items_to_messages
-from underlay.providers.inline.responses.engine import Engine, Run, citations, needs_approval
+from underlay.providers.inline.responses.engine import Engine
+from underlay.providers.inline.responses.policy import citations, needs_approval
 from underlay.providers.inline.responses.server_tools import ServerTools
+from underlay.providers.inline.responses.state import Run
 
 
 def _chunk(delta: ChoiceDelta, finish: str | None = None, usage: dict[str, int] | None = None) -> ChatCompletionChunk:

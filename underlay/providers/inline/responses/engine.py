@@ -20,9 +20,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import re
 from collections.abc import AsyncIterator
-from dataclasses import dataclass, field
 from typing import Any
 
 import jsonschema
@@ -33,188 +31,41 @@ from underlay.api.inference import ChatCompletionRequest
 from underlay.api.response_items import item_id, shape_for_client
 from underlay.api.responses import (
     AnnotationAddedEvent,
-    ArgumentsDeltaEvent,
-    ArgumentsDoneEvent,
     ContentPartEvent,
-    CreateResponseRequest,
     FileSearchTool,
     FormatJSONObject,
     FormatJSONSchema,
     FunctionTool,
     IncompleteDetails,
-    McpApprovalFilter,
     McpTool,
-    OutputItemEvent,
     OutputTextDeltaEvent,
     OutputTextDoneEvent,
     ResponseErrorInfo,
     ResponseEvent,
-    ResponseLifecycleEvent,
-    ResponseObject,
     ResponseUsage,
-    ToolChoiceAllowed,
-    ToolChoiceFunction,
-    ToolChoiceHosted,
-    ToolChoiceMcp,
-    ToolProgressEvent,
     WebSearchTool,
 )
-from underlay.providers.inline.responses.convert import items_to_messages, mcp_error_text
-from underlay.providers.inline.responses.server_tools import (
-    FILE_SEARCH_DEF,
-    WEB_SEARCH_DEF,
-    McpServer,
-    Outcome,
-    ServerTools,
+from underlay.providers.inline.responses.convert import items_to_messages
+from underlay.providers.inline.responses.policy import (
+    allowed,
+    chat_tools,
+    citations,
+    needs_approval,
+    safe_name,
+    tool_choice,
 )
+from underlay.providers.inline.responses.server_tools import ServerTools
+from underlay.providers.inline.responses.state import Call, McpBinding, Run, Turn, tool_of
+from underlay.providers.inline.responses.tool_items import ToolItems
 
 log = logging.getLogger("underlay.responses")
-
-_SAFE_NAME = re.compile(r"[^a-zA-Z0-9_-]")
-_CITATION = re.compile(r"\[(\d{1,2})\]")
-
-
-@dataclass
-class McpBinding:
-    """One MCP tool as the model sees it (``function_name``) and where it really lives."""
-
-    function_name: str
-    tool_name: str
-    server: McpServer
-    needs_approval: bool
-    definition: dict[str, Any]
-
-
-@dataclass
-class Run:
-    """The state of one response while it is produced."""
-
-    request: CreateResponseRequest
-    response: ResponseObject
-    history: list[dict[str, Any]]
-    input_items: list[dict[str, Any]]
-    max_infer_iters: int
-    include: list[str] = field(default_factory=list)
-    sequence: int = 0
-    announce: bool = True
-    client_error: UnderlayError | None = None
-    server_tool_calls: int = 0
-    last_results: list[dict[str, Any]] = field(default_factory=list)
-    mcp: dict[str, McpBinding] = field(default_factory=dict)
-
-    def stamp(self, event: ResponseEvent) -> ResponseEvent:
-        event.sequence_number = self.sequence
-        self.sequence += 1
-        return event
-
-    def snapshot(self) -> ResponseObject:
-        copy = self.response.model_copy(deep=True)
-        copy.output = [shape_for_client(i, self.include) for i in copy.output]
-        return copy
-
-    def lifecycle(self, kind: str) -> ResponseEvent:
-        return self.stamp(ResponseLifecycleEvent(type=kind, response=self.snapshot()))  # type: ignore[arg-type]
-
-    def add_item(self, item: dict[str, Any]) -> tuple[int, ResponseEvent]:
-        self.response.output.append(item)
-        index = len(self.response.output) - 1
-        return index, self.stamp(
-            OutputItemEvent(type="response.output_item.added", output_index=index, item=dict(item))
-        )
-
-    def item_done(self, index: int) -> ResponseEvent:
-        item = shape_for_client(self.response.output[index], self.include)
-        return self.stamp(OutputItemEvent(type="response.output_item.done", output_index=index, item=dict(item)))
-
-    def progress(self, kind: str, item: dict[str, Any], index: int) -> ResponseEvent:
-        return self.stamp(ToolProgressEvent(type=kind, item_id=item["id"], output_index=index))  # type: ignore[arg-type]
-
-
-@dataclass
-class _Call:
-    call_id: str
-    name: str
-    arguments: str
-
-
-@dataclass
-class _Turn:
-    text: str = ""
-    calls: list[_Call] = field(default_factory=list)
-    finish_reason: str | None = None
-    message_index: int | None = None
-
-
-def _safe_name(name: str, taken: set[str]) -> str:
-    base = _SAFE_NAME.sub("_", name)[:64] or "tool"
-    candidate, n = base, 2
-    while candidate in taken:
-        suffix = f"_{n}"
-        candidate, n = base[: 64 - len(suffix)] + suffix, n + 1
-    return candidate
-
-
-def needs_approval(tool: McpTool, name: str, annotations: dict[str, Any] | None) -> bool:
-    """OpenAI's rule: approval is required unless ``never``, or the per-tool filter exempts the tool."""
-    policy = tool.require_approval
-    if policy is None or policy == "always":
-        return True
-    if policy == "never":
-        return False
-    assert isinstance(policy, McpApprovalFilter)
-    read_only = bool((annotations or {}).get("readOnlyHint"))
-
-    def matches(flt: Any) -> bool:
-        if flt is None:
-            return False
-        if flt.tool_names is not None and name in flt.tool_names:
-            return True
-        return bool(flt.read_only) and read_only
-
-    if matches(policy.never):
-        return False
-    if matches(policy.always):
-        return True
-    return not (policy.always is not None and policy.never is None)
-
-
-def _allowed(tool: McpTool, name: str, annotations: dict[str, Any] | None) -> bool:
-    allowed = tool.allowed_tools
-    if allowed is None:
-        return True
-    if isinstance(allowed, list):
-        return name in allowed
-    if allowed.tool_names is not None and name not in allowed.tool_names:
-        return False
-    return not (allowed.read_only and not (annotations or {}).get("readOnlyHint"))
-
-
-def citations(text: str, results: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """``file_citation`` annotations: at each ``[n]`` the model wrote, else one per file at the end."""
-    out: list[dict[str, Any]] = []
-    for match in _CITATION.finditer(text):
-        n = int(match.group(1))
-        if 1 <= n <= len(results):
-            r = results[n - 1]
-            out.append(
-                {"type": "file_citation", "file_id": r["file_id"], "filename": r["filename"], "index": match.start()}
-            )
-    if out or not text:
-        return out
-    seen: set[str] = set()
-    for r in results:
-        if r.get("file_id") and r["file_id"] not in seen:
-            seen.add(r["file_id"])
-            out.append(
-                {"type": "file_citation", "file_id": r["file_id"], "filename": r["filename"], "index": len(text)}
-            )
-    return out
 
 
 class Engine:
     def __init__(self, inference: Any, tools: ServerTools) -> None:
         self.inference = inference
         self.tools = tools
+        self.items = ToolItems(tools)
 
     # ---- tools the model sees -------------------------------------------------------------------------
 
@@ -243,7 +94,7 @@ class Engine:
                 yield run.progress("response.mcp_list_tools.in_progress", item, out_index)
                 try:
                     listed = await self.tools.mcp_list(server)
-                    item["tools"] = [t for t in listed if _allowed(tool, t["name"], t.get("annotations"))]
+                    item["tools"] = [t for t in listed if allowed(tool, t["name"], t.get("annotations"))]
                     yield run.progress("response.mcp_list_tools.completed", item, out_index)
                 except Exception as exc:  # an unreachable server: the item says so, the model goes on without it
                     item["error"] = exc.message if isinstance(exc, UnderlayError) else f"{type(exc).__name__}: {exc}"
@@ -252,9 +103,9 @@ class Engine:
                 listing = item
             for entry in listing.get("tools") or []:
                 name, annotations = entry["name"], entry.get("annotations")
-                if not _allowed(tool, name, annotations):
+                if not allowed(tool, name, annotations):
                     continue
-                function_name = _safe_name(name, taken)
+                function_name = safe_name(name, taken)
                 taken.add(function_name)
                 run.mcp[function_name] = McpBinding(
                     function_name=function_name,
@@ -267,75 +118,6 @@ class Engine:
                         "parameters": entry.get("input_schema") or {"type": "object", "properties": {}},
                     },
                 )
-
-    def _chat_tools(self, run: Run) -> list[dict[str, Any]]:
-        defs: list[dict[str, Any]] = []
-        for tool in run.request.tools or []:
-            if isinstance(tool, FunctionTool):
-                d: dict[str, Any] = {
-                    "name": tool.name,
-                    "parameters": tool.parameters or {"type": "object", "properties": {}},
-                }
-                if tool.description:
-                    d["description"] = tool.description
-                if tool.strict is not None:
-                    d["strict"] = tool.strict
-                defs.append(d)
-            elif isinstance(tool, FileSearchTool):
-                defs.append(FILE_SEARCH_DEF)
-            elif isinstance(tool, WebSearchTool):
-                defs.append(WEB_SEARCH_DEF)
-        defs += [b.definition for b in run.mcp.values()]
-        choice = run.request.tool_choice
-        if isinstance(choice, ToolChoiceAllowed):
-            names = {self._choice_name(run, t) for t in choice.tools}
-            defs = [d for d in defs if d["name"] in names]
-        if isinstance(choice, ToolChoiceMcp):
-            keep = {b.function_name for b in run.mcp.values() if b.server.label == choice.server_label}
-            defs = [d for d in defs if d["name"] in keep or d["name"] not in run.mcp]
-        unique = {d["name"]: d for d in defs}
-        return [{"type": "function", "function": d} for d in unique.values()]
-
-    @staticmethod
-    def _choice_name(run: Run, entry: dict[str, Any]) -> str:
-        kind = entry.get("type")
-        if kind == "function":
-            return str(entry.get("name"))
-        if kind == "mcp":
-            for b in run.mcp.values():
-                if b.server.label == entry.get("server_label") and (entry.get("name") in (None, b.tool_name)):
-                    return b.function_name
-        return "file_search" if kind == "file_search" else "web_search"
-
-    def _tool_choice(self, run: Run, turn: int, tools: list[dict[str, Any]]) -> Any:
-        """The request's choice on the first turn; after tools ran, the model may answer (``auto``)."""
-        choice = run.request.tool_choice
-        if not tools:
-            return None
-        if choice is None or choice == "auto":
-            return "auto"
-        if choice == "none":
-            return "none"
-        if turn > 0:
-            return "auto"
-        if choice == "required":
-            return "required"
-        if isinstance(choice, ToolChoiceFunction):
-            return {"type": "function", "function": {"name": choice.name}}
-        if isinstance(choice, ToolChoiceHosted):
-            name = "file_search" if choice.type == "file_search" else "web_search"
-            return {"type": "function", "function": {"name": name}}
-        if isinstance(choice, ToolChoiceMcp):
-            for b in run.mcp.values():
-                if b.server.label == choice.server_label and choice.name in (None, b.tool_name):
-                    if choice.name is not None:
-                        return {"type": "function", "function": {"name": b.function_name}}
-            return "required"
-        if isinstance(choice, ToolChoiceAllowed):
-            return choice.mode
-        return "auto"
-
-    # ---- the loop -------------------------------------------------------------------------------------
 
     async def run(self, run: Run) -> AsyncIterator[ResponseEvent]:
         response = run.response
@@ -405,8 +187,8 @@ class Engine:
                 )
             pending.append((request, binding))
         if pending:
-            calls = [(_Call(r["id"], b.function_name, r["arguments"]), b, r["id"]) for r, b in pending]
-            async for event in self._run_server_calls(run, [(c, b, a) for c, b, a in calls]):
+            calls = [(Call(r["id"], b.function_name, r["arguments"]), b, r["id"]) for r, b in pending]
+            async for event in self.items.run_server_calls(run, [(c, b, a) for c, b, a in calls]):
                 yield event
 
     async def _loop(self, run: Run) -> AsyncIterator[ResponseEvent]:
@@ -418,7 +200,7 @@ class Engine:
                 response.status = "incomplete"
                 response.incomplete_details = IncompleteDetails(reason="max_output_tokens")
                 return
-            turn = _Turn()
+            turn = Turn()
             async for event in self._model_turn(run, turn_number, turn):
                 yield event
             if turn.finish_reason == "length":
@@ -436,11 +218,11 @@ class Engine:
                 dropped = max(0, len(server_calls) + len(approvals) - room)
                 server_calls = server_calls[:room]
                 approvals = approvals[: max(0, room - len(server_calls))]
-            async for event in self._client_calls(run, client_calls):
+            async for event in self.items.client_calls(run, client_calls):
                 yield event
-            async for event in self._approval_requests(run, approvals):
+            async for event in self.items.approval_requests(run, approvals):
                 yield event
-            async for event in self._run_server_calls(run, [(c, b, None) for c, b in server_calls]):
+            async for event in self.items.run_server_calls(run, [(c, b, None) for c, b in server_calls]):
                 yield event
             if dropped:
                 response.status = "incomplete"
@@ -456,11 +238,11 @@ class Engine:
         return run.response.usage.output_tokens if run.response.usage else 0
 
     def _classify(
-        self, run: Run, calls: list[_Call]
-    ) -> tuple[list[_Call], list[tuple[_Call, Any]], list[tuple[_Call, McpBinding]]]:
-        client: list[_Call] = []
-        server: list[tuple[_Call, Any]] = []
-        approvals: list[tuple[_Call, McpBinding]] = []
+        self, run: Run, calls: list[Call]
+    ) -> tuple[list[Call], list[tuple[Call, Any]], list[tuple[Call, McpBinding]]]:
+        client: list[Call] = []
+        server: list[tuple[Call, Any]] = []
+        approvals: list[tuple[Call, McpBinding]] = []
         functions = {t.name for t in run.request.tools or [] if isinstance(t, FunctionTool)}
         for call in calls:
             binding = run.mcp.get(call.name)
@@ -468,23 +250,19 @@ class Engine:
                 client.append(call)
             elif binding is not None:
                 (approvals if binding.needs_approval else server).append((call, binding))  # type: ignore[arg-type]
-            elif call.name == "file_search" and self._tool_of(run, FileSearchTool) is not None:
+            elif call.name == "file_search" and tool_of(run, FileSearchTool) is not None:
                 server.append((call, "file_search"))
-            elif call.name == "web_search" and self._tool_of(run, WebSearchTool) is not None:
+            elif call.name == "web_search" and tool_of(run, WebSearchTool) is not None:
                 server.append((call, "web_search"))
             else:
                 client.append(call)  # a name the model made up: the client sees it, like any function call
         return client, server, approvals
 
-    @staticmethod
-    def _tool_of(run: Run, kind: type) -> Any:
-        return next((t for t in run.request.tools or [] if isinstance(t, kind)), None)
-
     # ---- a model turn ---------------------------------------------------------------------------------
 
     def _chat_request(self, run: Run, turn_number: int, messages: list[dict[str, Any]]) -> ChatCompletionRequest:
         request = run.request
-        tools = self._chat_tools(run)
+        tools = chat_tools(run)
         body: dict[str, Any] = {
             "model": request.model,
             "messages": messages,
@@ -493,7 +271,7 @@ class Engine:
         }
         if tools:
             body["tools"] = tools
-            body["tool_choice"] = self._tool_choice(run, turn_number, tools)
+            body["tool_choice"] = tool_choice(run, turn_number, tools)
             if request.parallel_tool_calls is not None:
                 body["parallel_tool_calls"] = request.parallel_tool_calls
         for key in ("temperature", "top_p", "seed"):
@@ -547,7 +325,7 @@ class Engine:
         cut = users[1] if users[0] == 0 else users[0]
         return head + body[cut:]
 
-    async def _model_turn(self, run: Run, turn_number: int, turn: _Turn) -> AsyncIterator[ResponseEvent]:
+    async def _model_turn(self, run: Run, turn_number: int, turn: Turn) -> AsyncIterator[ResponseEvent]:
         stream, first = await self._open_stream(run, turn_number)
         calls: dict[int, dict[str, str]] = {}
         message: dict[str, Any] | None = None
@@ -612,7 +390,7 @@ class Engine:
             await stream.aclose()
         turn.text = "".join(pieces)
         turn.calls = [
-            _Call(c["id"] or item_id("function_call"), c["name"], c["arguments"]) for _, c in sorted(calls.items())
+            Call(c["id"] or item_id("function_call"), c["name"], c["arguments"]) for _, c in sorted(calls.items())
         ]
         if message is not None:
             part: dict[str, Any] = {"type": "output_text", "text": turn.text, "annotations": []}
@@ -676,181 +454,3 @@ class Engine:
                 ) from None
 
     # ---- tool calls -----------------------------------------------------------------------------------
-
-    async def _client_calls(self, run: Run, calls: list[_Call]) -> AsyncIterator[ResponseEvent]:
-        for call in calls:
-            item = {
-                "type": "function_call",
-                "id": item_id("function_call"),
-                "call_id": call.call_id,
-                "name": call.name,
-                "arguments": "",
-                "status": "in_progress",
-            }
-            index, added = run.add_item(item)
-            yield added
-            yield run.stamp(
-                ArgumentsDeltaEvent(
-                    type="response.function_call_arguments.delta",
-                    item_id=item["id"],
-                    output_index=index,
-                    delta=call.arguments,
-                )
-            )
-            item["arguments"] = call.arguments
-            yield run.stamp(
-                ArgumentsDoneEvent(
-                    type="response.function_call_arguments.done",
-                    item_id=item["id"],
-                    output_index=index,
-                    arguments=call.arguments,
-                    name=call.name,
-                )
-            )
-            item["status"] = "completed"
-            yield run.item_done(index)
-
-    async def _approval_requests(
-        self, run: Run, approvals: list[tuple[_Call, McpBinding]]
-    ) -> AsyncIterator[ResponseEvent]:
-        for call, binding in approvals:
-            item = {
-                "type": "mcp_approval_request",
-                "id": item_id("mcp_approval_request"),
-                "server_label": binding.server.label,
-                "name": binding.tool_name,
-                "arguments": call.arguments,
-            }
-            index, added = run.add_item(item)
-            yield added
-            yield run.item_done(index)
-
-    async def _run_server_calls(
-        self, run: Run, calls: list[tuple[_Call, Any, str | None]]
-    ) -> AsyncIterator[ResponseEvent]:
-        """Announce every call, run them all at once, then report each (in output order)."""
-        if not calls:
-            return
-        started: list[tuple[int, dict[str, Any], _Call, Any]] = []
-        for call, target, approval_id in calls:
-            run.server_tool_calls += 1
-            if isinstance(target, McpBinding):
-                item: dict[str, Any] = {
-                    "type": "mcp_call",
-                    "id": item_id("mcp_call"),
-                    "server_label": target.server.label,
-                    "name": target.tool_name,
-                    "arguments": "",
-                    "status": "in_progress",
-                }
-                if approval_id:
-                    item["approval_request_id"] = approval_id
-                index, added = run.add_item(item)
-                yield added
-                yield run.stamp(
-                    ArgumentsDeltaEvent(
-                        type="response.mcp_call_arguments.delta",
-                        item_id=item["id"],
-                        output_index=index,
-                        delta=call.arguments,
-                    )
-                )
-                item["arguments"] = call.arguments
-                yield run.stamp(
-                    ArgumentsDoneEvent(
-                        type="response.mcp_call_arguments.done",
-                        item_id=item["id"],
-                        output_index=index,
-                        arguments=call.arguments,
-                    )
-                )
-                yield run.progress("response.mcp_call.in_progress", item, index)
-            else:
-                query = _query_of(call.arguments)
-                if target == "file_search":
-                    item = {
-                        "type": "file_search_call",
-                        "id": item_id("file_search_call"),
-                        "queries": [query],
-                        "status": "in_progress",
-                        "results": None,
-                    }
-                else:
-                    item = {
-                        "type": "web_search_call",
-                        "id": item_id("web_search_call"),
-                        "status": "in_progress",
-                        "action": {"type": "search", "query": query},
-                    }
-                index, added = run.add_item(item)
-                yield added
-                prefix = "response.file_search_call" if target == "file_search" else "response.web_search_call"
-                yield run.progress(f"{prefix}.in_progress", item, index)
-                item["status"] = "searching"
-                yield run.progress(f"{prefix}.searching", item, index)
-            started.append((index, item, call, target))
-        outcomes = await asyncio.gather(*(self._execute(run, call, target) for _, _, call, target in started))
-        new_results: list[dict[str, Any]] = []
-        for (index, item, _call, target), outcome in zip(started, outcomes, strict=True):
-            if isinstance(target, McpBinding):
-                if outcome.error is not None:
-                    item["status"] = "failed"
-                    item["error"] = {
-                        "type": "mcp_tool_execution_error",
-                        "content": [{"type": "text", "text": outcome.error}],
-                    }
-                    yield run.progress("response.mcp_call.failed", item, index)
-                else:
-                    item["status"] = "completed"
-                    item["output"] = outcome.text
-                    yield run.progress("response.mcp_call.completed", item, index)
-            elif target == "file_search":
-                if outcome.error is not None:
-                    item["status"] = "failed"
-                    item["error"] = outcome.error
-                else:
-                    item["status"] = "completed"
-                    item["results"] = outcome.results
-                    new_results = outcome.results
-                yield run.progress("response.file_search_call.completed", item, index)
-            else:
-                if outcome.error is not None:
-                    item["status"] = "failed"
-                    item["error"] = outcome.error
-                else:
-                    item["status"] = "completed"
-                    item["results"] = outcome.results
-                    sources = [{"type": "url", "url": r["url"]} for r in outcome.results if r.get("url")]
-                    item["action"]["sources"] = sources
-                yield run.progress("response.web_search_call.completed", item, index)
-            yield run.item_done(index)
-        run.last_results = new_results
-
-    async def _execute(self, run: Run, call: _Call, target: Any) -> Outcome:
-        try:
-            if isinstance(target, McpBinding):
-                return await self.tools.mcp_call(target.server, target.tool_name, call.arguments)
-            if target == "file_search":
-                tool = self._tool_of(run, FileSearchTool)
-                return await self.tools.file_search(tool, _query_of(call.arguments))
-            return await self.tools.web_search(_query_of(call.arguments))
-        except Exception as exc:  # never let one tool take the response down
-            log.exception("server-side tool %s failed", call.name)
-            message = exc.message if isinstance(exc, UnderlayError) else f"{type(exc).__name__}: {exc}"
-            return Outcome(error=message, error_code="internal_error")
-
-
-def _query_of(arguments: str) -> str:
-    try:
-        value = json.loads(arguments or "{}")
-    except ValueError:
-        return arguments
-    if isinstance(value, dict):
-        query = value.get("query") or value.get("queries")
-        if isinstance(query, list):
-            return " ".join(str(q) for q in query)
-        return str(query or "")
-    return str(value)
-
-
-__all__ = ["Engine", "Run", "citations", "mcp_error_text", "needs_approval"]

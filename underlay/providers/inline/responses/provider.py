@@ -48,8 +48,9 @@ from underlay.api.responses import (
 )
 from underlay.providers.inline.responses.config import BuiltinResponsesConfig
 from underlay.providers.inline.responses.convert import check_input_items
-from underlay.providers.inline.responses.engine import Engine, Run
+from underlay.providers.inline.responses.engine import Engine
 from underlay.providers.inline.responses.server_tools import ServerTools
+from underlay.providers.inline.responses.state import Run
 
 log = logging.getLogger("underlay.responses")
 
