@@ -149,6 +149,7 @@ async def open_milvus_remote(path: Path) -> VectorIOProvider:
         keyword="sidecar",
         keyword_db_path=str(path / "keyword.db"),
         grpc_options=LITE_GRPC_OPTIONS,
+        flush_after_write=True,
     )
     return await _initialized(await milvus.create_provider("milvus-remote", config, {}))
 

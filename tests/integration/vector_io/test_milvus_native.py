@@ -27,7 +27,9 @@ async def native(tmp_path: Path, corpus: Corpus) -> AsyncIterator[tuple[VectorIO
     from underlay.providers.remote.vector_io import milvus
     from underlay.providers.utils.vector.milvus_store import LITE_GRPC_OPTIONS
 
-    config = milvus.Config(uri=SERVERS.milvus().uri, keyword="native", grpc_options=LITE_GRPC_OPTIONS)
+    config = milvus.Config(
+        uri=SERVERS.milvus().uri, keyword="native", grpc_options=LITE_GRPC_OPTIONS, flush_after_write=True
+    )
     provider = await milvus.create_provider("milvus-native", config, {})
     await provider.initialize()
     index_id = f"vs_native_{tmp_path.name[-12:]}"

@@ -60,4 +60,5 @@ async def create_provider(provider_id: str, config: Config, deps: dict[str, Any]
         where=config.db_path,
         threads=config.threads,
         keyword_db=keyword_db,
+        flush_after_write=True,
     )

@@ -36,6 +36,10 @@ class Config(BaseModel):
         default=128, ge=1, description="HNSW search breadth, raised to k; unset for index types without 'ef'."
     )
     threads: int = Field(default=4, ge=1, le=64, description="Concurrent requests to the server.")
+    flush_after_write: bool = Field(
+        default=False,
+        description="Flush after every write. Only for a Milvus Lite server, which searches unflushed rows slowly.",
+    )
     grpc_options: dict[str, Any] = Field(
         default_factory=dict,
         description="Extra gRPC channel options, e.g. {grpc.keepalive_time_ms: 300000, "
@@ -87,4 +91,5 @@ async def create_provider(provider_id: str, config: Config, deps: dict[str, Any]
         index_params=config.index_params,
         search_ef=search_ef,
         keyword_db=config.keyword_db_path if config.keyword == "sidecar" else None,
+        flush_after_write=config.flush_after_write,
     )

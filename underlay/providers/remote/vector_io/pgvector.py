@@ -486,34 +486,39 @@ class PgVectorIO(VectorIOBase):
             terms = [tsquery_term(lexeme) for lexeme in lexemes]
             where, params = self._where(filters, exclude_documents, first_param=5)
             # idf and the BM25 sum follow SQLite FTS5's bm25(): idf = ln((N - n + 0.5) / (n + 0.5)),
-            # floored at 1e-6, and tf from the tsvector positions (at most 256 per word).
+            # floored at 1e-6, and tf from the tsvector positions (at most 256 per word). Only the query's
+            # words are unnested (setweight marks them, ts_filter keeps them), and only the top k rows
+            # are read in full.
             sql = f"""
                 WITH terms AS (
                     SELECT t.lexeme, t.q FROM unnest($1::text[], $2::tsquery[]) AS t(lexeme, q)
-                ), stats AS (
+                ), stats AS MATERIALIZED (
                     SELECT doc_count::float8 AS n,
                            CASE WHEN doc_count > 0 THEN greatest(total_length::float8 / doc_count, 1.0) ELSE 1.0 END
                            AS avgdl
                     FROM {REGISTRY} WHERE index_id = $3
-                ), idf AS (
+                ), idf AS MATERIALIZED (
                     SELECT terms.lexeme, greatest(ln((s.n - d.df + 0.5) / (d.df + 0.5)), 1e-6) AS idf
                     FROM terms CROSS JOIN stats AS s
                     CROSS JOIN LATERAL (
                         SELECT count(*)::float8 AS df FROM {index.table} AS x WHERE x.tsv @@ terms.q
                     ) AS d
                 )
-                SELECT {_CHUNK_COLUMNS},
-                       sum(idf.idf * (cardinality(u.positions) * {BM25_K1 + 1})
-                           / (cardinality(u.positions)
-                              + {BM25_K1} * (1 - {BM25_B} + {BM25_B} * c.doc_len / s.avgdl))) AS score
-                FROM {index.table} AS c
-                CROSS JOIN stats AS s
-                CROSS JOIN LATERAL unnest(c.tsv) AS u
-                JOIN idf ON idf.lexeme = u.lexeme
-                WHERE c.tsv @@ $4::tsquery AND {where}
-                GROUP BY c.chunk_id, s.avgdl
-                ORDER BY score DESC, c.chunk_id
-                LIMIT ${5 + len(params)}
+                , scored AS (
+                    SELECT c.chunk_id,
+                           (SELECT sum(idf.idf * (cardinality(u.positions) * {BM25_K1 + 1})
+                                       / (cardinality(u.positions)
+                                          + {BM25_K1} * (1 - {BM25_B} + {BM25_B} * c.doc_len / s.avgdl)))
+                            FROM unnest(ts_filter(setweight(c.tsv, 'A', $1::text[]), '{{a}}')) AS u
+                            JOIN idf ON idf.lexeme = u.lexeme) AS score
+                    FROM {index.table} AS c CROSS JOIN stats AS s
+                    WHERE c.tsv @@ $4::tsquery AND {where}
+                    ORDER BY score DESC, c.chunk_id
+                    LIMIT ${5 + len(params)}
+                )
+                SELECT {_CHUNK_COLUMNS}, scored.score
+                FROM scored JOIN {index.table} AS c ON c.chunk_id = scored.chunk_id
+                ORDER BY scored.score DESC, c.chunk_id
             """
             try:
                 rows = await conn.fetch(sql, lexemes, terms, index_id, " | ".join(terms), *params, k)
