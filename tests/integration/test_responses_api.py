@@ -445,6 +445,27 @@ def test_mcp_approval_flow(client: openai.OpenAI, mcp_server: McpFixtureServer) 
     assert not any(o.type == "mcp_list_tools" for o in second.output)
 
 
+def test_mcp_authorization_reaches_the_server(client: openai.OpenAI, tmp_path: Path) -> None:
+    guarded = McpFixtureServer(tmp_path, token="s3cret", name="vault").start()
+    try:
+        tool = {"type": "mcp", "server_label": "vault", "server_url": guarded.url, "require_approval": "never"}
+        refused = client.responses.create(model=SMOLLM2, input="Hi", tools=[tool], max_output_tokens=2)
+        assert refused.output[0].type == "mcp_list_tools" and refused.output[0].error
+        allowed = client.responses.create(
+            model=QWEN,
+            input="Who am I? Use whoami.",
+            tools=[{**tool, "authorization": "s3cret", "allowed_tools": ["whoami"]}],
+            tool_choice={"type": "mcp", "server_label": "vault", "name": "whoami"},
+            max_output_tokens=24,
+            extra_body={"max_infer_iters": 1},
+        )
+        call = next(o for o in allowed.output if o.type == "mcp_call")
+        assert call.status == "completed" and call.output == "Bearer s3cret"
+        assert all("authorization" not in t.model_dump(exclude_none=True) for t in allowed.tools)  # never echoed
+    finally:
+        guarded.stop()
+
+
 def test_web_search(client: openai.OpenAI) -> None:
     response = client.responses.create(
         model=QWEN,

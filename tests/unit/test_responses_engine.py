@@ -268,3 +268,38 @@ def test_items_to_messages_rebuilds_tool_turns() -> None:
 def test_unsupported_tools_are_refused(bad: dict[str, Any]) -> None:
     with pytest.raises(ValueError, match="not supported"):
         CreateResponseRequest.model_validate({"model": "m", "input": "x", "tools": [bad]})
+
+
+async def test_truncation_auto_drops_the_oldest_turns() -> None:
+    from underlay.api.errors import InvalidRequestError
+
+    class SmallContext(FakeModel):
+        async def openai_chat_completion(self, request: ChatCompletionRequest) -> AsyncIterator[ChatCompletionChunk]:
+            stream = await super().openai_chat_completion(request)
+            if len(request.messages) > 3:
+
+                async def refuse() -> AsyncIterator[ChatCompletionChunk]:
+                    raise InvalidRequestError("too long", code="context_length_exceeded")
+                    yield  # pragma: no cover
+
+                return refuse()
+            return stream
+
+    history = [
+        normalize_item({"role": "user", "content": "one"}),
+        normalize_item({"role": "assistant", "content": "1"}),
+        normalize_item({"role": "user", "content": "two"}),
+        normalize_item({"role": "assistant", "content": "2"}),
+    ]
+    model = SmallContext()
+    run = _run({"input": "three", "instructions": "Be brief.", "truncation": "auto"}, history=history)
+    await _drive(model, None, run)
+    assert run.response.status == "completed"
+    kept = [(m.role, m.content) for m in model.requests[-1].messages]
+    assert kept == [("system", "Be brief."), ("user", "three")]  # whole turns went, oldest first
+
+    model = SmallContext()
+    strict = _run({"input": "three", "instructions": "Be brief."}, history=history)
+    await _drive(model, None, strict)
+    assert strict.response.status == "failed" and strict.response.error.code == "context_length_exceeded"
+    assert strict.client_error is not None  # a non-streaming request gets the 400 itself

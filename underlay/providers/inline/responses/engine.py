@@ -32,6 +32,7 @@ from underlay.api.response_items import item_id, shape_for_client
 from underlay.api.responses import (
     AnnotationAddedEvent,
     ContentPartEvent,
+    ErrorEvent,
     FileSearchTool,
     FormatJSONObject,
     FormatJSONSchema,
@@ -144,6 +145,7 @@ class Engine:
                 error = ResponseErrorInfo(code="server_error", message=f"{type(exc).__name__}: {exc}")
             response.status = "failed"
             response.error = error
+            yield run.stamp(ErrorEvent(code=error.code, message=error.message))
         if response.status == "in_progress":
             response.status = "completed"
         if response.status in ("completed", "incomplete", "failed"):
