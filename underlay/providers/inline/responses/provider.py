@@ -196,7 +196,9 @@ class BuiltinResponsesProvider:
             history = [*row["history"], *row["input_items"], *row["response"].get("output", [])]
         elif params.conversation_id:
             history = await self._conversations().all_items(params.conversation_id)
-        raw = [{"role": "user", "content": params.input}] if isinstance(params.input, str) else params.input
+        raw: list[Any] = params.input if isinstance(params.input, list) else []
+        if isinstance(params.input, str) and params.input:
+            raw = [{"role": "user", "content": params.input}]
         if isinstance(params.input, str) and not params.input and not history:
             raise InvalidRequestError("input is empty; send a string or a list of items.", param="input")
         by_id = {i.get("id"): i for i in history}
