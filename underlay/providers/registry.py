@@ -38,7 +38,7 @@ BUILTIN_PROVIDERS: list[ProviderSpec] = [
         provider_type="inline::sentence-transformers",
         config_class=f"{_INLINE}.sentence_transformers:SentenceTransformersConfig",
         factory=f"{_INLINE}.sentence_transformers:create_provider",
-        pip_packages=("sentence-transformers", "torch==2.13.0"),
+        pip_packages=("sentence-transformers", "torch==2.13.0", "onnxruntime", "onnx"),
         extras=("local",),
         description="Embedded embedding models (all-MiniLM-L6-v2 packaged) via sentence-transformers.",
     ),
@@ -133,5 +133,38 @@ BUILTIN_PROVIDERS += [
         api_dependencies=("inference", "vector_stores", "tool_runtime", "conversations", "files"),
         optional_api_dependencies=("vector_stores", "tool_runtime", "files", "safety"),
         description="The Responses API's agent loop: model turns plus file_search, mcp and web_search tools.",
+    ),
+]
+
+_SAFETY = "underlay.providers"
+BUILTIN_PROVIDERS += [
+    ProviderSpec(
+        api="safety",
+        provider_type="inline::pii",
+        config_class=f"{_SAFETY}.inline.safety.pii:Config",
+        factory=f"{_SAFETY}.inline.safety.pii:create_provider",
+        description="Personal data (emails, phones, cards with Luhn, IBAN with mod-97, US SSN, IPs); redaction.",
+    ),
+    ProviderSpec(
+        api="safety",
+        provider_type="inline::code-scanner",
+        config_class=f"{_SAFETY}.inline.safety.code_scanner:Config",
+        factory=f"{_SAFETY}.inline.safety.code_scanner:create_provider",
+        description="Insecure-code rules (injection, shell=True, secrets, weak hashes, TLS off...), each with a CWE.",
+    ),
+    ProviderSpec(
+        api="safety",
+        provider_type="inline::llama-guard",
+        config_class=f"{_SAFETY}.inline.safety.llama_guard:Config",
+        factory=f"{_SAFETY}.inline.safety.llama_guard:create_provider",
+        api_dependencies=("inference",),
+        description="A guard prompt with the MLCommons hazard taxonomy (S1-S14) over any inference model.",
+    ),
+    ProviderSpec(
+        api="safety",
+        provider_type="remote::passthrough",
+        config_class=f"{_SAFETY}.remote.safety.passthrough:Config",
+        factory=f"{_SAFETY}.remote.safety.passthrough:create_provider",
+        description="Any OpenAI-compatible /v1/moderations endpoint.",
     ),
 ]
