@@ -20,6 +20,7 @@ class Api(StrEnum):
     conversations = "conversations"
     tool_runtime = "tool_runtime"
     responses = "responses"
+    safety = "safety"
 
 
 @dataclass(frozen=True)

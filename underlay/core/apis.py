@@ -15,6 +15,7 @@ from underlay.api import files as files_api
 from underlay.api import inference as inference_api
 from underlay.api import models as models_api
 from underlay.api import responses as responses_api
+from underlay.api import safety as safety_api
 from underlay.api import tool_runtime as tool_runtime_api
 from underlay.api import vector_io as vector_io_api
 from underlay.api import vector_stores as vector_stores_api
@@ -136,6 +137,28 @@ async def _responses_router(stack: Stack, providers: dict[str, Any]) -> Any:
     return ResponsesRouter(providers)
 
 
+async def _safety_router(stack: Stack, providers: dict[str, Any]) -> Any:
+    from underlay.api.safety import Shield
+    from underlay.core.routers.safety import SafetyRouter
+    from underlay.core.routing.shields import ShieldsRoutingTable
+
+    table = ShieldsRoutingTable(stack.kvstore, providers)
+    await table.initialize(
+        [
+            Shield(
+                identifier=s.shield_id,
+                provider_id=s.provider_id,
+                provider_resource_id=s.provider_shield_id or s.shield_id,
+                params=s.params,
+            )
+            for s in stack.config.shields
+        ]
+    )
+    router = SafetyRouter(table, providers, stack.config.safety)
+    stack.routers["inference"].safety = router  # chat completions' guardrails run through it
+    return router
+
+
 API_TABLE: dict[str, ApiEntry] = {
     "inference": ApiEntry(inference_api.ROUTES, _inference_router),
     "models": ApiEntry(models_api.ROUTES, _models_router, depends_on=("inference",)),
@@ -148,6 +171,7 @@ API_TABLE: dict[str, ApiEntry] = {
     "responses": ApiEntry(responses_api.ROUTES, _responses_router, depends_on=("inference", "conversations")),
     # builtin::file_search searches vector stores when that API is on; without it the tool says so.
     "tool_runtime": ApiEntry(tool_runtime_api.ROUTES, _tool_runtime_router, optional_depends_on=("vector_stores",)),
+    "safety": ApiEntry(safety_api.ROUTES, _safety_router, depends_on=("inference",)),
 }
 
 

@@ -155,6 +155,31 @@ class VectorStoresSettings(_Strict):
     max_attempts: int = Field(default=3, ge=1, description="Ingestion attempts before a file fails for good.")
 
 
+class ShieldRegistration(_Strict):
+    shield_id: str
+    provider_id: str
+    provider_shield_id: str | None = None
+    params: dict[str, Any] = Field(default_factory=dict)
+
+
+class SafetySettings(_Strict):
+    default_moderation_shield: str | None = Field(
+        default=None, description="The shield /v1/moderations uses when the request names no model."
+    )
+    default_guardrails: list[str] = Field(
+        default_factory=list, description="Shields run on every chat completion that sends no guardrails."
+    )
+    failure_policy: Literal["closed", "open"] = Field(
+        default="closed", description="A shield that fails or times out: closed refuses, open passes with a warning."
+    )
+    shield_timeout_seconds: float = Field(default=30.0, gt=0)
+    stream_buffer_chars: int = Field(
+        default=200,
+        ge=1,
+        description="Streamed text held back at most this long (or to a sentence end) before a check.",
+    )
+
+
 class RunConfig(_Strict):
     version: int = 1
     distribution: str = "custom"
@@ -169,6 +194,8 @@ class RunConfig(_Strict):
     jobs: JobsSettings = Field(default_factory=JobsSettings)
     vector_stores: VectorStoresSettings = Field(default_factory=VectorStoresSettings)
     tool_groups: list[ToolGroupRegistration] = Field(default_factory=list)
+    shields: list[ShieldRegistration] = Field(default_factory=list)
+    safety: SafetySettings = Field(default_factory=SafetySettings)
 
     source: str = Field(default="<memory>", exclude=True)
 
@@ -287,6 +314,10 @@ def parse_run_config(data: Any, *, source: str = "<memory>", env: Mapping[str, s
     if isinstance(resolved.get("models"), list):
         # Models registered against a switched-off provider are switched off with it.
         resolved["models"] = [m for m in resolved["models"] if not (isinstance(m, dict) and m.get("provider_id") == "")]
+    if isinstance(resolved.get("shields"), list):  # shields of a switched-off provider are switched off with it
+        resolved["shields"] = [
+            s for s in resolved["shields"] if not (isinstance(s, dict) and s.get("provider_id") == "")
+        ]
     if isinstance(resolved.get("tool_groups"), list):
         resolved["tool_groups"] = [
             g

@@ -56,6 +56,8 @@ class InferenceRouter:
         self.providers = providers
         self.completions_store = completions_store
         self.store_all = store_all
+        self.safety: Any = None
+        """The safety router, set when the safety API is on (it is built after inference); guardrails use it."""
 
     async def _resolve(self, model_id: str, expected: ModelType) -> tuple[Model, Any]:
         model = await self.models.get(model_id)
@@ -73,8 +75,17 @@ class InferenceRouter:
     async def openai_chat_completion(
         self, params: ChatCompletionRequest
     ) -> ChatCompletion | AsyncIterator[ChatCompletionChunk]:
+        from underlay.core.guardrails import Guard
+
+        guard, params = Guard.for_request(self.safety, params)
         model, provider = await self._resolve(params.model, ModelType.llm)
         client_model = params.model
+        if guard is not None:
+            violation = await guard.check_input(params)
+            if violation is not None:  # the model never sees a refused input
+                if params.stream:
+                    return guard.refused_stream(client_model, violation)
+                return guard.refused_completion(client_model, violation)
         inputs = [m.model_dump(mode="json", exclude_none=True) for m in params.messages]
         upstream = params.model_copy(update={"model": model.provider_resource_id})
         should_store = bool(params.store) or self.store_all
@@ -84,9 +95,13 @@ class InferenceRouter:
             raise _wrap(model.provider_id, exc) from None
         if isinstance(result, ChatCompletion):
             result.model = client_model
+            if guard is not None:
+                result = await guard.guard_completion(params, result)
             if should_store:
                 await self.completions_store.store(result, inputs, params.metadata)
             return result
+        if guard is not None:  # inside the relay, so a stored completion never holds the unsafe text
+            result = guard.guard_stream(params, result)
         return self._relay_chunks(
             result, model.provider_id, client_model, should_store, inputs, params.metadata
         )

@@ -1,0 +1,100 @@
+"""inline::llama-guard: verdict parsing, the prompt, excluded categories and the unparseable policy."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import pytest
+
+from underlay.api.errors import UpstreamError
+from underlay.api.inference import ChatCompletion, ChatCompletionRequest, Choice, ResponseMessage
+from underlay.api.safety import Shield, ShieldMessage, moderation_result
+from underlay.providers.inline.safety.llama_guard import (
+    HAZARDS,
+    Config,
+    LlamaGuardSafetyProvider,
+    guard_prompt,
+    parse_verdict,
+)
+
+
+@pytest.mark.parametrize(
+    ("text", "safe", "codes"),
+    [
+        ("safe", True, []),
+        ("  Safe\n", True, []),
+        ("SAFE.", True, []),
+        ("unsafe\nS1", False, ["S1"]),
+        ("unsafe\nS1,S10", False, ["S1", "S10"]),
+        ("Unsafe\n s9 , s1 ", False, ["S9", "S1"]),
+        ("unsafe S11", False, ["S11"]),
+        ("**unsafe**\nS2, S2, S99", False, ["S2"]),
+        ("unsafe", False, []),
+        ("", None, []),
+        ("I think this is fine", None, []),
+        ("safety first", None, []),
+        ("12345", None, []),
+    ],
+)
+def test_parse_verdict(text: str, safe: bool | None, codes: list[str]) -> None:
+    verdict = parse_verdict(text)
+    assert verdict.safe is safe
+    assert verdict.categories == codes
+
+
+def test_prompt_lists_categories_and_targets_last_role() -> None:
+    messages = [ShieldMessage(role="user", content="hi"), ShieldMessage(role="assistant", content="hello")]
+    prompt = guard_prompt(messages, {k: v for k, v in HAZARDS.items() if k != "S6"})
+    assert "S14: Code Interpreter Abuse." in prompt and "S6:" not in prompt
+    assert "'Agent' messages" in prompt and "User: hi" in prompt and "Agent: hello" in prompt
+
+
+class _FixedModel:
+    """An inference router stand-in that always answers ``reply`` and records the request."""
+
+    def __init__(self, reply: str) -> None:
+        self.reply = reply
+        self.requests: list[ChatCompletionRequest] = []
+
+    async def openai_chat_completion(self, params: ChatCompletionRequest) -> Any:
+        self.requests.append(params)
+        message = ResponseMessage(content=self.reply)
+        return ChatCompletion(
+            id="c", created=0, model=params.model, choices=[Choice(index=0, message=message, finish_reason="stop")]
+        )
+
+
+def _run(reply: str, **config: Any) -> Any:
+    provider = LlamaGuardSafetyProvider("guard", Config(model="m", **config), _FixedModel(reply))
+    shield = Shield(identifier="g", provider_id="guard", provider_resource_id="g")
+    return asyncio.run(provider.run_shield(shield, [ShieldMessage(role="user", content="x")], {}))
+
+
+def test_unsafe_maps_onto_openai_categories() -> None:
+    violation = _run("unsafe\nS10,S1").violation
+    assert violation is not None and violation.metadata["underlay_categories"] == ["S10", "S1"]
+    result = moderation_result(violation)
+    assert result.flagged and result.categories["hate"] and result.categories["violence"]
+    assert not result.categories["sexual"] and result.category_scores["hate"] == 1.0
+
+
+def test_excluded_categories_pass() -> None:
+    assert _run("unsafe\nS6", excluded_categories=["S6"]).violation is None
+    assert _run("unsafe\nS6,S2", excluded_categories=["S6"]).violation.metadata["underlay_categories"] == ["S2"]
+
+
+def test_unparseable_follows_policy() -> None:
+    with pytest.raises(UpstreamError):
+        _run("I cannot decide")
+    assert _run("I cannot decide", on_unparseable="unsafe").violation is not None
+    assert _run("I cannot decide", on_unparseable="safe").violation is None
+
+
+def test_guard_call_opts_out_of_guardrails() -> None:
+    model = _FixedModel("safe")
+    provider = LlamaGuardSafetyProvider("guard", Config(model="m"), model)
+    shield = Shield(identifier="g", provider_id="guard", provider_resource_id="g")
+    asyncio.run(provider.run_shield(shield, [ShieldMessage(role="user", content="x")], {}))
+    assert model.requests[0].model_extra == {"guardrails": []}
+    assert model.requests[0].temperature == 0

@@ -1,0 +1,1 @@
+"""In-process safety providers: PII detection, insecure-code rules and a guard prompt over any model."""

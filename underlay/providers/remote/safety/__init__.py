@@ -1,0 +1,1 @@
+"""Safety providers that call other services."""
