@@ -7,11 +7,13 @@ API's router on the running stack and calls the named handler; an async-iterator
 
 from __future__ import annotations
 
+import asyncio
+import importlib.util
 import inspect
 import logging
 import re
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager, nullcontext
+from contextlib import AsyncExitStack, asynccontextmanager
 from typing import Any
 from urllib.parse import quote
 
@@ -20,6 +22,7 @@ from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import Response, StreamingResponse
 from pydantic import BaseModel, ValidationError
 from pydantic_core import to_json
+from starlette.routing import Route as StarletteRoute
 
 import underlay
 from underlay.api.errors import InvalidRequestError
@@ -134,9 +137,10 @@ def create_app(config: RunConfig, stack: Stack | None = None) -> FastAPI:
             await running.start()
         app.state.stack = running
         try:
-            async with mcp_server.lifespan() if mcp_server is not None else nullcontext():
-                yield
+            yield
         finally:
+            if mcp_server is not None:
+                await mcp_server.aclose()
             if own:
                 await running.stop()
 
@@ -176,16 +180,48 @@ def create_app(config: RunConfig, stack: Stack | None = None) -> FastAPI:
     return app
 
 
-def _mount_mcp(app: FastAPI, config: RunConfig) -> Any:
+class _LazyMcp:
+    """``/mcp``, built on its first request.
+
+    The MCP SDK takes most of a second to import, and most servers never see an MCP client, so
+    start-up stays fast and the endpoint (and its session manager) starts when first used.
+    """
+
+    def __init__(self, app: FastAPI, host: str) -> None:
+        self._app = app
+        self._host = host
+        self._inner: Any = None
+        self._lock = asyncio.Lock()
+        self._exit = AsyncExitStack()
+
+    async def _build(self) -> Any:
+        async with self._lock:
+            if self._inner is None:
+                from underlay.server.mcp import UnderlayMcpServer
+
+                server = UnderlayMcpServer(lambda: self._app.state.stack, host=self._host)
+                await self._exit.enter_async_context(server.lifespan())
+                self._inner = server.routes[0].app
+        return self._inner
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        inner = self._inner or await self._build()
+        await inner(scope, receive, send)
+
+    async def aclose(self) -> None:
+        await self._exit.aclose()
+
+
+def _mount_mcp(app: FastAPI, config: RunConfig) -> _LazyMcp | None:
     """Underlay's own MCP server at ``/mcp`` (see :mod:`underlay.server.mcp`); off without the ``mcp`` SDK."""
-    try:
-        from underlay.server.mcp import UnderlayMcpServer
-    except ImportError as exc:
-        log.info("/mcp is off: the mcp package is not installed (%s)", exc)
+    if importlib.util.find_spec("mcp") is None:
+        log.info("/mcp is off: the mcp package is not installed")
         return None
-    server = UnderlayMcpServer(lambda: app.state.stack, host=config.server.host)
-    app.router.routes.extend(server.routes)
-    return server
+    lazy = _LazyMcp(app, config.server.host)
+    app.router.routes.append(
+        StarletteRoute("/mcp", endpoint=lazy, methods=["GET", "POST", "DELETE"], include_in_schema=False)
+    )
+    return lazy
 
 
 def _route_body_limits(config: RunConfig, routes: list[tuple[str, Route]]) -> dict[tuple[str, str], tuple[int, str]]:

@@ -23,8 +23,7 @@ import threading
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field, replace
 from functools import partial
-
-import llama_cpp
+from importlib import metadata as _metadata
 
 from underlay.api.errors import InvalidRequestError, UpstreamError
 from underlay.api.ids import new_id, now
@@ -86,7 +85,7 @@ from underlay.providers.utils.tool_calls import (
 
 logger = logging.getLogger(__name__)
 
-SYSTEM_FINGERPRINT = f"llama-cpp-python-{llama_cpp.__version__}"
+SYSTEM_FINGERPRINT = f"llama-cpp-python-{_metadata.version('llama-cpp-python')}"
 
 Validator = Callable[[str], list[str]]
 

@@ -27,9 +27,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
-import llama_cpp
 import numpy as np
 
+from underlay.providers.inline.inference.llama_cpp._lazy import llama_cpp
 from underlay.providers.inline.inference.llama_cpp.chat_template import CHATML_TEMPLATE, ChatTemplate
 from underlay.providers.inline.inference.llama_cpp.config import LlamaCppModelConfig
 from underlay.providers.inline.inference.llama_cpp.sampling import SamplingParams, TokenSampler, log_softmax_at

@@ -22,11 +22,11 @@ import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-import llama_cpp
 import numpy as np
 
+from underlay.providers.inline.inference.llama_cpp._lazy import llama_cpp
+
 _TOKEN_DATA_DTYPE = np.dtype([("id", np.int32), ("logit", np.float32), ("p", np.float32)], align=True)
-assert _TOKEN_DATA_DTYPE.itemsize == ctypes.sizeof(llama_cpp.llama_token_data)
 
 
 #: After the grammar rejects the sampled token, this many of the most likely tokens are checked one by
@@ -97,6 +97,7 @@ class TokenSampler:
         self._n_vocab = n_vocab
         self._chain = llama_cpp.llama_sampler_chain_init(llama_cpp.llama_sampler_chain_default_params())
         self._grammar = None
+        assert _TOKEN_DATA_DTYPE.itemsize == ctypes.sizeof(llama_cpp.llama_token_data)
         self._candidates = np.zeros(n_vocab, dtype=_TOKEN_DATA_DTYPE)
         self._ids = np.arange(n_vocab, dtype=np.int32)
         self._single = (llama_cpp.llama_token_data * 1)()
