@@ -35,7 +35,6 @@ from mcp_types import (
     TextContent,
     TextResourceContents,
 )
-from pydantic import BaseModel, ConfigDict, Field
 
 import underlay
 from underlay.api.errors import (
@@ -56,6 +55,7 @@ from underlay.api.tool_runtime import (
     ToolGroup,
     ToolInvocationResult,
 )
+from underlay.providers.remote.tool_runtime.model_context_protocol.config import Config  # noqa: E402
 from underlay.providers.remote.tool_runtime.model_context_protocol.pool import (
     PooledSession,
     SessionOpenError,
@@ -66,19 +66,6 @@ from underlay.providers.remote.tool_runtime.model_context_protocol.pool import (
 log = logging.getLogger("underlay.tool_runtime.mcp")
 T = TypeVar("T")
 _MAX_LIST_PAGES = 100
-
-
-class Config(BaseModel):
-    """Timeouts and pool limits; the servers themselves are tool groups (run config or API)."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    connect_timeout: float = Field(default=10.0, gt=0, description="Seconds to connect and finish the handshake.")
-    timeout: float = Field(default=60.0, gt=0, description="Seconds a tool call may take (a group may override).")
-    list_timeout: float = Field(default=30.0, gt=0, description="Seconds to list a server's tools.")
-    sse_read_timeout: float = Field(default=300.0, gt=0, description="Longest silence on an open event stream.")
-    idle_timeout: float = Field(default=300.0, gt=0, description="Close a pooled session unused this long.")
-    max_sessions: int = Field(default=64, ge=1, description="Most sessions held open at once.")
 
 
 class _OneLine(logging.Filter):
