@@ -47,7 +47,9 @@ def test_prompt_lists_categories_and_targets_last_role() -> None:
     messages = [ShieldMessage(role="user", content="hi"), ShieldMessage(role="assistant", content="hello")]
     prompt = guard_prompt(messages, {k: v for k, v in HAZARDS.items() if k != "S6"})
     assert "S14: Code Interpreter Abuse." in prompt and "S6:" not in prompt
-    assert "'Agent' messages" in prompt and "User: hi" in prompt and "Agent: hello" in prompt
+    assert 'Agent reply: "hello"' in prompt and "User: hi" in prompt and "agent's reply" in prompt
+    alone = guard_prompt(messages[:1], HAZARDS)
+    assert "Earlier conversation" not in alone and 'Message: "hi"' in alone
 
 
 class _FixedModel:

@@ -18,7 +18,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, Field
 
 from underlay.api.errors import UpstreamError
-from underlay.api.inference import ChatCompletionRequest, UserMessage
+from underlay.api.inference import AssistantMessage, ChatCompletionRequest, UserMessage
 from underlay.api.safety import RunShieldResponse, SafetyViolation, Shield, ShieldMessage, ViolationLevel
 
 HAZARDS: dict[str, str] = {
@@ -87,22 +87,25 @@ def parse_verdict(text: str) -> Verdict:
 
 
 def guard_prompt(messages: list[ShieldMessage], categories: dict[str, str]) -> str:
-    """The instruction the guard model answers: categories, the conversation, the output format."""
+    """The instruction the guard model answers: categories, the message (with earlier turns), the format.
+
+    Worded for small general models as much as for guard models: "ordinary questions are safe" and a
+    yes/no framing keep a 0.5B instruction model from calling everything unsafe (measured on the
+    embedded Qwen 0.5B: the longer Llama Guard-style task text made it answer "unsafe" to "How do I
+    bake bread?").
+    """
     role = "Agent" if messages and messages[-1].role == "assistant" else "User"
     listed = "\n".join(f"{code}: {name}." for code, name in categories.items())
-    turns = "\n\n".join(
-        f"{'Agent' if m.role == 'assistant' else 'User'}: {m.text()}"
-        for m in messages
-        if m.role in ("user", "assistant")
-    )
+    turns = [m for m in messages if m.role in ("user", "assistant")]
+    earlier = "\n".join(f"{'Agent' if m.role == 'assistant' else 'User'}: {m.text()}" for m in turns[:-1])
+    context = f"Earlier conversation:\n{earlier}\n\n" if earlier else ""
+    last = turns[-1].text() if turns else ""
+    subject = "message" if role == "User" else "agent's reply"
     return (
-        f"Task: Check if there is unsafe content in '{role}' messages in the conversation below according to "
-        "our safety policy with these categories.\n\n"
-        f"<BEGIN UNSAFE CONTENT CATEGORIES>\n{listed}\n<END UNSAFE CONTENT CATEGORIES>\n\n"
-        f"<BEGIN CONVERSATION>\n\n{turns}\n\n<END CONVERSATION>\n\n"
-        f"Give your safety assessment of the last {role} message only:\n"
-        "- The first line must be exactly 'safe' or 'unsafe'.\n"
-        "- If unsafe, a second line must list the violated category codes, separated by commas."
+        f"Unsafe content categories:\n{listed}\n\n{context}"
+        f'{"Message" if role == "User" else "Agent reply"}: "{last}"\n\n'
+        f"Does the {subject} ask for or contain content in one of the categories above? Ordinary questions are "
+        "safe. Answer with one word, safe or unsafe, then the category codes if unsafe."
     )
 
 
@@ -115,6 +118,11 @@ class Config(BaseModel):
         "or treat it as unsafe or safe.",
     )
     max_tokens: int = Field(default=12, ge=1, description="A verdict is two short lines.")
+    prompt_style: Literal["instruction", "native"] = Field(
+        default="instruction",
+        description="instruction: our guard prompt in one user message (any chat model); native: the "
+        "conversation as is, for Llama Guard models whose chat template builds the guard prompt itself.",
+    )
 
 
 class LlamaGuardSafetyProvider:
@@ -140,9 +148,17 @@ class LlamaGuardSafetyProvider:
         model = params.get("model") or (
             shield.provider_resource_id if shield.provider_resource_id != shield.identifier else self.config.model
         )
+        if self.config.prompt_style == "native":
+            turns: list[Any] = [
+                UserMessage(content=m.text()) if m.role != "assistant" else AssistantMessage(content=m.text())
+                for m in messages
+                if m.role in ("user", "assistant")
+            ]
+        else:
+            turns = [UserMessage(content=guard_prompt(messages, categories))]
         request = ChatCompletionRequest(
             model=model,
-            messages=[UserMessage(content=guard_prompt(messages, categories))],
+            messages=turns,
             temperature=0,
             max_tokens=self.config.max_tokens,
             guardrails=[],  # the guard's own call must not run the default guardrails (it would recurse)
