@@ -47,9 +47,10 @@ def safety_server(
 ) -> Iterator[RunningServer]:
     dead = f"http://127.0.0.1:{free_port()}/v1"
     config = {
-        "apis": ["inference", "models", "safety"],
+        "apis": ["inference", "models", "safety", "conversations", "responses"],
         "providers": {
             "inference": [ECHO],
+            "responses": [{"provider_id": "builtin", "provider_type": "inline::builtin"}],
             "safety": [
                 *SAFETY_PROVIDERS,
                 {"provider_id": "remote", "provider_type": "remote::passthrough", "config": {"base_url": upstream.v1}},
@@ -225,6 +226,38 @@ def test_unknown_guardrail_is_a_client_error(safety_server: RunningServer) -> No
     assert info.value.body["param"] == "guardrails"
     with pytest.raises(openai.BadRequestError):
         _chat(safety_server, "hello", "pii")  # type: ignore[arg-type]
+
+
+# -- guardrails in the Responses API -----------------------------------------------------------------
+
+
+def test_responses_guardrail_refusal_part(safety_server: RunningServer) -> None:
+    client = safety_server.openai()
+    refused = client.responses.create(
+        model="echo", input="Done. requests.get(url, verify=False)", extra_body={"guardrails": ["code-scanner"]}
+    )
+    message = refused.output[-1]
+    assert refused.status == "completed" and message.type == "message"
+    assert [p.type for p in message.content] == ["output_text", "refusal"]
+    assert message.content[0].text == "echo: Done." and "CWE-295" in message.content[1].refusal
+    blocked = client.responses.create(model="echo", input="ssn 123-45-6789", extra_body={"guardrails": ["pii"]})
+    assert [p.type for p in blocked.output[-1].content] == ["refusal"]
+    fine = client.responses.create(model="echo", input="hello", extra_body={"guardrails": ["pii"]})
+    assert fine.output_text == "echo: hello"
+
+
+def test_responses_guardrail_streams_refusal_events(safety_server: RunningServer) -> None:
+    events = list(
+        safety_server.openai().responses.create(
+            model="echo", input="my card is 4111 1111 1111 1111", extra_body={"guardrails": ["pii"]}, stream=True
+        )
+    )
+    types = [e.type for e in events]
+    assert "response.refusal.delta" in types and "response.refusal.done" in types
+    assert "response.output_text.delta" not in types and types[-1] == "response.completed"
+    done = next(e for e in events if e.type == "response.refusal.done")
+    assert "personal data" in done.refusal
+    assert events[-1].response.output[-1].content[0].type == "refusal"
 
 
 # -- llama-guard over the embedded model ----------------------------------------------------------

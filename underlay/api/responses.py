@@ -183,6 +183,8 @@ class CreateResponseRequest(_Open):
     """``POST /v1/responses``. Unknown OpenAI fields are accepted and ignored.
 
     Underlay extra: ``max_infer_iters`` caps the model calls of one response (the tool loop's turns).
+    ``guardrails`` (a list of shield ids) runs those shields on every model turn's input and output, as in
+    chat completions; a violation ends the message with a ``refusal`` content part.
     """
 
     model: str
@@ -435,6 +437,22 @@ class OutputTextDoneEvent(ResponseEvent):
     content_index: int
     text: str
     logprobs: list[dict[str, Any]] = Field(default_factory=list)
+
+
+class RefusalDeltaEvent(ResponseEvent):
+    type: Literal["response.refusal.delta"] = "response.refusal.delta"
+    item_id: str
+    output_index: int
+    content_index: int
+    delta: str
+
+
+class RefusalDoneEvent(ResponseEvent):
+    type: Literal["response.refusal.done"] = "response.refusal.done"
+    item_id: str
+    output_index: int
+    content_index: int
+    refusal: str
 
 
 class AnnotationAddedEvent(ResponseEvent):

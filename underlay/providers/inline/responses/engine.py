@@ -41,6 +41,8 @@ from underlay.api.responses import (
     McpTool,
     OutputTextDeltaEvent,
     OutputTextDoneEvent,
+    RefusalDeltaEvent,
+    RefusalDoneEvent,
     ResponseErrorInfo,
     ResponseEvent,
     ResponseUsage,
@@ -292,6 +294,9 @@ class Engine:
         if "message.output_text.logprobs" in run.include:
             body["logprobs"] = True
             body["top_logprobs"] = request.top_logprobs or 0
+        guardrails = (request.model_extra or {}).get("guardrails")
+        if guardrails is not None:  # the inference router runs them (input first, output as it streams)
+            body["guardrails"] = guardrails
         return ChatCompletionRequest.model_validate(body)
 
     async def _open_stream(self, run: Run, turn_number: int) -> tuple[Any, Any]:
@@ -333,6 +338,7 @@ class Engine:
         message: dict[str, Any] | None = None
         index = -1
         pieces: list[str] = []
+        refusals: list[str] = []
         logprobs: list[dict[str, Any]] = []
         want_lp = "message.output_text.logprobs" in run.include
         cite = bool(run.last_results)
@@ -378,6 +384,8 @@ class Engine:
                                 logprobs=lp,
                             )
                         )
+                    if delta.refusal:  # a guardrail refused: the refusal part is written after the loop
+                        refusals.append(delta.refusal)
                     for call in delta.tool_calls or []:
                         slot = calls.setdefault(call.index, {"id": "", "name": "", "arguments": ""})
                         if call.id:
@@ -394,6 +402,10 @@ class Engine:
         turn.calls = [
             Call(c["id"] or item_id("function_call"), c["name"], c["arguments"]) for _, c in sorted(calls.items())
         ]
+        if refusals:
+            async for event in self._refusal_part(run, turn, message, "".join(refusals)):
+                yield event
+            return
         if message is not None:
             part: dict[str, Any] = {"type": "output_text", "text": turn.text, "annotations": []}
             if want_lp:
@@ -427,6 +439,57 @@ class Engine:
             )
             message["status"] = "incomplete" if turn.finish_reason == "length" else "completed"
             yield run.item_done(index)
+
+    async def _refusal_part(
+        self, run: Run, turn: Turn, message: dict[str, Any] | None, refusal: str
+    ) -> AsyncIterator[ResponseEvent]:
+        """End the turn's message with a ``refusal`` content part (after any text that passed the guardrails)."""
+        turn.calls = []  # a refused turn runs no tools
+        if message is None:
+            message = {"type": "message", "id": item_id("message"), "role": "assistant", "status": "in_progress"}
+            message["content"] = []
+            index, added = run.add_item(message)
+            turn.message_index = index
+            yield added
+        index = turn.message_index
+        parts: list[dict[str, Any]] = []
+        if turn.text:  # the text that was already streamed stays, as the first part
+            text_part = {"type": "output_text", "text": turn.text, "annotations": []}
+            yield run.stamp(
+                OutputTextDoneEvent(item_id=message["id"], output_index=index, content_index=0, text=turn.text)
+            )
+            yield run.stamp(
+                ContentPartEvent(
+                    type="response.content_part.done",
+                    item_id=message["id"],
+                    output_index=index,
+                    content_index=0,
+                    part=text_part,
+                )
+            )
+            parts.append(text_part)
+        at = len(parts)
+        for kind, part in (("added", {"type": "refusal", "refusal": ""}), ("done", None)):
+            if kind == "done":
+                yield run.stamp(
+                    RefusalDeltaEvent(item_id=message["id"], output_index=index, content_index=at, delta=refusal)
+                )
+                yield run.stamp(
+                    RefusalDoneEvent(item_id=message["id"], output_index=index, content_index=at, refusal=refusal)
+                )
+                part = {"type": "refusal", "refusal": refusal}
+            yield run.stamp(
+                ContentPartEvent(
+                    type=f"response.content_part.{kind}",  # type: ignore[arg-type]
+                    item_id=message["id"],
+                    output_index=index,
+                    content_index=at,
+                    part=part,
+                )
+            )
+        message["content"] = [*parts, {"type": "refusal", "refusal": refusal}]
+        message["status"] = "completed"
+        yield run.item_done(index)
 
     @staticmethod
     def _add_usage(run: Run, prompt: int, completion: int) -> None:
