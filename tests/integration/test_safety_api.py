@@ -204,6 +204,9 @@ def test_output_guardrail_streaming_stops_before_the_unsafe_text(safety_server: 
     )
     assert content == "echo: Here you go."  # the first sentence passed; nothing of the unsafe one was sent
     assert "CWE-295" in (refusal or "") and finish == "content_filter"
+    chunks = list(_chat(safety_server, "requests.get(u, verify=False)", ["code-scanner"], stream=True))
+    first = chunks[0].choices[0].delta  # refused before anything was released: the refusal opens with the role
+    assert first.role == "assistant" and first.refusal and chunks[-1].choices[0].finish_reason == "content_filter"
     content, refusal, finish = _stream(safety_server, "one two three. four five six seven eight nine ten", ["pii"])
     assert content == "echo: one two three. four five six seven eight nine ten"
     assert refusal is None and finish == "stop"

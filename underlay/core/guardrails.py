@@ -130,6 +130,7 @@ class Guard:
         text: dict[int, str] = {}
         checked: dict[int, int] = {}
         last: ChatCompletionChunk | None = None
+        released = False
 
         async def passes(index: int) -> SafetyViolation | None:
             checked[index] = len(text[index])
@@ -150,18 +151,19 @@ class Guard:
                     if finishing or len(pending) >= self.buffer_chars or _SENTENCE_END.search(pending):
                         violation = await passes(index)
                         if violation is not None:
-                            async for refusal in self._refuse(chunk, index, violation):
+                            async for refusal in self._refuse(chunk, index, violation, first=not released):
                                 yield refusal
                             return
                 if all(checked.get(i, 0) == len(t) for i, t in text.items()):
                     for ready in held:
+                        released = True
                         yield ready
                     held = []
             for index, so_far in text.items():  # an upstream that ends without a finish chunk
                 if checked.get(index, 0) < len(so_far):
                     violation = await passes(index)
                     if violation is not None and last is not None:
-                        async for refusal in self._refuse(last, index, violation):
+                        async for refusal in self._refuse(last, index, violation, first=not released):
                             yield refusal
                         return
             for ready in held:
@@ -172,9 +174,11 @@ class Guard:
                 await aclose()
 
     async def _refuse(
-        self, like: ChatCompletionChunk, index: int, violation: SafetyViolation
+        self, like: ChatCompletionChunk, index: int, violation: SafetyViolation, *, first: bool
     ) -> AsyncIterator[ChatCompletionChunk]:
-        for delta, finish in ((ChoiceDelta(refusal=refusal_text(violation)), None), (ChoiceDelta(), "content_filter")):
+        """The refusal delta (with the role when it is the stream's first chunk), then the finish."""
+        refusal = ChoiceDelta(role="assistant" if first else None, refusal=refusal_text(violation))
+        for delta, finish in ((refusal, None), (ChoiceDelta(), "content_filter")):
             yield ChatCompletionChunk(
                 id=like.id,
                 created=like.created,
