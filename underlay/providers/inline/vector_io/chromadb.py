@@ -32,7 +32,9 @@ class Config(BaseModel):
         default=None, description="FTS5 keyword index file; unset: underlay_keyword.db inside path."
     )
     threads: int = Field(default=2, ge=1, le=64, description="Worker threads for Chroma's blocking client.")
-    hnsw_ef_search: int = Field(default=100, ge=1, description="HNSW search breadth of new collections.")
+    hnsw_ef_search: int = Field(
+        default=400, ge=1, description="HNSW search breadth of new collections (400: recall@10 >= 0.99 at 100k)."
+    )
     hnsw_ef_construction: int = Field(default=100, ge=1)
     hnsw_max_neighbors: int = Field(default=16, ge=2)
 

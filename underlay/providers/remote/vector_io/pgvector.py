@@ -125,7 +125,10 @@ class Config(BaseModel):
     hnsw_m: int = Field(default=16, ge=2, le=100)
     hnsw_ef_construction: int = Field(default=64, ge=4, le=1000)
     ef_search: int = Field(
-        default=100, ge=1, le=MAX_EF_SEARCH, description="HNSW candidate list size; raised to k when k is larger."
+        default=400,
+        ge=1,
+        le=MAX_EF_SEARCH,
+        description="HNSW candidate list size; raised to k when k is larger (100 gave recall@10 0.94 at 100k).",
     )
 
     @field_validator("password")
