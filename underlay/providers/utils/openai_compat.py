@@ -252,6 +252,9 @@ class OpenAICompatInferenceProvider:
         return httpx.AsyncClient(
             timeout=httpx.Timeout(timeout.read, connect=timeout.connect, pool=timeout.read),
             follow_redirects=False,
+            # Keep as many idle connections as may be open: with httpx's default of 20, a burst of more
+            # concurrent requests closes and reopens upstream connections on every round.
+            limits=httpx.Limits(max_connections=256, max_keepalive_connections=256, keepalive_expiry=30),
         )
 
     def _http(self) -> httpx.AsyncClient:
