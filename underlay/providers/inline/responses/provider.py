@@ -266,6 +266,7 @@ class BuiltinResponsesProvider:
             input_items=items,
             max_infer_iters=params.max_infer_iters or self.config.max_infer_iters,
             include=list(params.include or []),
+            last_results=_recent_search_results(history),
         )
 
     async def create_response(self, params: CreateResponseRequest) -> ResponseObject | AsyncIterator[ResponseEvent]:
@@ -482,3 +483,14 @@ class BuiltinResponsesProvider:
 
 def describe_error(exc: BaseException) -> str:
     return exc.message if isinstance(exc, UnderlayError) else f"{type(exc).__name__}: {exc}"
+
+
+def _recent_search_results(history: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The results of the latest file search since the last user message, so an answer that arrives in a
+    follow-up response (after a client function call in the same turn) still gets its citations."""
+    for item in reversed(history):
+        if item.get("type") == "message" and item.get("role") == "user":
+            break
+        if item.get("type") == "file_search_call" and item.get("results"):
+            return list(item["results"])
+    return []
