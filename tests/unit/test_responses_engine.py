@@ -303,3 +303,21 @@ async def test_truncation_auto_drops_the_oldest_turns() -> None:
     await _drive(model, None, strict)
     assert strict.response.status == "failed" and strict.response.error.code == "context_length_exceeded"
     assert strict.client_error is not None  # a non-streaming request gets the 400 itself
+
+
+def test_citations_come_from_the_search_before_a_client_function_call() -> None:
+    """The answer to a turn that searched and called a client function arrives in the follow-up response;
+    its citations must use that search's results, but never results from before the last user message."""
+    from underlay.providers.inline.responses.provider import _recent_search_results
+
+    results = [{"file_id": "file-1", "filename": "a.txt", "score": 0.9, "text": "x"}]
+    older = [{"file_id": "file-0", "filename": "old.txt", "score": 0.5, "text": "y"}]
+    history = [
+        {"type": "file_search_call", "results": older},
+        {"type": "message", "role": "user", "content": "plan"},
+        {"type": "function_call", "call_id": "c1", "name": "lookup", "arguments": "{}"},
+        {"type": "file_search_call", "results": results},
+        {"type": "function_call_output", "call_id": "c1", "output": "ok"},
+    ]
+    assert _recent_search_results(history) == results
+    assert _recent_search_results(history[:2]) == []
