@@ -22,16 +22,18 @@ import contextlib
 import logging
 import threading
 from collections.abc import AsyncIterator, Callable
-from typing import Any, Generic, TypeVar
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 from underlay.api.errors import RateLimitedError
-from underlay.providers.inline.inference.llama_cpp.engine import Engine
+
+if TYPE_CHECKING:
+    from underlay.providers.inline.inference.llama_cpp.engine import Engine
 
 logger = logging.getLogger(__name__)
 
 R = TypeVar("R")
 Emit = Callable[[Any], None]
-Job = Callable[[Engine, Emit, threading.Event], R]
+Job = Callable[["Engine", Emit, threading.Event], R]
 
 _DONE = object()
 

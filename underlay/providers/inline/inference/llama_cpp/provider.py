@@ -17,7 +17,7 @@ import contextlib
 import logging
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from underlay.api.errors import (
     InvalidRequestError,
@@ -36,13 +36,15 @@ from underlay.api.inference import (
     EmbeddingsRequest,
     EmbeddingsResponse,
 )
-from underlay.providers.inline.inference.llama_cpp import chat, completions
-from underlay.providers.inline.inference.llama_cpp.common import PromptReady
 from underlay.providers.inline.inference.llama_cpp.config import LlamaCppConfig, LlamaCppModelConfig
-from underlay.providers.inline.inference.llama_cpp.engine import Engine, ModelLoadError
 from underlay.providers.inline.inference.llama_cpp.gguf import GGUFError, read_metadata
 from underlay.providers.inline.inference.llama_cpp.pool import JobHandle, ModelPool
-from underlay.providers.inline.inference.llama_cpp.sampling import GrammarError
+
+# The generation modules (templates, sampling, numpy, llama.cpp) load with the first request, not at
+# start-up: listing models needs only the config and the GGUF header.
+if TYPE_CHECKING:
+    from underlay.providers.inline.inference.llama_cpp.common import PromptReady
+    from underlay.providers.inline.inference.llama_cpp.engine import Engine
 
 logger = logging.getLogger(__name__)
 
@@ -122,6 +124,8 @@ class LlamaCppInferenceProvider:
 
     def _load(self, model: LlamaCppModelConfig) -> Engine:
         """Runs on the slot's worker thread: find (maybe assemble) the file, then load it."""
+        from underlay.providers.inline.inference.llama_cpp.engine import Engine, ModelLoadError
+
         path = self._resolve_path(model)
         try:
             engine = Engine(path, model)
@@ -198,6 +202,8 @@ class LlamaCppInferenceProvider:
 
     def _translate(self, exc: Exception) -> UnderlayError:
         """The typed error to raise for an exception from model work (never let a raw one escape)."""
+        from underlay.providers.inline.inference.llama_cpp.sampling import GrammarError
+
         if isinstance(exc, UnderlayError):
             return exc
         if isinstance(exc, GrammarError):
@@ -224,6 +230,8 @@ class LlamaCppInferenceProvider:
     async def _start(self, pool: ModelPool, job: Any) -> tuple[JobHandle[Any], PromptReady]:
         """Submit ``job`` and wait until its prompt is accepted, so request errors are raised here,
         before a stream has begun."""
+        from underlay.providers.inline.inference.llama_cpp.common import PromptReady
+
         handle: JobHandle[Any] = await pool.submit(job)
         try:
             first = await handle.next_event()
@@ -254,6 +262,8 @@ class LlamaCppInferenceProvider:
     async def openai_chat_completion(
         self, params: ChatCompletionRequest
     ) -> ChatCompletion | AsyncIterator[ChatCompletionChunk]:
+        from underlay.providers.inline.inference.llama_cpp import chat
+
         with self._errors():
             config, pool = self._model(params.model)
             plan = chat.plan_chat(params, config, self.provider_id)
@@ -263,6 +273,8 @@ class LlamaCppInferenceProvider:
             return chat.build_completion(plan, await handle.result())
 
     async def openai_completion(self, params: CompletionRequest) -> Completion | AsyncIterator[Completion]:
+        from underlay.providers.inline.inference.llama_cpp import completions
+
         with self._errors():
             config, pool = self._model(params.model)
             plan = completions.plan_completion(params, config)
