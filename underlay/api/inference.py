@@ -58,9 +58,7 @@ class RefusalPart(_Open):
     refusal: str
 
 
-ContentPart = Annotated[
-    TextPart | ImagePart | AudioPart | FilePart | RefusalPart, Field(discriminator="type")
-]
+ContentPart = Annotated[TextPart | ImagePart | AudioPart | FilePart | RefusalPart, Field(discriminator="type")]
 
 
 class FunctionCall(_Open):
@@ -483,9 +481,7 @@ class InferenceProvider(Protocol):
         self, params: ChatCompletionRequest
     ) -> ChatCompletion | AsyncIterator[ChatCompletionChunk]: ...
 
-    async def openai_completion(
-        self, params: CompletionRequest
-    ) -> Completion | AsyncIterator[Completion]: ...
+    async def openai_completion(self, params: CompletionRequest) -> Completion | AsyncIterator[Completion]: ...
 
     async def openai_embeddings(self, params: EmbeddingsRequest) -> EmbeddingsResponse: ...
 

@@ -64,9 +64,7 @@ async def _serve(config: Any) -> None:
     from underlay.core.stack import Stack
     from underlay.server.app import create_app
 
-    logging.basicConfig(
-        level=config.server.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
+    logging.basicConfig(level=config.server.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     stack = Stack(config)
     try:
         await stack.start()

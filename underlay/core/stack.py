@@ -63,14 +63,10 @@ class Stack:
         self.registry = available_providers()
         for api in self.config.providers:
             if api not in self.config.apis:
-                raise ConfigError(
-                    f"{source}: providers.{api}: API '{api}' is not listed in apis; add it to apis"
-                )
+                raise ConfigError(f"{source}: providers.{api}: API '{api}' is not listed in apis; add it to apis")
         unknown = [api for api in self.config.apis if api not in API_TABLE]
         if unknown:
-            raise ConfigError(
-                f"{source}: apis: unknown API '{unknown[0]}'; known APIs: {', '.join(sorted(API_TABLE))}"
-            )
+            raise ConfigError(f"{source}: apis: unknown API '{unknown[0]}'; known APIs: {', '.join(sorted(API_TABLE))}")
         for api in api_order(self.config.apis):
             providers = await self._instantiate(api)
             self.routers[api] = await API_TABLE[api].build_router(self, providers)
@@ -124,11 +120,7 @@ class Stack:
                 config_class = import_object(spec.config_class)
                 factory = import_object(spec.factory)
             except ImportError as exc:
-                extra = (
-                    f"pip install 'underlay[{','.join(spec.extras)}]'"
-                    if spec.extras
-                    else "install its package"
-                )
+                extra = f"pip install 'underlay[{','.join(spec.extras)}]'" if spec.extras else "install its package"
                 raise ConfigError(
                     f"{source}: {key}.provider_type: {entry.provider_type} needs a missing package "
                     f"({exc.name or exc}); {extra}"
@@ -139,9 +131,7 @@ class Stack:
                     entry.config, context={"state_dir": str(self.config.state_path(""))}
                 )
             except ValidationError as exc:
-                raise ConfigError(
-                    validation_error_line(source, exc, config_class, prefix=f"{key}.config")
-                ) from None
+                raise ConfigError(validation_error_line(source, exc, config_class, prefix=f"{key}.config")) from None
             deps = {dep: self.routers[dep] for dep in spec.api_dependencies if dep in self.routers}
             instance = await factory(entry.provider_id, provider_config, deps)
             await instance.initialize()
@@ -193,11 +183,7 @@ class Stack:
 def redact(value: Any, secret_words: tuple[str, ...]) -> Any:
     if isinstance(value, dict):
         return {
-            k: (
-                "********"
-                if v and any(w in str(k).lower() for w in secret_words)
-                else redact(v, secret_words)
-            )
+            k: ("********" if v and any(w in str(k).lower() for w in secret_words) else redact(v, secret_words))
             for k, v in value.items()
         }
     if isinstance(value, list):

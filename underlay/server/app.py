@@ -68,7 +68,7 @@ def binary_response(content: BinaryContent) -> StreamingResponse:
         ascii_name = content.filename.encode("ascii", "replace").decode().replace("\\", "_").replace('"', "_")
         ascii_name = "".join(c if 32 <= ord(c) < 127 else "_" for c in ascii_name)
         headers["content-disposition"] = (
-            f'attachment; filename="{ascii_name}"; filename*=UTF-8\'\'{quote(content.filename, safe="")}'
+            f"attachment; filename=\"{ascii_name}\"; filename*=UTF-8''{quote(content.filename, safe='')}"
         )
     return StreamingResponse(content.chunks, media_type=content.media_type, headers=headers)
 
@@ -107,9 +107,7 @@ def make_endpoint(api: str, route: Route) -> Any:
         return encode_result(result, route.status_code)
 
     parameters = [inspect.Parameter("request", inspect.Parameter.POSITIONAL_OR_KEYWORD, annotation=Request)]
-    parameters += [
-        inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, annotation=str) for name in path_params
-    ]
+    parameters += [inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, annotation=str) for name in path_params]
     if route.body is not None and not route.multipart:  # multipart bodies are parsed as they stream in
         parameters.append(inspect.Parameter("params", inspect.Parameter.KEYWORD_ONLY, annotation=route.body))
     endpoint.__signature__ = inspect.Signature(parameters)  # type: ignore[attr-defined]

@@ -55,9 +55,7 @@ def field_path(loc: tuple[Any, ...] | list[Any]) -> str:
     for part in parts:
         if isinstance(part, int):
             out += f"[{part}]"
-        elif isinstance(part, str) and (
-            "[" in part or part.startswith("function-") or part.startswith("union")
-        ):
+        elif isinstance(part, str) and ("[" in part or part.startswith("function-") or part.startswith("union")):
             continue  # pydantic's internal union branch labels say nothing to a user
         else:
             out += f".{part}" if out else str(part)

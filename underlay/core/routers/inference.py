@@ -102,9 +102,7 @@ class InferenceRouter:
             return result
         if guard is not None:  # inside the relay, so a stored completion never holds the unsafe text
             result = guard.guard_stream(params, result)
-        return self._relay_chunks(
-            result, model.provider_id, client_model, should_store, inputs, params.metadata
-        )
+        return self._relay_chunks(result, model.provider_id, client_model, should_store, inputs, params.metadata)
 
     async def _relay_chunks(
         self,
@@ -143,9 +141,7 @@ class InferenceRouter:
     async def get_chat_completion(self, completion_id: str) -> StoredChatCompletion:
         return await self.completions_store.get(completion_id)
 
-    async def list_chat_completion_messages(
-        self, completion_id: str, query: MessageListQuery
-    ) -> dict[str, Any]:
+    async def list_chat_completion_messages(self, completion_id: str, query: MessageListQuery) -> dict[str, Any]:
         return await self.completions_store.messages(
             completion_id, after=query.after, limit=query.limit, order=query.order
         )
@@ -160,9 +156,7 @@ class InferenceRouter:
         model, provider = await self._resolve(params.model, ModelType.llm)
         client_model = params.model
         try:
-            result = await provider.openai_completion(
-                params.model_copy(update={"model": model.provider_resource_id})
-            )
+            result = await provider.openai_completion(params.model_copy(update={"model": model.provider_resource_id}))
         except Exception as exc:
             raise _wrap(model.provider_id, exc) from None
         if isinstance(result, Completion):
@@ -187,9 +181,7 @@ class InferenceRouter:
     async def openai_embeddings(self, params: EmbeddingsRequest) -> EmbeddingsResponse:
         model, provider = await self._resolve(params.model, ModelType.embedding)
         try:
-            result = await provider.openai_embeddings(
-                params.model_copy(update={"model": model.provider_resource_id})
-            )
+            result = await provider.openai_embeddings(params.model_copy(update={"model": model.provider_resource_id}))
         except Exception as exc:
             raise _wrap(model.provider_id, exc) from None
         result.model = params.model
@@ -219,9 +211,7 @@ class _ChunkCollector:
             if choice.delta.content:
                 self.text[i].append(choice.delta.content)
             for call in choice.delta.tool_calls or []:
-                slot = self.calls.setdefault(i, {}).setdefault(
-                    call.index, {"id": "", "name": "", "arguments": ""}
-                )
+                slot = self.calls.setdefault(i, {}).setdefault(call.index, {"id": "", "name": "", "arguments": ""})
                 if call.id:
                     slot["id"] = call.id
                 function = call.function or {}
@@ -247,6 +237,4 @@ class _ChunkCollector:
                     logprobs=ChoiceLogprobs(content=self.logprobs[i]) if i in self.logprobs else None,
                 )
             )
-        return ChatCompletion(
-            id=self.id, created=self.created, model=model, choices=choices, usage=self.usage
-        )
+        return ChatCompletion(id=self.id, created=self.created, model=model, choices=choices, usage=self.usage)

@@ -79,9 +79,7 @@ class ModelsRoutingTable:
             if existing is not None and existing.source != "discovered":
                 continue
             alias = item.provider_resource_id
-            aliases = (
-                [alias] if alias not in taken_aliases or (existing and alias in existing.aliases) else []
-            )
+            aliases = [alias] if alias not in taken_aliases or (existing and alias in existing.aliases) else []
             if self._configured_for(provider_id, item.provider_resource_id):
                 aliases = []
             await self._put(
@@ -97,11 +95,7 @@ class ModelsRoutingTable:
                 )
             )
         for model in list(self._cache.values()):
-            if (
-                model.provider_id == provider_id
-                and model.source == "discovered"
-                and model.identifier not in seen
-            ):
+            if model.provider_id == provider_id and model.source == "discovered" and model.identifier not in seen:
                 await self._remove(model.identifier)
 
     def _configured_for(self, provider_id: str, resource: str) -> bool:
@@ -133,18 +127,14 @@ class ModelsRoutingTable:
                 model = Model.model_validate_json(value)
                 self._cache[model.identifier] = model
         if model is None or model.provider_id not in self.providers:
-            raise NotFoundError(
-                "Model", identifier, hint="GET /v1/models lists the models available.", param=param
-            )
+            raise NotFoundError("Model", identifier, hint="GET /v1/models lists the models available.", param=param)
         return model
 
     async def list(self) -> list[Model]:
         if self._discovery is not None and not self._discovery.done():
             await self.wait_for_discovery()
         await self._reload()
-        return sorted(
-            (m for m in self._cache.values() if m.provider_id in self.providers), key=lambda m: m.identifier
-        )
+        return sorted((m for m in self._cache.values() if m.provider_id in self.providers), key=lambda m: m.identifier)
 
     # -- mutations --------------------------------------------------------------------------------
 

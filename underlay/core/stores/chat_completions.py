@@ -92,13 +92,9 @@ class ChatCompletionStore:
             "has_more": has_more,
         }
 
-    async def messages(
-        self, completion_id: str, *, after: str | None, limit: int, order: str
-    ) -> dict[str, Any]:
+    async def messages(self, completion_id: str, *, after: str | None, limit: int, order: str) -> dict[str, Any]:
         stored = await self.get(completion_id)
-        messages = [
-            {**m, "id": m.get("id") or f"{completion_id}-{i}"} for i, m in enumerate(stored.input_messages)
-        ]
+        messages = [{**m, "id": m.get("id") or f"{completion_id}-{i}"} for i, m in enumerate(stored.input_messages)]
         if order == "desc":
             messages.reverse()
         start = 0

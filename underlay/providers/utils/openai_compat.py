@@ -138,9 +138,6 @@ class OpenAICompatSettings(BaseModel):
         default=None,
         description="Models this provider may list and serve (exact names or shell-style globs); None allows all.",
     )
-    refresh_models: bool = Field(
-        default=False, description="Ask the control plane to re-run model discovery periodically."
-    )
     extra_headers: dict[str, str] = Field(
         default_factory=dict, description="Sent with every request. Put secrets in api_key, not here."
     )
