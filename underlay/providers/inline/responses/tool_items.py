@@ -37,24 +37,8 @@ class ToolItems:
             }
             index, added = run.add_item(item)
             yield added
-            yield run.stamp(
-                ArgumentsDeltaEvent(
-                    type="response.function_call_arguments.delta",
-                    item_id=item["id"],
-                    output_index=index,
-                    delta=call.arguments,
-                )
-            )
-            item["arguments"] = call.arguments
-            yield run.stamp(
-                ArgumentsDoneEvent(
-                    type="response.function_call_arguments.done",
-                    item_id=item["id"],
-                    output_index=index,
-                    arguments=call.arguments,
-                    name=call.name,
-                )
-            )
+            for event in argument_events(run, "response.function_call_arguments", item, index, call, name=call.name):
+                yield event
             item["status"] = "completed"
             yield run.item_done(index)
 
@@ -95,23 +79,8 @@ class ToolItems:
                     item["approval_request_id"] = approval_id
                 index, added = run.add_item(item)
                 yield added
-                yield run.stamp(
-                    ArgumentsDeltaEvent(
-                        type="response.mcp_call_arguments.delta",
-                        item_id=item["id"],
-                        output_index=index,
-                        delta=call.arguments,
-                    )
-                )
-                item["arguments"] = call.arguments
-                yield run.stamp(
-                    ArgumentsDoneEvent(
-                        type="response.mcp_call_arguments.done",
-                        item_id=item["id"],
-                        output_index=index,
-                        arguments=call.arguments,
-                    )
-                )
+                for event in argument_events(run, "response.mcp_call_arguments", item, index, call):
+                    yield event
                 yield run.progress("response.mcp_call.in_progress", item, index)
             else:
                 query = query_of(call.arguments)
@@ -186,6 +155,23 @@ class ToolItems:
             log.exception("server-side tool %s failed", call.name)
             message = exc.message if isinstance(exc, UnderlayError) else f"{type(exc).__name__}: {exc}"
             return Outcome(error=message, error_code="internal_error")
+
+
+def argument_events(
+    run: Run, prefix: str, item: dict[str, Any], index: int, call: Call, name: str | None = None
+) -> list[ResponseEvent]:
+    """The ``<prefix>.delta`` / ``.done`` pair for a call's arguments (sent whole: the model's call is
+    complete before it is announced), recording the arguments on the item in between."""
+    delta = run.stamp(
+        ArgumentsDeltaEvent(type=f"{prefix}.delta", item_id=item["id"], output_index=index, delta=call.arguments)
+    )
+    item["arguments"] = call.arguments
+    done = run.stamp(
+        ArgumentsDoneEvent(
+            type=f"{prefix}.done", item_id=item["id"], output_index=index, arguments=call.arguments, name=name
+        )
+    )
+    return [delta, done]
 
 
 def query_of(arguments: str) -> str:
