@@ -8,7 +8,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import gc
-import logging
 import signal
 import sys
 from collections.abc import Sequence
@@ -19,21 +18,35 @@ from underlay.cli.models_cmd import add_models_parser
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
-    from underlay.core.config import ConfigError, load_run_config
+    from underlay.core.config import ConfigError
+    from underlay.core.storage.kvstore import StorageUnavailableError
 
+    overrides = {"host": args.host or None, "port": args.port}
     try:
-        config = load_run_config(args.config)
-        if args.host:
-            config.server.host = args.host
-        if args.port is not None:
-            config.server.port = args.port
+        config = load_config(args.config, overrides)
+        if config.server.workers > 1:
+            from underlay.cli.workers import serve_workers
+
+            return serve_workers(args.config, overrides, config)
         _run_event_loop(_serve(config))
-    except ConfigError as exc:
+    except (ConfigError, StorageUnavailableError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         return 0
     return 0
+
+
+def load_config(source: str, overrides: dict[str, Any]) -> Any:
+    """The run config with the command line's ``--host``/``--port`` applied (workers load it the same way)."""
+    from underlay.core.config import load_run_config
+
+    config = load_run_config(source)
+    if overrides.get("host"):
+        config.server.host = overrides["host"]
+    if overrides.get("port") is not None:
+        config.server.port = overrides["port"]
+    return config
 
 
 def _run_event_loop(main: Any) -> None:
@@ -58,13 +71,16 @@ def _tune_gc() -> None:
     gc.set_threshold(10_000, 50, 100)
 
 
-async def _serve(config: Any) -> None:
+async def _serve(config: Any, sockets: list[Any] | None = None, worker: str = "") -> None:
+    """Start the stack, then serve it; ``sockets`` (already bound) and ``worker`` come from a worker process."""
     import uvicorn
 
     from underlay.core.stack import Stack
+    from underlay.core.telemetry.logs import configure_logging
     from underlay.server.app import create_app
+    from underlay.server.tls import uvicorn_ssl_options
 
-    logging.basicConfig(level=config.server.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    configure_logging(config)
     stack = Stack(config)
     try:
         await stack.start()
@@ -78,10 +94,12 @@ async def _serve(config: Any) -> None:
                 log_level=config.server.log_level,
                 timeout_graceful_shutdown=config.server.shutdown_grace_seconds,
                 access_log=False,
+                **uvicorn_ssl_options(config),
             )
         )
+        scheme = "https" if config.server.tls is not None else "http"
         print(
-            f"Underlay {underlay.__version__} ({config.distribution}) on http://{config.server.host}:"
+            f"Underlay {underlay.__version__} ({config.distribution}){worker} on {scheme}://{config.server.host}:"
             f"{config.server.port}/v1",
             file=sys.stderr,
             flush=True,
@@ -90,7 +108,7 @@ async def _serve(config: Any) -> None:
         # re-raise harmless so a graceful stop exits 0 after the stack shuts down.
         for sig in (signal.SIGTERM, signal.SIGINT):
             signal.signal(sig, lambda *_: None)
-        await server.serve()
+        await server.serve(sockets=sockets)
     finally:
         await stack.stop()
 
