@@ -31,6 +31,7 @@ pymilvus's client blocks, so each call runs on a worker thread of the backend's 
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import re
 from collections.abc import Iterator
@@ -177,6 +178,14 @@ class MilvusVectorIO(VectorIOBase):
         self._search_ef = search_ef
         self._client: Any = None
         self._dimensions: dict[str, int] = {}
+        # Milvus Lite rejects a flush that interleaves with another write on the same collection
+        # ("current_seq is monotonic"), so with flush_after_write a write and its flush run as one unit.
+        self._write_locks: dict[str, asyncio.Lock] = {}
+
+    def _write_lock(self, index_id: str) -> contextlib.AbstractAsyncContextManager[Any]:
+        if not self._flush:
+            return contextlib.nullcontext()
+        return self._write_locks.setdefault(index_id, asyncio.Lock())
 
     @contextlib.contextmanager
     def _errors(self, action: str, index_id: str | None = None) -> Iterator[None]:
@@ -345,24 +354,41 @@ class MilvusVectorIO(VectorIOBase):
             for i, chunk in enumerate(batch)
         ]
         name = collection_name(index_id)
-        for start in range(0, len(rows), _UPSERT_BATCH):
-            await self._call("insert chunks", "upsert", name, rows[start : start + _UPSERT_BATCH], index_id=index_id)
-        if self._flush:
-            await self._call("flush chunks", "flush", name, index_id=index_id)
+        async with self._write_lock(index_id):
+            for start in range(0, len(rows), _UPSERT_BATCH):
+                await self._call(
+                    "insert chunks", "upsert", name, rows[start : start + _UPSERT_BATCH], index_id=index_id
+                )
+            if self._flush:
+                await self._flush_collection("flush chunks", name, index_id)
         if self.keyword is not None:  # after the store, as in ``sidecar``: a retry heals a failure between
             await self.keyword.upsert(index_id, batch)
 
+    async def _flush_collection(self, action: str, name: str, index_id: str) -> None:
+        """Flush, retrying twice when another client's flush raced ours: a flush is idempotent, and
+        Milvus Lite refuses the later of two overlapping ones ("current_seq is monotonic")."""
+        for attempt in range(3):
+            try:
+                await self._store.run(self._client.flush, name)
+                return
+            except Exception as exc:
+                if attempt == 2 or "current_seq is monotonic" not in str(exc):
+                    with self._errors(action, index_id):
+                        raise
+            await asyncio.sleep(0.05 * (attempt + 1))
+
     async def delete_document(self, index_id: str, document_id: str) -> None:
         await self._index_dimension(index_id)
-        await self._call(
-            "delete a document",
-            "delete",
-            collection_name(index_id),
-            filter=f"document_id == {literal(document_id)}",
-            index_id=index_id,
-        )
-        if self._flush:
-            await self._call("flush a delete", "flush", collection_name(index_id), index_id=index_id)
+        async with self._write_lock(index_id):
+            await self._call(
+                "delete a document",
+                "delete",
+                collection_name(index_id),
+                filter=f"document_id == {literal(document_id)}",
+                index_id=index_id,
+            )
+            if self._flush:
+                await self._flush_collection("flush a delete", collection_name(index_id), index_id)
         if self.keyword is not None:
             await self.keyword.delete_document(index_id, document_id)
 
