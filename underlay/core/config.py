@@ -24,6 +24,11 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from underlay.api.models import ModelType
+from underlay.core.access.config import AccessPolicyConfig
+from underlay.core.auth.config import AuthConfig
+from underlay.core.quotas.config import QuotaConfig
+from underlay.core.telemetry.config import TelemetryConfig
+from underlay.core.transport import TlsConfig
 
 _ENV_PATTERN = re.compile(r"\$\{env\.([A-Za-z_][A-Za-z0-9_]*)(?:(:[=+])([^}]*))?\}")
 DISTRIBUTIONS_DIR = Path(__file__).parent / "distributions"
@@ -108,6 +113,12 @@ class ServerConfig(_Strict):
     shutdown_grace_seconds: float = Field(default=30.0, ge=0)
     cors_origins: list[str] = Field(default_factory=list)
     log_level: Literal["debug", "info", "warning", "error"] = "info"
+    log_format: Literal["text", "json"] = Field(
+        default="text", description="json: one JSON object per line with the request id, secrets redacted."
+    )
+    tls: TlsConfig | None = Field(default=None, description="Serve HTTPS (and require client certificates).")
+    auth: AuthConfig | None = Field(default=None, description="Authenticate every request but health and version.")
+    quotas: QuotaConfig | None = Field(default=None, description="Per-principal rate limits and quotas.")
 
 
 class InferenceSettings(_Strict):
@@ -196,6 +207,8 @@ class RunConfig(_Strict):
     tool_groups: list[ToolGroupRegistration] = Field(default_factory=list)
     shields: list[ShieldRegistration] = Field(default_factory=list)
     safety: SafetySettings = Field(default_factory=SafetySettings)
+    access_policy: AccessPolicyConfig = Field(default_factory=AccessPolicyConfig)
+    telemetry: TelemetryConfig = Field(default_factory=TelemetryConfig)
 
     source: str = Field(default="<memory>", exclude=True)
 

@@ -30,6 +30,7 @@ from underlay.api.routes import BinaryContent, Route
 from underlay.core.apis import API_TABLE, api_order
 from underlay.core.config import ConfigError, RunConfig
 from underlay.core.stack import Stack
+from underlay.server import access, auth, quotas, telemetry
 from underlay.server.errors import install_error_handlers, validation_message
 from underlay.server.middleware import RequestContextMiddleware
 from underlay.server.multipart import FORM_OVERHEAD_BYTES, multipart_call
@@ -163,6 +164,12 @@ def create_app(config: RunConfig, stack: Stack | None = None) -> FastAPI:
         )
     _add_platform_routes(app, routes)
     mcp_server = _mount_mcp(app, config)
+    # Layers, added innermost first: request context → CORS → telemetry → auth → route policy →
+    # quotas → endpoint. CORS answers preflights before auth; telemetry sees 401s and 429s too.
+    quotas.install(app, config)
+    access.install(app, config)
+    auth.install(app, config)
+    telemetry.install(app, config)
     if config.server.cors_origins:
         app.add_middleware(
             CORSMiddleware,
