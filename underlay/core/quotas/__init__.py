@@ -1,0 +1,1 @@
+"""Per-principal quotas and rate limits, counted atomically in Redis or the KV store."""
