@@ -1,0 +1,81 @@
+"""The provider chain: turn a request's credentials into a principal, or a 401 that says why."""
+
+from __future__ import annotations
+
+import logging
+from collections import Counter
+
+from underlay.api.errors import UnauthenticatedError
+from underlay.core.auth.api_keys import ApiKeysAuth
+from underlay.core.auth.base import AuthProvider, AuthRequest, Decline
+from underlay.core.auth.config import (
+    ApiKeysProvider,
+    AuthConfig,
+    IntrospectionProvider,
+    JwtProvider,
+    KubernetesProvider,
+    TrustedHeadersProvider,
+    WebhookProvider,
+)
+from underlay.core.auth.introspection import IntrospectionAuth
+from underlay.core.auth.jwt_bearer import JwtAuth
+from underlay.core.auth.kubernetes import KubernetesAuth
+from underlay.core.auth.trusted_headers import TrustedHeadersAuth
+from underlay.core.auth.webhook import WebhookAuth
+from underlay.core.identity import Principal
+
+log = logging.getLogger("underlay.auth")
+
+_BUILDERS: dict[type, type] = {
+    ApiKeysProvider: ApiKeysAuth,
+    JwtProvider: JwtAuth,
+    IntrospectionProvider: IntrospectionAuth,
+    WebhookProvider: WebhookAuth,
+    TrustedHeadersProvider: TrustedHeadersAuth,
+    KubernetesProvider: KubernetesAuth,
+}
+
+
+def build_providers(config: AuthConfig) -> list[AuthProvider]:
+    """One provider object per config entry; unnamed ones are called by type (``jwt``, ``jwt#2`` if repeated)."""
+    counts = Counter(p.type for p in config.providers)
+    seen: Counter[str] = Counter()
+    providers: list[AuthProvider] = []
+    for entry in config.providers:
+        seen[entry.type] += 1
+        name = entry.name or (entry.type if counts[entry.type] == 1 else f"{entry.type}#{seen[entry.type]}")
+        providers.append(_BUILDERS[type(entry)](entry, name))
+    return providers
+
+
+class Authenticator:
+    def __init__(self, config: AuthConfig) -> None:
+        self.config = config
+        self.providers = build_providers(config)
+
+    async def authenticate(self, request: AuthRequest) -> Principal:
+        """The first provider that accepts (or rejects) the credential decides; declines fall through."""
+        reasons: list[str] = []
+        for provider in self.providers:
+            try:
+                return await provider.authenticate(request)
+            except Decline as decline:
+                reasons.append(f"{provider.name}: {decline}")
+        if request.bearer is None:
+            via_gateway = any(p.type == "trusted_headers" for p in self.config.providers)
+            raise UnauthenticatedError(
+                "Missing credentials: send 'Authorization: Bearer <API key or token>'"
+                + (" or come through the gateway." if via_gateway else "."),
+                code="missing_credentials",
+            )
+        relevant = [r for r in reasons if ": no " not in r] or reasons
+        raise UnauthenticatedError(
+            f"The bearer credential was not accepted ({'; '.join(relevant)}).", code="invalid_token"
+        )
+
+    async def aclose(self) -> None:
+        for provider in self.providers:
+            try:
+                await provider.aclose()
+            except Exception as exc:  # closing must not stop the others from closing
+                log.debug("auth %s: close failed: %s", provider.name, exc)

@@ -1,0 +1,107 @@
+"""Installs the auth layer on the ASGI app (see create_app for the order of layers).
+
+A pure-ASGI middleware (no BaseHTTPMiddleware task per request) so the principal it sets in
+``principal_var`` is seen by the endpoint, its streams, the stores and the jobs it enqueues, and so
+the added cost is one header scan plus the provider's own work.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from typing import Any
+
+from fastapi import FastAPI
+
+from underlay.api.errors import ServiceUnavailableError, UnauthenticatedError, UnderlayError
+from underlay.core.auth.authenticator import Authenticator
+from underlay.core.auth.base import AuthRequest
+from underlay.core.config import RunConfig
+from underlay.core.identity import principal_var
+
+log = logging.getLogger("underlay.auth")
+
+
+class AuthMiddleware:
+    def __init__(self, app: Any, authenticator: Authenticator, public_paths: list[str], realm: str) -> None:
+        self.app = app
+        self.authenticator = authenticator
+        self._exact = frozenset(p for p in public_paths if not p.endswith("*"))
+        self._prefixes = tuple(p[:-1] for p in public_paths if p.endswith("*"))
+        self._challenge = f'Bearer realm="{realm}"'
+
+    def _is_public(self, scope: dict[str, Any]) -> bool:
+        path = scope["path"]
+        if path in self._exact or (self._prefixes and path.startswith(self._prefixes)):
+            return True
+        if scope["method"] == "OPTIONS":  # a CORS preflight carries no credentials by design
+            names = {name for name, _ in scope["headers"]}
+            return b"origin" in names and b"access-control-request-method" in names
+        return False
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        kind = scope["type"]
+        if kind == "lifespan":
+            await self.app(scope, receive, self._closing_send(send))
+            return
+        if kind != "http" or self._is_public(scope):
+            await self.app(scope, receive, send)  # websockets: none are served; the app refuses them
+            return
+        try:
+            principal = await self.authenticator.authenticate(AuthRequest.from_headers(scope["headers"]))
+        except UnderlayError as exc:
+            self._log(scope, exc)
+            await self._send_error(send, exc)
+            return
+        except Exception:  # a provider bug must not become a traceback for the client
+            log.exception("auth: provider failure on %s %s", scope["method"], scope["path"])
+            await self._send_error(send, UnderlayError("Authentication failed on the server; see its log."))
+            return
+        scope.setdefault("state", {})["principal"] = principal
+        token = principal_var.set(principal)
+        try:
+            await self.app(scope, receive, send)
+        finally:
+            principal_var.reset(token)
+
+    def _closing_send(self, send: Any) -> Any:
+        """Close the providers' HTTP clients when the app reports that shutdown is complete."""
+
+        async def wrapped(message: dict[str, Any]) -> None:
+            if message["type"] in ("lifespan.shutdown.complete", "lifespan.shutdown.failed"):
+                await self.authenticator.aclose()
+            await send(message)
+
+        return wrapped
+
+    def _log(self, scope: dict[str, Any], exc: UnderlayError) -> None:
+        # The message never holds the token (providers only describe it), so it is safe to log.
+        level = logging.WARNING if isinstance(exc, ServiceUnavailableError) else logging.INFO
+        log.log(level, "auth: %s %s refused (%d): %s", scope["method"], scope["path"], exc.status_code, exc.message)
+
+    async def _send_error(self, send: Any, exc: UnderlayError) -> None:
+        body = json.dumps(exc.to_envelope()).encode()
+        headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
+        if isinstance(exc, UnauthenticatedError):
+            challenge = self._challenge
+            if exc.code == "invalid_token":
+                challenge += ', error="invalid_token"'
+            headers.append((b"www-authenticate", challenge.encode()))
+        elif isinstance(exc, ServiceUnavailableError):
+            headers.append((b"retry-after", b"5"))
+        headers += [(k.lower().encode(), v.encode()) for k, v in exc.headers.items()]
+        await send({"type": "http.response.start", "status": exc.status_code, "headers": headers})
+        await send({"type": "http.response.body", "body": body})
+
+
+def install(app: FastAPI, config: RunConfig) -> None:
+    """Add this layer's middleware and routes to ``app`` when the run config asks for them."""
+    auth = config.server.auth
+    if auth is None:
+        return
+    app.add_middleware(
+        AuthMiddleware,  # type: ignore[arg-type]
+        authenticator=Authenticator(auth),
+        public_paths=auth.public_paths,
+        realm=auth.realm,
+    )
