@@ -1,0 +1,106 @@
+"""The Telemetry API: read the traces this server recorded (Underlay's own extension, not OpenAI's).
+
+A *trace* is one request (or one background job) seen end to end; its *spans* are the timed steps
+inside it: the HTTP route, the router call, the provider call, the upstream HTTP or tool call. A
+caller sees only the traces of its own requests. Times are nanoseconds since the Unix epoch, as in
+OpenTelemetry, plus a duration in milliseconds.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from underlay.api.pagination import ListQuery
+from underlay.api.routes import Route
+
+
+class Span(BaseModel):
+    object: Literal["telemetry.span"] = "telemetry.span"
+    span_id: str
+    trace_id: str
+    parent_span_id: str | None = None
+    name: str
+    kind: str = Field(description="server, client or internal.")
+    layer: str | None = Field(default=None, description="route, router, provider or upstream.")
+    start_time_ns: int
+    end_time_ns: int | None = None
+    duration_ms: float | None = None
+    status: Literal["ok", "error", "unset"] = "unset"
+    status_message: str | None = None
+    attributes: dict[str, Any] = Field(default_factory=dict)
+    events: list[dict[str, Any]] = Field(default_factory=list)
+
+
+class Trace(BaseModel):
+    """A trace summarised by its root span (the HTTP route, for requests)."""
+
+    object: Literal["telemetry.trace"] = "telemetry.trace"
+    id: str = Field(description="The trace id (32 hex digits).")
+    root_span_id: str
+    name: str
+    route: str | None = None
+    http_status: int | None = None
+    status: Literal["ok", "error", "unset"] = "unset"
+    request_id: str | None = None
+    principal: str | None = None
+    start_time_ns: int
+    end_time_ns: int | None = None
+    duration_ms: float | None = None
+
+
+class TraceList(BaseModel):
+    object: Literal["list"] = "list"
+    data: list[Trace]
+    first_id: str | None = None
+    last_id: str | None = None
+    has_more: bool = False
+
+
+class SpanList(BaseModel):
+    object: Literal["list"] = "list"
+    data: list[Span]
+
+
+class SpanTree(BaseModel):
+    """A span with its descendants nested under ``children``, in start order."""
+
+    span: Span
+    children: list[SpanTree] = Field(default_factory=list)
+
+
+class TraceListQuery(ListQuery):
+    model_config = ConfigDict(extra="forbid")
+
+    start_time: float | None = Field(default=None, ge=0, description="Traces that began at or after (epoch s).")
+    end_time: float | None = Field(default=None, ge=0, description="Traces that began at or before (epoch s).")
+    principal: str | None = Field(default=None, description="Only this principal's traces.")
+    route: str | None = Field(default=None, description="Route template, e.g. /v1/chat/completions.")
+    status: Literal["ok", "error", "unset"] | None = Field(default=None, description="error: HTTP 4xx/5xx.")
+    http_status: int | None = Field(default=None, ge=100, le=599)
+
+
+class SpanTreeQuery(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    max_depth: int | None = Field(default=None, ge=0, le=100, description="Levels below the span to include.")
+
+
+def _route(method: str, path: str, handler: str, summary: str, **kwargs: Any) -> Route:
+    return Route(method, path, handler, summary=summary, tags=("telemetry",), **kwargs)
+
+
+ROUTES: list[Route] = [
+    _route("GET", "/v1/telemetry/traces", "list_traces", "List traces", query=TraceListQuery, response=TraceList),
+    _route("GET", "/v1/telemetry/traces/{trace_id}", "get_trace", "Retrieve a trace", response=Trace),
+    _route("GET", "/v1/telemetry/traces/{trace_id}/spans", "get_trace_spans", "A trace's spans", response=SpanList),
+    _route(
+        "GET",
+        "/v1/telemetry/spans/{span_id}/tree",
+        "get_span_tree",
+        "A span and its descendants",
+        query=SpanTreeQuery,
+        response=SpanTree,
+    ),
+]

@@ -1,0 +1,248 @@
+"""Spans around router and provider calls, added to the objects rather than written into each one.
+
+Why patch instances: routers and providers are plain classes written by many hands (third parties
+too). Replacing each public ``async`` method on the *instance* with a traced one gives every call a
+span with the same attributes, keeps ``isinstance`` and identity intact, and leaves the classes
+untouched. A method that returns an async iterator (a stream) keeps its span open until the stream
+ends, which is where time to first token and tokens per second are measured.
+"""
+
+from __future__ import annotations
+
+import inspect
+import time
+from collections.abc import AsyncIterator, Callable
+from typing import TYPE_CHECKING, Any
+
+from opentelemetry import context as otel_context
+from opentelemetry import trace
+from opentelemetry.trace import SpanKind, Status, StatusCode
+from pydantic import BaseModel
+
+if TYPE_CHECKING:
+    from underlay.core.telemetry.runtime import Telemetry
+
+TRACER_KEY = "underlay.tracer"  # see underlay.core.telemetry.runtime.TRACER_KEY
+
+SKIP = frozenset(
+    {"initialize", "shutdown", "attach", "health", "list_provider_models", "start", "stop", "close", "aclose"}
+)
+"""Lifecycle methods: they run at start-up or shutdown, outside any request, and would only add noise."""
+
+VECTOR_OPERATIONS = frozenset({"insert_chunks", "query_chunks", "delete_chunks", "embed"})
+
+
+def instrument(obj: Any, telemetry: Telemetry, *, layer: str, api: str, provider_id: str | None = None) -> Any:
+    """Wrap ``obj``'s public async methods in spans (in place); returns ``obj``."""
+    cls = type(obj)
+    for name in dir(cls):
+        if name.startswith("_") or name in SKIP:
+            continue
+        attr = inspect.getattr_static(cls, name, None)
+        if isinstance(attr, staticmethod | classmethod | property):
+            continue
+        if not (inspect.iscoroutinefunction(attr) or inspect.isasyncgenfunction(attr)):
+            continue
+        bound = getattr(obj, name)
+        wrapped = _traced(bound, name, telemetry, layer=layer, api=api, provider_id=provider_id)
+        try:
+            setattr(obj, name, wrapped)
+        except (AttributeError, TypeError):  # __slots__ or a frozen object: leave it untraced
+            continue
+    return obj
+
+
+def _request_attributes(args: tuple[Any, ...], kwargs: dict[str, Any], method: str) -> dict[str, Any]:
+    """Cheap attributes from the call's arguments: the model and the tool name when present."""
+    attributes: dict[str, Any] = {}
+    params = kwargs.get("params")
+    if params is None and args and isinstance(args[0], BaseModel):
+        params = args[0]
+    model = getattr(params, "model", None) if params is not None else None
+    if isinstance(model, str):
+        attributes["gen_ai.request.model"] = model
+    if "tool" in method:
+        tool_name = kwargs.get("tool_name")
+        if tool_name is None and args and isinstance(args[0], str):
+            tool_name = args[0]
+        if tool_name is None and params is not None:
+            tool_name = getattr(params, "tool_name", None)
+        if isinstance(tool_name, str):
+            attributes["gen_ai.tool.name"] = tool_name
+    return attributes
+
+
+def _usage(result: Any) -> tuple[int | None, int | None]:
+    usage = getattr(result, "usage", None)
+    if usage is None:
+        return None, None
+    prompt = getattr(usage, "prompt_tokens", None)
+    completion = getattr(usage, "completion_tokens", None)
+    if prompt is None:
+        prompt = getattr(usage, "input_tokens", None)
+    if completion is None:
+        completion = getattr(usage, "output_tokens", None)
+    return prompt, completion
+
+
+def _is_stream(result: Any) -> bool:
+    return hasattr(result, "__aiter__") and not isinstance(result, BaseModel | dict | list | str | bytes)
+
+
+class _Call:
+    """What one traced call knows, shared by the plain and the streaming paths."""
+
+    __slots__ = ("telemetry", "span", "layer", "api", "method", "provider_id", "attributes", "started")
+
+    def __init__(
+        self,
+        telemetry: Telemetry,
+        span: Any,
+        layer: str,
+        api: str,
+        method: str,
+        provider_id: str | None,
+        attributes: dict[str, Any],
+    ) -> None:
+        self.telemetry = telemetry
+        self.span = span
+        self.layer = layer
+        self.api = api
+        self.method = method
+        self.provider_id = provider_id
+        self.attributes = attributes
+        self.started = time.perf_counter()
+
+    def finish(
+        self,
+        error: BaseException | None,
+        result: Any = None,
+        first_item_at: float | None = None,
+        items: int | None = None,
+    ) -> None:
+        ended = time.perf_counter()
+        elapsed = ended - self.started
+        span = self.span
+        prompt, completion = _usage(result)
+        model = self.attributes.get("gen_ai.request.model")
+        metrics = self.telemetry.metrics
+        if span.is_recording():
+            if prompt is not None:
+                span.set_attribute("gen_ai.usage.input_tokens", prompt)
+            if completion is not None:
+                span.set_attribute("gen_ai.usage.output_tokens", completion)
+            response_model = getattr(result, "model", None)
+            if isinstance(response_model, str):
+                span.set_attribute("gen_ai.response.model", response_model)
+            span.set_attribute("underlay.latency_ms", round(elapsed * 1000, 3))
+            if first_item_at is not None:
+                span.set_attribute("underlay.time_to_first_token_ms", round((first_item_at - self.started) * 1000, 3))
+            if items is not None:
+                span.set_attribute("underlay.stream.chunks", items)
+            if error is not None:
+                span.record_exception(error)
+                span.set_status(Status(StatusCode.ERROR, f"{type(error).__name__}: {error}"))
+        outcome = "error" if error is not None else "ok"
+        base = {"api": self.api, "layer": self.layer, "method": self.method}
+        if self.provider_id is not None:
+            base["provider"] = self.provider_id
+        metrics.call_duration.record(elapsed, {**base, "outcome": outcome})
+        # Per-model figures once per call chain: at the provider, the layer that talks to the model.
+        if self.layer == "provider" and self.api == "inference":
+            labels = {"model": model or "", "provider": self.provider_id or ""}
+            if prompt:
+                metrics.tokens.add(prompt, {**labels, "type": "prompt"})
+            if completion:
+                metrics.tokens.add(completion, {**labels, "type": "completion"})
+            if first_item_at is not None:
+                metrics.time_to_first_token.record(first_item_at - self.started, labels)
+            generating = ended - (first_item_at if first_item_at is not None else self.started)
+            if completion and generating > 0:
+                metrics.tokens_per_second.record(completion / generating, labels)
+        if self.layer == "router":
+            if self.api == "tool_runtime" and self.method == "invoke_tool":
+                tool = self.attributes.get("gen_ai.tool.name", "")
+                metrics.tool_calls.add(1, {"tool": tool, "outcome": outcome})
+            elif self.api == "vector_io" and self.method in VECTOR_OPERATIONS:
+                metrics.vector_operations.add(1, {"operation": self.method, "outcome": outcome})
+        span.end()
+
+
+def _traced(
+    fn: Callable[..., Any],
+    method: str,
+    telemetry: Telemetry,
+    *,
+    layer: str,
+    api: str,
+    provider_id: str | None,
+) -> Callable[..., Any]:
+    tracer = telemetry.tracer
+    name = f"{layer} {provider_id or api}.{method}"
+    static: dict[str, Any] = {"underlay.layer": layer, "underlay.api": api, "code.function": method}
+    if provider_id is not None:
+        static["underlay.provider_id"] = provider_id
+
+    def begin(args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple[_Call, Any]:
+        attributes = _request_attributes(args, kwargs, method)
+        span = tracer.start_span(name, kind=SpanKind.INTERNAL, attributes={**static, **attributes})
+        ctx = None
+        if otel_context.get_value(TRACER_KEY) is None:  # outside a request (a job): carry the tracer down
+            ctx = otel_context.set_value(TRACER_KEY, tracer)
+        token = otel_context.attach(trace.set_span_in_context(span, ctx))
+        return _Call(telemetry, span, layer, api, method, provider_id, attributes), token
+
+    if inspect.isasyncgenfunction(fn):
+
+        def traced_gen(*args: Any, **kwargs: Any) -> AsyncIterator[Any]:
+            call, token = begin(args, kwargs)
+            otel_context.detach(token)
+            return _relay(call, fn(*args, **kwargs))
+
+        traced_gen.__wrapped__ = fn  # type: ignore[attr-defined]
+        return traced_gen
+
+    async def traced(*args: Any, **kwargs: Any) -> Any:
+        call, token = begin(args, kwargs)
+        try:
+            result = await fn(*args, **kwargs)
+        except BaseException as exc:
+            otel_context.detach(token)
+            call.finish(exc)
+            raise
+        otel_context.detach(token)
+        if _is_stream(result):
+            return _relay(call, result)
+        call.finish(None, result)
+        return result
+
+    traced.__wrapped__ = fn  # type: ignore[attr-defined]
+    return traced
+
+
+async def _relay(call: _Call, stream: Any) -> AsyncIterator[Any]:
+    """Pass a stream through, keeping its span open until it ends (or the client goes away)."""
+    first_at: float | None = None
+    items = 0
+    last: Any = None
+    error: BaseException | None = None
+    try:
+        async for item in stream:
+            if first_at is None:
+                first_at = time.perf_counter()
+            items += 1
+            if getattr(item, "usage", None) is not None:
+                last = item
+            yield item
+    except BaseException as exc:
+        if not isinstance(exc, GeneratorExit):
+            error = exc
+        raise
+    finally:
+        aclose = getattr(stream, "aclose", None)
+        if aclose is not None:
+            try:
+                await aclose()
+            except Exception:  # closing a broken stream must not hide why it broke
+                pass
+        call.finish(error, last, first_at, items)

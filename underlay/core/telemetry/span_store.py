@@ -1,0 +1,278 @@
+"""Finished spans in the SQL store: written in batches off the request path, read by the telemetry API.
+
+Why a buffer and a background writer: a request must not wait on a database write to be traced.
+``on_end`` only turns the span into a row and appends it to a bounded deque (a few microseconds);
+a task drains the deque every ``flush_seconds`` in one transaction. Past ``max_buffered_spans`` new
+spans are dropped and counted rather than letting memory grow while the database is slow.
+
+Rows are user-owned like every other store's: each records the principal of the request that made
+it, and reads filter by the current principal in the query.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections import deque
+from collections.abc import Sequence
+from typing import Any
+
+from underlay.core.identity import ANONYMOUS, current_principal
+from underlay.core.storage.sqlstore import OWNER_COLUMNS, ColumnDefinition, ColumnType, Where
+from underlay.core.telemetry.config import RetentionConfig
+
+log = logging.getLogger("underlay.telemetry")
+
+TABLE = "telemetry_spans"
+
+_COLUMNS: dict[str, ColumnType | ColumnDefinition] = {
+    "span_id": ColumnDefinition(type=ColumnType.STRING, primary_key=True, nullable=False),
+    "trace_id": ColumnDefinition(type=ColumnType.STRING, index=True, nullable=False),
+    "parent_span_id": ColumnDefinition(type=ColumnType.STRING, index=True),
+    "name": ColumnType.STRING,
+    "kind": ColumnType.STRING,
+    "layer": ColumnType.STRING,
+    "start_ns": ColumnDefinition(type=ColumnType.INTEGER, index=True, nullable=False),
+    "end_ns": ColumnType.INTEGER,
+    "duration_ms": ColumnType.FLOAT,
+    "status": ColumnType.STRING,
+    "status_message": ColumnType.TEXT,
+    "attributes": ColumnType.JSON,
+    "events": ColumnType.JSON,
+    "is_root": ColumnDefinition(type=ColumnType.BOOLEAN, index=True),
+    "route": ColumnDefinition(type=ColumnType.STRING, index=True),
+    "http_status": ColumnDefinition(type=ColumnType.INTEGER, index=True),
+    "request_id": ColumnType.STRING,
+    **OWNER_COLUMNS,
+}
+
+_STATUS = {0: "unset", 1: "ok", 2: "error"}
+
+
+def span_row(span: Any) -> dict[str, Any]:
+    """A finished OpenTelemetry ``ReadableSpan`` as a table row (owner from the current request)."""
+    context = span.context
+    parent = span.parent
+    attributes = dict(span.attributes or {})
+    principal = current_principal()
+    start, end = span.start_time or 0, span.end_time or 0
+    status = span.status
+    return {
+        "span_id": format(context.span_id, "016x"),
+        "trace_id": format(context.trace_id, "032x"),
+        "parent_span_id": format(parent.span_id, "016x") if parent is not None else None,
+        "name": span.name,
+        "kind": span.kind.name.lower(),
+        "layer": attributes.get("underlay.layer"),
+        "start_ns": start,
+        "end_ns": end,
+        "duration_ms": (end - start) / 1e6 if end else None,
+        "status": _STATUS.get(status.status_code.value, "unset"),
+        "status_message": status.description,
+        "attributes": {k: list(v) if isinstance(v, tuple) else v for k, v in attributes.items()},
+        "events": [
+            {"name": e.name, "time_ns": e.timestamp, "attributes": dict(e.attributes or {})} for e in span.events
+        ]
+        or None,
+        # A local root: no parent, or a parent from another process (a traceparent header).
+        "is_root": parent is None or bool(parent.is_remote),
+        "route": attributes.get("http.route"),
+        "http_status": attributes.get("http.response.status_code"),
+        "request_id": attributes.get("underlay.request_id"),
+        "owner_principal": principal.id,
+        "owner_attributes": principal.attributes,
+    }
+
+
+def _adopt_owners(rows: list[dict[str, Any]]) -> None:
+    """Give a trace's anonymous spans the principal its other spans saw.
+
+    The route span starts before authentication runs (it times the 401s too), so its own view of the
+    principal may be anonymous while the router spans inside it know who called.
+    """
+    owners: dict[str, tuple[str, Any]] = {}
+    for row in rows:
+        if row["owner_principal"] != ANONYMOUS.id:
+            owners.setdefault(row["trace_id"], (row["owner_principal"], row["owner_attributes"]))
+    if not owners:
+        return
+    for row in rows:
+        owner = owners.get(row["trace_id"])
+        if owner is not None and row["owner_principal"] == ANONYMOUS.id:
+            row["owner_principal"], row["owner_attributes"] = owner
+
+
+class SpanStore:
+    """The ``telemetry_spans`` table: batched writes, owner-filtered reads, retention."""
+
+    def __init__(self, sqlstore: Any, retention: RetentionConfig | None = None) -> None:
+        self.sql = sqlstore
+        self.retention = retention or RetentionConfig()
+
+    async def initialize(self) -> None:
+        await self.sql.create_table(TABLE, _COLUMNS)
+
+    async def write(self, rows: Sequence[dict[str, Any]]) -> None:
+        if not rows:
+            return
+        rows = list(rows)
+        _adopt_owners(rows)
+        insert_many = getattr(self.sql, "insert_many", None)
+        if insert_many is not None:
+            await insert_many(TABLE, rows)
+            return
+        await _insert_rows(self.sql, TABLE, rows)
+
+    # -- reads (always the current principal's rows) ---------------------------------------------
+
+    def _owned(self) -> list[Any]:
+        return [Where.eq("owner_principal", current_principal().id)]
+
+    async def list_roots(
+        self,
+        *,
+        since_ns: int | None = None,
+        until_ns: int | None = None,
+        principal: str | None = None,
+        route: str | None = None,
+        status: str | None = None,
+        http_status: int | None = None,
+        limit: int = 20,
+        after: str | None = None,
+        order: str = "desc",
+    ) -> tuple[list[dict[str, Any]], bool]:
+        where = [*self._owned(), Where.eq("is_root", True)]
+        if since_ns is not None:
+            where.append(Where.gte("start_ns", since_ns))
+        if until_ns is not None:
+            where.append(Where.lte("start_ns", until_ns))
+        if principal is not None:
+            where.append(Where.eq("owner_principal", principal))
+        if route is not None:
+            where.append(Where.eq("route", route))
+        if status is not None:
+            where.append(Where.eq("status", status))
+        if http_status is not None:
+            where.append(Where.eq("http_status", http_status))
+        page = await self.sql.fetch_page(
+            TABLE, where, order_column="start_ns", order=order, limit=limit, after_id=after, id_column="span_id"
+        )
+        return page.rows, page.has_more
+
+    async def root_of(self, trace_id: str) -> dict[str, Any] | None:
+        return await self.sql.fetch_one(
+            TABLE, [*self._owned(), Where.eq("trace_id", trace_id), Where.eq("is_root", True)]
+        )
+
+    async def trace_spans(self, trace_id: str, limit: int | None = None) -> list[dict[str, Any]]:
+        return await self.sql.fetch_all(
+            TABLE, [*self._owned(), Where.eq("trace_id", trace_id)], order_by=[("start_ns", "asc")], limit=limit
+        )
+
+    async def span(self, span_id: str) -> dict[str, Any] | None:
+        return await self.sql.fetch_one(TABLE, [*self._owned(), Where.eq("span_id", span_id)])
+
+    # -- retention -------------------------------------------------------------------------------
+
+    async def prune(self, now_ns: int | None = None) -> int:
+        """Delete spans older than ``max_age_seconds`` and the oldest beyond ``max_spans``; returns the count."""
+        removed = 0
+        now_ns = now_ns or time.time_ns()
+        if self.retention.max_age_seconds is not None:
+            cutoff = now_ns - int(self.retention.max_age_seconds * 1e9)
+            removed += await self.sql.delete(TABLE, [Where.lt("start_ns", cutoff)])
+        if self.retention.max_spans is not None:
+            excess = await self.sql.count(TABLE) - self.retention.max_spans
+            if excess > 0:
+                oldest = await self.sql.fetch_all(TABLE, order_by=[("start_ns", "asc")], limit=excess)
+                removed += await self.sql.delete(TABLE, [Where.lte("start_ns", oldest[-1]["start_ns"])])
+        return removed
+
+
+async def _insert_rows(sql: Any, table: str, rows: list[dict[str, Any]]) -> None:
+    """Many rows in one transaction (an executemany), through the store's table cache and locking.
+
+    The SQL store's public API inserts one row per transaction; a flush of hundreds of spans needs one.
+    """
+    from sqlalchemy import insert
+
+    t = await sql._table(table, rows[0])
+    async with sql._transaction(write=True) as conn:
+        await conn.execute(insert(t), rows)
+
+
+class SpanBuffer:
+    """The OpenTelemetry span processor that queues rows, plus the task that writes them."""
+
+    def __init__(self, store: SpanStore, flush_seconds: float = 1.0, max_buffered: int = 20_000) -> None:
+        self.store = store
+        self.flush_seconds = flush_seconds
+        self.max_buffered = max_buffered
+        self.dropped = 0
+        self._rows: deque[dict[str, Any]] = deque()
+        self._task: asyncio.Task[None] | None = None
+        self._last_prune = 0.0
+
+    # SpanProcessor interface (called by the SDK; on_end runs where the span ends, usually a request).
+    def on_start(self, span: Any, parent_context: Any = None) -> None:
+        return None
+
+    def _on_ending(self, span: Any) -> None:
+        return None
+
+    def on_end(self, span: Any) -> None:
+        if len(self._rows) >= self.max_buffered:
+            self.dropped += 1
+            return
+        try:
+            self._rows.append(span_row(span))
+        except Exception:  # a span that will not convert must never fail the request
+            log.debug("span %s could not be stored", span.name, exc_info=True)
+
+    def shutdown(self) -> None:
+        return None
+
+    def force_flush(self, timeout_millis: int = 30000) -> bool:
+        return True
+
+    # The writer.
+    def start(self) -> None:
+        if self._task is None:
+            self._task = asyncio.get_running_loop().create_task(self._run(), name="underlay-span-writer")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+        await self.flush()
+
+    async def flush(self) -> int:
+        """Write everything buffered now; returns how many rows were written."""
+        written = 0
+        while self._rows:
+            batch = [self._rows.popleft() for _ in range(min(len(self._rows), 1000))]
+            try:
+                await self.store.write(batch)
+                written += len(batch)
+            except Exception as exc:
+                self.dropped += len(batch)
+                log.warning("could not store %d spans: %s", len(batch), exc)
+        return written
+
+    async def _run(self) -> None:
+        while True:
+            await asyncio.sleep(self.flush_seconds)
+            await self.flush()
+            now = time.monotonic()
+            if now - self._last_prune >= self.store.retention.sweep_seconds:
+                self._last_prune = now
+                try:
+                    removed = await self.store.prune()
+                    if removed:
+                        log.info("telemetry retention removed %d spans", removed)
+                except Exception as exc:
+                    log.warning("telemetry retention sweep failed: %s", exc)
