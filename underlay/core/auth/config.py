@@ -119,7 +119,8 @@ class TrustedHeadersProvider(_Provider):
         default_factory=dict, description="Attribute name -> header holding a comma-separated list."
     )
     secret_header: str = Field(default="x-gateway-secret", min_length=1)
-    shared_secret: str = Field(min_length=16, description="The gateway sends it in secret_header on every request.")
+    # No length rule here: a config error would echo the value, and this one is a secret.
+    shared_secret: str = Field(min_length=1, description="The gateway sends it in secret_header on every request.")
 
     @field_validator("principal_header", "secret_header")
     @classmethod
