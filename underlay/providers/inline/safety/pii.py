@@ -14,23 +14,38 @@ Rules and where each comes from:
 - ``ip_address``: dotted IPv4 (RFC 791) with each octet 0-255, and full or ``::``-compressed IPv6
   (RFC 4291), validated with :mod:`ipaddress`.
 
+- ``street_address``: a house number with a street name and a street-type word, in the usual US/UK
+  order (``221B Baker Street``, ``1600 Pennsylvania Ave NW``), the German/Dutch order
+  (``Hauptstraße 5``, ``Kerkstraat 12``), French (``10 rue de Rivoli``) and Italian/Spanish/Portuguese
+  (``Via Roma 12``, ``Calle Mayor 5``); and UK postcodes (``SW1A 1AA``, Royal Mail's format).
+- ``person_name``: a given name from the US Census 1990 lists followed by a surname from the same
+  lists, both capitalised (``Jonathan Harker``); or a capitalised word after an honorific
+  (``Dr. Seward``) or after "my name is" / "name:". Given names that are also everyday words (Will,
+  May, Grace, Bill...) only count after such a cue. The lists ship in ``pii_names.txt.gz``
+  (``scripts/build_pii_gazetteer.py``).
+
 Why checksums: a pattern alone flags order numbers and timestamps; Luhn and mod-97 cut those false
 positives to the ~1 in 10 (Luhn) and ~1 in 97 (IBAN) of random digit strings that pass by chance.
-Names and street addresses need a statistical recogniser and are not detected here.
+Why gazetteers and context for names: without a statistical recogniser, a capitalised word pair is
+as often a place or a product as a person; requiring both halves to be common names (or an explicit
+cue) keeps precision high and misses rare or non-Anglophone names, a trade made on purpose.
 """
 
 from __future__ import annotations
 
+import functools
+import gzip
 import ipaddress
 import re
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from pydantic import BaseModel, Field
 
 from underlay.api.safety import RunShieldResponse, SafetyViolation, Shield, ShieldMessage, ViolationLevel
 
-ALL_KINDS = ("email", "phone", "credit_card", "iban", "us_ssn", "ip_address")
+ALL_KINDS = ("email", "phone", "credit_card", "iban", "us_ssn", "ip_address", "street_address", "person_name")
 
 _EMAIL = re.compile(r"(?<![\w.+-])[A-Za-z0-9._%+-]+@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*\.[A-Za-z]{2,24}\b")
 _PHONE = re.compile(
@@ -42,6 +57,82 @@ _IBAN = re.compile(r"\b[A-Z]{2}\d{2}(?: ?[A-Z0-9]){11,30}\b")
 _SSN = re.compile(r"(?<!\d)(?!000|666|9\d\d)\d{3}-(?!00)\d{2}-(?!0000)\d{4}(?!\d)")
 _IPV4 = re.compile(r"(?<![\d.])(?:\d{1,3}\.){3}\d{1,3}(?![\d.])")
 _IPV6 = re.compile(r"(?<![\w:])[0-9A-Fa-f]{0,4}(?::[0-9A-Fa-f]{0,4}){2,7}(?![\w:])")
+
+
+_STREET_TYPES = (
+    r"Street|St|Avenue|Ave|Road|Rd|Boulevard|Blvd|Lane|Ln|Drive|Dr|Court|Ct|Place|Pl|Terrace|Way|Parkway|Pkwy"
+    r"|Highway|Hwy|Circle|Close|Crescent|Square|Gardens|Grove|Mews|Row|Hill|Walk"
+)
+_CAP = r"[A-Z][a-zA-Z'\-]+"
+_ADDRESSES = (
+    # US / UK order: number, street name words, street type, optional directional.
+    re.compile(
+        rf"(?<![\w/.-])\d{{1,5}}[A-Za-z]?(?:[-/]\d{{1,4}})?,?\s+(?:{_CAP}\s+){{1,3}}(?:{_STREET_TYPES})\b\.?"
+        r"(?:\s+(?:N|S|E|W|NE|NW|SE|SW)\b)?"
+    ),
+    # German / Dutch / Scandinavian: compound street word, then the number.
+    re.compile(
+        r"\b[A-ZÄÖÜ][\wäöüß'-]*(?:straße|strasse|str\.|weg|allee|platz|gasse|damm|ufer|straat|laan|gracht|plein"
+        r"|kade|gatan|vägen|gade|vej)\s+\d{1,4}[a-z]?\b"
+    ),
+    # French: number, street type, name.
+    re.compile(
+        r"(?<![\w/.-])\d{1,4}(?:\s?(?:bis|ter))?,?\s+(?:rue|avenue|boulevard|bd|place|chemin|allée|impasse|quai)"
+        rf"\s+(?:de\s+la\s+|de\s+l'|du\s+|des\s+|de\s+)?{_CAP}"
+    ),
+    # Italian / Spanish / Portuguese: street type, name, number.
+    re.compile(
+        rf"\b(?:Via|Viale|Piazza|Corso|Calle|Avenida|Plaza|Paseo|Rua|Travessa)\s+(?:(?:de|del|da|do|dos|della|di)\s+)?"
+        rf"{_CAP}(?:\s+{_CAP})?,?\s+(?:n\.?\s*[º°]?\s*)?\d{{1,4}}\b"
+    ),
+    # UK postcode (outward + inward code), capitals as Royal Mail prints them.
+    re.compile(r"\b(?:[A-PR-UWYZ][A-HK-Y]?\d[A-Z\d]?|GIR)\s\d[ABD-HJLNP-UW-Z]{2}\b"),
+)
+# Given names that are everyday words too: a name only after a cue ("my name is", an honorific).
+_AMBIGUOUS_GIVEN = frozenset(
+    "Will May June April August Grace Hope Faith Joy Bill Mark Rose Art Dawn Eve Ruby Pearl Iris Lily Holly Ivy "
+    "Violet Crystal Amber Jade Angel King Earl Prince Guy Pat Sue Don Ray Rich Chance Chase Hunter Lane Drew Frank "
+    "Miles Norm Sterling Summer Autumn Sunny Star Gay Young Major Page Buck Bob Penny Sandy Carol Roman Else Per "
+    "Long Hall Early Lincoln Jordan Paris Florence Georgia Virginia Carolina Dallas Austin Houston Chester Sydney "
+    "China India Asia Africa America Christian Jesus Sherman Tex Cliff Dale Glen Glenn Wood Forest Sky".split()
+)
+# Capitalised words that follow a given name without being a surname (places, calendar, street types).
+_NOT_SURNAME = frozenset(
+    "Street Avenue Road Lane Drive Court Place Way Park Hill Square Bridge River Lake Beach Church Hall House "
+    "Center Centre College School University Hospital Monday Tuesday Wednesday Thursday Friday Saturday Sunday "
+    "January February March April May June July August September October November December".split()
+)
+_HONORIFIC = re.compile(rf"\b(?:Mr|Mrs|Ms|Miss|Mx|Dr|Prof|Sir|Dame|Rev)\.?\s+({_CAP}(?:\s+{_CAP})?)")
+_NAME_CUE = re.compile(rf"\b(?:[Mm]y name is|[Mm]y name's|[Nn]ame:|[Ii] am called|[Cc]all me)\s+({_CAP}(?:\s+{_CAP})?)")
+_PAIR = re.compile(rf"(?<![\w'-])(?=({_CAP})\s+({_CAP})\b)")
+_GAZETTEER = Path(__file__).resolve().parent / "pii_names.txt.gz"
+
+
+@functools.cache
+def name_lists() -> tuple[frozenset[str], frozenset[str]]:
+    """(given names, surnames) from the shipped gazetteer, title-cased."""
+    given: set[str] = set()
+    surnames: set[str] = set()
+    target = given
+    for line in gzip.decompress(_GAZETTEER.read_bytes()).decode().splitlines():
+        if line == "# given":
+            target = given
+        elif line == "# surname":
+            target = surnames
+        elif line:
+            target.add(line)
+    return frozenset(given), frozenset(surnames)
+
+
+def _names(text: str) -> list[tuple[int, int]]:
+    """Spans of person names: cue + capitalised words, or given name + surname from the gazetteer."""
+    given, surnames = name_lists()
+    spans = [m.span(1) for m in _HONORIFIC.finditer(text)] + [m.span(1) for m in _NAME_CUE.finditer(text)]
+    for m in _PAIR.finditer(text):  # a lookahead, so pairs overlap: "Ann Mary Smith" has two candidates
+        first, last = m.group(1), m.group(2)
+        if first in given and first not in _AMBIGUOUS_GIVEN and last in surnames and last not in _NOT_SURNAME:
+            spans.append((m.start(1), m.end(2)))
+    return spans
 
 
 def luhn_ok(digits: str) -> bool:
@@ -108,6 +199,13 @@ def find_pii(text: str, kinds: tuple[str, ...] | list[str] = ALL_KINDS) -> list[
             except ValueError:
                 continue
             add("ip_address", m)
+    if "street_address" in kinds:
+        for pattern in _ADDRESSES:
+            for m in pattern.finditer(text):
+                add("street_address", m)
+    if "person_name" in kinds:
+        for start, end in _names(text):
+            found.append(Finding("person_name", start, end, text[start:end]))
     if "phone" in kinds:
         for m in _PHONE.finditer(text):
             if len(re.sub(r"\D", "", m.group(0))) <= 15:
