@@ -7,6 +7,7 @@ them here first turns that into one line naming the key to fix.
 from __future__ import annotations
 
 import ssl
+from pathlib import Path
 from typing import Any
 
 from underlay.core.config import ConfigError, RunConfig
@@ -17,6 +18,12 @@ _CERT_REQS = {"none": ssl.CERT_NONE, "optional": ssl.CERT_OPTIONAL, "required": 
 
 def check_tls_files(tls: TlsConfig, source: str) -> None:
     """Load the certificate, key and CA bundle into a throwaway context; raise ConfigError on any problem."""
+    problem = _pem_problem(tls.certfile, "CERTIFICATE", "certfile") or _pem_problem(
+        tls.keyfile, "PRIVATE KEY", "keyfile"
+    )
+    if problem is not None:
+        key, reason = problem
+        raise ConfigError(f"{source}: server.tls.{key}: {reason}")
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     try:
         context.load_cert_chain(tls.certfile, tls.keyfile)
@@ -33,6 +40,19 @@ def check_tls_files(tls: TlsConfig, source: str) -> None:
                 f"{source}: server.tls.ca_certs: cannot load {tls.ca_certs} ({_reason(exc)}); "
                 "give a PEM bundle of CA certificates"
             ) from None
+
+
+def _pem_problem(path: str, label: str, key: str) -> tuple[str, str] | None:
+    """What is wrong with a file that should hold a PEM ``label`` block, in words; None if it looks right."""
+    try:
+        text = Path(path).read_text(errors="replace")
+    except OSError as exc:
+        return key, f"cannot read {path} ({exc.strerror or exc}); fix the path or its permissions"
+    if f"{label}-----" not in text:
+        return key, f"{path} holds no PEM {label.lower()} ('-----BEGIN ...{label}-----'); point it at one"
+    if "ENCRYPTED" in text and label == "PRIVATE KEY":
+        return key, f"{path} is encrypted; give the server an unencrypted key readable only by its user"
+    return None
 
 
 def _reason(exc: BaseException) -> str:
