@@ -1,4 +1,5 @@
-"""HTTPS and mutual TLS through a real ``underlay run``, with httpx and the openai SDK.
+"""Transport through a real ``underlay run``: HTTPS and mutual TLS with httpx and the openai SDK, and the
+loopback-only default bind address.
 
 The fixture builds a small PKI with ``cryptography``: a CA, a server certificate for 127.0.0.1, a
 client certificate from that CA, and a second ("rogue") CA with its own client certificate, which a
@@ -10,6 +11,7 @@ from __future__ import annotations
 import datetime
 import ipaddress
 import os
+import socket
 import ssl
 import subprocess
 import sys
@@ -247,3 +249,28 @@ def test_tls_config_mistakes_are_one_line_errors(pki: Pki, tmp_path: Path, exter
     config["server"]["tls"]["ca_certs"] = str(pki.server.key)  # readable, but no certificates in it
     line = _run_expecting_config_error(config, tmp_path / "badca", external_provider_path)
     assert "server.tls.ca_certs" in line
+
+
+# -- binding -----------------------------------------------------------------------------------------
+# 127.0.0.2 is loopback too, but a socket bound to 127.0.0.1 does not accept it: a connection there tells
+# a server bound to 127.0.0.1 (refused) from one bound to every address (accepted).
+
+
+def _accepts_on(address: str, port: int) -> bool:
+    try:
+        with socket.create_connection((address, port), timeout=5):
+            return True
+    except ConnectionRefusedError:
+        return False
+
+
+def test_server_binds_loopback_unless_configured(echo_server: RunningServer, tmp_path: Path) -> None:
+    assert "host" not in yaml.safe_load(echo_server.config_path.read_text())["server"]
+    assert _accepts_on("127.0.0.1", echo_server.port)
+    assert not _accepts_on("127.0.0.2", echo_server.port)
+    config = {"apis": ["models"], "server": {"host": "0.0.0.0"}}
+    everywhere = start_server(config, tmp_path)
+    try:
+        assert _accepts_on("127.0.0.2", everywhere.port)
+    finally:
+        everywhere.stop()
