@@ -8,6 +8,7 @@ for a minute with room left, so a window boundary cannot fall between their requ
 
 from __future__ import annotations
 
+import hashlib
 import re
 import time
 import uuid
@@ -186,5 +187,46 @@ def test_fail_open_lets_requests_through_unmetered(tmp_path: Path, external_prov
             raw = chat(client)
             assert raw.parse().choices[0].message.content == "echo: hi"
             assert "x-ratelimit-limit-requests" not in raw.headers
+    finally:
+        server.stop()
+
+
+def _key_entry(key: str, principal: str, roles: list[str]) -> dict[str, Any]:
+    return {"sha256": hashlib.sha256(key.encode()).hexdigest(), "principal": principal, "attributes": {"roles": roles}}
+
+
+def test_authenticated_principals_get_their_tier(tmp_path: Path, external_provider_path: Path) -> None:
+    keys = {"alice": "sk-alice-" + uuid.uuid4().hex, "bob": "sk-bob-" + uuid.uuid4().hex}
+    auth = {
+        "providers": [
+            {
+                "type": "api_keys",
+                "keys": [_key_entry(keys["alice"], "alice", ["basic"]), _key_entry(keys["bob"], "bob", ["premium"])],
+            }
+        ]
+    }
+    quotas = {
+        "limits": {"requests_per_day": 1},
+        "overrides": [{"attributes": {"roles": ["premium"]}, "limits": {"requests_per_day": 3}}],
+    }
+    config = echo_config(quotas, auth=auth)
+    server = start_server(config, tmp_path, extra_pythonpath=[external_provider_path])
+    try:
+
+        def client(name: str) -> openai.OpenAI:
+            return openai.OpenAI(base_url=server.v1, api_key=keys[name], max_retries=0)
+
+        assert chat(client("alice")).headers["x-ratelimit-limit-requests"] == "1"
+        with pytest.raises(openai.RateLimitError) as info:
+            chat(client("alice"))
+        message = info.value.response.json()["error"]["message"]
+        assert "principal 'alice'" in message and keys["alice"] not in message
+        # Budgets follow the principal, not the address: bob shares alice's address but has his own tier.
+        assert [chat(client("bob")).headers["x-ratelimit-remaining-requests"] for _ in range(3)] == ["2", "1", "0"]
+        with pytest.raises(openai.RateLimitError):
+            chat(client("bob"))
+        # An unauthenticated request is refused by auth (401) before it reaches the quota layer.
+        with pytest.raises(openai.AuthenticationError):
+            chat(openai.OpenAI(base_url=server.v1, api_key="sk-wrong", max_retries=0))
     finally:
         server.stop()
