@@ -67,3 +67,57 @@ def test_provider_violation_and_kinds() -> None:
         provider.run_shield(shield, [ShieldMessage(role="user", content="192.168.0.1")], {"kinds": ["email"]})
     )
     assert only_email.violation is None
+
+
+@pytest.mark.parametrize(
+    ("text", "value"),
+    [
+        ("I live at 221B Baker Street, London.", "221B Baker Street"),
+        ("Ship it to 1600 Pennsylvania Ave NW, Washington DC.", "1600 Pennsylvania Ave NW"),
+        ("Our office: 42 Elm Grove Road, Leeds", "42 Elm Grove Road"),
+        ("Adresse: Hauptstraße 5, 10115 Berlin", "Hauptstraße 5"),
+        ("woont op Kerkstraat 12 in Utrecht", "Kerkstraat 12"),
+        ("chez moi au 10 rue de Rivoli", "10 rue de Rivoli"),
+        ("abito in Via Roma 12, Milano", "Via Roma 12"),
+        ("vivo en Calle Mayor 5, Madrid", "Calle Mayor 5"),
+        ("the postcode is SW1A 1AA", "SW1A 1AA"),
+    ],
+)
+def test_detects_street_addresses(text: str, value: str) -> None:
+    assert [(f.kind, f.text) for f in find_pii(text)] == [("street_address", value)]
+
+
+@pytest.mark.parametrize(
+    ("text", "value"),
+    [
+        ("My name is Jonathan Harker.", "Jonathan Harker"),
+        ("Please forward this to Mary Johnson in accounts.", "Mary Johnson"),
+        ("Dr. Seward will see you now", "Seward"),
+        ("name: Lucy Westenra", "Lucy Westenra"),
+        ("my name is Will Turner", "Will Turner"),  # an everyday-word given name counts after a cue
+    ],
+)
+def test_detects_person_names(text: str, value: str) -> None:
+    assert [(f.kind, f.text) for f in find_pii(text)] == [("person_name", value)]
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "Route 66 runs from Chicago to Santa Monica.",
+        "Read chapter 5 and the 3 Main points of Section 2.",
+        "We met Will Power at the May Day parade; the Grace Period is 30 days.",
+        "John Street is closed on Monday.",  # a street, not a person
+        "Microsoft Word and Google Chrome are installed on New York City laptops.",
+        "Python 3 Way of doing things",
+        "Version 2 Update 14 shipped in April 2024.",
+        "the United Nations met in Paris Hilton hotels",
+    ],
+)
+def test_name_and_address_lookalikes(text: str) -> None:
+    assert [(f.kind, f.text) for f in find_pii(text) if f.kind in ("person_name", "street_address")] == []
+
+
+def test_names_and_addresses_redact() -> None:
+    text = "Mary Johnson lives at 12 Oak Lane."
+    assert redact(text, find_pii(text)) == "[PERSON_NAME] lives at [STREET_ADDRESS]."
