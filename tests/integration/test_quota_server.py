@@ -230,3 +230,28 @@ def test_authenticated_principals_get_their_tier(tmp_path: Path, external_provid
             chat(openai.OpenAI(base_url=server.v1, api_key="sk-wrong", max_retries=0))
     finally:
         server.stop()
+
+
+def test_responses_calls_are_charged_their_model_usage(tmp_path: Path, external_provider_path: Path) -> None:
+    config = {
+        "apis": ["inference", "models", "conversations", "responses"],
+        "providers": {**ECHO, "responses": [{"provider_id": "builtin", "provider_type": "inline::builtin"}]},
+        "server": {"quotas": {"limits": {"tokens_per_day": 30}}},
+    }
+    server = start_server(config, tmp_path, extra_pythonpath=[external_provider_path])
+    try:
+        client = server.openai()
+        raw = client.responses.with_raw_response.create(model="echo/echo", input="one two three four five")
+        assert raw.parse().usage.total_tokens == 12
+        assert raw.headers["x-ratelimit-remaining-tokens"] == "30"
+        events = list(client.responses.create(model="echo/echo", input="one two three four five", stream=True))
+        assert events[-1].type == "response.completed" and events[-1].response.usage.total_tokens == 12
+        after = client.responses.with_raw_response.create(model="echo/echo", input="x")
+        assert after.headers["x-ratelimit-remaining-tokens"] == "6"  # 30 - 12 - 12: both calls were charged
+        last = client.responses.with_raw_response.create(model="echo/echo", input="x")
+        assert last.headers["x-ratelimit-remaining-tokens"] == "2"  # admitted with 2 left; it used 4
+        with pytest.raises(openai.RateLimitError) as info:
+            client.responses.create(model="echo/echo", input="x")
+        assert info.value.response.json()["error"]["code"] == "tokens_exceeded"
+    finally:
+        server.stop()
