@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import gc
+import os
 import signal
 import sys
 from collections.abc import Sequence
@@ -149,7 +150,12 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
 
     run = sub.add_parser("run", help="start the server")
-    run.add_argument("config", nargs="?", default="local", help="a distribution name or a run-config YAML path")
+    run.add_argument(
+        "config",
+        nargs="?",
+        default=os.environ.get("UNDERLAY_DISTRO") or "local",
+        help="a distribution name or a run-config YAML path (default: $UNDERLAY_DISTRO, else local)",
+    )
     run.add_argument("--host", default=None, help="bind address (default from the config: 127.0.0.1)")
     run.add_argument("--port", type=int, default=None, help="port (default from the config: 8321)")
     run.set_defaults(func=_cmd_run)
