@@ -167,3 +167,31 @@ async def test_unsampled_requests_store_nothing(sql_factory: SqlFactory) -> None
     finally:
         await telemetry.stop()
         await store.close()
+
+
+async def test_a_root_span_takes_the_principal_its_children_saw(sql_factory: SqlFactory) -> None:  # noqa: F811
+    """The route span starts before authentication; its trace must still belong to the caller."""
+    telemetry = await _telemetry(sql_factory)
+    store = telemetry.store
+    assert store is not None
+    try:
+        with telemetry.tracer.start_as_current_span("GET /v1/models") as root:
+            token = principal_var.set(Principal("carol"))
+            try:
+                with telemetry.tracer.start_as_current_span("router models.list"):
+                    pass
+            finally:
+                principal_var.reset(token)
+            assert await telemetry.buffer.flush() == 1  # type: ignore[union-attr] # the child, before the root
+        await telemetry.flush()
+        trace_id = format(root.get_span_context().trace_id, "032x")
+        assert await store.root_of(trace_id) is None  # the anonymous caller does not see it
+        token = principal_var.set(Principal("carol"))
+        try:
+            found = await store.root_of(trace_id)
+            assert found is not None and found["owner_principal"] == "carol"
+        finally:
+            principal_var.reset(token)
+    finally:
+        await telemetry.stop()
+        await store.sql.close()

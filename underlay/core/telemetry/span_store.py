@@ -212,6 +212,8 @@ class SpanBuffer:
         self.max_buffered = max_buffered
         self.dropped = 0
         self._rows: deque[dict[str, Any]] = deque()
+        self._owners: dict[str, tuple[str, Any]] = {}
+        """trace id → the principal its inner spans saw, until the trace's root span ends."""
         self._task: asyncio.Task[None] | None = None
         self._last_prune = 0.0
 
@@ -227,9 +229,21 @@ class SpanBuffer:
             self.dropped += 1
             return
         try:
-            self._rows.append(span_row(span))
+            row = span_row(span)
         except Exception:  # a span that will not convert must never fail the request
             log.debug("span %s could not be stored", span.name, exc_info=True)
+            return
+        trace_id = row["trace_id"]
+        if not row["is_root"]:
+            if row["owner_principal"] != ANONYMOUS.id and trace_id not in self._owners:
+                if len(self._owners) >= self.max_buffered:  # roots that never ended (killed tasks)
+                    self._owners.clear()
+                self._owners[trace_id] = (row["owner_principal"], row["owner_attributes"])
+        else:
+            owner = self._owners.pop(trace_id, None)
+            if owner is not None and row["owner_principal"] == ANONYMOUS.id:
+                row["owner_principal"], row["owner_attributes"] = owner  # see _adopt_owners
+        self._rows.append(row)
 
     def shutdown(self) -> None:
         return None
