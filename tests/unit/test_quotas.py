@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 from pydantic import ValidationError
 
 from underlay.api.inference import ChatCompletionChunk, ChatCompletionRequest, ChoiceDelta, ChunkChoice, Usage
@@ -144,3 +147,15 @@ def test_usage_tokens_reads_every_usage_shape() -> None:
         output_tokens = 6
 
     assert usage_tokens(ResponsesUsage()) == 10
+
+
+def test_the_example_in_the_docs_is_valid() -> None:
+    """docs/quotas.md promises its YAML example validates; hold it to that."""
+    docs = Path(__file__).resolve().parents[2] / "docs" / "quotas.md"
+    blocks = re.findall(r"```yaml\n(.*?)```", docs.read_text(), flags=re.DOTALL)
+    assert len(blocks) == 1
+    config = parse_run_config(yaml.safe_load(blocks[0]), source="docs/quotas.md")
+    quotas = config.server.quotas
+    assert quotas is not None and quotas.backend == "redis"
+    assert quotas.limits_for("batch-robot", {}).tokens_per_day is None
+    assert quotas.limits_for("x", {"roles": ["premium"]}).requests_per_day == 10000
