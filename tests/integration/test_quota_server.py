@@ -155,6 +155,15 @@ def test_streamed_usage_is_charged_even_when_the_client_did_not_ask(token_server
         chat(client)
 
 
+def test_embeddings_are_charged_their_usage(token_server: RunningServer) -> None:
+    client = sdk(token_server, new_client_ip())
+    remaining = []
+    for _ in range(3):  # the echo provider reports 1 token per embeddings call
+        raw = client.embeddings.with_raw_response.create(model="echo/echo-embed", input="text")
+        remaining.append(raw.headers["x-ratelimit-remaining-tokens"])
+    assert remaining == ["20", "19", "18"]
+
+
 def test_unreachable_redis_is_503_naming_it(tmp_path: Path, external_provider_path: Path) -> None:
     url = f"redis://127.0.0.1:{free_port()}/0"
     quotas = {"backend": "redis", "url": url, "limits": {"requests_per_day": 100}}
