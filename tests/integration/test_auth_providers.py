@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import json
 import time
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
@@ -316,3 +317,33 @@ async def test_chain_first_provider_that_recognizes_decides(idp: IdentityProvide
         garbage.message
     )
     assert (await rejected(auth, bearer(""))).code == "missing_credentials"
+
+
+async def test_jwt_claim_edge_cases(idp: IdentityProvider, make: Any) -> None:
+    auth = make(jwt_entry(idp))
+    listed = idp.token("rsa-1", aud=["other", idp.audience])
+    assert (await auth.authenticate(bearer(listed))).id == "alice"
+    for bad, expected in [
+        (idp.token("rsa-1", aud=None), "audience"),
+        (idp.token("rsa-1", aud=["other"]), "audience"),
+        (idp.token("rsa-1", iat=int(time.time()) + 600), "not valid yet"),
+        (idp.token("rsa-1", exp="tomorrow"), "not a number"),
+        (idp.token("rsa-1", exp=True), "not a number"),
+        (idp.token("rsa-1", exp=int(time.time()) - 5), None),  # within the leeway: accepted
+    ]:
+        if expected is None:
+            assert (await auth.authenticate(bearer(bad))).id == "alice"
+        else:
+            assert expected in (await rejected(auth, bearer(bad), bad)).message
+    key = idp.keys["rsa-1"]
+    claims = {"iss": idp.issuer, "aud": idp.audience, "sub": "x", "exp": int(time.time()) + 60}
+    crit = jwt.encode(claims, key.private, algorithm="RS256", headers={"kid": "rsa-1", "crit": ["exp"]})
+    assert "critical" in (await rejected(auth, bearer(crit), crit)).message
+    # No kid: every published key of the right type is tried.
+    no_kid = jwt.encode(claims, idp.keys["ec-1"].private, algorithm="ES256")
+    assert (await auth.authenticate(bearer(no_kid))).id == "x"
+    # A tampered payload under a valid signature.
+    header, _, signature = idp.token("rsa-1").split(".")
+    payload = jwt.utils.base64url_encode(json.dumps({**claims, "sub": "root"}).encode()).decode()
+    tampered = f"{header}.{payload}.{signature}"
+    assert "signature" in (await rejected(auth, bearer(tampered), tampered)).message
