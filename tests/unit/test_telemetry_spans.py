@@ -142,7 +142,9 @@ async def test_errors_mark_spans_and_still_raise(setup: Any) -> None:
         assert span.status.status_code.name == "ERROR" and "the upstream said no" in span.status.description
         assert span.events[0].name == "exception"
     text = telemetry.metrics.prometheus_text().decode()
-    assert 'layer="provider",method="chat",outcome="error",provider="p1"' in text
+    assert (
+        'underlay_call_duration_seconds_count{api="inference",method="chat",outcome="error",provider="p1"} 1.0' in text
+    )
 
 
 async def test_async_generator_methods_and_tool_calls(setup: Any) -> None:

@@ -143,10 +143,11 @@ class _Call:
                 span.record_exception(error)
                 span.set_status(Status(StatusCode.ERROR, f"{type(error).__name__}: {error}"))
         outcome = "error" if error is not None else "ok"
-        base = {"api": self.api, "layer": self.layer, "method": self.method}
-        if self.provider_id is not None:
-            base["provider"] = self.provider_id
-        metrics.call_duration.record(elapsed, {**base, "outcome": outcome})
+        if self.layer == "provider":  # a router's time is its provider's plus a lookup: not worth a series
+            metrics.call_duration.record(
+                elapsed,
+                {"api": self.api, "provider": self.provider_id or "", "method": self.method, "outcome": outcome},
+            )
         # Per-model figures once per call chain: at the provider, the layer that talks to the model.
         if self.layer == "provider" and self.api == "inference":
             labels = {"model": model or "", "provider": self.provider_id or ""}

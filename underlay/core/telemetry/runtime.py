@@ -7,6 +7,8 @@ and the stack's routers and providers are left unwrapped: the hot path pays noth
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 from typing import Any
 
@@ -66,11 +68,19 @@ class Telemetry:
                     otlp_metric_reader(otlp.endpoint, otlp.headers, otlp.timeout_seconds, otlp.metrics_interval_seconds)
                 )
         self.metrics = Metrics(config.service_name, readers)
+        self._drainer: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
         if self.store is not None and self.buffer is not None:
             await self.store.initialize()
             self.buffer.start()
+        self._drainer = asyncio.get_running_loop().create_task(self._drain_metrics(), name="underlay-metrics")
+
+    async def _drain_metrics(self) -> None:
+        """Apply queued measurements regularly, so OTLP pushes see them (scrapes drain on their own)."""
+        while True:
+            await asyncio.sleep(self.config.flush_seconds)
+            self.metrics.drain()
 
     def instrument_router(self, api: str, router: Any) -> Any:
         if api == "telemetry":  # reading traces should not make more of them below the route span
@@ -86,6 +96,11 @@ class Telemetry:
             await self.buffer.flush()
 
     async def stop(self) -> None:
+        if self._drainer is not None:
+            self._drainer.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._drainer
+            self._drainer = None
         if self.buffer is not None:
             await self.buffer.stop()
         try:

@@ -1,8 +1,8 @@
 """Finished spans in the SQL store: written in batches off the request path, read by the telemetry API.
 
 Why a buffer and a background writer: a request must not wait on a database write to be traced.
-``on_end`` only turns the span into a row and appends it to a bounded deque (a few microseconds);
-a task drains the deque every ``flush_seconds`` in one transaction. Past ``max_buffered_spans`` new
+``on_end`` only appends the finished span and its principal to a bounded deque (under a microsecond);
+a task turns them into rows and writes them every ``flush_seconds`` in one transaction. Past ``max_buffered_spans`` new
 spans are dropped and counted rather than letting memory grow while the database is slow.
 
 Rows are user-owned like every other store's: each records the principal of the request that made
@@ -19,7 +19,7 @@ from collections import deque
 from collections.abc import Sequence
 from typing import Any
 
-from underlay.core.identity import ANONYMOUS, current_principal
+from underlay.core.identity import ANONYMOUS, Principal, current_principal
 from underlay.core.storage.sqlstore import OWNER_COLUMNS, ColumnDefinition, ColumnType, Where
 from underlay.core.telemetry.config import RetentionConfig
 
@@ -51,12 +51,11 @@ _COLUMNS: dict[str, ColumnType | ColumnDefinition] = {
 _STATUS = {0: "unset", 1: "ok", 2: "error"}
 
 
-def span_row(span: Any) -> dict[str, Any]:
-    """A finished OpenTelemetry ``ReadableSpan`` as a table row (owner from the current request)."""
+def span_row(span: Any, principal: Principal) -> dict[str, Any]:
+    """A finished OpenTelemetry ``ReadableSpan`` as a table row owned by ``principal``."""
     context = span.context
     parent = span.parent
     attributes = dict(span.attributes or {})
-    principal = current_principal()
     start, end = span.start_time or 0, span.end_time or 0
     status = span.status
     return {
@@ -86,24 +85,6 @@ def span_row(span: Any) -> dict[str, Any]:
     }
 
 
-def _adopt_owners(rows: list[dict[str, Any]]) -> None:
-    """Give a trace's anonymous spans the principal its other spans saw.
-
-    The route span starts before authentication runs (it times the 401s too), so its own view of the
-    principal may be anonymous while the router spans inside it know who called.
-    """
-    owners: dict[str, tuple[str, Any]] = {}
-    for row in rows:
-        if row["owner_principal"] != ANONYMOUS.id:
-            owners.setdefault(row["trace_id"], (row["owner_principal"], row["owner_attributes"]))
-    if not owners:
-        return
-    for row in rows:
-        owner = owners.get(row["trace_id"])
-        if owner is not None and row["owner_principal"] == ANONYMOUS.id:
-            row["owner_principal"], row["owner_attributes"] = owner
-
-
 class SpanStore:
     """The ``telemetry_spans`` table: batched writes, owner-filtered reads, retention."""
 
@@ -118,7 +99,6 @@ class SpanStore:
         if not rows:
             return
         rows = list(rows)
-        _adopt_owners(rows)
         insert_many = getattr(self.sql, "insert_many", None)
         if insert_many is not None:
             await insert_many(TABLE, rows)
@@ -211,7 +191,7 @@ class SpanBuffer:
         self.flush_seconds = flush_seconds
         self.max_buffered = max_buffered
         self.dropped = 0
-        self._rows: deque[dict[str, Any]] = deque()
+        self._spans: deque[tuple[Any, Principal]] = deque()
         self._owners: dict[str, tuple[str, Any]] = {}
         """trace id → the principal its inner spans saw, until the trace's root span ends."""
         self._task: asyncio.Task[None] | None = None
@@ -225,25 +205,11 @@ class SpanBuffer:
         return None
 
     def on_end(self, span: Any) -> None:
-        if len(self._rows) >= self.max_buffered:
+        # Only a tuple append here: the row is built when the buffer is written, after the response.
+        if len(self._spans) >= self.max_buffered:
             self.dropped += 1
             return
-        try:
-            row = span_row(span)
-        except Exception:  # a span that will not convert must never fail the request
-            log.debug("span %s could not be stored", span.name, exc_info=True)
-            return
-        trace_id = row["trace_id"]
-        if not row["is_root"]:
-            if row["owner_principal"] != ANONYMOUS.id and trace_id not in self._owners:
-                if len(self._owners) >= self.max_buffered:  # roots that never ended (killed tasks)
-                    self._owners.clear()
-                self._owners[trace_id] = (row["owner_principal"], row["owner_attributes"])
-        else:
-            owner = self._owners.pop(trace_id, None)
-            if owner is not None and row["owner_principal"] == ANONYMOUS.id:
-                row["owner_principal"], row["owner_attributes"] = owner  # see _adopt_owners
-        self._rows.append(row)
+        self._spans.append((span, current_principal()))
 
     def shutdown(self) -> None:
         return None
@@ -267,15 +233,42 @@ class SpanBuffer:
     async def flush(self) -> int:
         """Write everything buffered now; returns how many rows were written."""
         written = 0
-        while self._rows:
-            batch = [self._rows.popleft() for _ in range(min(len(self._rows), 1000))]
+        while self._spans:
+            batch = [self._spans.popleft() for _ in range(min(len(self._spans), 1000))]
+            rows = self._rows(batch)
             try:
-                await self.store.write(batch)
-                written += len(batch)
+                await self.store.write(rows)
+                written += len(rows)
             except Exception as exc:
-                self.dropped += len(batch)
-                log.warning("could not store %d spans: %s", len(batch), exc)
+                self.dropped += len(rows)
+                log.warning("could not store %d spans: %s", len(rows), exc)
         return written
+
+    def _rows(self, batch: list[tuple[Any, Principal]]) -> list[dict[str, Any]]:
+        """Rows in the order spans ended, a trace's root span owned by whom its inner spans saw.
+
+        The route span starts before authentication runs (it times the 401s too), so the principal it
+        sees may be anonymous while the router spans inside it, which end first, know who called.
+        """
+        rows = []
+        for span, principal in batch:
+            try:
+                row = span_row(span, principal)
+            except Exception:  # a span that will not convert must never stop the others
+                log.debug("span %s could not be stored", getattr(span, "name", "?"), exc_info=True)
+                continue
+            trace_id = row["trace_id"]
+            if not row["is_root"]:
+                if principal.id != ANONYMOUS.id and trace_id not in self._owners:
+                    if len(self._owners) >= self.max_buffered:  # roots that never ended (killed tasks)
+                        self._owners.clear()
+                    self._owners[trace_id] = (principal.id, principal.attributes)
+            else:
+                owner = self._owners.pop(trace_id, None)
+                if owner is not None and principal.id == ANONYMOUS.id:
+                    row["owner_principal"], row["owner_attributes"] = owner
+            rows.append(row)
+        return rows
 
     async def _run(self) -> None:
         while True:
