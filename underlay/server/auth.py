@@ -75,9 +75,12 @@ class AuthMiddleware:
         return wrapped
 
     def _log(self, scope: dict[str, Any], exc: UnderlayError) -> None:
-        # The message never holds the token (providers only describe it), so it is safe to log.
-        level = logging.WARNING if isinstance(exc, ServiceUnavailableError) else logging.INFO
-        log.log(level, "auth: %s %s refused (%d): %s", scope["method"], scope["path"], exc.status_code, exc.message)
+        """One line per refusal: the code for a 401 (frequent, and the client got the details), the
+        message for a 503 (it names the identity provider that is down). Neither ever holds the token."""
+        if isinstance(exc, ServiceUnavailableError):
+            log.warning("auth: %s %s refused (503): %s", scope["method"], scope["path"], exc.message)
+        else:
+            log.info("auth: %s %s refused (%d %s)", scope["method"], scope["path"], exc.status_code, exc.code)
 
     async def _send_error(self, send: Any, exc: UnderlayError) -> None:
         body = json.dumps(exc.to_envelope()).encode()
