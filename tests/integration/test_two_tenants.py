@@ -156,6 +156,8 @@ def _populate(client: httpx.Client) -> dict[str, str]:
     )
     response = _ok(client.post("/responses", json={"model": "echo", "input": "alice private question"}))
     ids["response"] = response["id"]
+    background = _ok(client.post("/responses", json={"model": "echo", "input": "later", "background": True}))
+    ids["background_response"] = background["id"]
     conversation = _ok(
         client.post("/conversations", json={"items": [{"type": "message", "role": "user", "content": "alice note"}]})
     )
@@ -250,7 +252,7 @@ CELLS: dict[str, Cell] = {
     "responses-retrieve": Cell("GET", "/responses/{response}"),
     "responses-input_items": Cell("GET", "/responses/{response}/input_items"),
     "responses-delete": Cell("DELETE", "/responses/{response}", check="/responses/{response}"),
-    "responses-cancel": Cell("POST", "/responses/{response}/cancel"),
+    "responses-cancel": Cell("POST", "/responses/{background_response}/cancel"),
     "responses-chain": Cell(
         "POST", "/responses", {"model": "echo", "input": "go on", "previous_response_id": "{response}"}
     ),
@@ -395,6 +397,7 @@ WRITES = [
     "vector_stores-batches-create",
     "vector_stores-batches-cancel",
     "responses-delete",
+    "responses-cancel",
     "responses-into-conversation",
     "conversations-update",
     "conversations-delete",

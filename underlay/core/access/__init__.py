@@ -5,10 +5,12 @@ the compiled policy and :mod:`.enforce` what routers and stores call.
 """
 
 from underlay.core.access.enforce import (
+    acting_for,
     can,
     explain_miss,
     fetch_for,
     forbidden,
+    intended_action,
     owner_of,
     require,
     require_create,
@@ -21,6 +23,8 @@ from underlay.core.access.policy import AccessPolicy, Resource, active_policy, s
 __all__ = [
     "AccessPolicy",
     "Resource",
+    "acting_for",
+    "intended_action",
     "active_policy",
     "can",
     "explain_miss",

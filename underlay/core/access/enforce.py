@@ -7,13 +7,37 @@ not act on answers 403 naming the action.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from contextvars import ContextVar
 from typing import Any
 
 from underlay.api.errors import ForbiddenError, NotFoundError
 from underlay.core.access.policy import Resource, active_policy
 from underlay.core.identity import current_principal
 from underlay.core.storage.sqlstore import Filter, Where
+
+_intent: ContextVar[str] = ContextVar("underlay_access_intent", default="read")
+
+
+@contextmanager
+def acting_for(action: str) -> Iterator[None]:
+    """Within this block, stores look rows up for ``action`` rather than for reading.
+
+    For a router that hands a whole operation (delete, cancel) to a provider: the provider fetches
+    the row first and acts on it, and the check must refuse *before* it acts, not when it writes.
+    """
+    token = _intent.set(action)
+    try:
+        yield
+    finally:
+        _intent.reset(token)
+
+
+def intended_action() -> str:
+    """The action set by :func:`acting_for` around this call (``"read"`` outside any)."""
+    return _intent.get()
+
 
 _NOUNS = {
     "model": "model",
