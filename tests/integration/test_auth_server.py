@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -74,6 +75,13 @@ def server(
 
 def sdk(server: RunningServer, key: str) -> openai.OpenAI:
     return openai.OpenAI(base_url=server.v1, api_key=key, max_retries=0)
+
+
+def test_the_jwks_is_fetched_at_start_up(server: RunningServer, idp: IdentityProvider) -> None:
+    deadline = time.monotonic() + 10
+    while idp.calls["jwks"] == 0 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert idp.calls["jwks"] == 1  # before any token arrived
 
 
 def test_health_and_version_stay_public(server: RunningServer) -> None:

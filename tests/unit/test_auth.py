@@ -213,3 +213,26 @@ async def test_an_unreachable_identity_provider_is_503_not_401() -> None:
     assert response.status_code == 503 and response.headers["retry-after"]
     assert response.json()["error"]["type"] == ServiceUnavailableError.error_type
     assert "corp-sso" in response.json()["error"]["message"] and token not in response.text
+
+
+async def test_websockets_are_authenticated_too() -> None:
+    config = AuthConfig.model_validate({"providers": [API_KEYS]})
+    reached: list[str] = []
+
+    async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        reached.append(current_principal().id)
+
+    middleware = AuthMiddleware(app, Authenticator(config), config.public_paths, config.realm)
+    sent: list[dict[str, Any]] = []
+
+    async def send(message: dict[str, Any]) -> None:
+        sent.append(message)
+
+    async def receive() -> dict[str, Any]:
+        return {"type": "websocket.connect"}
+
+    scope: dict[str, Any] = {"type": "websocket", "path": "/v1/realtime", "headers": []}
+    await middleware(scope, receive, send)
+    assert sent == [{"type": "websocket.close", "code": 1008, "reason": "authentication_error"}] and reached == []
+    await middleware({**scope, "headers": [(b"authorization", f"Bearer {KEY}".encode())]}, receive, send)
+    assert reached == ["alice"]

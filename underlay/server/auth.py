@@ -7,6 +7,7 @@ the added cost is one header scan plus the provider's own work.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 from typing import Any
@@ -29,12 +30,13 @@ class AuthMiddleware:
         self._exact = frozenset(p for p in public_paths if not p.endswith("*"))
         self._prefixes = tuple(p[:-1] for p in public_paths if p.endswith("*"))
         self._challenge = f'Bearer realm="{realm}"'
+        self._warming: asyncio.Task[None] | None = None
 
     def _is_public(self, scope: dict[str, Any]) -> bool:
         path = scope["path"]
         if path in self._exact or (self._prefixes and path.startswith(self._prefixes)):
             return True
-        if scope["method"] == "OPTIONS":  # a CORS preflight carries no credentials by design
+        if scope.get("method") == "OPTIONS":  # a CORS preflight carries no credentials by design
             names = {name for name, _ in scope["headers"]}
             return b"origin" in names and b"access-control-request-method" in names
         return False
@@ -42,20 +44,22 @@ class AuthMiddleware:
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
         kind = scope["type"]
         if kind == "lifespan":
-            await self.app(scope, receive, self._closing_send(send))
+            await self.app(scope, receive, self._lifespan_send(send))
             return
-        if kind != "http" or self._is_public(scope):
-            await self.app(scope, receive, send)  # websockets: none are served; the app refuses them
+        if kind not in ("http", "websocket") or self._is_public(scope):
+            await self.app(scope, receive, send)
             return
         try:
             principal = await self.authenticator.authenticate(AuthRequest.from_headers(scope["headers"]))
-        except UnderlayError as exc:
+        except Exception as exc:
+            if not isinstance(exc, UnderlayError):  # a provider bug must not become a traceback for the client
+                log.exception("auth: provider failure on %s", scope["path"])
+                exc = UnderlayError("Authentication failed on the server; see its log.")
             self._log(scope, exc)
-            await self._send_error(send, exc)
-            return
-        except Exception:  # a provider bug must not become a traceback for the client
-            log.exception("auth: provider failure on %s %s", scope["method"], scope["path"])
-            await self._send_error(send, UnderlayError("Authentication failed on the server; see its log."))
+            if kind == "websocket":  # closing before accept refuses the handshake
+                await send({"type": "websocket.close", "code": 1008, "reason": exc.error_type})
+            else:
+                await self._send_error(send, exc)
             return
         scope.setdefault("state", {})["principal"] = principal
         token = principal_var.set(principal)
@@ -64,11 +68,15 @@ class AuthMiddleware:
         finally:
             principal_var.reset(token)
 
-    def _closing_send(self, send: Any) -> Any:
-        """Close the providers' HTTP clients when the app reports that shutdown is complete."""
+    def _lifespan_send(self, send: Any) -> Any:
+        """Fetch what providers can fetch ahead (JWKS) once the app is up; close their clients at shutdown."""
 
         async def wrapped(message: dict[str, Any]) -> None:
-            if message["type"] in ("lifespan.shutdown.complete", "lifespan.shutdown.failed"):
+            if message["type"] == "lifespan.startup.complete":
+                self._warming = asyncio.create_task(self.authenticator.warm())
+            elif message["type"] in ("lifespan.shutdown.complete", "lifespan.shutdown.failed"):
+                if self._warming is not None:
+                    self._warming.cancel()
                 await self.authenticator.aclose()
             await send(message)
 
@@ -78,9 +86,9 @@ class AuthMiddleware:
         """One line per refusal: the code for a 401 (frequent, and the client got the details), the
         message for a 503 (it names the identity provider that is down). Neither ever holds the token."""
         if isinstance(exc, ServiceUnavailableError):
-            log.warning("auth: %s %s refused (503): %s", scope["method"], scope["path"], exc.message)
+            log.warning("auth: %s refused (503): %s", scope["path"], exc.message)
         else:
-            log.info("auth: %s %s refused (%d %s)", scope["method"], scope["path"], exc.status_code, exc.code)
+            log.info("auth: %s %s refused (%d %s)", scope.get("method", "WS"), scope["path"], exc.status_code, exc.code)
 
     async def _send_error(self, send: Any, exc: UnderlayError) -> None:
         body = json.dumps(exc.to_envelope()).encode()

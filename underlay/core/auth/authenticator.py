@@ -73,6 +73,17 @@ class Authenticator:
             f"The bearer credential was not accepted ({'; '.join(relevant)}).", code="invalid_token"
         )
 
+    async def warm(self) -> None:
+        """Fetch ahead what the first request would otherwise wait for (JWKS); failures only log."""
+        for provider in self.providers:
+            warm = getattr(provider, "warm", None)
+            if warm is None:
+                continue
+            try:
+                await warm()
+            except Exception as exc:
+                log.warning("auth %s: could not fetch ahead (%s); will retry on the first request", provider.name, exc)
+
     async def aclose(self) -> None:
         for provider in self.providers:
             try:

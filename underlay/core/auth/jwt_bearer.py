@@ -149,6 +149,10 @@ class JwtAuth:
                     f"{self.name}: the token's audience is not accepted here (expected {self.config.audience!r})."
                 )
 
+    async def warm(self) -> None:
+        """Fetch the JWKS before the first token arrives."""
+        await self.jwks.keys_for(None)
+
     async def aclose(self) -> None:
         await self._client.aclose()
 
