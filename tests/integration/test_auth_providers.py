@@ -347,3 +347,10 @@ async def test_jwt_claim_edge_cases(idp: IdentityProvider, make: Any) -> None:
     payload = jwt.utils.base64url_encode(json.dumps({**claims, "sub": "root"}).encode()).decode()
     tampered = f"{header}.{payload}.{signature}"
     assert "signature" in (await rejected(auth, bearer(tampered), tampered)).message
+
+
+async def test_a_jwks_url_that_answers_an_error_is_503_with_the_status(idp: IdentityProvider, make: Any) -> None:
+    auth = make(jwt_entry(idp, jwks_url=f"{idp.url}/no-such-jwks.json"))
+    with pytest.raises(ServiceUnavailableError) as caught:
+        await auth.authenticate(bearer(idp.token("rsa-1")))
+    assert "answered HTTP 404" in caught.value.message

@@ -11,6 +11,8 @@ from __future__ import annotations
 import hashlib
 from typing import Any, Protocol
 
+import httpx
+
 from underlay.api.errors import ServiceUnavailableError, UnauthenticatedError
 from underlay.core.identity import Principal
 
@@ -69,8 +71,11 @@ def unavailable(
     name: str, what: str, exc: BaseException | None = None, *, problem: str | None = None
 ) -> ServiceUnavailableError:
     """The identity provider behind ``name`` cannot answer (503); the message names it, never the token."""
-    detail = f" ({type(exc).__name__})" if exc is not None else ""
-    text = problem or f"cannot be reached{detail}; try again shortly"
+    if isinstance(exc, httpx.HTTPStatusError):
+        text = problem or f"answered HTTP {exc.response.status_code}; check its URL and health"
+    else:
+        detail = f" ({type(exc).__name__})" if exc is not None else ""
+        text = problem or f"cannot be reached{detail}; try again shortly"
     return ServiceUnavailableError(f"auth:{name}", f"the identity provider {what} {text}.")
 
 
