@@ -214,3 +214,19 @@ def test_require_gives_404_when_hidden_and_403_when_only_readable() -> None:
     finally:
         principal_var.reset(token)
         set_active_policy(None)
+
+
+def test_every_policy_in_the_docs_is_valid() -> None:
+    import re
+    from pathlib import Path
+
+    import yaml
+
+    doc = (Path(__file__).parents[2] / "docs" / "access-control.md").read_text()
+    blocks = [b for b in re.findall(r"```yaml\n(.*?)```", doc, re.S) if "access_policy:" in b]
+    assert len(blocks) >= 4
+    env = {name: "0" * 64 for name in ("ALICE_SHA", "ALEX_SHA", "BOB_SHA", "ROOT_SHA")}
+    for block in blocks:
+        data = yaml.safe_load(block)
+        config = parse_run_config(data, source="docs/access-control.md", env=env)
+        AccessPolicy(config.access_policy)  # compiles
