@@ -159,11 +159,14 @@ async def test_async_generator_methods_and_tool_calls(setup: Any) -> None:
 async def test_tool_and_vector_metrics_count_at_the_router(setup: Any) -> None:
     telemetry, _, _, _ = setup
 
+    class ToolResult(BaseModel):
+        error_code: str | None = None
+
     class Tools:
-        async def invoke_tool(self, tool_name: str, kwargs: dict[str, Any]) -> str:
+        async def invoke_tool(self, tool_name: str, kwargs: dict[str, Any]) -> ToolResult:
             if tool_name == "bad":
                 raise RuntimeError("boom")
-            return "ok"
+            return ToolResult(error_code="tool_error" if tool_name == "refuses" else None)
 
     class Vectors:
         async def query_chunks(self, params: Params) -> list[str]:
@@ -175,10 +178,12 @@ async def test_tool_and_vector_metrics_count_at_the_router(setup: Any) -> None:
     await tools.invoke_tool("add", {})
     with pytest.raises(RuntimeError):
         await tools.invoke_tool("bad", {})
+    await tools.invoke_tool("refuses", {})
     await vectors.query_chunks(Params(model="x"))
     text = telemetry.metrics.prometheus_text().decode()
     assert 'underlay_tool_calls_total{outcome="ok",tool="add"} 2.0' in text
     assert 'underlay_tool_calls_total{outcome="error",tool="bad"} 1.0' in text
+    assert 'underlay_tool_calls_total{outcome="error",tool="refuses"} 1.0' in text
     assert 'underlay_vector_operations_total{operation="query_chunks",outcome="ok"} 1.0' in text
 
 

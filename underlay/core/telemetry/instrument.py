@@ -143,6 +143,11 @@ class _Call:
                 span.record_exception(error)
                 span.set_status(Status(StatusCode.ERROR, f"{type(error).__name__}: {error}"))
         outcome = "error" if error is not None else "ok"
+        tool_error = getattr(result, "error_code", None) if error is None else None
+        if isinstance(tool_error, str) and tool_error:  # a tool that failed answers with an error result
+            outcome = "error"
+            if span.is_recording():
+                span.set_attribute("underlay.tool.error_code", tool_error)
         if self.layer == "provider":  # a router's time is its provider's plus a lookup: not worth a series
             metrics.call_duration.record(
                 elapsed,
