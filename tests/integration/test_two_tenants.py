@@ -32,11 +32,18 @@ KEYS = {
     "alex": ("sk-test-alex-0002", {"teams": ["team-a"]}),
     "bob": ("sk-test-bob-0003", {"teams": ["team-b"]}),
     "root": ("sk-test-root-0004", {"teams": ["ops"], "roles": ["admin"]}),
+    "guest": ("sk-test-guest-0005", {"teams": ["team-a"], "roles": ["guest"]}),
 }
 DOC = "Otters hold hands while they sleep so they do not drift apart. A group of otters is a raft."
 
 SHARING_POLICY: dict[str, Any] = {
     "rules": [
+        {
+            "effect": "forbid",
+            "actions": ["create"],
+            "when": ["user with guest in roles"],
+            "description": "guests look, they do not create",
+        },
         {
             "effect": "forbid",
             "resources": ["model"],
@@ -488,3 +495,33 @@ def test_route_policy_keeps_model_management_to_admins(shared: Tenants) -> None:
 def test_default_policy_keeps_registered_resources_open(isolated: Tenants) -> None:
     for who in ("alice", "bob"):
         assert "echo/echo-slow" in [m["id"] for m in _ok(isolated(who).get("/models"))["data"]]
+
+
+CREATES = {
+    "files": ("POST", "/files", None),
+    "vector_stores": ("POST", "/vector_stores", {"name": "guest", "embedding_model": MINILM}),
+    "responses": ("POST", "/responses", {"model": "echo", "input": "hi"}),
+    "conversations": ("POST", "/conversations", {}),
+    "chat_completions-stored": (
+        "POST",
+        "/chat/completions",
+        {"model": "echo", "messages": [{"role": "user", "content": "hi"}], "store": True},
+    ),
+}
+
+
+@pytest.mark.parametrize("api", list(CREATES), ids=list(CREATES))
+def test_create_can_be_forbidden_by_role(shared: Tenants, api: str) -> None:
+    method, path, body = CREATES[api]
+    if api == "files":
+        refused = shared("guest").post(path, files={"file": ("g.txt", b"guest")}, data={"purpose": "assistants"})
+    else:
+        refused = shared("guest").request(method, path, json=body)
+    assert refused.status_code == 403, refused.text
+    assert refused.json()["error"]["code"] == "access_denied"
+    # The guest still reads what its team shares, and may call a model without storing anything.
+    _ok(shared("guest").get(f"/files/{shared.ids['file']}"))
+    if api == "chat_completions-stored":
+        _ok(shared("guest").request(method, path, json={**body, "store": False}))
+    if api == "responses":
+        _ok(shared("guest").request(method, path, json={**body, "store": False}))
