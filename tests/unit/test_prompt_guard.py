@@ -137,3 +137,8 @@ def test_bad_model_path_is_a_config_error(tmp_path: Path) -> None:
     garbage.write_bytes(b"not a zip")
     with pytest.raises(ConfigError, match="not a prompt-guard weights file"):
         asyncio.run(PromptGuardSafetyProvider("pg", Config(model_path=str(garbage))).initialize())
+
+
+def test_misspelt_option_is_rejected() -> None:
+    with pytest.raises(ValueError, match="treshold"):
+        Config.model_validate({"treshold": 0.5})

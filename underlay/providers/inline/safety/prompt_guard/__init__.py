@@ -20,7 +20,7 @@ import asyncio
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 
 from underlay.api.safety import RunShieldResponse, SafetyViolation, Shield, ShieldMessage, ViolationLevel
 from underlay.core.config import ConfigError
@@ -35,6 +35,8 @@ USER_MESSAGES: dict[str, str] = {
 
 
 class Config(BaseModel):
+    model_config = ConfigDict(extra="forbid")  # a misspelt "treshold" must fail at start-up, not be ignored
+
     threshold: float | None = Field(
         default=None,
         gt=0,
