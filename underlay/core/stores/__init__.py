@@ -1,1 +1,1 @@
-"""Stores for user-owned rows in the SQL store; each filters by owner inside its queries."""
+"""Stores for user-owned rows in the SQL store; each filters by the access policy inside its queries."""
