@@ -12,12 +12,13 @@ import openai
 import pytest
 
 from tests.integration.harness import RunningServer, free_port, start_server
-from tests.integration.test_auth_idp import IdentityProvider
+from tests.integration.test_auth_idp import CLIENT_ID, CLIENT_SECRET, IdentityProvider
 
 ALICE_KEY = "sk-underlay-alice-0001"
 BOB_KEY = "sk-underlay-bob-0002"
 ORIGIN = "https://app.example"
 DOWN_ISSUER = "https://down-sso.example"
+GATEWAY_SECRET = "gateway-secret-for-the-auth-tests"
 
 
 def sha256(text: str) -> str:
@@ -59,6 +60,18 @@ def server(
                         "attribute_claims": {"roles": "roles"},
                     },
                     {
+                        "type": "introspection",
+                        "url": f"{idp.url}/introspect",
+                        "client_id": CLIENT_ID,
+                        "client_secret": "${env.INTROSPECTION_SECRET}",
+                        "attribute_claims": {"scopes": "scope"},
+                    },
+                    {
+                        "type": "trusted_headers",
+                        "attribute_headers": {"teams": "x-forwarded-groups"},
+                        "shared_secret": "${env.GATEWAY_SECRET}",
+                    },
+                    {
                         "type": "jwt",
                         "name": "down-sso",
                         "jwks_url": f"http://127.0.0.1:{free_port()}/jwks.json",
@@ -68,7 +81,12 @@ def server(
             },
         },
     }
-    running = start_server(config, tmp_path_factory.mktemp("auth"), extra_pythonpath=[external_provider_path])
+    running = start_server(
+        config,
+        tmp_path_factory.mktemp("auth"),
+        extra_pythonpath=[external_provider_path],
+        env={"INTROSPECTION_SECRET": CLIENT_SECRET, "GATEWAY_SECRET": GATEWAY_SECRET},
+    )
     yield running
     running.stop()
 
@@ -121,6 +139,26 @@ def test_openai_sdk_with_a_jwt(server: RunningServer, idp: IdentityProvider) -> 
         sdk(server, idp.token("rsa-1", aud="another-service")).models.list()
 
 
+def test_openai_sdk_with_an_opaque_token(server: RunningServer, idp: IdentityProvider) -> None:
+    idp.opaque_tokens["opaque-for-dana"] = {"sub": "dana", "scope": "models"}
+    before = idp.calls["introspect"]
+    client = sdk(server, "opaque-for-dana")
+    assert "echo/echo" in {m.id for m in client.models.list()}
+    assert "echo/echo" in {m.id for m in client.models.list()}
+    assert idp.calls["introspect"] - before == 1  # the second call was served from the cache
+    with pytest.raises(openai.AuthenticationError) as caught:
+        sdk(server, "opaque-revoked").models.list()
+    assert "not active" in str(caught.value)
+
+
+def test_gateway_headers_need_the_shared_secret(server: RunningServer) -> None:
+    identity = {"x-forwarded-user": "erin", "x-forwarded-groups": "team-a"}
+    through = httpx.get(f"{server.v1}/models", headers={**identity, "x-gateway-secret": GATEWAY_SECRET})
+    assert through.status_code == 200
+    forged = httpx.get(f"{server.v1}/models", headers=identity)
+    assert forged.status_code == 401 and "x-gateway-secret" in forged.json()["error"]["message"]
+
+
 def test_rows_belong_to_the_principal_the_credential_names(server: RunningServer) -> None:
     alice, bob = sdk(server, ALICE_KEY), sdk(server, BOB_KEY)
     made = alice.chat.completions.create(model="echo/echo", messages=[{"role": "user", "content": "mine"}], store=True)
@@ -155,5 +193,5 @@ def test_tokens_never_reach_the_log(server: RunningServer, idp: IdentityProvider
     assert httpx.get(f"{server.v1}/models", headers={"authorization": f"Bearer {token}"}).status_code == 401
     assert httpx.get(f"{server.v1}/models", headers={"authorization": "Bearer sk-leaky-guess"}).status_code == 401
     log = server.log()
-    for secret in (ALICE_KEY, BOB_KEY, token, "sk-leaky-guess", token.split(".")[2]):
+    for secret in (ALICE_KEY, BOB_KEY, token, "sk-leaky-guess", token.split(".")[2], "opaque-for-dana", GATEWAY_SECRET):
         assert secret not in log
