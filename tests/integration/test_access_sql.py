@@ -89,6 +89,10 @@ async def _rows(sql: SqlStore) -> str:
                     "owner_attributes": owner.attributes,
                 },
             )
+    # Rows written before ownership was recorded, or by code that left attributes out.
+    for rid in IDS:
+        await sql.insert(table, {"id": f"nobody:{rid}", "rid": rid, "owner_principal": None, "owner_attributes": None})
+        await sql.insert(table, {"id": f"bare:{rid}", "rid": rid, "owner_principal": "bare", "owner_attributes": None})
     return table
 
 
