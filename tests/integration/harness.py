@@ -46,10 +46,11 @@ class RunningServer:
     port: int
     log_path: Path
     config_path: Path
+    scheme: str = "http"
 
     @property
     def base_url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+        return f"{self.scheme}://127.0.0.1:{self.port}"
 
     @property
     def v1(self) -> str:
@@ -87,8 +88,12 @@ def start_server(
     timeout: float = 120,
     extra_pythonpath: list[Path] | None = None,
     port: int | None = None,
+    probe: dict[str, Any] | None = None,
 ) -> RunningServer:
-    """Write the config, run ``python -m underlay run CONFIG --port N`` and wait for /v1/health."""
+    """Write the config, run ``python -m underlay run CONFIG --port N`` and wait for /v1/health.
+
+    ``probe``: httpx options for the health probe (``verify``, ``cert``); given, the probe speaks https.
+    """
     workdir.mkdir(parents=True, exist_ok=True)
     if isinstance(config, dict):
         config = {"state_dir": str(workdir / "state"), **config}
@@ -111,13 +116,13 @@ def start_server(
         env=full_env,
         cwd=str(workdir),
     )
-    server = RunningServer(process, port, log_path, config_path)
+    server = RunningServer(process, port, log_path, config_path, "https" if probe is not None else "http")
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if process.poll() is not None:
             raise RuntimeError(f"server exited with {process.returncode}:\n{server.log()[-4000:]}")
         try:
-            if httpx.get(f"{server.v1}/health", timeout=1).status_code == 200:
+            if httpx.get(f"{server.v1}/health", timeout=1, **(probe or {})).status_code == 200:
                 return server
         except httpx.HTTPError:
             pass

@@ -167,4 +167,20 @@ BUILTIN_PROVIDERS += [
         factory=f"{_SAFETY}.remote.safety.passthrough:create_provider",
         description="Any OpenAI-compatible /v1/moderations endpoint.",
     ),
+    ProviderSpec(
+        api="safety",
+        provider_type="inline::prompt-guard",
+        config_class=f"{_SAFETY}.inline.safety.prompt_guard:Config",
+        factory=f"{_SAFETY}.inline.safety.prompt_guard:create_provider",
+        description="Prompt-injection and jailbreak detection by a small classifier trained on public prompts.",
+    ),
+    ProviderSpec(
+        api="safety",
+        provider_type="remote::bedrock",
+        config_class=f"{_SAFETY}.remote.safety.bedrock:Config",
+        factory=f"{_SAFETY}.remote.safety.bedrock:create_provider",
+        pip_packages=("aiobotocore==3.10.0",),
+        extras=("s3",),
+        description="An Amazon Bedrock guardrail (ApplyGuardrail).",
+    ),
 ]

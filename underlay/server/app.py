@@ -39,6 +39,9 @@ from underlay.server.sse import sse_frames
 log = logging.getLogger("underlay.server")
 
 _PATH_PARAM = re.compile(r"{([a-zA-Z_][a-zA-Z0-9_]*)(?::path)?}")
+_RATE_LIMIT_HEADERS = [
+    f"x-ratelimit-{part}-{kind}" for part in ("limit", "remaining", "reset") for kind in ("requests", "tokens")
+]
 _BRACKET_KEY = re.compile(r"^([a-zA-Z_][a-zA-Z0-9_]*)\[([^\]]+)\]$")
 
 
@@ -176,6 +179,8 @@ def create_app(config: RunConfig, stack: Stack | None = None) -> FastAPI:
             allow_origins=config.server.cors_origins,
             allow_methods=["*"],
             allow_headers=["*"],
+            # So a page can read its request id and rate-limit state (quotas.py sets these headers).
+            expose_headers=["x-request-id", "retry-after", *_RATE_LIMIT_HEADERS],
         )
     app.add_middleware(
         RequestContextMiddleware,
