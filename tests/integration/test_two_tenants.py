@@ -15,9 +15,12 @@ API that can name her data is called as bob, one test id per cell.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import time
+import uuid
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -26,6 +29,7 @@ import httpx
 import pytest
 
 from tests.integration.harness import MINILM, RunningServer, start_server
+from tests.integration.storage.conftest import PG_HOST, PG_PASSWORD, PG_PORT, PG_USER
 
 KEYS = {
     "alice": ("sk-test-alice-0001", {"teams": ["team-a"]}),
@@ -77,7 +81,7 @@ def _sha256(text: str) -> str:
     return hashlib.sha256(text.encode()).hexdigest()
 
 
-def _config(access_policy: dict[str, Any] | None) -> dict[str, Any]:
+def _config(access_policy: dict[str, Any] | None, sqlstore: dict[str, Any] | None = None) -> dict[str, Any]:
     config: dict[str, Any] = {
         "apis": ["inference", "models", "files", "vector_io", "vector_stores", "conversations", "responses"],
         "providers": {
@@ -112,6 +116,8 @@ def _config(access_policy: dict[str, Any] | None) -> dict[str, Any]:
     }
     if access_policy is not None:
         config["access_policy"] = access_policy
+    if sqlstore is not None:
+        config["storage"] = {"sqlstore": sqlstore}
     return config
 
 
@@ -181,8 +187,14 @@ def _populate(client: httpx.Client) -> dict[str, str]:
     return ids
 
 
-def _tenants(access_policy: dict[str, Any] | None, workdir: Path, external_provider_path: Path) -> Iterator[Tenants]:
-    server = start_server(_config(access_policy), workdir, extra_pythonpath=[external_provider_path], timeout=180)
+def _tenants(
+    access_policy: dict[str, Any] | None,
+    workdir: Path,
+    external_provider_path: Path,
+    sqlstore: dict[str, Any] | None = None,
+) -> Iterator[Tenants]:
+    config = _config(access_policy, sqlstore)
+    server = start_server(config, workdir, extra_pythonpath=[external_provider_path], timeout=180)
     clients = {
         name: httpx.Client(base_url=server.v1, headers={"Authorization": f"Bearer {key}"}, timeout=60)
         for name, (key, _) in KEYS.items()
@@ -200,9 +212,47 @@ def isolated(tmp_path_factory: pytest.TempPathFactory, external_provider_path: P
     yield from _tenants(None, tmp_path_factory.mktemp("isolated"), external_provider_path)
 
 
-@pytest.fixture(scope="module")
-def shared(tmp_path_factory: pytest.TempPathFactory, external_provider_path: Path) -> Iterator[Tenants]:
-    yield from _tenants(SHARING_POLICY, tmp_path_factory.mktemp("shared"), external_provider_path)
+@contextmanager
+def _fresh_postgres_database() -> Iterator[dict[str, Any]]:
+    """A new PostgreSQL database for one server (dropped afterwards), as a sqlstore config."""
+    import asyncpg
+
+    name = f"underlay_tenants_{uuid.uuid4().hex[:12]}"
+
+    async def admin(statement: str) -> None:
+        conn = await asyncpg.connect(
+            host=PG_HOST, port=PG_PORT, user=PG_USER, password=PG_PASSWORD, database="postgres"
+        )
+        try:
+            await conn.execute(statement)
+        finally:
+            await conn.close()
+
+    asyncio.run(admin(f'CREATE DATABASE "{name}"'))
+    try:
+        yield {
+            "type": "postgres",
+            "host": PG_HOST,
+            "port": PG_PORT,
+            "user": PG_USER,
+            "password": PG_PASSWORD,
+            "db": name,
+        }
+    finally:
+        asyncio.run(admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+
+
+@pytest.fixture(scope="module", params=["sqlite", "postgres"])
+def shared(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory, external_provider_path: Path
+) -> Iterator[Tenants]:
+    """The sharing policy, over each SQL store (team predicates are JSON queries that differ per backend)."""
+    workdir = tmp_path_factory.mktemp(f"shared-{request.param}")
+    if request.param == "sqlite":
+        yield from _tenants(SHARING_POLICY, workdir, external_provider_path)
+        return
+    with _fresh_postgres_database() as sqlstore:
+        yield from _tenants(SHARING_POLICY, workdir, external_provider_path, sqlstore)
 
 
 # ---- the matrix: every way to name alice's data, as someone who may not see it ------------------------------
