@@ -127,3 +127,24 @@ def test_cli_lists(tmp_path: Path) -> None:
     assert distros.returncode == 0 and "starter" in distros.stdout
     version = _run_cli("--version", cwd=tmp_path)
     assert version.stdout.startswith("underlay ")
+
+
+def test_error_paths_skip_union_tags_and_suggest_keys() -> None:
+    """A provider chosen by its ``type`` is named by position, as written, with the keys it allows."""
+    data = {"server": {"auth": {"providers": [{"type": "webhook", "url": "http://127.0.0.1:1", "tiemout_seconds": 3}]}}}
+    with pytest.raises(ConfigError) as info:
+        parse_run_config(data, source="run.yaml")
+    assert str(info.value) == (
+        "run.yaml: server.auth.providers[0].tiemout_seconds: unknown key 'tiemout_seconds'; "
+        "did you mean 'timeout_seconds'?"
+    )
+    data = {"providers": {"inference": [{"provider_id": "x", "provider_type": "y", "confg": {}}]}}
+    with pytest.raises(ConfigError, match=r"providers\.inference\[0\]\.confg: .*did you mean 'config'"):
+        parse_run_config(data, source="run.yaml")
+
+
+def test_errors_never_echo_a_secret_value() -> None:
+    provider = {"type": "introspection", "url": "http://127.0.0.1:1", "client_id": "a", "client_secret": 98765}
+    with pytest.raises(ConfigError) as info:
+        parse_run_config({"server": {"auth": {"providers": [provider]}}}, source="run.yaml")
+    assert "client_secret" in str(info.value) and "98765" not in str(info.value)

@@ -268,46 +268,77 @@ def _describe_location(loc: tuple[Any, ...]) -> str:
     return out or "<root>"
 
 
+_SECRET_KEY = re.compile(r"secret|password|passwd|token|api_?key|credential|authorization", re.IGNORECASE)
+
+
 def _fix_hint(error: dict[str, Any], model: type[BaseModel]) -> str:
     kind = error["type"]
-    loc = error["loc"]
+    loc = tuple(error["loc"])
     if kind == "extra_forbidden":
         name = str(loc[-1])
-        fields = _fields_at(model, loc[:-1])
+        _, fields = _walk(model, loc[:-1])
         close = difflib.get_close_matches(name, fields, n=1)
         if close:
             return f"unknown key '{name}'; did you mean '{close[0]}'?"
         return f"unknown key '{name}'; allowed keys: {', '.join(sorted(fields)) or 'none'}"
     if kind == "missing":
         return f"required key '{loc[-1]}' is missing; add it"
-    return f"{error['msg']} (got {error.get('input')!r}); fix the value"
+    if loc and _SECRET_KEY.search(str(loc[-1])):  # never print what may be a secret
+        return f"{error['msg']}; fix the value"
+    shown = repr(error.get("input"))
+    if len(shown) > 80:
+        shown = shown[:77] + "..."
+    return f"{error['msg']} (got {shown}); fix the value"
 
 
-def _fields_at(model: type[BaseModel], loc: tuple[Any, ...]) -> list[str]:
-    current: Any = model
+def _models_in(annotation: Any) -> list[type[BaseModel]]:
+    """The pydantic models an annotation can hold (through Optional, list[...], unions, Annotated)."""
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return [annotation]
+    found: list[type[BaseModel]] = []
+    for arg in getattr(annotation, "__args__", ()) or getattr(annotation, "__metadata__", ()):
+        found.extend(m for m in _models_in(arg) if m not in found)
+    origin = getattr(annotation, "__origin__", None)
+    if origin is not None and not found:
+        found.extend(_models_in(origin))
+    return found
+
+
+def _walk(model: type[BaseModel], loc: tuple[Any, ...]) -> tuple[tuple[Any, ...], list[str]]:
+    """Follow ``loc`` through the models: the location a person wrote (pydantic's union tags, such as a
+    provider's ``type`` value, dropped) and the keys allowed where it ends."""
+    candidates: list[type[BaseModel]] = [model]
+    written: list[Any] = []
     for part in loc:
         if isinstance(part, int):
+            written.append(part)
             continue
-        if not (isinstance(current, type) and issubclass(current, BaseModel)):
-            return []
-        field = current.model_fields.get(str(part))
-        if field is None:
-            return []
-        annotation = field.annotation
-        args = getattr(annotation, "__args__", ())
-        candidates = [annotation, *args]
-        for arg in args:
-            candidates.extend(getattr(arg, "__args__", ()))
-        current = next((c for c in candidates if isinstance(c, type) and issubclass(c, BaseModel)), None)
-    if isinstance(current, type) and issubclass(current, BaseModel):
-        return list(current.model_fields)
-    return []
+        by_field = [c for c in candidates if str(part) in c.model_fields]
+        if by_field:
+            written.append(part)
+            candidates = _models_in(by_field[0].model_fields[str(part)].annotation)
+            continue
+        tagged = [c for c in candidates if _tag_of(c) == str(part)]
+        if tagged:  # a discriminated union's tag: not a key in the file
+            candidates = tagged
+            continue
+        written.append(part)  # a mapping's key (e.g. the API name under ``providers``): same models below
+    fields = list(candidates[0].model_fields) if len(candidates) == 1 else []
+    return tuple(written), fields
+
+
+def _tag_of(model: type[BaseModel]) -> str | None:
+    field = model.model_fields.get("type")
+    if field is None:
+        return None
+    values = getattr(field.annotation, "__args__", ())
+    return str(values[0]) if len(values) == 1 else (str(field.default) if isinstance(field.default, str) else None)
 
 
 def validation_error_line(source: str, error: ValidationError, model: type[BaseModel], prefix: str = "") -> str:
     """One line for the first problem pydantic found."""
     first = error.errors()[0]
-    where = _describe_location(tuple(first["loc"]))
+    where = _describe_location(_walk(model, tuple(first["loc"]))[0])
     key = f"{prefix}.{where}" if prefix and where != "<root>" else (prefix or where)
     return f"{source}: {key}: {_fix_hint(first, model)}"
 
