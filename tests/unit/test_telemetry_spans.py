@@ -231,3 +231,17 @@ def test_config_mistakes_name_the_field(section: dict[str, Any], field: str) -> 
 def test_otlp_endpoint_loses_its_trailing_slash() -> None:
     config = TelemetryConfig.model_validate({"otlp": {"endpoint": "http://127.0.0.1:4318/"}})
     assert config.otlp is not None and config.otlp.endpoint == "http://127.0.0.1:4318"
+
+
+async def test_a_sampled_out_trace_makes_no_spans_but_still_counts() -> None:
+    telemetry = Telemetry(TelemetryConfig(store_spans=False, sample_rate=0.0), None)
+    exporter = InMemorySpanExporter()
+    telemetry.provider.add_span_processor(SimpleSpanProcessor(exporter))
+    provider = telemetry.instrument_provider("inference", "p1", Provider())
+    router = telemetry.instrument_router("inference", Router(provider))
+    with telemetry.tracer.start_as_current_span("route") as route:
+        assert not route.is_recording()
+        await router.chat(Params(model="p1/m"))
+    assert exporter.get_finished_spans() == ()
+    text = telemetry.metrics.prometheus_text().decode()
+    assert 'underlay_inference_tokens_total{model="m",provider="p1",type="completion"} 7.0' in text

@@ -127,18 +127,19 @@ class _Call:
         model = self.attributes.get("gen_ai.request.model")
         metrics = self.telemetry.metrics
         if span.is_recording():
+            found: dict[str, Any] = {"underlay.latency_ms": round(elapsed * 1000, 3)}
             if prompt is not None:
-                span.set_attribute("gen_ai.usage.input_tokens", prompt)
+                found["gen_ai.usage.input_tokens"] = prompt
             if completion is not None:
-                span.set_attribute("gen_ai.usage.output_tokens", completion)
+                found["gen_ai.usage.output_tokens"] = completion
             response_model = getattr(result, "model", None)
             if isinstance(response_model, str):
-                span.set_attribute("gen_ai.response.model", response_model)
-            span.set_attribute("underlay.latency_ms", round(elapsed * 1000, 3))
+                found["gen_ai.response.model"] = response_model
             if first_item_at is not None:
-                span.set_attribute("underlay.time_to_first_token_ms", round((first_item_at - self.started) * 1000, 3))
+                found["underlay.time_to_first_token_ms"] = round((first_item_at - self.started) * 1000, 3)
             if items is not None:
-                span.set_attribute("underlay.stream.chunks", items)
+                found["underlay.stream.chunks"] = items
+            span.set_attributes(found)
             if error is not None:
                 span.record_exception(error)
                 span.set_status(Status(StatusCode.ERROR, f"{type(error).__name__}: {error}"))
@@ -185,12 +186,16 @@ def _traced(
 ) -> Callable[..., Any]:
     tracer = telemetry.tracer
     name = f"{layer} {provider_id or api}.{method}"
-    static: dict[str, Any] = {"underlay.layer": layer, "underlay.api": api, "code.function": method}
+    static: dict[str, Any] = {"underlay.layer": layer, "underlay.api": api}
     if provider_id is not None:
         static["underlay.provider_id"] = provider_id
 
     def begin(args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple[_Call, Any]:
         attributes = _request_attributes(args, kwargs, method)
+        parent = trace.get_current_span()
+        if not parent.is_recording() and parent.get_span_context().is_valid:
+            # A sampled-out trace: its spans would not record anyway; keep only the timing for metrics.
+            return _Call(telemetry, trace.INVALID_SPAN, layer, api, method, provider_id, attributes), None
         span = tracer.start_span(name, kind=SpanKind.INTERNAL, attributes={**static, **attributes})
         ctx = None
         if otel_context.get_value(TRACER_KEY) is None:  # outside a request (a job): carry the tracer down
@@ -202,7 +207,8 @@ def _traced(
 
         def traced_gen(*args: Any, **kwargs: Any) -> AsyncIterator[Any]:
             call, token = begin(args, kwargs)
-            otel_context.detach(token)
+            if token is not None:
+                otel_context.detach(token)
             return _relay(call, fn(*args, **kwargs))
 
         traced_gen.__wrapped__ = fn  # type: ignore[attr-defined]
@@ -213,10 +219,12 @@ def _traced(
         try:
             result = await fn(*args, **kwargs)
         except BaseException as exc:
-            otel_context.detach(token)
+            if token is not None:
+                otel_context.detach(token)
             call.finish(exc)
             raise
-        otel_context.detach(token)
+        if token is not None:
+            otel_context.detach(token)
         if _is_stream(result):
             return _relay(call, result)
         call.finish(None, result)

@@ -1,215 +1,190 @@
-"""Metrics: OpenTelemetry instruments, rendered as Prometheus text and optionally pushed over OTLP.
+"""Metrics: counters and histograms served as Prometheus text, and pushed over OTLP when configured.
 
-Why OpenTelemetry instruments with our own Prometheus rendering: one set of instruments feeds both
-the pull endpoint (``GET /metrics``) and an OTLP collector, and the rendering needs nothing but
-``prometheus-client``'s text writer over a private registry (so several stacks in one process, as in
-tests, never collide in a global registry).
+Why our own aggregation for ``/metrics``: an OpenTelemetry SDK measurement costs ~15 µs (attribute
+cleaning, hashing, locks), and a request makes several. Here a measurement on the request path is a
+deque append; :meth:`Metrics.drain` folds the queue into plain dicts (about a microsecond each) every
+flush interval and before every scrape. The OpenTelemetry SDK is used only when OTLP metric export is
+configured, and then receives the same measurements during the drain, off the request path. The
+registry is private, so several stacks in one process (tests) never collide.
 """
 
 from __future__ import annotations
 
+from bisect import bisect_left
 from collections import deque
 from collections.abc import Iterable, Sequence
 from typing import Any
 
-from opentelemetry.sdk.metrics import MeterProvider
-from opentelemetry.sdk.metrics.export import (
-    AggregationTemporality,
-    Histogram,
-    MetricReader,
-    MetricsData,
-    Sum,
-)
-from opentelemetry.sdk.resources import Resource
 from prometheus_client import CollectorRegistry, generate_latest
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
+from prometheus_client.core import CounterMetricFamily, HistogramMetricFamily, Metric
 
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120)
 RATE_BUCKETS = (1, 5, 10, 20, 50, 100, 200, 500, 1000, 2000, 5000)
+MAX_PENDING = 200_000
+"""Measurements waiting for a drain past this are dropped (and counted) rather than growing memory."""
+
+Labels = tuple[tuple[str, Any], ...]
 
 
-class PullReader(MetricReader):
-    """A reader that collects on demand (a Prometheus scrape), cumulative like Prometheus expects."""
+class Instrument:
+    """A counter or histogram: :meth:`add` / :meth:`record` queue; :meth:`apply` aggregates."""
 
-    def __init__(self) -> None:
-        super().__init__()
-        self._latest: MetricsData | None = None
-
-    def _receive_metrics(self, metrics_data: MetricsData, timeout_millis: float = 10_000, **kwargs: Any) -> None:
-        self._latest = metrics_data
-
-    def read(self) -> MetricsData | None:
-        self._latest = None
-        self.collect()
-        return self._latest
-
-    def shutdown(self, timeout_millis: float = 30_000, **kwargs: Any) -> None:
-        return None
-
-
-def _prom_name(name: str, unit: str) -> str:
-    base = name.replace(".", "_").replace("-", "_")
-    if unit == "s" and not base.endswith("_seconds"):
-        base += "_seconds"
-    return base
-
-
-def _label_items(attributes: Any) -> tuple[list[str], list[str]]:
-    keys = sorted(attributes or {})
-    return [k.replace(".", "_") for k in keys], [str(attributes[k]) for k in keys]
-
-
-def _families(data: MetricsData | None) -> Iterable[Metric]:
-    if data is None:
-        return
-    for resource_metrics in data.resource_metrics:
-        for scope_metrics in resource_metrics.scope_metrics:
-            for metric in scope_metrics.metrics:
-                yield from _family(metric)
-
-
-def _family(metric: Any) -> Iterable[Metric]:
-    name = _prom_name(metric.name, metric.unit or "")
-    points = list(metric.data.data_points)
-    if not points:
-        return
-    labels, _ = _label_items(points[0].attributes)
-    if isinstance(metric.data, Histogram):
-        family: Metric = HistogramMetricFamily(name, metric.description or metric.name, labels=labels)
-        for point in points:
-            cumulative, buckets = 0, []
-            for bound, count in zip(point.explicit_bounds, point.bucket_counts, strict=False):
-                cumulative += count
-                buckets.append((_float_text(bound), cumulative))
-            buckets.append(("+Inf", point.count))
-            family.add_metric(_label_items(point.attributes)[1], buckets, point.sum)  # type: ignore[attr-defined]
-        yield family
-    elif isinstance(metric.data, Sum) and metric.data.is_monotonic:
-        family = CounterMetricFamily(name, metric.description or metric.name, labels=labels)
-        for point in points:
-            family.add_metric(_label_items(point.attributes)[1], point.value)  # type: ignore[attr-defined]
-        yield family
-    else:
-        family = GaugeMetricFamily(name, metric.description or metric.name, labels=labels)
-        for point in points:
-            family.add_metric(_label_items(point.attributes)[1], point.value)  # type: ignore[attr-defined]
-        yield family
-
-
-def _float_text(value: float) -> str:
-    return repr(float(value))
-
-
-class _Collector:
-    def __init__(self, reader: PullReader) -> None:
-        self.reader = reader
-
-    def collect(self) -> Iterable[Metric]:
-        return list(_families(self.reader.read()))
-
-
-class Deferred:
-    """An instrument whose measurements are queued on the request path and applied later.
-
-    Why: an OpenTelemetry SDK measurement costs ~15 µs (attribute hashing, locks), several per request;
-    a deque append costs well under one. :meth:`Metrics.drain` applies the queue every flush interval
-    and before every scrape, so figures lag by at most ``telemetry.flush_seconds``.
-    """
-
-    __slots__ = ("_apply", "_pending", "_owner")
-
-    def __init__(self, apply: Any, owner: Metrics) -> None:
-        self._apply = apply
-        self._owner = owner
+    def __init__(
+        self,
+        owner: Metrics,
+        name: str,
+        description: str,
+        *,
+        unit: str = "",
+        buckets: Sequence[float] | None = None,
+    ) -> None:
+        self.owner = owner
+        self.name = name
+        self.description = description
+        self.unit = unit
+        self.buckets = tuple(float(b) for b in buckets) if buckets is not None else None
         self._pending = owner._pending
+        self.values: dict[Labels, Any] = {}
+        self.otel: Any = None
+        """The OpenTelemetry instrument fed during drains, when OTLP metric export is on."""
 
     def add(self, value: float, attributes: dict[str, Any]) -> None:
-        pending = self._pending
-        if len(pending) < MAX_PENDING:
-            pending.append((self._apply, value, attributes))
+        if len(self._pending) < MAX_PENDING:
+            self._pending.append((self, value, attributes))
         else:
-            self._owner.dropped += 1
+            self.owner.dropped += 1
 
     record = add
 
+    def apply(self, value: float, attributes: dict[str, Any]) -> None:
+        key = tuple(sorted(attributes.items()))
+        if self.buckets is None:
+            self.values[key] = self.values.get(key, 0) + value
+        else:
+            state = self.values.get(key)
+            if state is None:
+                state = self.values[key] = [[0] * (len(self.buckets) + 1), 0.0, 0]
+            state[0][bisect_left(self.buckets, value)] += 1  # a value equal to a bound falls in its bucket
+            state[1] += value
+            state[2] += 1
+        if self.otel is not None:
+            (self.otel.add if self.buckets is None else self.otel.record)(value, attributes)
 
-MAX_PENDING = 200_000
+    def family(self) -> Metric | None:
+        if not self.values:
+            return None
+        name = self.name.replace(".", "_")
+        if self.unit == "s":
+            name += "_seconds"
+        first = next(iter(self.values))
+        label_names = [_label(k) for k, _ in first]
+        if self.buckets is None:
+            counter = CounterMetricFamily(name, self.description, labels=label_names)
+            for key, value in self.values.items():
+                counter.add_metric([str(v) for _, v in key], value)
+            return counter
+        histogram = HistogramMetricFamily(name, self.description, labels=label_names)
+        for key, (counts, total, count) in self.values.items():
+            cumulative, buckets = 0, []
+            for bound, n in zip(self.buckets, counts, strict=False):
+                cumulative += n
+                buckets.append((repr(bound), cumulative))
+            buckets.append(("+Inf", count))
+            histogram.add_metric([str(v) for _, v in key], buckets, total)
+        return histogram
+
+
+def _label(name: str) -> str:
+    return name.replace(".", "_").replace("-", "_")
+
+
+class _Collector:
+    def __init__(self, metrics: Metrics) -> None:
+        self.metrics = metrics
+
+    def collect(self) -> Iterable[Metric]:
+        self.metrics.drain()
+        families = (i.family() for i in self.metrics.instruments)
+        return [f for f in families if f is not None]
 
 
 class Metrics:
     """The instruments every layer records into, and the Prometheus text of their current values."""
 
-    def __init__(self, service_name: str = "underlay", extra_readers: Sequence[MetricReader] = ()) -> None:
-        self._pending: deque[tuple[Any, float, dict[str, Any]]] = deque()
+    def __init__(self) -> None:
+        self._pending: deque[tuple[Instrument, float, dict[str, Any]]] = deque()
         self.dropped = 0
-        self._reader = PullReader()
-        self.provider = MeterProvider(
-            metric_readers=[self._reader, *extra_readers],
-            resource=Resource.create({"service.name": service_name}),
-            shutdown_on_exit=False,
-        )
-        meter = self.provider.get_meter("underlay")
+        self.instruments: list[Instrument] = []
+        self.provider: Any = None
 
-        def counter(name: str, description: str) -> Deferred:
-            return Deferred(meter.create_counter(name, description=description).add, self)
+        def make(name: str, description: str, unit: str = "", buckets: Sequence[float] | None = None) -> Instrument:
+            instrument = Instrument(self, name, description, unit=unit, buckets=buckets)
+            self.instruments.append(instrument)
+            return instrument
 
-        def histogram(name: str, description: str, buckets: Sequence[float], unit: str = "") -> Deferred:
-            created = meter.create_histogram(
-                name, unit=unit, description=description, explicit_bucket_boundaries_advisory=buckets
-            )
-            return Deferred(created.record, self)
-
-        self.requests = counter("underlay.requests", "HTTP requests by route and status.")
-        self.request_duration = histogram(
-            "underlay.request.duration",
-            "HTTP request latency (to the end of the body, streams included).",
-            LATENCY_BUCKETS,
-            unit="s",
+        self.requests = make("underlay.requests", "HTTP requests by route and status.")
+        self.request_duration = make(
+            "underlay.request.duration", "HTTP request latency (streams to their end).", "s", LATENCY_BUCKETS
         )
-        self.call_duration = histogram(
-            "underlay.call.duration",
-            "Provider call latency by API, provider, method and outcome.",
-            LATENCY_BUCKETS,
-            "s",
+        self.call_duration = make(
+            "underlay.call.duration", "Provider call latency by API, provider and method.", "s", LATENCY_BUCKETS
         )
-        self.time_to_first_token = histogram(
+        self.time_to_first_token = make(
             "underlay.inference.time_to_first_token",
             "Streamed completions: time from the call to the first chunk.",
+            "s",
             LATENCY_BUCKETS,
-            unit="s",
         )
-        self.tokens_per_second = histogram(
-            "underlay.inference.tokens_per_second", "Completion tokens per second of generation.", RATE_BUCKETS
+        self.tokens_per_second = make(
+            "underlay.inference.tokens_per_second", "Completion tokens per second of generation.", "", RATE_BUCKETS
         )
-        self.tokens = counter("underlay.inference.tokens", "Tokens by model and type.")
-        self.tool_calls = counter("underlay.tool.calls", "Tool calls by tool and outcome.")
-        self.vector_operations = counter("underlay.vector.operations", "Vector store operations by outcome.")
+        self.tokens = make("underlay.inference.tokens", "Tokens by model and type.")
+        self.tool_calls = make("underlay.tool.calls", "Tool calls by tool and outcome.")
+        self.vector_operations = make("underlay.vector.operations", "Vector store operations by outcome.")
         self.registry = CollectorRegistry(auto_describe=False)
-        self.registry.register(_Collector(self._reader))  # type: ignore[arg-type]
+        self.registry.register(_Collector(self))  # type: ignore[arg-type]
+
+    def export_to(self, provider: Any) -> None:
+        """Also feed an OpenTelemetry ``MeterProvider`` (whose readers push over OTLP)."""
+        self.provider = provider
+        meter = provider.get_meter("underlay")
+        for instrument in self.instruments:
+            if instrument.buckets is None:
+                instrument.otel = meter.create_counter(instrument.name, description=instrument.description)
+            else:
+                instrument.otel = meter.create_histogram(
+                    instrument.name,
+                    unit=instrument.unit,
+                    description=instrument.description,
+                    explicit_bucket_boundaries_advisory=instrument.buckets,
+                )
 
     def drain(self) -> int:
         """Apply every queued measurement; returns how many."""
         pending = self._pending
         count = len(pending)
         for _ in range(count):
-            apply, value, attributes = pending.popleft()
-            apply(value, attributes)
+            instrument, value, attributes = pending.popleft()
+            instrument.apply(value, attributes)
         return count
 
     def prometheus_text(self) -> bytes:
-        self.drain()
         return generate_latest(self.registry)
 
     def shutdown(self) -> None:
         self.drain()
-        self.provider.shutdown()
+        if self.provider is not None:
+            self.provider.shutdown()
 
 
-def otlp_metric_reader(endpoint: str, headers: dict[str, str], timeout: float, interval: float) -> MetricReader:
+def otlp_meter_provider(
+    service_name: str, endpoint: str, headers: dict[str, str], timeout: float, interval: float
+) -> Any:
+    """A ``MeterProvider`` that pushes cumulative metrics to ``{endpoint}/v1/metrics`` every ``interval``."""
     from opentelemetry.exporter.otlp.proto.http.metric_exporter import OTLPMetricExporter
-    from opentelemetry.sdk.metrics import Counter
-    from opentelemetry.sdk.metrics import Histogram as HistogramInstrument
-    from opentelemetry.sdk.metrics.export import PeriodicExportingMetricReader
+    from opentelemetry.sdk.metrics import Counter, Histogram, MeterProvider
+    from opentelemetry.sdk.metrics.export import AggregationTemporality, PeriodicExportingMetricReader
+    from opentelemetry.sdk.resources import Resource
 
     exporter = OTLPMetricExporter(
         endpoint=f"{endpoint}/v1/metrics",
@@ -217,7 +192,10 @@ def otlp_metric_reader(endpoint: str, headers: dict[str, str], timeout: float, i
         timeout=timeout,
         preferred_temporality={
             Counter: AggregationTemporality.CUMULATIVE,
-            HistogramInstrument: AggregationTemporality.CUMULATIVE,
+            Histogram: AggregationTemporality.CUMULATIVE,
         },
     )
-    return PeriodicExportingMetricReader(exporter, export_interval_millis=interval * 1000)
+    reader = PeriodicExportingMetricReader(exporter, export_interval_millis=interval * 1000)
+    return MeterProvider(
+        metric_readers=[reader], resource=Resource.create({"service.name": service_name}), shutdown_on_exit=False
+    )

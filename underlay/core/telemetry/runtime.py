@@ -20,7 +20,7 @@ import underlay
 from underlay.core.telemetry import instrument as instrument_module
 from underlay.core.telemetry.config import TelemetryConfig
 from underlay.core.telemetry.instrument import instrument
-from underlay.core.telemetry.metrics import Metrics, otlp_metric_reader
+from underlay.core.telemetry.metrics import Metrics, otlp_meter_provider
 from underlay.core.telemetry.span_store import SpanBuffer, SpanStore
 
 log = logging.getLogger("underlay.telemetry")
@@ -52,7 +52,7 @@ class Telemetry:
             self.store = SpanStore(sqlstore, config.retention)
             self.buffer = SpanBuffer(self.store, config.flush_seconds, config.max_buffered_spans)
             self.provider.add_span_processor(self.buffer)  # type: ignore[arg-type]
-        readers = []
+        self.metrics = Metrics()
         otlp = config.otlp
         if otlp is not None:
             if otlp.traces:
@@ -64,10 +64,15 @@ class Telemetry:
                 )
                 self.provider.add_span_processor(BatchSpanProcessor(exporter, schedule_delay_millis=1000))
             if otlp.metrics:
-                readers.append(
-                    otlp_metric_reader(otlp.endpoint, otlp.headers, otlp.timeout_seconds, otlp.metrics_interval_seconds)
+                self.metrics.export_to(
+                    otlp_meter_provider(
+                        config.service_name,
+                        otlp.endpoint,
+                        otlp.headers,
+                        otlp.timeout_seconds,
+                        otlp.metrics_interval_seconds,
+                    )
                 )
-        self.metrics = Metrics(config.service_name, readers)
         self._drainer: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
