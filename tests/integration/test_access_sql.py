@@ -13,12 +13,23 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from sqlalchemy import select
+from sqlalchemy.ext.compiler import compiles
+from sqlalchemy.sql.base import Executable
+from sqlalchemy.sql.elements import ClauseElement
 
 from tests.integration.storage.conftest import pg_database, sql_config  # noqa: F401  (pg_database: a fixture)
 from underlay.core.access import AccessPolicy, Resource
 from underlay.core.access.config import AccessPolicyConfig
 from underlay.core.identity import Principal
-from underlay.core.storage.sqlstore import OWNER_COLUMNS, ColumnDefinition, ColumnType, SqlStore, sqlstore_from_config
+from underlay.core.storage.sqlstore import (
+    OWNER_COLUMNS,
+    ColumnDefinition,
+    ColumnType,
+    SqlStore,
+    _conditions,
+    sqlstore_from_config,
+)
 
 OWNERS = [
     Principal("alice", {"teams": ["team-a"], "roles": ["admin"]}),
@@ -118,3 +129,38 @@ async def test_sql_predicates_match_in_memory_decisions(sql: SqlStore, name: str
             checked += len(expected)
     if rules != []:
         assert checked > 0  # the policy admits something, so the comparison is not vacuous
+
+
+class _Explain(Executable, ClauseElement):
+    """``EXPLAIN <statement>``, with the statement's parameters bound as usual."""
+
+    inherit_cache = False
+
+    def __init__(self, statement: Any) -> None:
+        self.statement = statement
+
+
+@compiles(_Explain)
+def _explain(element: _Explain, compiler: Any, **kw: Any) -> str:
+    return "EXPLAIN " + compiler.process(element.statement, **kw)
+
+
+async def test_team_predicate_can_use_the_owner_indexes_on_postgres(pg_database: str, tmp_path: Path) -> None:  # noqa: F811
+    """The shape of the SQL matters: containment on the column itself is what the GIN index answers.
+
+    With sequential scans priced out, the plan for "owner, or a teammate" must read both indexes.
+    """
+    sql = await sqlstore_from_config(sql_config("postgres", tmp_path, pg_database))
+    try:
+        table_name = await _rows(sql)
+        policy = AccessPolicy(AccessPolicyConfig.model_validate({"rules": POLICIES["team-read"]}))
+        where = policy.row_filter(OWNERS[1], "read", "file")
+        table = await sql._table(table_name, [])
+        async with sql._engine.connect() as conn:
+            await conn.exec_driver_sql("SET enable_seqscan = off")
+            statement = _Explain(select(table).where(*_conditions(table, where)))
+            plan = "\n".join(row[0] for row in await conn.execute(statement))
+    finally:
+        await sql.close()
+    assert f"ix_{table_name}_owner_principal" in plan, plan
+    assert f"ix_{table_name}_owner_attributes" in plan, plan
