@@ -43,6 +43,7 @@ def owned(kind: str, rid: str, by: Principal) -> Resource:
         ({"routes": [{"effect": "forbid", "path": "v1/models"}]}, "must start with '/'"),
         ({"routes": [{"effect": "forbid", "path": "/v1", "methods": ["FETCH"]}]}, "unknown HTTP method 'FETCH'"),
         ({"rules": [{"effect": "permit", "whom": ["x"]}]}, "unknown key 'whom'"),
+        ({"rules": [{"effect": "permit", "ids": ["m[0-9]"]}]}, "only '*' and '?' are wildcards"),
     ],
 )
 def test_invalid_policies_are_one_line_config_errors(access_policy: dict[str, Any], expected: str) -> None:

@@ -80,6 +80,14 @@ class AccessRule(BaseModel):
     def _types(cls, values: list[str]) -> list[str]:
         return _check_resource_types(values)
 
+    @field_validator("ids", "principals")
+    @classmethod
+    def _globs(cls, values: list[str]) -> list[str]:
+        for value in values:
+            if "[" in value or "]" in value:
+                raise ValueError(f"glob {value!r} uses brackets; only '*' and '?' are wildcards here")
+        return values
+
     @field_validator("when", "unless")
     @classmethod
     def _conditions(cls, values: list[str]) -> list[str]:

@@ -59,10 +59,9 @@ class _Rule:
     principals: tuple[str, ...]
     when: tuple[Condition, ...]
     unless: tuple[Condition, ...]
-    label: str
 
     @classmethod
-    def of(cls, rule: AccessRule | RouteRule, label: str, types: tuple[str, ...] = ("*",)) -> _Rule:
+    def of(cls, rule: AccessRule | RouteRule, types: tuple[str, ...] = ("*",)) -> _Rule:
         return cls(
             permit=rule.effect == "permit",
             actions=frozenset(getattr(rule, "actions", ["*"])),
@@ -71,7 +70,6 @@ class _Rule:
             principals=tuple(rule.principals),
             when=tuple(parse_condition(c) for c in rule.when),
             unless=tuple(parse_condition(c) for c in rule.unless),
-            label=label,
         )
 
     def covers(self, action: str, resource_type: str) -> bool:
@@ -117,8 +115,8 @@ class AccessPolicy:
         config = config or AccessPolicyConfig()
         self.configured = config.rules is not None
         rules = config.rules if config.rules is not None else DEFAULT_RULES
-        self.rules = [_Rule.of(r, f"access_policy.rules[{i}]", tuple(r.resources)) for i, r in enumerate(rules)]
-        self.routes = [(r, _Rule.of(r, f"access_policy.routes[{i}]")) for i, r in enumerate(config.routes)]
+        self.rules = [_Rule.of(r, tuple(r.resources)) for r in rules]
+        self.routes = [(r, _Rule.of(r)) for r in config.routes]
 
     # ---- one resource -----------------------------------------------------------------------------
 
