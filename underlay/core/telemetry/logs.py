@@ -106,6 +106,9 @@ def configure_logging(config: RunConfig) -> None:
         root.removeHandler(old)
     root.addHandler(make_handler(server.log_format))
     root.setLevel(server.log_level.upper())
+    if server.log_level != "debug":  # httpx logs every upstream request at info: noise, and cost per call
+        for name in ("httpx", "httpcore"):
+            logging.getLogger(name).setLevel(logging.WARNING)
     _route_uvicorn_to_root(server.log_level)
 
 
