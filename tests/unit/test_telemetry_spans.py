@@ -147,6 +147,26 @@ async def test_errors_mark_spans_and_still_raise(setup: Any) -> None:
     )
 
 
+async def test_tool_spans_name_the_tool_and_its_server(setup: Any) -> None:
+    telemetry, exporter, _, _ = setup
+
+    class Connection(BaseModel):
+        name: str
+
+    class Context(BaseModel):
+        connection: Connection
+
+    class Mcp:
+        async def invoke_tool(self, tool_name: str, kwargs: dict[str, Any], context: Context) -> str:
+            return "done"
+
+    mcp = telemetry.instrument_provider("tool_runtime", "mcp", Mcp())
+    await mcp.invoke_tool("search", {}, Context(connection=Connection(name="http://u:pw-1234@tools/mcp")))
+    span = exporter.get_finished_spans()[0]
+    assert span.name == "provider mcp.invoke_tool" and span.attributes["gen_ai.tool.name"] == "search"
+    assert span.attributes["underlay.tool.server"] == "http://u:***@tools/mcp"
+
+
 async def test_async_generator_methods_and_tool_calls(setup: Any) -> None:
     telemetry, exporter, router, provider = setup
     assert [w async for w in provider.words(3)] == ["0", "1", "2"]

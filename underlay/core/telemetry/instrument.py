@@ -19,6 +19,8 @@ from opentelemetry import trace
 from opentelemetry.trace import SpanKind, Status, StatusCode
 from pydantic import BaseModel
 
+from underlay.core.telemetry.redact import redact
+
 if TYPE_CHECKING:
     from underlay.core.telemetry.runtime import Telemetry
 
@@ -69,6 +71,11 @@ def _request_attributes(args: tuple[Any, ...], kwargs: dict[str, Any], method: s
             tool_name = getattr(params, "tool_name", None)
         if isinstance(tool_name, str):
             attributes["gen_ai.tool.name"] = tool_name
+        context = kwargs.get("context") or (args[2] if len(args) > 2 else None)
+        connection = getattr(context, "connection", None)
+        server = getattr(connection, "name", None)
+        if isinstance(server, str):  # the MCP server a tool call goes to (its URL or configured name)
+            attributes["underlay.tool.server"] = redact(server)
     return attributes
 
 
