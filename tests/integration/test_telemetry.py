@@ -375,3 +375,32 @@ def test_disabled_telemetry_serves_no_metrics_and_says_why(echo_server: RunningS
         assert "telemetry.enabled" in response.json()["error"]["message"]
     finally:
         server.stop()
+
+
+def test_an_absent_collector_costs_requests_nothing(echo_server: RunningServer, tmp_path: Path) -> None:
+    config = {
+        "apis": ["inference", "models", "telemetry"],
+        "providers": {
+            "inference": [
+                {"provider_id": "oa", "provider_type": "remote::passthrough", "config": {"base_url": echo_server.v1}}
+            ]
+        },
+        "telemetry": {
+            "flush_seconds": 0.2,
+            "otlp": {
+                "endpoint": f"http://127.0.0.1:{free_port()}",
+                "timeout_seconds": 1,
+                "metrics_interval_seconds": 0.5,
+            },
+        },
+    }
+    server = start_server(config, tmp_path)
+    try:
+        client = server.openai()
+        for _ in range(3):
+            answer = client.chat.completions.create(model="oa/echo/echo", messages=[{"role": "user", "content": "hi"}])
+            assert answer.choices[0].message.content == "echo: hi"
+        listed = httpx.get(f"{server.v1}/telemetry/traces", params={"route": "/v1/chat/completions"}, timeout=10)
+        assert len(listed.json()["data"]) == 3  # the SQL store still has every trace
+    finally:
+        assert server.stop() == 0  # a graceful stop, exporters' flush bounded by their timeout

@@ -109,8 +109,10 @@ class Telemetry:
         if self.buffer is not None:
             await self.buffer.stop()
         try:
-            self.provider.shutdown()  # flushes the OTLP batch processor (bounded by its timeout)
-            self.metrics.shutdown()
+            # Flushes the OTLP exporters (bounded by their timeout) in a thread, off the event loop.
+            await asyncio.to_thread(self.provider.shutdown)
+            self.metrics.drain()
+            await asyncio.to_thread(self.metrics.shutdown)
         except Exception as exc:  # an unreachable collector must not fail the shutdown
             log.warning("telemetry exporters failed to shut down: %s", exc)
 
