@@ -141,10 +141,26 @@ async def test_errors_mark_spans_and_still_raise(setup: Any) -> None:
     for span in spans:
         assert span.status.status_code.name == "ERROR" and "the upstream said no" in span.status.description
         assert span.events[0].name == "exception"
+        assert span.events[0].attributes["exception.type"] == "UpstreamError"
     text = telemetry.metrics.prometheus_text().decode()
     assert (
         'underlay_call_duration_seconds_count{api="inference",method="chat",outcome="error",provider="p1"} 1.0' in text
     )
+
+
+async def test_error_text_in_spans_is_masked(setup: Any) -> None:
+    telemetry, exporter, _, _ = setup
+
+    class Leaky:
+        async def call(self) -> None:
+            raise RuntimeError("upstream rejected key sk-live-abcdef123456")
+
+    leaky = telemetry.instrument_provider("inference", "leaky", Leaky())
+    with pytest.raises(RuntimeError):
+        await leaky.call()
+    span = exporter.get_finished_spans()[0]
+    assert "abcdef123456" not in span.status.description and "sk-***" in span.status.description
+    assert "abcdef123456" not in span.events[0].attributes["exception.message"]
 
 
 async def test_tool_spans_name_the_tool_and_its_server(setup: Any) -> None:

@@ -20,6 +20,7 @@ from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapProp
 from underlay.api.context import request_id_var
 from underlay.core.config import RunConfig
 from underlay.core.identity import current_principal
+from underlay.core.telemetry.redact import record_error
 from underlay.core.telemetry.runtime import TRACER_KEY
 
 _PROPAGATOR = TraceContextTextMapPropagator()
@@ -101,7 +102,7 @@ class TelemetryMiddleware:
                     span.set_attribute("http.response.status_code", status)
                     span.set_attribute("enduser.id", current_principal().id)
                     if error is not None:
-                        span.record_exception(error)
+                        record_error(span, error)
                     if error is not None or status >= 400:
                         span.set_status(Status(StatusCode.ERROR, f"HTTP {status}"))
                     else:

@@ -19,7 +19,7 @@ from opentelemetry import trace
 from opentelemetry.trace import SpanKind, Status, StatusCode
 from pydantic import BaseModel
 
-from underlay.core.telemetry.redact import redact
+from underlay.core.telemetry.redact import record_error, redact
 
 if TYPE_CHECKING:
     from underlay.core.telemetry.runtime import Telemetry
@@ -148,8 +148,7 @@ class _Call:
                 found["underlay.stream.chunks"] = items
             span.set_attributes(found)
             if error is not None:
-                span.record_exception(error)
-                span.set_status(Status(StatusCode.ERROR, f"{type(error).__name__}: {error}"))
+                span.set_status(Status(StatusCode.ERROR, record_error(span, error)))
         outcome = "error" if error is not None else "ok"
         tool_error = getattr(result, "error_code", None) if error is None else None
         if isinstance(tool_error, str) and tool_error:  # a tool that failed answers with an error result

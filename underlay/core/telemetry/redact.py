@@ -81,3 +81,18 @@ redactor = Redactor()
 
 def redact(text: str) -> str:
     return redactor(text)
+
+
+def record_error(span: Any, error: BaseException) -> str:
+    """Add the ``exception`` event to ``span`` with secrets masked; returns the masked one-line message.
+
+    Why not the SDK's ``record_exception``: it stores the raw message and the whole stack trace, and an
+    upstream's error text can quote a key. Spans leave the process (OTLP) and are served back (the
+    telemetry API), so they get the same masking as log lines.
+    """
+    message = redactor(f"{type(error).__name__}: {error}")
+    span.add_event(
+        "exception",
+        {"exception.type": type(error).__name__, "exception.message": redactor(str(error)), "exception.escaped": True},
+    )
+    return message
