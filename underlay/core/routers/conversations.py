@@ -83,7 +83,8 @@ class ConversationsRouter:
     # ---- what the Responses engine calls (ConversationsApi) ------------------------------------------
 
     async def get_conversation(self, conversation_id: str) -> Conversation:
-        return await self.store.get(conversation_id)
+        """Asked before a response runs in the conversation: it will append, so ``update`` is checked now."""
+        return await self.store.get(conversation_id, action="update")
 
     async def all_items(self, conversation_id: str) -> list[dict[str, Any]]:
         return await self.store.all_items(conversation_id)

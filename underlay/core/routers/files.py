@@ -38,6 +38,7 @@ from underlay.api.files import (
 )
 from underlay.api.ids import new_id
 from underlay.api.routes import BinaryContent, MultipartUpload
+from underlay.core.access import require_create
 from underlay.core.config import FilesSettings
 from underlay.core.stores.files import FileStore
 
@@ -125,6 +126,7 @@ class FilesRouter:
         if len(upload.filename) > 1024:
             raise InvalidRequestError("The file name is longer than 1024 characters.", param="file")
         file_id, key = self._new_key()
+        require_create("file", file_id)  # before a byte is stored
         provider = self.providers[self.default_provider_id]
         size = await self._put(provider, key, self._limited(upload.chunks()))
         try:
@@ -152,7 +154,7 @@ class FilesRouter:
         )
 
     async def delete_file(self, file_id: str) -> FileDeleted:
-        row = await self.store.get_row(file_id)
+        row = await self.store.get_row(file_id, action="delete")
         provider_id = row["provider_id"]
         provider = self._provider(provider_id, file_id)
         try:

@@ -31,6 +31,8 @@ from underlay.api.inference import (
     Usage,
 )
 from underlay.api.models import Model, ModelType
+from underlay.core.access import require_create
+from underlay.core.quotas.usage import metered, with_stream_usage
 from underlay.core.routing.models import ModelsRoutingTable
 from underlay.core.stores.chat_completions import ChatCompletionStore
 
@@ -89,8 +91,10 @@ class InferenceRouter:
         inputs = [m.model_dump(mode="json", exclude_none=True) for m in params.messages]
         upstream = params.model_copy(update={"model": model.provider_resource_id})
         should_store = bool(params.store) or self.store_all
+        if should_store:
+            require_create("chat_completion", "")  # refused before the model runs, not when storing
         try:
-            result = await provider.openai_chat_completion(upstream)
+            result = metered(await provider.openai_chat_completion(with_stream_usage(upstream)), upstream)
         except Exception as exc:
             raise _wrap(model.provider_id, exc) from None
         if isinstance(result, ChatCompletion):
@@ -156,7 +160,8 @@ class InferenceRouter:
         model, provider = await self._resolve(params.model, ModelType.llm)
         client_model = params.model
         try:
-            result = await provider.openai_completion(params.model_copy(update={"model": model.provider_resource_id}))
+            upstream = params.model_copy(update={"model": model.provider_resource_id})
+            result = metered(await provider.openai_completion(with_stream_usage(upstream)), upstream)
         except Exception as exc:
             raise _wrap(model.provider_id, exc) from None
         if isinstance(result, Completion):
@@ -181,7 +186,9 @@ class InferenceRouter:
     async def openai_embeddings(self, params: EmbeddingsRequest) -> EmbeddingsResponse:
         model, provider = await self._resolve(params.model, ModelType.embedding)
         try:
-            result = await provider.openai_embeddings(params.model_copy(update={"model": model.provider_resource_id}))
+            result = metered(
+                await provider.openai_embeddings(params.model_copy(update={"model": model.provider_resource_id}))
+            )
         except Exception as exc:
             raise _wrap(model.provider_id, exc) from None
         result.model = params.model

@@ -21,6 +21,7 @@ from underlay.api.responses import (
     ResponsesProvider,
     RetrieveResponseQuery,
 )
+from underlay.core.access import acting_for, require_create
 
 
 class ResponsesRouter:
@@ -28,6 +29,8 @@ class ResponsesRouter:
         self.provider: ResponsesProvider = next(iter(providers.values()))
 
     async def create_response(self, params: CreateResponseRequest) -> ResponseObject | AsyncIterator[ResponseEvent]:
+        if params.store is not False:  # refuse before any model time is spent, not when storing the result
+            require_create("response", "")
         return await self.provider.create_response(params)
 
     async def get_response(
@@ -36,10 +39,12 @@ class ResponsesRouter:
         return await self.provider.get_response(response_id, query)
 
     async def delete_response(self, response_id: str) -> ResponseDeleted:
-        return await self.provider.delete_response(response_id)
+        with acting_for("delete"):  # refused before the provider cancels a running job, not after
+            return await self.provider.delete_response(response_id)
 
     async def cancel_response(self, response_id: str) -> ResponseObject:
-        return await self.provider.cancel_response(response_id)
+        with acting_for("update"):
+            return await self.provider.cancel_response(response_id)
 
     async def list_responses(self, query: ListResponsesQuery) -> ResponseList:
         return await self.provider.list_responses(query)

@@ -90,7 +90,7 @@ class VectorIORouter:
     # ---- low-level routes ---------------------------------------------------------------------------
 
     async def insert_chunks(self, params: InsertChunksRequest) -> dict[str, Any]:
-        store = await self.rows.get_store(params.vector_store_id)
+        store = await self.rows.get_store(params.vector_store_id, "update")
         provider_id, provider = self.provider(store["provider_id"])
         dimension = int(store["embedding_dimension"])
         missing = [i for i, c in enumerate(params.chunks) if c.embedding is None]

@@ -215,11 +215,11 @@ class VectorStoresRouter:
         policy = row.get("expires_after")
         if policy:
             values["expires_at"] = now + int(policy["days"]) * DAY
-        await self.rows.update_store(row["id"], values)
+        await self.rows.update_store(row["id"], values, action="read")  # any reader's activity counts
         row.update(values)
 
-    async def _active_store(self, vector_store_id: str) -> dict[str, Any]:
-        row = await self.rows.get_store(vector_store_id)
+    async def _active_store(self, vector_store_id: str, action: str = "read") -> dict[str, Any]:
+        row = await self.rows.get_store(vector_store_id, action)
         expires_at = row.get("expires_at")
         if expires_at is not None and expires_at <= _now():
             raise InvalidRequestError(
@@ -350,7 +350,7 @@ class VectorStoresRouter:
         return await self._show(await self.rows.get_store(vector_store_id))
 
     async def update_vector_store(self, vector_store_id: str, params: UpdateVectorStoreRequest) -> VectorStoreObject:
-        row = await self.rows.get_store(vector_store_id)
+        row = await self.rows.get_store(vector_store_id, "update")
         values: dict[str, Any] = {}
         fields = params.model_fields_set
         if "name" in fields and params.name is not None:
@@ -367,7 +367,7 @@ class VectorStoresRouter:
         return await self._show(row)
 
     async def delete_vector_store(self, vector_store_id: str) -> VectorStoreDeleted:
-        row = await self.rows.get_store(vector_store_id)
+        row = await self.rows.get_store(vector_store_id, "delete")
         for attachment in await self.rows.files_of(vector_store_id, statuses=["in_progress"]):
             if attachment.get("job_id"):
                 await self.jobs.cancel(attachment["job_id"])
@@ -384,7 +384,7 @@ class VectorStoresRouter:
     async def create_vector_store_file(
         self, vector_store_id: str, params: CreateVectorStoreFileRequest
     ) -> VectorStoreFileObject:
-        store = await self._active_store(vector_store_id)
+        store = await self._active_store(vector_store_id, "update")
         filename = await self._check_file_exists(params.file_id)
         row = await self._attach(store, params.file_id, filename, params.attributes, params.chunking_strategy)
         await self._touch(store)
@@ -423,7 +423,7 @@ class VectorStoresRouter:
     async def update_vector_store_file(
         self, vector_store_id: str, file_id: str, params: UpdateVectorStoreFileRequest
     ) -> VectorStoreFileObject:
-        store = await self.rows.get_store(vector_store_id)
+        store = await self.rows.get_store(vector_store_id, "update")
         row = await self.rows.get_file(vector_store_id, file_id)
         attributes = params.attributes or {}
         await self.rows.update_file(vector_store_id, file_id, {"attributes": attributes})
@@ -439,7 +439,7 @@ class VectorStoresRouter:
         return self._file_object(row)
 
     async def delete_vector_store_file(self, vector_store_id: str, file_id: str) -> VectorStoreFileDeleted:
-        store = await self.rows.get_store(vector_store_id)
+        store = await self.rows.get_store(vector_store_id, "update")
         row = await self.rows.get_file(vector_store_id, file_id)
         await self._detach(store, row)
         return VectorStoreFileDeleted(id=file_id)
@@ -490,7 +490,7 @@ class VectorStoresRouter:
     async def create_file_batch(
         self, vector_store_id: str, params: CreateFileBatchRequest
     ) -> VectorStoreFileBatchObject:
-        store = await self._active_store(vector_store_id)
+        store = await self._active_store(vector_store_id, "update")
         entries = params.entries()
         seen: set[str] = set()
         unique = [e for e in entries if not (e.file_id in seen or seen.add(e.file_id))]
@@ -514,7 +514,7 @@ class VectorStoresRouter:
         return await self._batch_object(await self.rows.get_batch(vector_store_id, batch_id))
 
     async def cancel_file_batch(self, vector_store_id: str, batch_id: str) -> VectorStoreFileBatchObject:
-        row = await self.rows.get_batch(vector_store_id, batch_id)
+        row = await self.rows.get_batch(vector_store_id, batch_id, "update")
         if not row.get("cancelled"):
             await self.rows.update_batch(batch_id, {"cancelled": True})
             row["cancelled"] = True

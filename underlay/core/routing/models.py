@@ -14,6 +14,7 @@ from typing import Any
 from underlay.api.errors import InvalidRequestError, NotFoundError
 from underlay.api.ids import now
 from underlay.api.models import Model, ModelType
+from underlay.core.access import Resource, can, require, require_create
 
 log = logging.getLogger("underlay.models")
 _PREFIX = "models:"
@@ -115,7 +116,8 @@ class ModelsRoutingTable:
                 return candidate
         return None
 
-    async def get(self, identifier: str, *, param: str | None = "model") -> Model:
+    async def get(self, identifier: str, *, param: str | None = "model", action: str = "read") -> Model:
+        """The model (by id or alias) if the caller may ``action`` it; use counts as ``read``."""
         model = self._lookup(identifier)
         if model is None and self._discovery is not None and not self._discovery.done():
             await self.wait_for_discovery()
@@ -126,19 +128,23 @@ class ModelsRoutingTable:
             if value is not None:
                 model = Model.model_validate_json(value)
                 self._cache[model.identifier] = model
+        missing = NotFoundError("Model", identifier, hint="GET /v1/models lists the models available.", param=param)
         if model is None or model.provider_id not in self.providers:
-            raise NotFoundError("Model", identifier, hint="GET /v1/models lists the models available.", param=param)
+            raise missing
+        require(action, _resource(model), missing)  # hidden by the access policy → the same 404
         return model
 
     async def list(self) -> list[Model]:
         if self._discovery is not None and not self._discovery.done():
             await self.wait_for_discovery()
         await self._reload()
-        return sorted((m for m in self._cache.values() if m.provider_id in self.providers), key=lambda m: m.identifier)
+        visible = (m for m in self._cache.values() if m.provider_id in self.providers and can("read", _resource(m)))
+        return sorted(visible, key=lambda m: m.identifier)
 
     # -- mutations --------------------------------------------------------------------------------
 
     async def register(self, model: Model) -> Model:
+        require_create("model", model.identifier, owner=None)
         if model.provider_id not in self.providers:
             raise InvalidRequestError(
                 f"No provider '{model.provider_id}' is configured; use one of: {', '.join(sorted(self.providers))}.",
@@ -154,6 +160,11 @@ class ModelsRoutingTable:
         return model
 
     async def unregister(self, identifier: str) -> Model:
-        model = await self.get(identifier, param=None)
+        model = await self.get(identifier, param=None, action="delete")
         await self._remove(model.identifier)
         return model
+
+
+def _resource(model: Model) -> Resource:
+    """Models have no owner: configured, discovered and API-registered ones are shared resources."""
+    return Resource("model", model.identifier)

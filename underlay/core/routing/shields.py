@@ -11,6 +11,7 @@ from typing import Any
 from underlay.api.errors import InvalidRequestError, NotFoundError
 from underlay.api.ids import now
 from underlay.api.safety import Shield
+from underlay.core.access import Resource, can, require, require_create
 
 _PREFIX = "shields:"
 
@@ -40,22 +41,31 @@ class ShieldsRoutingTable:
         await self.kvstore.set(_PREFIX + shield.identifier, shield.model_dump_json())
         self._cache[shield.identifier] = shield
 
-    async def get(self, identifier: str, *, param: str | None = "shield_id") -> Shield:
+    async def get(self, identifier: str, *, param: str | None = "shield_id", action: str = "read") -> Shield:
+        """The shield if the caller may ``action`` it (running it counts as ``read``)."""
         shield = self._cache.get(identifier)
         if shield is None:  # another worker may have registered it since we loaded
             value = await self.kvstore.get(_PREFIX + identifier)
             if value is not None:
                 shield = Shield.model_validate_json(value)
                 self._cache[shield.identifier] = shield
+        missing = NotFoundError("Shield", identifier, hint="GET /v1/shields lists the shields available.", param=param)
         if shield is None or shield.provider_id not in self.providers:
-            raise NotFoundError("Shield", identifier, hint="GET /v1/shields lists the shields available.", param=param)
+            raise missing
+        require(action, Resource("shield", shield.identifier), missing)
         return shield
 
     async def list(self) -> list[Shield]:
         await self._reload()
-        return sorted((s for s in self._cache.values() if s.provider_id in self.providers), key=lambda s: s.identifier)
+        visible = (
+            s
+            for s in self._cache.values()
+            if s.provider_id in self.providers and can("read", Resource("shield", s.identifier))
+        )
+        return sorted(visible, key=lambda s: s.identifier)
 
     async def register(self, shield: Shield) -> Shield:
+        require_create("shield", shield.identifier, owner=None)
         if shield.provider_id not in self.providers:
             raise InvalidRequestError(
                 f"No safety provider '{shield.provider_id}' is configured; use one of: "
@@ -66,7 +76,7 @@ class ShieldsRoutingTable:
         return shield
 
     async def unregister(self, identifier: str) -> Shield:
-        shield = await self.get(identifier, param=None)
+        shield = await self.get(identifier, param=None, action="delete")
         await self.kvstore.delete(_PREFIX + shield.identifier)
         self._cache.pop(shield.identifier, None)
         return shield

@@ -20,8 +20,8 @@ from urllib.parse import urlsplit
 from underlay.api.errors import ConflictError, ForbiddenError, NotFoundError
 from underlay.api.ids import now
 from underlay.api.tool_runtime import McpConnection, McpStdioCommand, ToolGroup
+from underlay.core.access import Resource, can, require, require_create
 from underlay.core.config import ConfigError
-from underlay.core.identity import current_principal
 
 log = logging.getLogger("underlay.tool_groups")
 _PREFIX = "toolgroups:"
@@ -108,8 +108,12 @@ class ToolGroupsRoutingTable:
     # -- queries ----------------------------------------------------------------------------------
 
     @staticmethod
-    def _visible(group: ToolGroup) -> bool:
-        return group.owner is None or group.owner == current_principal().id
+    def _resource(group: ToolGroup) -> Resource:
+        """Builtin and config groups have no owner; API-registered ones are owned by who registered them."""
+        return Resource("tool_group", group.identifier, owner=group.owner)
+
+    def _visible(self, group: ToolGroup) -> bool:
+        return can("read", self._resource(group))
 
     async def _stored(self) -> list[ToolGroup]:
         values = await self.kvstore.values_in_range(_PREFIX, _PREFIX + "\xff")
@@ -131,10 +135,13 @@ class ToolGroupsRoutingTable:
             return None
         return group
 
-    async def get(self, identifier: str, *, param: str | None = "toolgroup_id") -> ToolGroup:
+    async def get(self, identifier: str, *, param: str | None = "toolgroup_id", action: str = "read") -> ToolGroup:
+        """The group if the caller may ``action`` it: 404 if hidden by the policy, 403 if only readable."""
+        missing = NotFoundError("Tool group", identifier, hint=_HINT, param=param)
         group = await self.find(identifier)
         if group is None:
-            raise NotFoundError("Tool group", identifier, hint=_HINT, param=param)
+            raise missing
+        require(action, self._resource(group), missing)
         return group
 
     def connection(self, group: ToolGroup) -> McpConnection | None:
@@ -145,6 +152,7 @@ class ToolGroupsRoutingTable:
 
     async def register(self, group: ToolGroup) -> ToolGroup:
         """Store an API-registered group; the same owner may re-register (update) it."""
+        require_create("tool_group", group.identifier, owner=group.owner)
         if group.identifier in self._fixed:
             raise ConflictError(
                 f"Tool group '{group.identifier}' is declared by the server ({self._fixed[group.identifier].source}); "
@@ -173,7 +181,7 @@ class ToolGroupsRoutingTable:
                 f"Tool group '{identifier}' comes from {where} and cannot be deleted through the API.",
                 param="toolgroup_id",
             )
-        group = await self.get(identifier, param=None)
+        group = await self.get(identifier, param=None, action="delete")
         await self.kvstore.delete(_PREFIX + identifier)
         return group
 

@@ -21,6 +21,7 @@ from underlay.core.storage.kvstore import (
     checked_identifier,
     missing_driver,
 )
+from underlay.core.storage.pg_database import ensure_database
 
 _NOW = "extract(epoch from now())::double precision"
 _LIVE = f"(expires_at IS NULL OR expires_at > {_NOW})"
@@ -80,6 +81,8 @@ class PostgresKVStore:
         except ImportError as exc:
             raise missing_driver("asyncpg", "postgres") from exc
         where = f"{config.user}@{config.host}:{config.port}/{config.db}"
+        if config.create_database:
+            await ensure_database(config.host, config.port, config.user, config.password, config.db)
         try:
             pool = await asyncpg.create_pool(
                 host=config.host,

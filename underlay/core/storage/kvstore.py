@@ -109,6 +109,9 @@ class PostgresKVStoreConfig(BaseModel):
         """``${env.POSTGRES_PASSWORD:=}`` yields ""; treat it as "no password" (trust or .pgpass auth)."""
         return value or None
 
+    create_database: bool = Field(
+        default=False, description="Create 'db' at start when it does not exist (needs the CREATEDB privilege)."
+    )
     table_name: str = Field(
         default="underlay_kvstore",
         pattern=r"^[A-Za-z_][A-Za-z0-9_]{0,62}$",

@@ -9,7 +9,8 @@ of contract tests prove both backends behave identically.
 Ownership: every user-owned row records who owns it. Callers add the two columns in
 :data:`OWNER_COLUMNS` (``owner_principal``, a string with an index, and ``owner_attributes``, JSON) to
 their tables and filter reads, updates and deletes by them in the ``where`` argument, so that access
-control happens in the query and never after it. The store does not enforce this itself.
+control happens in the query and never after it. The store does not enforce this itself:
+:func:`underlay.core.access.rows_where` turns the access policy into such a ``where``.
 
 Filters (``where``) are either a mapping of column to value (equality; ``None`` means ``IS NULL``) or a
 list of conditions built with :class:`Where`, all of which must hold. Column and table names are
@@ -43,9 +44,13 @@ from sqlalchemy import (
     and_,
     delete,
     event,
+    exists,
+    false,
     func,
     insert,
     inspect,
+    literal,
+    not_,
     or_,
     select,
     text,
@@ -56,6 +61,7 @@ from sqlalchemy.dialects import sqlite as sqlite_dialect
 from sqlalchemy.engine import Connection
 from sqlalchemy.exc import IntegrityError, NoSuchTableError, SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
+from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.types import TypeEngine
 
 from underlay.api.errors import ConflictError, InvalidRequestError
@@ -65,6 +71,7 @@ from underlay.core.storage.kvstore import (
     missing_driver,
     sqlite_file_path,
 )
+from underlay.core.storage.pg_database import ensure_database
 
 _SQLITE_BUSY_TIMEOUT_S = 30.0
 _WRITE_OPTION = "underlay_write"
@@ -100,6 +107,10 @@ class PostgresSqlStoreConfig(BaseModel):
     def _empty_password_is_none(cls, value: str | None) -> str | None:
         """``${env.POSTGRES_PASSWORD:=}`` yields ""; treat it as "no password" (trust or .pgpass auth)."""
         return value or None
+
+    create_database: bool = Field(
+        default=False, description="Create 'db' at start when it does not exist (needs the CREATEDB privilege)."
+    )
 
 
 SqlStoreConfig = Annotated[SqliteSqlStoreConfig | PostgresSqlStoreConfig, Field(discriminator="type")]
@@ -144,7 +155,8 @@ class ColumnDefinition(BaseModel):
 
 OWNER_COLUMNS: dict[str, ColumnType | ColumnDefinition] = {
     "owner_principal": ColumnDefinition(type=ColumnType.STRING, index=True),
-    "owner_attributes": ColumnType.JSON,
+    # Indexed (GIN, PostgreSQL only) for access policies that share rows by owner attributes.
+    "owner_attributes": ColumnDefinition(type=ColumnType.JSON, index=True),
 }
 """The ownership columns every table of user-owned rows should include (merge into its columns)."""
 
@@ -192,7 +204,9 @@ def _index_name(prefix: str, table: str, column: str) -> str:
 # Filters
 # ---------------------------------------------------------------------------------------------------
 
-Operator = Literal["eq", "ne", "gt", "gte", "lt", "lte", "in", "not_in", "is_null", "is_not_null"]
+Operator = Literal[
+    "eq", "ne", "gt", "gte", "lt", "lte", "in", "not_in", "is_null", "is_not_null", "like", "json_overlaps"
+]
 
 
 @dataclass(frozen=True)
@@ -206,9 +220,9 @@ class Condition:
 
 @dataclass(frozen=True)
 class ConditionGroup:
-    """Conditions combined with AND or OR. Build with :meth:`Where.all_of` / :meth:`Where.any_of`."""
+    """Conditions combined with AND or OR (or one negated with NOT). Build with :class:`Where`."""
 
-    combinator: Literal["and", "or"]
+    combinator: Literal["and", "or", "not"]
     conditions: tuple[Condition | ConditionGroup, ...]
 
 
@@ -261,6 +275,20 @@ class Where:
     @staticmethod
     def is_not_null(column: str) -> Condition:
         return Condition(column, "is_not_null")
+
+    @staticmethod
+    def like(column: str, pattern: str) -> Condition:
+        """SQL LIKE with ``\\`` as escape (SQLite compares ASCII letters case-insensitively)."""
+        return Condition(column, "like", pattern)
+
+    @staticmethod
+    def json_overlaps(column: str, key: str, values: Sequence[str]) -> Condition:
+        """The JSON object in ``column`` has, under ``key``, one of ``values`` (a list or a single string)."""
+        return Condition(column, "json_overlaps", (key, tuple(values)))
+
+    @staticmethod
+    def not_(condition: Filter) -> ConditionGroup:
+        return ConditionGroup("not", (condition,))
 
     @staticmethod
     def all_of(*conditions: Filter) -> ConditionGroup:
@@ -352,6 +380,8 @@ class SqlStore:
             except ImportError as exc:
                 raise missing_driver("asyncpg", "postgres") from exc
             where = f"PostgreSQL at {config.user}@{config.host}:{config.port}/{config.db}"
+            if config.create_database:
+                await ensure_database(config.host, config.port, config.user, config.password, config.db)
             engine = create_async_engine(
                 URL.create(
                     "postgresql+asyncpg",
@@ -648,9 +678,16 @@ def _create_or_migrate(conn: Connection, name: str, definitions: dict[str, Colum
         existing_indexes = {ix["name"] for ix in inspector.get_indexes(name) if ix.get("name")}
     for col, d in definitions.items():
         if d.unique or d.index:
+            options: dict[str, Any] = {}
+            if d.type is ColumnType.JSON:
+                # JSON is indexed for containment (``@>``) on PostgreSQL, where a GIN index answers it;
+                # SQLite cannot use an index on a JSON column, so it gets none.
+                if conn.dialect.name != "postgresql":
+                    continue
+                options = {"postgresql_using": "gin"}
             ix_name = _index_name("ux" if d.unique else "ix", name, col)
             if ix_name not in existing_indexes:
-                Index(ix_name, ddl_table.c[col], unique=d.unique).create(conn, checkfirst=True)
+                Index(ix_name, ddl_table.c[col], unique=d.unique, **options).create(conn, checkfirst=True)
     return _runtime_table(conn, name, definitions)
 
 
@@ -694,6 +731,9 @@ def _condition(table: Table, item: Filter) -> ColumnElement[bool]:
         parts = [_condition(table, sub) for sub in item.conditions]
         if not parts:
             raise ValueError(f"An empty '{item.combinator}' group is ambiguous; leave it out.")
+        if item.combinator == "not":
+            # NULL counts as false before negating, so NOT over a NULL column is true (not unknown).
+            return not_(func.coalesce(and_(*parts), false()))
         return and_(*parts) if item.combinator == "and" else or_(*parts)
     if not isinstance(item, Condition):
         raise TypeError(f"where items must be Where.* conditions, not {type(item).__name__}.")
@@ -719,7 +759,48 @@ def _condition(table: Table, item: Filter) -> ColumnElement[bool]:
         return col.is_(None)
     if op == "is_not_null":
         return col.is_not(None)
+    if op == "like":
+        return col.like(value, escape="\\")
+    if op == "json_overlaps":
+        return _json_overlaps(col, value[0], value[1])
     raise ValueError(f"Unknown operator {op!r}.")
+
+
+class _JsonOverlaps(ColumnElement[bool]):
+    """``col[key]`` (a string or a list of strings) holds one of ``values``; compiled per dialect below.
+
+    PostgreSQL asks JSONB containment (``@>``), which a GIN index on the column can answer; SQLite
+    walks the (short) attribute list with ``json_each``. Values always travel as bound parameters.
+    """
+
+    inherit_cache = False
+    type = Boolean()
+
+    def __init__(self, col: Column[Any], key: str, values: Sequence[str]) -> None:
+        self.col = col
+        self.key = key
+        self.values = list(values)
+
+
+@compiles(_JsonOverlaps, "postgresql")
+def _json_overlaps_pg(element: _JsonOverlaps, compiler: Any, **kw: Any) -> str:
+    jsonb = pg_dialect.JSONB()
+    either = or_(
+        *[element.col.op("@>")(literal({element.key: [v]}, type_=jsonb)) for v in element.values],
+        *[element.col.op("@>")(literal({element.key: v}, type_=jsonb)) for v in element.values],
+    )
+    return str(compiler.process(either.self_group(), **kw))
+
+
+@compiles(_JsonOverlaps)
+def _json_overlaps_sqlite(element: _JsonOverlaps, compiler: Any, **kw: Any) -> str:
+    each = func.json_each(element.col, literal(f'$."{element.key}"')).table_valued("value")
+    found = exists(select(literal(1)).select_from(each).where(each.c.value.in_(element.values)))
+    return str(compiler.process(found, **kw))
+
+
+def _json_overlaps(col: Column[Any], key: str, values: Sequence[str]) -> ColumnElement[bool]:
+    return _JsonOverlaps(col, key, values) if values else false()
 
 
 def _where_columns(where: WhereArg) -> list[str]:

@@ -7,8 +7,9 @@ from typing import Any
 
 from underlay.api.errors import NotFoundError
 from underlay.api.inference import ChatCompletion, StoredChatCompletion
+from underlay.core.access import explain_miss, require_create, rows_where
 from underlay.core.identity import current_principal
-from underlay.core.storage.sqlstore import OWNER_COLUMNS, ColumnDefinition, ColumnType
+from underlay.core.storage.sqlstore import OWNER_COLUMNS, ColumnDefinition, ColumnType, Where
 
 TABLE = "chat_completions"
 
@@ -37,6 +38,7 @@ class ChatCompletionStore:
         input_messages: list[dict[str, Any]],
         metadata: dict[str, str] | None,
     ) -> None:
+        require_create("chat_completion", completion.id)
         principal = current_principal()
         await self.sql.insert(
             TABLE,
@@ -52,11 +54,13 @@ class ChatCompletionStore:
             },
         )
 
-    def _owned(self, **where: Any) -> dict[str, Any]:
-        return {**where, "owner_principal": current_principal().id}
+    @staticmethod
+    def _allowed(action: str = "read", **where: Any) -> list[Any]:
+        """``where`` plus the rows the access policy lets the caller ``action`` (in the query)."""
+        return rows_where("chat_completion", action, *(Where.eq(k, v) for k, v in where.items()))
 
     async def get(self, completion_id: str) -> StoredChatCompletion:
-        row = await self.sql.fetch_one(TABLE, self._owned(id=completion_id))
+        row = await self.sql.fetch_one(TABLE, self._allowed(id=completion_id))
         if row is None:
             raise NotFoundError("Chat completion", completion_id, param="completion_id")
         return self._to_model(row)
@@ -74,7 +78,7 @@ class ChatCompletionStore:
     async def list(
         self, *, after: str | None, limit: int, order: str, model: str | None, metadata: dict[str, str] | None
     ) -> dict[str, Any]:
-        where = self._owned(**({"model": model} if model else {}))
+        where = self._allowed(**({"model": model} if model else {}))
         if metadata:
             # Metadata filtering happens after the page query; fetch generously so a page stays full.
             rows, _ = await self.sql.fetch_page(TABLE, where, order=order, limit=1000, after_id=after)
@@ -113,6 +117,9 @@ class ChatCompletionStore:
         }
 
     async def delete(self, completion_id: str) -> None:
-        deleted = await self.sql.delete(TABLE, self._owned(id=completion_id))
+        deleted = await self.sql.delete(TABLE, self._allowed("delete", id=completion_id))
         if not deleted:
-            raise NotFoundError("Chat completion", completion_id, param="completion_id")
+            missing = NotFoundError("Chat completion", completion_id, param="completion_id")
+            raise await explain_miss(
+                self.sql, TABLE, "chat_completion", "delete", [Where.eq("id", completion_id)], missing, completion_id
+            )

@@ -3,7 +3,8 @@
 Items live in their own table, one row per item, so appending is an insert (never a rewrite of the
 whole history) and listing is a cursor page in SQL. Order is a ``position`` column: nanoseconds at
 insert, bumped so it strictly increases within a process, which keeps items appended in one call in
-their given order. Every query filters by owner.
+their given order. Every query filters by the access policy (by default: the owner) inside SQL; items
+carry their conversation's owner, so one predicate governs a conversation and its items.
 """
 
 from __future__ import annotations
@@ -15,8 +16,9 @@ from typing import Any, Literal
 
 from underlay.api.conversations import Conversation
 from underlay.api.errors import NotFoundError
+from underlay.core.access import explain_miss, fetch_for, owner_of, require_create, rows_where
 from underlay.core.identity import current_principal
-from underlay.core.storage.sqlstore import OWNER_COLUMNS, ColumnDefinition, ColumnType, Page, SqlStore
+from underlay.core.storage.sqlstore import OWNER_COLUMNS, ColumnDefinition, ColumnType, Page, SqlStore, Where
 
 CONVERSATIONS = "conversations"
 ITEMS = "conversation_items"
@@ -65,8 +67,16 @@ class ConversationStore:
         )
 
     @staticmethod
-    def _owned(**where: Any) -> dict[str, Any]:
-        return {**where, "owner_principal": current_principal().id}
+    def _allowed(action: str, id_column: str = "id", **where: Any) -> list[Any]:
+        """``where`` plus the rows the policy lets the caller ``action`` (items: by conversation id)."""
+        match = [Where.eq(k, v) for k, v in where.items()]
+        return rows_where("conversation", action, *match, id_column=id_column)
+
+    async def _row(self, conversation_id: str, action: str = "read") -> dict[str, Any]:
+        """The conversation row; 404 if the caller cannot see it, 403 if it may not ``action`` it."""
+        missing = NotFoundError("Conversation", conversation_id, param="conversation_id")
+        match = [Where.eq("id", conversation_id)]
+        return await fetch_for(self.sql, CONVERSATIONS, "conversation", action, match, missing, conversation_id)
 
     @staticmethod
     def _conversation(row: dict[str, Any]) -> Conversation:
@@ -74,8 +84,10 @@ class ConversationStore:
 
     async def create(self, metadata: dict[str, str] | None) -> Conversation:
         principal = current_principal()
+        conversation_id = new_conversation_id()
+        require_create("conversation", conversation_id)
         row = {
-            "id": new_conversation_id(),
+            "id": conversation_id,
             "created_at": int(time.time()),
             "metadata": metadata or {},
             "owner_principal": principal.id,
@@ -84,30 +96,36 @@ class ConversationStore:
         await self.sql.insert(CONVERSATIONS, row)
         return self._conversation(row)
 
-    async def get(self, conversation_id: str) -> Conversation:
-        row = await self.sql.fetch_one(CONVERSATIONS, self._owned(id=conversation_id))
-        if row is None:
-            raise NotFoundError("Conversation", conversation_id, param="conversation_id")
-        return self._conversation(row)
+    async def get(self, conversation_id: str, action: str = "read") -> Conversation:
+        return self._conversation(await self._row(conversation_id, action))
 
     async def update_metadata(self, conversation_id: str, metadata: dict[str, str] | None) -> Conversation:
-        changed = await self.sql.update(CONVERSATIONS, {"metadata": metadata or {}}, self._owned(id=conversation_id))
+        values = {"metadata": metadata or {}}
+        changed = await self.sql.update(CONVERSATIONS, values, self._allowed("update", id=conversation_id))
         if not changed:
-            raise NotFoundError("Conversation", conversation_id, param="conversation_id")
+            raise await self._miss(conversation_id, "update")
         return await self.get(conversation_id)
 
+    async def _miss(self, conversation_id: str, action: str) -> Exception:
+        missing = NotFoundError("Conversation", conversation_id, param="conversation_id")
+        match = [Where.eq("id", conversation_id)]
+        return await explain_miss(self.sql, CONVERSATIONS, "conversation", action, match, missing, conversation_id)
+
     async def delete(self, conversation_id: str) -> None:
-        deleted = await self.sql.delete(CONVERSATIONS, self._owned(id=conversation_id))
+        deleted = await self.sql.delete(CONVERSATIONS, self._allowed("delete", id=conversation_id))
         if not deleted:
-            raise NotFoundError("Conversation", conversation_id, param="conversation_id")
-        await self.sql.delete(ITEMS, self._owned(conversation_id=conversation_id))
+            raise await self._miss(conversation_id, "delete")
+        await self.sql.delete(ITEMS, self._allowed("delete", "conversation_id", conversation_id=conversation_id))
 
     # ---- items ------------------------------------------------------------------------------------
 
     async def append(self, conversation_id: str, items: list[dict[str, Any]]) -> list[dict[str, Any]]:
-        """Insert normalized items in order (the conversation must exist and be the caller's)."""
-        await self.get(conversation_id)
-        principal = current_principal()
+        """Insert normalized items in order (the caller must be allowed to update the conversation).
+
+        Items take the conversation's owner, not the caller's, so whoever may read the conversation
+        reads all of its items.
+        """
+        owner = owner_of(await self._row(conversation_id, "update"))
         for position, item in zip(_positions(len(items)), items, strict=True):
             await self.sql.insert(
                 ITEMS,
@@ -117,8 +135,7 @@ class ConversationStore:
                     "item_id": item["id"],
                     "position": position,
                     "item": item,
-                    "owner_principal": principal.id,
-                    "owner_attributes": principal.attributes,
+                    **owner,
                 },
             )
         return items
@@ -127,7 +144,7 @@ class ConversationStore:
         await self.get(conversation_id)
         return await self.sql.fetch_page(
             ITEMS,
-            self._owned(conversation_id=conversation_id),
+            self._allowed("read", "conversation_id", conversation_id=conversation_id),
             order_column="position",
             order=order,
             limit=limit,
@@ -138,19 +155,23 @@ class ConversationStore:
     async def all_items(self, conversation_id: str) -> list[dict[str, Any]]:
         await self.get(conversation_id)
         rows = await self.sql.fetch_all(
-            ITEMS, self._owned(conversation_id=conversation_id), order_by=[("position", "asc")]
+            ITEMS,
+            self._allowed("read", "conversation_id", conversation_id=conversation_id),
+            order_by=[("position", "asc")],
         )
         return [row["item"] for row in rows]
 
     async def get_item(self, conversation_id: str, item_id: str) -> dict[str, Any]:
         await self.get(conversation_id)
-        row = await self.sql.fetch_one(ITEMS, self._owned(conversation_id=conversation_id, item_id=item_id))
+        match = self._allowed("read", "conversation_id", conversation_id=conversation_id, item_id=item_id)
+        row = await self.sql.fetch_one(ITEMS, match)
         if row is None:
             raise NotFoundError("Conversation item", item_id, param="item_id")
         return dict(row["item"])
 
     async def delete_item(self, conversation_id: str, item_id: str) -> None:
-        await self.get(conversation_id)
-        deleted = await self.sql.delete(ITEMS, self._owned(conversation_id=conversation_id, item_id=item_id))
+        await self._row(conversation_id, "update")
+        match = self._allowed("update", "conversation_id", conversation_id=conversation_id, item_id=item_id)
+        deleted = await self.sql.delete(ITEMS, match)
         if not deleted:
             raise NotFoundError("Conversation item", item_id, param="item_id")

@@ -2,7 +2,8 @@
 
 The bytes live in a files provider under ``storage_key``; a row is only written once its bytes are
 stored, so a listed file is always a whole file. Expired rows stay until the sweep removes them, but
-every read here treats them as gone. Reads, updates and deletes filter by owner inside the query.
+every read here treats them as gone. Reads, updates and deletes filter by the access policy (by
+default: the owner) inside the query.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from typing import Any
 
 from underlay.api.errors import NotFoundError
 from underlay.api.files import FileObject
+from underlay.core.access import fetch_for, require_create, rows_where
 from underlay.core.identity import current_principal
 from underlay.core.storage.sqlstore import OWNER_COLUMNS, ColumnDefinition, ColumnType, Filter, Where
 
@@ -51,10 +53,11 @@ class FileStore:
         now = int(time.time()) if now is None else now
         return Where.any_of(Where.is_null("expires_at"), Where.gt("expires_at", now))
 
-    def _owned_live(self, *extra: Filter) -> list[Filter]:
-        return [Where.eq("owner_principal", current_principal().id), self._live(), *extra]
+    def _allowed_live(self, *extra: Filter, action: str = "read") -> list[Filter]:
+        return rows_where("file", action, self._live(), *extra)
 
     async def insert(self, file: FileObject, *, provider_id: str, storage_key: str, created_ns: int) -> None:
+        require_create("file", file.id)
         principal = current_principal()
         await self.sql.insert(
             TABLE,
@@ -75,18 +78,16 @@ class FileStore:
             },
         )
 
-    async def get_row(self, file_id: str) -> dict[str, Any]:
-        """The caller's live row for ``file_id`` (with storage fields); 404 if none."""
-        row = await self.sql.fetch_one(TABLE, self._owned_live(Where.eq("id", file_id)))
-        if row is None:
-            raise _file_not_found(file_id)
-        return row
+    async def get_row(self, file_id: str, action: str = "read") -> dict[str, Any]:
+        """The live row for ``file_id`` (with storage fields) the caller may ``action``; 404 if hidden, else 403."""
+        match = [self._live(), Where.eq("id", file_id)]
+        return await fetch_for(self.sql, TABLE, "file", action, match, _file_not_found(file_id), file_id)
 
     async def get(self, file_id: str) -> FileObject:
         return self.to_model(await self.get_row(file_id))
 
     async def list_files(self, *, after: str | None, limit: int, order: str, purpose: str | None) -> dict[str, Any]:
-        where = self._owned_live(*([Where.eq("purpose", purpose)] if purpose else []))
+        where = self._allowed_live(*([Where.eq("purpose", purpose)] if purpose else []))
         rows, has_more = await self.sql.fetch_page(
             TABLE, where, order_column="created_ns", order=order, limit=limit, after_id=after
         )
@@ -100,10 +101,8 @@ class FileStore:
         }
 
     async def delete_owned(self, file_id: str) -> bool:
-        """Delete the caller's row; whether it existed (a concurrent delete may have won)."""
-        deleted = await self.sql.delete(
-            TABLE, [Where.eq("id", file_id), Where.eq("owner_principal", current_principal().id)]
-        )
+        """Delete the row if the caller may; whether it existed (a concurrent delete may have won)."""
+        deleted = await self.sql.delete(TABLE, rows_where("file", "delete", Where.eq("id", file_id)))
         return bool(deleted)
 
     async def expired(self, now: int, limit: int = 500) -> list[dict[str, Any]]:

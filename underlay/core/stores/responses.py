@@ -12,6 +12,7 @@ import time
 from typing import Any
 
 from underlay.api.errors import NotFoundError
+from underlay.core.access import explain_miss, fetch_for, intended_action, require_create, rows_where
 from underlay.core.identity import current_principal
 from underlay.core.storage.sqlstore import OWNER_COLUMNS, ColumnDefinition, ColumnType, SqlStore, Where
 
@@ -55,10 +56,13 @@ class ResponseStore:
         )
 
     @staticmethod
-    def _owned(**where: Any) -> dict[str, Any]:
-        return {**where, "owner_principal": current_principal().id}
+    def _allowed(action: str, id_column: str = "id", **where: Any) -> list[Any]:
+        """``where`` plus the rows the access policy lets the caller ``action`` (events: by response id)."""
+        return rows_where("response", action, *(Where.eq(k, v) for k, v in where.items()), id_column=id_column)
 
     async def put(self, response: dict[str, Any], **fields: Any) -> None:
+        """Store a new response (or replace the caller's own); the policy must allow creating it."""
+        require_create("response", response["id"])
         principal = current_principal()
         await self.sql.upsert(
             RESPONSES,
@@ -80,13 +84,18 @@ class ResponseStore:
         )
 
     async def find(self, response_id: str) -> dict[str, Any] | None:
-        return await self.sql.fetch_one(RESPONSES, self._owned(id=response_id))
+        """The response if the caller may read it (``previous_response_id`` chains through this)."""
+        return await self.sql.fetch_one(RESPONSES, self._allowed("read", id=response_id))
 
-    async def get(self, response_id: str) -> dict[str, Any]:
-        row = await self.find(response_id)
-        if row is None:
-            raise NotFoundError("Response", response_id, param="response_id")
-        return row
+    async def get(self, response_id: str, action: str | None = None) -> dict[str, Any]:
+        """The response the caller may ``action``: 404 if it cannot read it, 403 if only that.
+
+        ``action`` defaults to what the router declared with :func:`acting_for` (else ``read``).
+        """
+        action = action or intended_action()
+        missing = NotFoundError("Response", response_id, param="response_id")
+        match = [Where.eq("id", response_id)]
+        return await fetch_for(self.sql, RESPONSES, "response", action, match, missing, response_id)
 
     async def update(self, response_id: str, response: dict[str, Any] | None = None, **fields: Any) -> None:
         values = dict(fields)
@@ -94,18 +103,20 @@ class ResponseStore:
             values["response"] = response
             values["status"] = response.get("status")
         if values:
-            await self.sql.update(RESPONSES, values, self._owned(id=response_id))
+            await self.sql.update(RESPONSES, values, self._allowed("update", id=response_id))
 
     async def delete(self, response_id: str) -> None:
-        deleted = await self.sql.delete(RESPONSES, self._owned(id=response_id))
+        deleted = await self.sql.delete(RESPONSES, self._allowed("delete", id=response_id))
         if not deleted:
-            raise NotFoundError("Response", response_id, param="response_id")
-        await self.sql.delete(EVENTS, self._owned(response_id=response_id))
+            missing = NotFoundError("Response", response_id, param="response_id")
+            match = [Where.eq("id", response_id)]
+            raise await explain_miss(self.sql, RESPONSES, "response", "delete", match, missing, response_id)
+        await self.sql.delete(EVENTS, self._allowed("delete", "response_id", response_id=response_id))
 
     async def page(
         self, *, after: str | None, limit: int, order: str, model: str | None
     ) -> tuple[list[dict[str, Any]], bool]:
-        where = self._owned(**({"model": model} if model else {}))
+        where = self._allowed("read", **({"model": model} if model else {}))
         rows, has_more = await self.sql.fetch_page(
             RESPONSES,
             where,
@@ -140,17 +151,16 @@ class ResponseStore:
     async def events_after(self, response_id: str, sequence_number: int) -> list[dict[str, Any]]:
         rows = await self.sql.fetch_all(
             EVENTS,
-            [
-                Where.eq("response_id", response_id),
-                Where.eq("owner_principal", current_principal().id),
-                Where.gt("last_seq", sequence_number),
-            ],
+            self._allowed("read", "response_id", response_id=response_id) + [Where.gt("last_seq", sequence_number)],
             order_by=[("first_seq", "asc")],
         )
         return [e for row in rows for e in row["events"] if e["sequence_number"] > sequence_number]
 
     async def last_sequence_number(self, response_id: str) -> int:
         rows = await self.sql.fetch_all(
-            EVENTS, self._owned(response_id=response_id), order_by=[("last_seq", "desc")], limit=1
+            EVENTS,
+            self._allowed("read", "response_id", response_id=response_id),
+            order_by=[("last_seq", "desc")],
+            limit=1,
         )
         return int(rows[0]["last_seq"]) if rows else -1

@@ -1,9 +1,12 @@
 """Rows behind the Vector Stores API: stores, their files, file batches and the chunks of each file.
 
-Every table records its owner and every read, update and delete here filters by the current
-principal inside the query (``owner_principal = ...``), so one user can never see, page from or touch
-another's rows. The only exception is :meth:`VectorStoreRows.attachments_of_file`, used when a File
-itself is deleted: the file is then gone for everyone, so every attachment of it goes too.
+Every table records its owner and every read, update and delete here filters by the access policy
+inside the query (by default ``owner_principal = <caller>``), so one user can never see, page from or
+touch another's rows unless the policy shares them. Files, batches and chunks carry their *store's*
+owner (not whoever attached them), so one predicate governs a store and everything in it: reading
+them needs ``read`` on the store, changing them ``update``. The only exception is
+:meth:`VectorStoreRows.attachments_of_file`, used when a File itself is deleted: the file is then gone
+for everyone, so every attachment of it goes too.
 
 Why chunks are kept here as well as in the vector backend: the vector-io contract is an index (insert,
 delete a document, query), not a store one can read back from. Keeping each file's chunk text and
@@ -27,6 +30,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from underlay.api.errors import NotFoundError
+from underlay.core.access import fetch_for, owner_of, require_create, rows_where
 from underlay.core.identity import current_principal
 from underlay.core.storage.sqlstore import OWNER_COLUMNS, ColumnDefinition, ColumnType, Page, Where
 
@@ -87,6 +91,7 @@ class VectorStoreRows:
     def __init__(self, sqlstore: Any) -> None:
         self.sql = sqlstore
         self._ready = False
+        self._store_owners: dict[str, dict[str, Any]] = {}  # an owner never changes; rows copy it
 
     async def initialize(self) -> None:
         if self._ready:
@@ -155,51 +160,66 @@ class VectorStoreRows:
         self._ready = True
 
     @staticmethod
-    def _owner() -> dict[str, Any]:
-        principal = current_principal()
-        return {"owner_principal": principal.id, "owner_attributes": principal.attributes}
+    def _allowed(table: str, action: str = "read", **where: Any) -> list[Any]:
+        """``where`` plus the rows the policy lets the caller ``action`` (sub-rows: by their store's id)."""
+        id_column = "id" if table == STORES else "vector_store_id"
+        match = [Where.eq(k, v) for k, v in where.items()]
+        return rows_where("vector_store", action, *match, id_column=id_column)
 
-    @staticmethod
-    def _mine(**where: Any) -> dict[str, Any]:
-        return {**where, "owner_principal": current_principal().id}
+    async def _owner(self, vector_store_id: str) -> dict[str, Any]:
+        """The store's owner columns, which its files, batches and chunks share."""
+        owner = self._store_owners.get(vector_store_id)
+        if owner is None:
+            row = await self.sql.fetch_one(STORES, {"id": vector_store_id})
+            if row is None:
+                raise NotFoundError("Vector store", vector_store_id, param="vector_store_id")
+            owner = self._store_owners[vector_store_id] = owner_of(row)
+        return owner
 
     # ---- vector stores ------------------------------------------------------------------------------
 
     async def insert_store(self, row: dict[str, Any]) -> None:
-        await self.sql.insert(STORES, {**row, **self._owner()})
+        require_create("vector_store", row["id"])
+        principal = current_principal()
+        await self.sql.insert(
+            STORES, {**row, "owner_principal": principal.id, "owner_attributes": principal.attributes}
+        )
 
-    async def find_store(self, vector_store_id: str) -> dict[str, Any] | None:
-        return await self.sql.fetch_one(STORES, self._mine(id=vector_store_id))
+    async def find_store(self, vector_store_id: str, action: str = "read") -> dict[str, Any] | None:
+        return await self.sql.fetch_one(STORES, self._allowed(STORES, action, id=vector_store_id))
 
-    async def get_store(self, vector_store_id: str) -> dict[str, Any]:
-        row = await self.find_store(vector_store_id)
-        if row is None:
-            raise NotFoundError(
-                "Vector store", vector_store_id, hint="GET /v1/vector_stores lists yours.", param="vector_store_id"
-            )
-        return row
+    async def get_store(self, vector_store_id: str, action: str = "read") -> dict[str, Any]:
+        """The store the caller may ``action``: 404 if it cannot read it, 403 if it can only read it."""
+        missing = NotFoundError(
+            "Vector store", vector_store_id, hint="GET /v1/vector_stores lists yours.", param="vector_store_id"
+        )
+        match = [Where.eq("id", vector_store_id)]
+        return await fetch_for(self.sql, STORES, "vector_store", action, match, missing, vector_store_id)
 
     async def page_stores(
         self, *, limit: int, order: Literal["asc", "desc"], after: str | None, before: str | None
     ) -> Page:
-        return await self._page(STORES, self._mine(), limit=limit, order=order, after=after, before=before)
+        return await self._page(STORES, self._allowed(STORES), limit=limit, order=order, after=after, before=before)
 
-    async def update_store(self, vector_store_id: str, values: dict[str, Any]) -> int:
-        return int(await self.sql.update(STORES, values, self._mine(id=vector_store_id)))
+    async def update_store(self, vector_store_id: str, values: dict[str, Any], action: str = "update") -> int:
+        """``action="read"`` is for bookkeeping any reader causes (last activity), not for edits."""
+        return int(await self.sql.update(STORES, values, self._allowed(STORES, action, id=vector_store_id)))
 
     async def delete_store(self, vector_store_id: str) -> None:
         """The store and everything under it (the caller clears the backend index)."""
         for table in (CHUNKS, FILES, BATCHES):
-            await self.sql.delete(table, self._mine(vector_store_id=vector_store_id))
-        await self.sql.delete(STORES, self._mine(id=vector_store_id))
+            await self.sql.delete(table, self._allowed(table, "delete", vector_store_id=vector_store_id))
+        await self.sql.delete(STORES, self._allowed(STORES, "delete", id=vector_store_id))
+        self._store_owners.pop(vector_store_id, None)
 
     # ---- files --------------------------------------------------------------------------------------
 
     async def upsert_file(self, row: dict[str, Any]) -> None:
-        await self.sql.upsert(FILES, {**row, **self._owner()}, ["vector_store_id", "file_id"])
+        owner = await self._owner(row["vector_store_id"])
+        await self.sql.upsert(FILES, {**row, **owner}, ["vector_store_id", "file_id"])
 
     async def find_file(self, vector_store_id: str, file_id: str) -> dict[str, Any] | None:
-        return await self.sql.fetch_one(FILES, self._mine(vector_store_id=vector_store_id, file_id=file_id))
+        return await self.sql.fetch_one(FILES, self._allowed(FILES, vector_store_id=vector_store_id, file_id=file_id))
 
     async def get_file(self, vector_store_id: str, file_id: str) -> dict[str, Any]:
         row = await self.find_file(vector_store_id, file_id)
@@ -215,10 +235,7 @@ class VectorStoreRows:
     async def files_of(
         self, vector_store_id: str, *, statuses: Sequence[str] | None = None, batch_id: str | None = None
     ) -> list[dict[str, Any]]:
-        where: list[Any] = [
-            Where.eq("vector_store_id", vector_store_id),
-            Where.eq("owner_principal", current_principal().id),
-        ]
+        where: list[Any] = self._allowed(FILES, vector_store_id=vector_store_id)
         if statuses:
             where.append(Where.in_("status", list(statuses)))
         if batch_id is not None:
@@ -236,22 +253,25 @@ class VectorStoreRows:
         status: str | None = None,
         batch_id: str | None = None,
     ) -> Page:
-        where = self._mine(vector_store_id=vector_store_id)
+        match: dict[str, Any] = {"vector_store_id": vector_store_id}
         if status is not None:
-            where["status"] = status
+            match["status"] = status
         if batch_id is not None:
-            where["batch_id"] = batch_id
+            match["batch_id"] = batch_id
+        where = self._allowed(FILES, **match)
         return await self._page(FILES, where, limit=limit, order=order, after=after, before=before, id_column="file_id")
 
     async def update_file(self, vector_store_id: str, file_id: str, values: dict[str, Any], **expect: Any) -> int:
         """Update one attachment; ``expect`` adds equality conditions (e.g. ``job_id``, ``status``)."""
         values = {**values, "updated_at": int(time.time())}
-        where = self._mine(vector_store_id=vector_store_id, file_id=file_id, **expect)
+        where = self._allowed(FILES, "update", vector_store_id=vector_store_id, file_id=file_id, **expect)
         return int(await self.sql.update(FILES, values, where))
 
     async def delete_file(self, vector_store_id: str, file_id: str) -> int:
-        await self.sql.delete(CHUNKS, self._mine(vector_store_id=vector_store_id, file_id=file_id))
-        return int(await self.sql.delete(FILES, self._mine(vector_store_id=vector_store_id, file_id=file_id)))
+        """Detach a file: an ``update`` of its store."""
+        match = {"vector_store_id": vector_store_id, "file_id": file_id}
+        await self.sql.delete(CHUNKS, self._allowed(CHUNKS, "update", **match))
+        return int(await self.sql.delete(FILES, self._allowed(FILES, "update", **match)))
 
     async def files_named(self, vector_store_id: str, file_ids: Sequence[str]) -> dict[str, dict[str, Any]]:
         """The attachments among ``file_ids`` (search results need their filenames), by file id."""
@@ -260,8 +280,7 @@ class VectorStoreRows:
         rows = await self.sql.fetch_all(
             FILES,
             [
-                Where.eq("vector_store_id", vector_store_id),
-                Where.eq("owner_principal", current_principal().id),
+                *self._allowed(FILES, vector_store_id=vector_store_id),
                 Where.in_("file_id", list(dict.fromkeys(file_ids))),
             ],
         )
@@ -306,10 +325,9 @@ class VectorStoreRows:
         stats = {vs: FileStats() for vs in vector_store_ids}
         if not vector_store_ids:
             return stats
-        where: list[Any] = [
-            Where.in_("vector_store_id", list(vector_store_ids)),
-            Where.eq("owner_principal", current_principal().id),
-        ]
+        where: list[Any] = rows_where(
+            "vector_store", "read", Where.in_("vector_store_id", list(vector_store_ids)), id_column="vector_store_id"
+        )
         if batch_id is not None:
             where.append(Where.eq("batch_id", batch_id))
         for row in await self.sql.fetch_all(FILES, where):
@@ -325,16 +343,20 @@ class VectorStoreRows:
     # ---- batches ------------------------------------------------------------------------------------
 
     async def insert_batch(self, row: dict[str, Any]) -> None:
-        await self.sql.insert(BATCHES, {**row, **self._owner()})
+        await self.sql.insert(BATCHES, {**row, **await self._owner(row["vector_store_id"])})
 
-    async def get_batch(self, vector_store_id: str, batch_id: str) -> dict[str, Any]:
-        row = await self.sql.fetch_one(BATCHES, self._mine(id=batch_id, vector_store_id=vector_store_id))
-        if row is None:
-            raise NotFoundError("Vector store file batch", batch_id, param="batch_id")
-        return row
+    async def get_batch(self, vector_store_id: str, batch_id: str, action: str = "read") -> dict[str, Any]:
+        """The batch if the caller may ``action`` its store: 404 if it cannot read it, else 403."""
+        missing = NotFoundError("Vector store file batch", batch_id, param="batch_id")
+        match = [Where.eq("id", batch_id), Where.eq("vector_store_id", vector_store_id)]
+        return await fetch_for(self.sql, BATCHES, "vector_store", action, match, missing, batch_id, "vector_store_id")
 
     async def update_batch(self, batch_id: str, values: dict[str, Any]) -> None:
-        await self.sql.update(BATCHES, values, self._mine(id=batch_id))
+        await self.sql.update(
+            BATCHES,
+            values,
+            [Where.eq("id", batch_id), *rows_where("vector_store", "update", id_column="vector_store_id")],
+        )
 
     # ---- chunks -------------------------------------------------------------------------------------
 
@@ -349,26 +371,26 @@ class VectorStoreRows:
                 "part": part,
                 "job_id": job_id,
                 "chunks": chunks,
-                **self._owner(),
+                **await self._owner(vector_store_id),
             },
             ["vector_store_id", "file_id", "part"],
         )
 
     async def chunk_parts(self, vector_store_id: str, file_id: str) -> list[list[dict[str, Any]]]:
         rows = await self.sql.fetch_all(
-            CHUNKS, self._mine(vector_store_id=vector_store_id, file_id=file_id), order_by=[("part", "asc")]
+            CHUNKS, self._allowed(CHUNKS, vector_store_id=vector_store_id, file_id=file_id), order_by=[("part", "asc")]
         )
         return [row["chunks"] or [] for row in rows]
 
     async def delete_chunks(self, vector_store_id: str, file_id: str) -> None:
-        await self.sql.delete(CHUNKS, self._mine(vector_store_id=vector_store_id, file_id=file_id))
+        await self.sql.delete(CHUNKS, self._allowed(CHUNKS, "update", vector_store_id=vector_store_id, file_id=file_id))
 
     # ---- paging -------------------------------------------------------------------------------------
 
     async def _page(
         self,
         table: str,
-        where: dict[str, Any],
+        where: list[Any],
         *,
         limit: int,
         order: Literal["asc", "desc"],
