@@ -9,6 +9,7 @@ must be JSON with the request id and never a secret.
 from __future__ import annotations
 
 import gzip
+import hashlib
 import json
 import re
 import threading
@@ -404,3 +405,56 @@ def test_an_absent_collector_costs_requests_nothing(echo_server: RunningServer, 
         assert len(listed.json()["data"]) == 3  # the SQL store still has every trace
     finally:
         assert server.stop() == 0  # a graceful stop, exporters' flush bounded by their timeout
+
+
+def test_traces_belong_to_the_authenticated_caller(
+    echo_server: RunningServer, tmp_path: Path, external_provider_path: Path
+) -> None:
+    keys = {"alice": "alice-key-0123456789", "bob": "bob-key-9876543210"}
+    config = {
+        "apis": ["inference", "models", "telemetry"],
+        "providers": {"inference": [{"provider_id": "echo", "provider_type": "remote::echo-test", "config": {}}]},
+        "server": {
+            "auth": {
+                "providers": [
+                    {
+                        "type": "api_keys",
+                        "keys": [
+                            {"sha256": hashlib.sha256(key.encode()).hexdigest(), "principal": name}
+                            for name, key in keys.items()
+                        ],
+                    }
+                ]
+            }
+        },
+        "telemetry": {"flush_seconds": 0.2},
+    }
+    server = start_server(config, tmp_path, extra_pythonpath=[external_provider_path])
+    try:
+        headers = {name: {"Authorization": f"Bearer {key}"} for name, key in keys.items()}
+        reply = httpx.post(
+            f"{server.v1}/chat/completions",
+            json={"model": "echo/echo", "messages": [{"role": "user", "content": "mine"}]},
+            headers=headers["alice"],
+            timeout=10,
+        )
+        assert reply.status_code == 200
+        trace_id = reply.headers["x-trace-id"]
+        url = f"{server.v1}/telemetry/traces/{trace_id}"
+        deadline = time.monotonic() + 10
+        while (seen := httpx.get(url, headers=headers["alice"], timeout=10)).status_code != 200:
+            assert time.monotonic() < deadline, seen.text
+            time.sleep(0.1)
+        assert seen.json()["principal"] == "alice"
+        spans = httpx.get(f"{url}/spans", headers=headers["alice"], timeout=10).json()["data"]
+        route = next(s for s in spans if s["layer"] == "route")
+        assert route["attributes"]["enduser.id"] == "alice"
+        assert httpx.get(url, headers=headers["bob"], timeout=10).status_code == 404
+        bobs = httpx.get(f"{server.v1}/telemetry/traces", headers=headers["bob"], timeout=10).json()["data"]
+        assert trace_id not in {t["id"] for t in bobs}
+        assert httpx.get(f"{server.v1}/telemetry/traces", timeout=10).status_code == 401
+        refused = httpx.get(f"{server.base_url}/metrics", timeout=10)
+        assert refused.status_code == 401 and refused.json()["error"]["type"]
+        assert httpx.get(f"{server.base_url}/metrics", headers=headers["bob"], timeout=10).status_code == 200
+    finally:
+        server.stop()

@@ -19,7 +19,7 @@ from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapProp
 
 from underlay.api.context import request_id_var
 from underlay.core.config import RunConfig
-from underlay.core.identity import current_principal
+from underlay.core.identity import current_principal, principal_var
 from underlay.core.telemetry.redact import record_error
 from underlay.core.telemetry.runtime import TRACER_KEY
 
@@ -96,18 +96,25 @@ class TelemetryMiddleware:
             telemetry.metrics.requests.add(1, labels)
             telemetry.metrics.request_duration.record(elapsed, labels)
             if span is not None:
+                # The auth layer (inside this one) leaves the principal in the scope's state; the span's
+                # row is owned by it, so the caller finds its own traces.
+                principal = (scope.get("state") or {}).get("principal") or current_principal()
                 if span.is_recording():
                     span.update_name(f"{method} {route}")
-                    span.set_attribute("http.route", route)
-                    span.set_attribute("http.response.status_code", status)
-                    span.set_attribute("enduser.id", current_principal().id)
+                    span.set_attributes(
+                        {"http.route": route, "http.response.status_code": status, "enduser.id": principal.id}
+                    )
                     if error is not None:
                         record_error(span, error)
                     if error is not None or status >= 400:
                         span.set_status(Status(StatusCode.ERROR, f"HTTP {status}"))
                     else:
                         span.set_status(Status(StatusCode.OK))
-                span.end()
+                owner = principal_var.set(principal)
+                try:
+                    span.end()
+                finally:
+                    principal_var.reset(owner)
                 otel_context.detach(token)
 
 
