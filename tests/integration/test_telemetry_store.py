@@ -15,6 +15,8 @@ from tests.integration.storage.conftest import (  # noqa: F401 - fixtures used b
     sql_backend,
     sql_factory,
 )
+from underlay.core.access import set_active_policy
+from underlay.core.access.config import AccessPolicyConfig
 from underlay.core.identity import Principal, principal_var
 from underlay.core.storage.sqlstore import SqlStore, Where
 from underlay.core.telemetry.config import RetentionConfig, TelemetryConfig
@@ -193,5 +195,42 @@ async def test_a_root_span_takes_the_principal_its_children_saw(sql_factory: Sql
         finally:
             principal_var.reset(token)
     finally:
+        await telemetry.stop()
+        await store.sql.close()
+
+
+async def test_an_access_rule_can_let_an_operator_read_every_trace(sql_factory: SqlFactory) -> None:  # noqa: F811
+    telemetry = await _telemetry(sql_factory)
+    store = telemetry.store
+    assert store is not None
+    rules = [
+        {"effect": "permit", "actions": ["read"], "principals": ["ops"]},
+        {"effect": "permit", "when": ["user is owner"]},
+    ]
+    set_active_policy(AccessPolicyConfig.model_validate({"rules": rules}))
+    try:
+        traces = {}
+        for name in ("alice", "bob"):
+            token = principal_var.set(Principal(name))
+            try:
+                traces[name] = _request(telemetry, "/v1/models")
+            finally:
+                principal_var.reset(token)
+        await telemetry.flush()
+        token = principal_var.set(Principal("ops"))
+        try:
+            everything, _ = await store.list_roots()
+            assert {r["trace_id"] for r in everything} == set(traces.values())
+            alices, _ = await store.list_roots(principal="alice")
+            assert [r["trace_id"] for r in alices] == [traces["alice"]]
+        finally:
+            principal_var.reset(token)
+        token = principal_var.set(Principal("bob"))
+        try:
+            assert [r["trace_id"] for r in (await store.list_roots())[0]] == [traces["bob"]]
+        finally:
+            principal_var.reset(token)
+    finally:
+        set_active_policy(None)
         await telemetry.stop()
         await store.sql.close()

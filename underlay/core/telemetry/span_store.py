@@ -6,7 +6,8 @@ a task turns them into rows and writes them every ``flush_seconds`` in one trans
 spans are dropped and counted rather than letting memory grow while the database is slow.
 
 Rows are user-owned like every other store's: each records the principal of the request that made
-it, and reads filter by the current principal in the query.
+it, and reads filter by the access policy (resource type ``trace``; by default, the caller's own) in
+the query.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from collections import deque
 from collections.abc import Sequence
 from typing import Any
 
+from underlay.core.access import rows_where
 from underlay.core.identity import ANONYMOUS, Principal, current_principal
 from underlay.core.storage.sqlstore import OWNER_COLUMNS, ColumnDefinition, ColumnType, Where
 from underlay.core.telemetry.config import RetentionConfig
@@ -26,6 +28,8 @@ from underlay.core.telemetry.config import RetentionConfig
 log = logging.getLogger("underlay.telemetry")
 
 TABLE = "telemetry_spans"
+RESOURCE_TYPE = "trace"
+"""The access-policy resource type of stored spans (a rule may let an operator read every trace)."""
 
 _COLUMNS: dict[str, ColumnType | ColumnDefinition] = {
     "span_id": ColumnDefinition(type=ColumnType.STRING, primary_key=True, nullable=False),
@@ -108,7 +112,8 @@ class SpanStore:
     # -- reads (always the current principal's rows) ---------------------------------------------
 
     def _owned(self) -> list[Any]:
-        return [Where.eq("owner_principal", current_principal().id)]
+        """The rows the access policy lets the caller read (resource type ``trace``); by default its own."""
+        return rows_where(RESOURCE_TYPE, "read", id_column="trace_id")
 
     async def list_roots(
         self,
