@@ -16,6 +16,7 @@ from underlay.api import inference as inference_api
 from underlay.api import models as models_api
 from underlay.api import responses as responses_api
 from underlay.api import safety as safety_api
+from underlay.api import telemetry as telemetry_api
 from underlay.api import tool_runtime as tool_runtime_api
 from underlay.api import vector_io as vector_io_api
 from underlay.api import vector_stores as vector_stores_api
@@ -159,6 +160,12 @@ async def _safety_router(stack: Stack, providers: dict[str, Any]) -> Any:
     return router
 
 
+async def _telemetry_router(stack: Stack, providers: dict[str, Any]) -> Any:
+    from underlay.core.routers.telemetry import TelemetryRouter
+
+    return TelemetryRouter(stack.telemetry)
+
+
 API_TABLE: dict[str, ApiEntry] = {
     "inference": ApiEntry(inference_api.ROUTES, _inference_router),
     "models": ApiEntry(models_api.ROUTES, _models_router, depends_on=("inference",)),
@@ -172,6 +179,7 @@ API_TABLE: dict[str, ApiEntry] = {
     # builtin::file_search searches vector stores when that API is on; without it the tool says so.
     "tool_runtime": ApiEntry(tool_runtime_api.ROUTES, _tool_runtime_router, optional_depends_on=("vector_stores",)),
     "safety": ApiEntry(safety_api.ROUTES, _safety_router, depends_on=("inference",)),
+    "telemetry": ApiEntry(telemetry_api.ROUTES, _telemetry_router),
 }
 
 

@@ -46,6 +46,8 @@ class Stack:
         self.sqlstore: Any = None
         self.models: ModelsRoutingTable | None = None
         self.jobs: JobRunner | None = None
+        self.telemetry: Any = None
+        """The stack's :class:`underlay.core.telemetry.runtime.Telemetry`; ``None`` when switched off."""
 
     async def start(self) -> None:
         from underlay.core.storage.kvstore import KVStoreConfig, kvstore_from_config
@@ -60,6 +62,9 @@ class Stack:
         )
         self.kvstore = await kvstore_from_config(kv_config)
         self.sqlstore = await sqlstore_from_config(sql_config)
+        from underlay.core.telemetry.runtime import start_telemetry
+
+        self.telemetry = await start_telemetry(self.config.telemetry, self.sqlstore)
         self.registry = available_providers()
         for api in self.config.providers:
             if api not in self.config.apis:
@@ -70,6 +75,8 @@ class Stack:
         for api in api_order(self.config.apis):
             providers = await self._instantiate(api)
             self.routers[api] = await API_TABLE[api].build_router(self, providers)
+            if self.telemetry is not None:  # spans around every router call (see telemetry.instrument)
+                self.telemetry.instrument_router(api, self.routers[api])
         if self.jobs is not None:
             await self.jobs.start()  # after every router registered its job kinds
 
@@ -135,6 +142,8 @@ class Stack:
             deps = {dep: self.routers[dep] for dep in spec.api_dependencies if dep in self.routers}
             instance = await factory(entry.provider_id, provider_config, deps)
             await instance.initialize()
+            if self.telemetry is not None:
+                self.telemetry.instrument_provider(api, entry.provider_id, instance)
             instances[entry.provider_id] = instance
             self.provider_specs[entry.provider_id] = spec
         self.providers[api] = instances
@@ -152,6 +161,8 @@ class Stack:
                     log.warning("router %s failed to shut down: %s", api, exc)
         if self.models is not None:
             await self.models.shutdown()
+        if self.telemetry is not None:
+            await self.telemetry.stop()  # writes buffered spans while the SQL store is still open
         for instances in self.providers.values():
             for provider_id, instance in instances.items():
                 try:
@@ -188,4 +199,8 @@ def redact(value: Any, secret_words: tuple[str, ...]) -> Any:
         }
     if isinstance(value, list):
         return [redact(v, secret_words) for v in value]
+    if isinstance(value, str):  # secrets inside other values: user:password@ in URLs, sk-... keys
+        from underlay.core.telemetry.redact import redact as redact_text
+
+        return redact_text(value)
     return value

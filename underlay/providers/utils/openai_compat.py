@@ -220,7 +220,8 @@ class OpenAICompatInferenceProvider:
     def __init__(self, provider_id: str, config: OpenAICompatSettings) -> None:
         self.provider_id = provider_id
         self.config = config
-        self.base_url = config.endpoint().rstrip("/")
+        # Credentials in the URL (user:password@host) become basic auth, so no error or log shows them.
+        self.base_url, self._url_auth = _split_userinfo(config.endpoint().rstrip("/"))
         self._client: httpx.AsyncClient | None = None
 
     # -- lifecycle ---------------------------------------------------------------------------------
@@ -252,6 +253,7 @@ class OpenAICompatInferenceProvider:
             # Keep as many idle connections as may be open: with httpx's default of 20, a burst of more
             # concurrent requests closes and reopens upstream connections on every round.
             limits=httpx.Limits(max_connections=256, max_keepalive_connections=256, keepalive_expiry=30),
+            auth=self._url_auth,
         )
 
     def _http(self) -> httpx.AsyncClient:
@@ -491,7 +493,7 @@ class OpenAICompatInferenceProvider:
         while True:
             request = client.build_request(method, url, json=payload, headers=headers)
             try:
-                response = await client.send(request, stream=True)
+                response = await _send_traced(client, request, self.provider_id, attempt)
             except httpx.TimeoutException as exc:
                 if isinstance(exc, httpx.ConnectTimeout) and attempt < max_retries:
                     attempt = await self._pause(attempt, max_retries, url, "connect timed out")
@@ -651,6 +653,57 @@ class OpenAICompatInferenceProvider:
             return ""
         finally:
             await response.aclose()
+
+
+def _split_userinfo(url: str) -> tuple[str, httpx.BasicAuth | None]:
+    """``scheme://user:pw@host/...`` → (``scheme://host/...``, basic auth); other URLs unchanged."""
+    parts = httpx.URL(url)
+    if not parts.userinfo:
+        return url, None
+    auth = httpx.BasicAuth(parts.username, parts.password)
+    return str(parts.copy_with(username=None, password=None)).rstrip("/"), auth
+
+
+async def _send_traced(
+    client: httpx.AsyncClient, request: httpx.Request, provider_id: str, attempt: int
+) -> httpx.Response:
+    """``client.send`` inside an upstream span (to the response headers; the body is the caller's).
+
+    The tracer travels in the OpenTelemetry context (set by the server's telemetry layer, see
+    ``underlay.core.telemetry.runtime.TRACER_KEY``); with telemetry off, or OpenTelemetry absent, this
+    is a plain send.
+    """
+    tracer = _otel_context.get_value(_TRACER_KEY) if _otel_context is not None else None
+    if tracer is None:
+        return await client.send(request, stream=True)
+    url = request.url
+    with tracer.start_as_current_span(
+        f"{request.method} {url.path}",
+        kind=_CLIENT_KIND,
+        attributes={
+            "underlay.layer": "upstream",
+            "underlay.provider_id": provider_id,
+            "http.request.method": request.method,
+            "server.address": url.host,
+            "server.port": url.port or (443 if url.scheme == "https" else 80),
+            "url.path": url.path,
+            "http.request.resend_count": attempt,
+        },
+    ) as span:
+        response = await client.send(request, stream=True)
+        span.set_attribute("http.response.status_code", response.status_code)
+        return response
+
+
+_TRACER_KEY = "underlay.tracer"
+try:
+    from opentelemetry import context as _otel_context
+    from opentelemetry.trace import SpanKind as _SpanKind
+
+    _CLIENT_KIND: Any = _SpanKind.CLIENT
+except ImportError:  # telemetry is optional for providers
+    _otel_context = None  # type: ignore[assignment]
+    _CLIENT_KIND = None
 
 
 class SSEStream(Generic[T]):
