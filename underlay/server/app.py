@@ -151,6 +151,9 @@ def create_app(config: RunConfig, stack: Stack | None = None) -> FastAPI:
         version=underlay.__version__,
         description="OpenAI-compatible APIs for AI agents over pluggable providers.",
         lifespan=lifespan,
+        # Our own spans and metrics (underlay.core.telemetry) cover every route; FastAPI's built-in ones
+        # would switch on whenever anything sets a global tracer provider and count every request twice.
+        telemetry={"tracing": False, "metrics": False, "logs": False},
     )
     install_error_handlers(app)
     routes = _all_routes(config)

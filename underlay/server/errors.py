@@ -12,6 +12,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from underlay.api.context import request_id_var
 from underlay.api.errors import PayloadTooLargeError, UnderlayError
+from underlay.core.telemetry.redact import redact
 
 log = logging.getLogger("underlay.server")
 
@@ -42,8 +43,16 @@ def envelope(
     )
 
 
+def masked_envelope(exc: UnderlayError) -> dict[str, Any]:
+    """The error's envelope with secrets masked in its message: a provider's error text can quote a key
+    or a URL with a password, and the client must not see it."""
+    body = exc.to_envelope()
+    body["error"]["message"] = redact(str(body["error"]["message"]))
+    return body
+
+
 def error_response(exc: UnderlayError) -> JSONResponse:
-    return JSONResponse(status_code=exc.status_code, content=exc.to_envelope(), headers=exc.headers or None)
+    return JSONResponse(status_code=exc.status_code, content=masked_envelope(exc), headers=exc.headers or None)
 
 
 def field_path(loc: tuple[Any, ...] | list[Any]) -> str:

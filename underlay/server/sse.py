@@ -17,6 +17,7 @@ from typing import Any
 from pydantic_core import to_json
 
 from underlay.api.errors import UnderlayError, UpstreamError
+from underlay.server.errors import masked_envelope
 
 log = logging.getLogger("underlay.sse")
 
@@ -34,7 +35,7 @@ def _error_frame(exc: BaseException) -> bytes:
     if not isinstance(exc, UnderlayError):
         log.error("stream failed: %s: %s", type(exc).__name__, exc)
         exc = UpstreamError("stream", f"{type(exc).__name__}: {exc}")
-    return b"data: " + to_json(exc.to_envelope()) + b"\n\n"
+    return b"data: " + to_json(masked_envelope(exc)) + b"\n\n"
 
 
 async def sse_frames(events: AsyncIterator[Any], *, done_marker: bool = True) -> AsyncIterator[bytes]:

@@ -25,6 +25,7 @@ RESOURCE_TYPES = (
     "conversation",
     "chat_completion",
     "job",
+    "trace",
 )
 """Resource types rules may name (globs over these are allowed, e.g. ``"*"``)."""
 
