@@ -88,6 +88,8 @@ def test_the_shipped_config_shares_state_in_postgres(monkeypatch: pytest.MonkeyP
     for store in (config.storage.kvstore, config.storage.sqlstore):
         assert store["type"] == "postgres" and store["db"] == "somewhere" and store["create_database"] is True
     assert config.server.workers == 2 and config.server.host == "127.0.0.1"
+    quotas = config.server.quotas
+    assert quotas is not None and quotas.backend == "redis" and quotas.url == "redis://127.0.0.1:6379/0"
     vector_io = {p.provider_id: p for p in config.providers["vector_io"]}
     assert "pgvector" not in vector_io and vector_io["sqlite-vec"].config["memory_index"] is False
     monkeypatch.setenv("UNDERLAY_PGVECTOR", "1")

@@ -13,6 +13,8 @@ What is proven from outside, through the public API and the database's own rows:
   is usable through the other;
 - each queued job (file ingestion, background responses) is claimed exactly once while every process
   competes for them: a trigger installed on the job table records every claim with its runner;
+- quotas are global: a daily request budget counted in Redis is spent by requests to either server
+  (and either of A's workers), and the request past it is refused on whichever server it reaches;
 - stopping a server with SIGTERM, or killing it with SIGKILL while its jobs run, loses nothing: the
   other server resumes them once their lease runs out, and every response completes with its answer.
 """
@@ -36,7 +38,7 @@ import pytest
 import yaml
 
 from tests.integration.harness import RunningServer, start_server
-from tests.integration.storage.conftest import PG_HOST, PG_PASSWORD, PG_PORT, PG_USER
+from tests.integration.storage.conftest import PG_HOST, PG_PASSWORD, PG_PORT, PG_USER, REDIS_URL
 from underlay.core.config import DISTRIBUTIONS_DIR
 
 LEASE_SECONDS = 3
@@ -108,6 +110,7 @@ class Cluster:
     external: Path
     servers: dict[str, RunningServer] = field(default_factory=dict)
     workers: dict[str, int] = field(default_factory=lambda: {"a": 2, "b": 1})
+    quota_prefix: str = ""
 
     def env(self, name: str) -> dict[str, str]:
         return {
@@ -353,3 +356,57 @@ def test_a_server_started_later_sees_what_was_created_while_it_was_down(cluster:
         b = cluster.start("b").openai()
     assert "made-while-down" in {m.id for m in b.models.list()}
     assert b.vector_stores.retrieve(store.id).name == "made-while-down"
+
+
+# ---- quotas ---------------------------------------------------------------------------------------
+
+QUOTA = 12
+
+
+@pytest.fixture(scope="module")
+def quota_pair(tmp_path_factory: pytest.TempPathFactory, external_provider_path: Path) -> Iterator[Cluster]:
+    """Two more servers on their own database with a small daily request budget counted in Redis under a
+    fresh key prefix (a daily window, so the test cannot straddle a window edge but at midnight UTC)."""
+    database = f"underlay_quota_{uuid.uuid4().hex[:12]}"
+    prefix = f"underlay-test-quota-{uuid.uuid4().hex[:8]}"
+    config = yaml.safe_load((DISTRIBUTIONS_DIR / "postgres.yaml").read_text())
+    config["providers"]["inference"] = [{"provider_id": "echo", "provider_type": "remote::echo-test", "config": {}}]
+    config["server"]["quotas"].update({"url": REDIS_URL, "key_prefix": prefix, "limits": {"requests_per_day": QUOTA}})
+    pair = Cluster(database, config, tmp_path_factory.mktemp("quota"), external_provider_path, quota_prefix=prefix)
+    try:
+        with ThreadPoolExecutor(2) as pool:
+            list(pool.map(pair.start, ["a", "b"]))
+        yield pair
+    finally:
+        for server in pair.servers.values():
+            server.stop()
+        _sql("postgres", f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)')
+        import redis
+
+        client = redis.Redis.from_url(REDIS_URL)
+        for key in client.scan_iter(match=f"{prefix}:*"):
+            client.delete(key)
+        client.close()
+
+
+def test_quotas_are_counted_once_for_all_servers_and_workers(quota_pair: Cluster) -> None:
+    import redis
+
+    a, b = quota_pair.servers["a"], quota_pair.servers["b"]
+    statuses = []
+    with httpx.Client(timeout=10) as client:
+        for n in range(QUOTA):
+            statuses.append(client.get(f"{(a if n % 2 else b).v1}/models").status_code)
+        assert statuses == [200] * QUOTA
+        for server in (a, b):  # the budget is spent everywhere, not per server
+            refused = client.get(f"{server.v1}/models")
+            assert refused.status_code == 429, refused.text
+            error = refused.json()["error"]
+            assert error["code"] == "rate_limit_exceeded" and f"of {QUOTA} allowed" in error["message"]
+            assert int(refused.headers["retry-after"]) > 0
+    counters = redis.Redis.from_url(REDIS_URL, decode_responses=True)
+    try:
+        keys = list(counters.scan_iter(match=f"{quota_pair.quota_prefix}:*:requests:day:*"))
+        assert len(keys) == 1 and int(counters.get(keys[0]) or 0) == QUOTA  # refused requests are not counted
+    finally:
+        counters.close()
