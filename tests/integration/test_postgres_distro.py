@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -181,3 +182,31 @@ def test_an_unreachable_database_stops_the_start_with_one_line(
     errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
     assert errors and "127.0.0.1:1" in errors[0], result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_a_busy_port_stops_a_multi_worker_start_with_one_line(
+    database: str, tmp_path: Path, external_provider_path: Path
+) -> None:
+    config_path = tmp_path / "run.yaml"
+    config_path.write_text(yaml.safe_dump(_echo_config()))
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        full = {
+            **os.environ,
+            **_env(database, tmp_path, UNDERLAY_WORKERS="2"),
+            "PYTHONPATH": str(external_provider_path),
+        }
+        result = subprocess.run(
+            [sys.executable, "-m", "underlay", "run", str(config_path), "--port", str(port)],
+            env=full,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+    assert result.returncode == 2, result.stderr
+    assert result.stderr.strip().splitlines() == [
+        next(line for line in result.stderr.splitlines() if line.startswith("error:"))
+    ]
+    assert f"server.port: cannot listen on 127.0.0.1:{port}" in result.stderr
