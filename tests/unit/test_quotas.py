@@ -159,3 +159,13 @@ def test_the_example_in_the_docs_is_valid() -> None:
     assert quotas is not None and quotas.backend == "redis"
     assert quotas.limits_for("batch-robot", {}).tokens_per_day is None
     assert quotas.limits_for("x", {"roles": ["premium"]}).requests_per_day == 10000
+
+
+def test_empty_limit_from_an_unset_variable_means_no_limit() -> None:
+    from underlay.core.config import parse_run_config
+
+    data = {"server": {"quotas": {"limits": {"requests_per_minute": "${env.RPM:=}", "requests_per_day": "${env.RPD}"}}}}
+    config = parse_run_config(data, env={"RPD": "50"})
+    assert config.server.quotas is not None
+    assert config.server.quotas.limits.requests_per_minute is None
+    assert config.server.quotas.limits.requests_per_day == 50

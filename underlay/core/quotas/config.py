@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-_LIMIT_DOC = "Omit (or null) for no limit; 0 refuses every request."
+_LIMIT_DOC = "Omit (or null, or an empty string) for no limit; 0 refuses every request."
 
 
 class QuotaLimits(BaseModel):
@@ -18,6 +18,12 @@ class QuotaLimits(BaseModel):
     requests_per_day: int | None = Field(default=None, ge=0, description=_LIMIT_DOC)
     tokens_per_minute: int | None = Field(default=None, ge=0, description=_LIMIT_DOC)
     tokens_per_day: int | None = Field(default=None, ge=0, description=_LIMIT_DOC)
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def _empty_is_unlimited(cls, value: Any) -> Any:
+        """``${env.RPM:=}`` resolves to "" when the variable is unset: a distribution can leave limits to env."""
+        return None if isinstance(value, str) and not value.strip() else value
 
     def merged(self, override: QuotaLimits) -> QuotaLimits:
         """These limits with every field that ``override`` sets explicitly replaced (null included)."""
