@@ -1,19 +1,23 @@
-"""Pure helpers of the OpenAI-compatible adapter base: parsing upstream headers and bodies."""
+"""Pure helpers of the OpenAI-compatible adapter base: parsing upstream headers, bodies and SSE lines."""
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import email.utils
 import struct
 import time
 
+import aiohttp
 import httpx
 import pytest
+from aiohttp.base_protocol import BaseProtocol
 
 from underlay.api.inference import ChatCompletion, Completion
 from underlay.providers.remote.inference.llama_cpp_server import mean_pool
 from underlay.providers.utils.openai_compat import (
     TimeoutSettings,
+    _split_userinfo,
     body_message,
     floats_to_base64,
     guess_model_type,
@@ -21,6 +25,7 @@ from underlay.providers.utils.openai_compat import (
     retry_after_seconds,
     with_v1,
 )
+from underlay.providers.utils.upstream_http import LineReader
 
 
 def test_retry_after_forms() -> None:
@@ -81,3 +86,35 @@ def test_mean_pool_and_type_guess() -> None:
     assert mean_pool([[1.0, 2.0], [3.0, 4.0]]) == [2.0, 3.0]
     assert guess_model_type("nomic-Embed-text") == "embedding"
     assert guess_model_type("llama3") == "llm"
+
+
+async def _lines_of(chunks: list[bytes]) -> list[str]:
+    """Feed ``chunks`` through a real aiohttp body stream, read by the adapter's SSE line splitter."""
+    loop = asyncio.get_running_loop()
+    content = aiohttp.StreamReader(BaseProtocol(loop), 2**16, loop=loop)
+    for chunk in chunks:
+        content.feed_data(chunk)
+    content.feed_eof()
+    reader = LineReader(content)
+    lines = []
+    while (line := await reader.readline()) is not None:
+        lines.append(line)
+    return lines
+
+
+async def test_sse_lines_split_at_every_line_ending_even_across_reads() -> None:
+    assert await _lines_of([b"data: a\n\ndata: b\r\n\r\n"]) == ["data: a", "", "data: b", ""]
+    # A CRLF cut between two reads is one line ending, not two; a lone CR ends a line too.
+    assert await _lines_of([b"data: a\r", b"\n\r", b"\ndata: b\rdata: c"]) == ["data: a", "", "data: b", "data: c"]
+    assert await _lines_of([b"data: x\r"]) == ["data: x"]
+    # A multi-byte character split across reads is decoded whole.
+    snowman = "data: \u2603\n".encode()
+    assert await _lines_of([snowman[:8], snowman[8:]]) == ["data: \u2603"]
+    assert await _lines_of([]) == []
+
+
+def test_url_credentials_become_basic_auth_and_leave_the_url() -> None:
+    url, auth = _split_userinfo("http://user%40x:p%3Ass@127.0.0.1:8000/v1/")
+    assert url == "http://127.0.0.1:8000/v1"
+    assert auth == "Basic " + base64.b64encode(b"user@x:p:ss").decode()
+    assert _split_userinfo("https://api.example.com/v1") == ("https://api.example.com/v1", None)

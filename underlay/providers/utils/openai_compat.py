@@ -5,7 +5,8 @@ vLLM, llama.cpp's servers, Ollama, OpenAI itself and most hosted services expose
 where they live, where their credentials come from, and a few quirks, so each adapter module states
 just that and inherits everything else from :class:`OpenAICompatInferenceProvider`:
 
-- one pooled ``httpx.AsyncClient`` per provider (created in ``initialize``, closed in ``shutdown``);
+- one pooled ``aiohttp.ClientSession`` per provider (created in ``initialize``, closed in ``shutdown``;
+  see :mod:`underlay.providers.utils.upstream_http` for why aiohttp);
   we do not use the ``openai`` SDK because we need exact control over retries, streaming and how each
   upstream failure becomes one of Underlay's typed errors;
 - retries with exponential backoff and jitter on connection failures and on 429/500/502/503/504, but
@@ -29,13 +30,14 @@ import os
 import random
 import struct
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
 from typing import Any, ClassVar, Generic, TypeVar
-from urllib.parse import urlsplit
+from urllib.parse import unquote, urlsplit, urlunsplit
 
-import httpx
+import aiohttp
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator, model_validator
+from pydantic_core import to_json
 
 from underlay.api.context import PROVIDER_DATA_HEADER, get_provider_data, request_id_var
 from underlay.api.errors import (
@@ -60,6 +62,7 @@ from underlay.api.inference import (
     EmbeddingsRequest,
     EmbeddingsResponse,
 )
+from underlay.providers.utils.upstream_http import Failure, LineReader, classify, describe, new_session
 
 log = logging.getLogger(__name__)
 
@@ -222,7 +225,7 @@ class OpenAICompatInferenceProvider:
         self.config = config
         # Credentials in the URL (user:password@host) become basic auth, so no error or log shows them.
         self.base_url, self._url_auth = _split_userinfo(config.endpoint().rstrip("/"))
-        self._client: httpx.AsyncClient | None = None
+        self._client: aiohttp.ClientSession | None = None
 
     # -- lifecycle ---------------------------------------------------------------------------------
 
@@ -234,7 +237,7 @@ class OpenAICompatInferenceProvider:
     async def shutdown(self) -> None:
         if self._client is not None:
             client, self._client = self._client, None
-            await client.aclose()
+            await client.close()
 
     async def health(self) -> dict[str, Any]:
         """Whether the upstream answers ``GET /models`` now (one attempt, no retries)."""
@@ -244,19 +247,13 @@ class OpenAICompatInferenceProvider:
             return {"status": "error", "message": exc.message}
         return {"status": "ok"}
 
-    def _new_client(self) -> httpx.AsyncClient:
-        timeout = self.config.timeout
+    def _new_client(self) -> aiohttp.ClientSession:
         # The pool wait is bounded by the read timeout: a full pool means other generations are running.
-        return httpx.AsyncClient(
-            timeout=httpx.Timeout(timeout.read, connect=timeout.connect, pool=timeout.read),
-            follow_redirects=False,
-            # Keep as many idle connections as may be open: with httpx's default of 20, a burst of more
-            # concurrent requests closes and reopens upstream connections on every round.
-            limits=httpx.Limits(max_connections=256, max_keepalive_connections=256, keepalive_expiry=30),
-            auth=self._url_auth,
-        )
+        # Every open connection may stay idle in the pool, so a burst never reopens connections.
+        timeout = self.config.timeout
+        return new_session(timeout.connect, timeout.read)
 
-    def _http(self) -> httpx.AsyncClient:
+    def _http(self) -> aiohttp.ClientSession:
         if self._client is None:  # used before initialize(): be forgiving rather than crash
             self._client = self._new_client()
         return self._client
@@ -325,8 +322,7 @@ class OpenAICompatInferenceProvider:
         payload = self._chat_payload(params)
         if params.stream:
             return await self._stream("chat/completions", payload, params.model, ChatCompletionChunk)
-        body = await self._request_json("POST", "chat/completions", payload, model=params.model)
-        return self._parse(ChatCompletion, body, "chat/completions")
+        return await self._request_model(ChatCompletion, "chat/completions", payload, params.model)
 
     async def openai_completion(self, params: CompletionRequest) -> Completion | AsyncIterator[Completion]:
         """Legacy text completion; streamed chunks are ``Completion`` objects, as in OpenAI's API."""
@@ -334,8 +330,7 @@ class OpenAICompatInferenceProvider:
         payload = self._completion_payload(params)
         if params.stream:
             return await self._stream("completions", payload, params.model, Completion)
-        body = await self._request_json("POST", "completions", payload, model=params.model)
-        return self._parse(Completion, body, "completions")
+        return await self._request_model(Completion, "completions", payload, params.model)
 
     async def openai_embeddings(self, params: EmbeddingsRequest) -> EmbeddingsResponse:
         """Embeddings; float vectors are base64-encoded here when the client asked for base64 and the
@@ -415,6 +410,8 @@ class OpenAICompatInferenceProvider:
             headers.setdefault(REQUEST_ID_HEADER, request_id)
         if stream and self.close_after_stream:
             headers["Connection"] = "close"
+        if self._url_auth is not None:  # credentials in the URL win, as they would in a browser
+            headers["Authorization"] = self._url_auth
         return headers
 
     def _scrub(self, text: str, credential: Credential) -> str:
@@ -442,18 +439,23 @@ class OpenAICompatInferenceProvider:
         retries: int | None = None,
     ) -> Any:
         """Send a request and return its JSON body, with retries and typed errors."""
-        response, credential = await self._send(method, path, payload, model=model, stream=False, retries=retries)
-        url = self._url(path)
+        raw, credential = await self._request_raw(method, path, payload, model=model, retries=retries)
+        return self._loads(raw, credential, self._url(path))
+
+    async def _request_model(self, model_type: type[T], path: str, payload: dict[str, Any], model: str) -> T:
+        """POST and validate the answer straight from its bytes (one pass, no intermediate dicts).
+
+        Only an answer that does not fit the contract as sent (say, a finish reason of the upstream's
+        own) takes the slower road through :meth:`_parse`, which repairs what it can or names the fault.
+        """
+        raw, credential = await self._request_raw("POST", path, payload, model=model)
         try:
-            raw = await response.aread()
-        except httpx.TimeoutException:
-            raise UpstreamTimeoutError(
-                self.provider_id, f"{url} stopped sending its answer (nothing for {self.config.timeout.read}s)"
-            ) from None
-        except httpx.HTTPError as exc:
-            raise UpstreamError(self.provider_id, f"{url} broke off its answer: {describe(exc)}") from None
-        finally:
-            await response.aclose()
+            return model_type.model_validate_json(raw)
+        except ValidationError:
+            pass
+        return self._parse(model_type, self._loads(raw, credential, self._url(path)), path)
+
+    def _loads(self, raw: bytes, credential: Credential, url: str) -> Any:
         try:
             return json.loads(raw)
         except ValueError:
@@ -464,6 +466,29 @@ class OpenAICompatInferenceProvider:
                 code="malformed_upstream_response",
             ) from None
 
+    async def _request_raw(
+        self,
+        method: str,
+        path: str,
+        payload: dict[str, Any] | None = None,
+        *,
+        model: str | None = None,
+        retries: int | None = None,
+    ) -> tuple[bytes, Credential]:
+        response, credential = await self._send(method, path, payload, model=model, stream=False, retries=retries)
+        url = self._url(path)
+        try:
+            raw = await response.read()
+        except (aiohttp.ClientError, TimeoutError, OSError) as exc:
+            response.close()
+            if classify(exc, 0.0, self.config.timeout.read) is Failure.READ_TIMEOUT:
+                raise UpstreamTimeoutError(
+                    self.provider_id, f"{url} stopped sending its answer (nothing for {self.config.timeout.read}s)"
+                ) from None
+            raise UpstreamError(self.provider_id, f"{url} broke off its answer: {describe(exc)}") from None
+        response.release()
+        return raw, credential
+
     async def _send(
         self,
         method: str,
@@ -473,8 +498,8 @@ class OpenAICompatInferenceProvider:
         model: str | None,
         stream: bool,
         retries: int | None = None,
-    ) -> tuple[httpx.Response, Credential]:
-        """Send until a response's status is final; return it unread (the caller owns closing it).
+    ) -> tuple[aiohttp.ClientResponse, Credential]:
+        """Send until a response's status is final; return it unread (the caller owns releasing it).
 
         Only the status line and headers have been received when this returns, which is what makes it
         safe to retry: nothing of the body has reached the caller.
@@ -487,48 +512,40 @@ class OpenAICompatInferenceProvider:
             )
         url = self._url(path)
         headers = self._headers(credential, stream=stream)
+        body: bytes | None = None
+        if payload is not None:
+            body = to_json(payload)
+            headers["Content-Type"] = "application/json"
         max_retries = self.config.max_retries if retries is None else retries
-        client = self._http()
+        session = self._http()
         attempt = 0
         while True:
-            request = client.build_request(method, url, json=payload, headers=headers)
+            started = time.monotonic()
             try:
-                response = await _send_traced(client, request, self.provider_id, attempt)
-            except httpx.TimeoutException as exc:
-                if isinstance(exc, httpx.ConnectTimeout) and attempt < max_retries:
-                    attempt = await self._pause(attempt, max_retries, url, "connect timed out")
+                response = await _send_traced(session, method, url, body, headers, self.provider_id, attempt)
+            except (aiohttp.ClientError, TimeoutError, OSError) as exc:
+                failure = classify(exc, time.monotonic() - started, self.config.timeout.read)
+                if failure in (Failure.CONNECT, Failure.CONNECT_TIMEOUT) and attempt < max_retries:
+                    reason = "connect timed out" if failure is Failure.CONNECT_TIMEOUT else describe(exc)
+                    attempt = await self._pause(attempt, max_retries, url, reason)
                     continue
-                raise self._transport_error(exc, url) from None
-            except (httpx.RemoteProtocolError, httpx.ReadError, httpx.WriteError) as exc:
-                # The connection dropped before any response (often a pooled keep-alive connection the
-                # server had already closed): always worth one more try, even with max_retries 0.
-                if attempt < max(max_retries, 1):
+                if failure is Failure.DROPPED and attempt < max(max_retries, 1):
+                    # The connection dropped before any response (often a pooled keep-alive connection the
+                    # server had already closed): always worth one more try, even with max_retries 0.
                     attempt = await self._pause(attempt, max(max_retries, 1), url, describe(exc), delay=0.0)
                     continue
-                raise self._transport_error(exc, url) from None
-            except httpx.ConnectError as exc:
-                if attempt < max_retries:
-                    attempt = await self._pause(attempt, max_retries, url, describe(exc))
-                    continue
-                raise self._transport_error(exc, url) from None
-            except httpx.HTTPError as exc:
-                raise self._transport_error(exc, url) from None
+                raise self._transport_error(exc, failure, url) from None
 
-            status = response.status_code
+            status = response.status
             if status in RETRYABLE_STATUSES and attempt < max_retries:
-                delay = self._retry_delay(response, attempt)
+                delay = self._retry_delay(response.headers, attempt)
                 if delay is not None:
-                    await response.aclose()
+                    response.close()
                     attempt = await self._pause(attempt, max_retries, url, f"HTTP {status}", delay=delay)
                     continue
             if status >= 300:
-                try:
-                    await response.aread()
-                except httpx.HTTPError:
-                    pass
-                finally:
-                    await response.aclose()
-                raise self._status_error(response, credential, url, model)
+                text = await self._read_and_close(response)
+                raise self._status_error(response, text, credential, url, model)
             return response, credential
 
     async def _pause(self, attempt: int, limit: int, url: str, reason: str, *, delay: float | None = None) -> int:
@@ -551,46 +568,46 @@ class OpenAICompatInferenceProvider:
         ceiling = min(self.config.backoff * (2**attempt), _MAX_BACKOFF)
         return ceiling * random.uniform(0.5, 1.0)
 
-    def _retry_delay(self, response: httpx.Response, attempt: int) -> float | None:
+    def _retry_delay(self, headers: Mapping[str, str], attempt: int) -> float | None:
         """Seconds to wait before retrying, or None when the upstream asked for longer than we wait."""
-        after = retry_after_seconds(response.headers)
+        after = retry_after_seconds(headers)
         if after is None:
             return self._backoff(attempt)
         return after if after <= self.config.max_retry_after else None
 
     # -- error mapping -----------------------------------------------------------------------------
 
-    def _transport_error(self, exc: httpx.HTTPError, url: str) -> UnderlayError:
+    def _transport_error(self, exc: BaseException, failure: Failure, url: str) -> UnderlayError:
         pid, timeout = self.provider_id, self.config.timeout
-        if isinstance(exc, httpx.ConnectTimeout):
+        if failure is Failure.CONNECT_TIMEOUT:
             return ServiceUnavailableError(
                 pid,
                 f"cannot reach {self.base_url}: no connection within {timeout.connect}s",
                 code="upstream_unreachable",
             )
-        if isinstance(exc, httpx.PoolTimeout):
+        if failure is Failure.POOL_TIMEOUT:
             return ServiceUnavailableError(
                 pid, f"all connections to {self.base_url} stayed busy for {timeout.read}s", code="upstream_busy"
             )
-        if isinstance(exc, httpx.TimeoutException):
+        if failure is Failure.READ_TIMEOUT:
             return UpstreamTimeoutError(pid, f"{url} did not answer within {timeout.read}s")
-        if isinstance(exc, httpx.ConnectError):
+        if failure is Failure.CONNECT:
             return ServiceUnavailableError(
                 pid, f"cannot reach {self.base_url}: {describe(exc)}", code="upstream_unreachable"
             )
         return UpstreamError(pid, f"{url} closed the connection without answering: {describe(exc)}")
 
     def _status_error(
-        self, response: httpx.Response, credential: Credential, url: str, model: str | None
+        self, response: aiohttp.ClientResponse, text: str, credential: Credential, url: str, model: str | None
     ) -> UnderlayError:
         """Turn an upstream error status into the typed error of the same class, quoting the upstream."""
-        pid, status = self.provider_id, response.status_code
+        pid, status = self.provider_id, response.status
         if status < 400:
             location = response.headers.get("location", "elsewhere")
             return UpstreamError(
                 pid, f"{url} redirected ({status}) to {location}; set the provider's URL to the final address"
             )
-        message, param = upstream_message(response)
+        message, param = upstream_message(text, response.reason)
         message = self._scrub(message, credential)
         said = f"upstream said {status}: {message}"
         if status in (401, 403):
@@ -644,30 +661,40 @@ class OpenAICompatInferenceProvider:
                 f"{self._url(path)} did not stream (content-type '{content_type}'): {message}",
                 code="malformed_upstream_response",
             )
-        return SSEStream(self, response, lambda data: self._parse(chunk_model, data, path), self._url(path), credential)
+        return SSEStream(self, response, chunk_model, path, credential)
 
-    async def _read_and_close(self, response: httpx.Response) -> str:
+    async def _read_and_close(self, response: aiohttp.ClientResponse) -> str:
+        """The body as text (empty if it cannot be read), the connection released or closed."""
         try:
-            return (await response.aread()).decode("utf-8", "replace").strip()
-        except httpx.HTTPError:
+            text = (await response.read()).decode("utf-8", "replace").strip()
+        except (aiohttp.ClientError, TimeoutError, OSError):
+            response.close()
             return ""
-        finally:
-            await response.aclose()
+        response.release()
+        return text
 
 
-def _split_userinfo(url: str) -> tuple[str, httpx.BasicAuth | None]:
-    """``scheme://user:pw@host/...`` → (``scheme://host/...``, basic auth); other URLs unchanged."""
-    parts = httpx.URL(url)
-    if not parts.userinfo:
+def _split_userinfo(url: str) -> tuple[str, str | None]:
+    """``scheme://user:pw@host/...`` → (``scheme://host/...``, a basic ``Authorization`` value)."""
+    parts = urlsplit(url)
+    if parts.username is None and parts.password is None:
         return url, None
-    auth = httpx.BasicAuth(parts.username, parts.password)
-    return str(parts.copy_with(username=None, password=None)).rstrip("/"), auth
+    user, password = unquote(parts.username or ""), unquote(parts.password or "")
+    token = base64.b64encode(f"{user}:{password}".encode()).decode("ascii")
+    netloc = parts.netloc.rpartition("@")[2]
+    return urlunsplit(parts._replace(netloc=netloc)).rstrip("/"), f"Basic {token}"
 
 
 async def _send_traced(
-    client: httpx.AsyncClient, request: httpx.Request, provider_id: str, attempt: int
-) -> httpx.Response:
-    """``client.send`` inside an upstream span (to the response headers; the body is the caller's).
+    session: aiohttp.ClientSession,
+    method: str,
+    url: str,
+    body: bytes | None,
+    headers: dict[str, str],
+    provider_id: str,
+    attempt: int,
+) -> aiohttp.ClientResponse:
+    """One request inside an upstream span (to the response headers; the body is the caller's).
 
     The tracer travels in the OpenTelemetry context (set by the server's telemetry layer, see
     ``underlay.core.telemetry.runtime.TRACER_KEY``); with telemetry off, or OpenTelemetry absent, this
@@ -675,23 +702,23 @@ async def _send_traced(
     """
     tracer = _otel_context.get_value(_TRACER_KEY) if _otel_context is not None else None
     if tracer is None:
-        return await client.send(request, stream=True)
-    url = request.url
+        return await session.request(method, url, data=body, headers=headers, allow_redirects=False)
+    parts = urlsplit(url)
     with tracer.start_as_current_span(
-        f"{request.method} {url.path}",
+        f"{method} {parts.path}",
         kind=_CLIENT_KIND,
         attributes={
             "underlay.layer": "upstream",
             "underlay.provider_id": provider_id,
-            "http.request.method": request.method,
-            "server.address": url.host,
-            "server.port": url.port or (443 if url.scheme == "https" else 80),
-            "url.path": url.path,
+            "http.request.method": method,
+            "server.address": parts.hostname or "",
+            "server.port": parts.port or (443 if parts.scheme == "https" else 80),
+            "url.path": parts.path,
             "http.request.resend_count": attempt,
         },
     ) as span:
-        response = await client.send(request, stream=True)
-        span.set_attribute("http.response.status_code", response.status_code)
+        response = await session.request(method, url, data=body, headers=headers, allow_redirects=False)
+        span.set_attribute("http.response.status_code", response.status)
         return response
 
 
@@ -709,25 +736,26 @@ except ImportError:  # telemetry is optional for providers
 class SSEStream(Generic[T]):
     """An async iterator of typed chunks read from an upstream's server-sent events.
 
-    It owns the HTTP response: it closes it at ``[DONE]``, at the end of the body, on any error, or on
-    ``aclose()`` (callers that stop early must call it). A failure here is raised as a typed error and
-    never retried, because the caller may already have forwarded earlier chunks.
+    It owns the HTTP response: it releases it at ``[DONE]`` or the end of the body, closes it on any
+    error or on an early ``aclose()`` (callers that stop early must call it). A failure here is raised
+    as a typed error and never retried, because the caller may already have forwarded earlier chunks.
     """
 
     def __init__(
         self,
         provider: OpenAICompatInferenceProvider,
-        response: httpx.Response,
-        parse: Callable[[Any], T],
-        url: str,
+        response: aiohttp.ClientResponse,
+        chunk_model: type[T],
+        path: str,
         credential: Credential,
     ) -> None:
         self._provider = provider
         self._response = response
-        self._parse = parse
-        self._url = url
+        self._chunk_model = chunk_model
+        self._path = path
+        self._url = provider._url(path)
         self._credential = credential
-        self._lines = response.aiter_lines()
+        self._lines = LineReader(response.content)
         self._closed = False
         self._finished = False  # saw a finish_reason or usage, so a missing [DONE] is tolerable
 
@@ -740,13 +768,12 @@ class SSEStream(Generic[T]):
         pid = self._provider.provider_id
         try:
             data = await self._next_data()
-        except httpx.TimeoutException:
+        except (aiohttp.ClientError, TimeoutError, OSError) as exc:
             await self.aclose()
-            raise UpstreamTimeoutError(
-                pid, f"{self._url} stalled mid-stream (nothing for {self._provider.config.timeout.read}s)"
-            ) from None
-        except httpx.HTTPError as exc:
-            await self.aclose()
+            if classify(exc, 0.0, self._provider.config.timeout.read) is Failure.READ_TIMEOUT:
+                raise UpstreamTimeoutError(
+                    pid, f"{self._url} stalled mid-stream (nothing for {self._provider.config.timeout.read}s)"
+                ) from None
             raise UpstreamError(pid, f"{self._url} broke off the stream: {describe(exc)}") from None
         if data is None:
             await self.aclose()
@@ -757,6 +784,23 @@ class SSEStream(Generic[T]):
             await self._drain()
             await self.aclose()
             raise StopAsyncIteration
+        if '"error"' not in data:
+            # The common case, validated straight from the text; anything unusual takes the slow road.
+            try:
+                chunk = self._chunk_model.model_validate_json(data)
+            except ValidationError:
+                pass
+            else:
+                if getattr(chunk, "usage", None) is not None or any(
+                    getattr(c, "finish_reason", None) for c in getattr(chunk, "choices", None) or ()
+                ):
+                    self._finished = True
+                return chunk
+        return await self._slow_chunk(data)
+
+    async def _slow_chunk(self, data: str) -> T:
+        """Parse an event as a dict first: error events, and chunks that need repairs or fail validation."""
+        pid = self._provider.provider_id
         try:
             event = json.loads(data)
         except ValueError:
@@ -770,7 +814,7 @@ class SSEStream(Generic[T]):
             message = self._provider._scrub(body_message(event) or data, self._credential)
             raise UpstreamError(pid, f"the upstream failed mid-stream: {message}")
         try:
-            chunk = self._parse(event)
+            chunk = self._provider._parse(self._chunk_model, event, self._path)
         except UnderlayError:
             await self.aclose()
             raise
@@ -784,23 +828,27 @@ class SSEStream(Generic[T]):
         """The data of the next SSE event (multi-line data joined), or None at the end of the body."""
         lines: list[str] = []
         event_name = ""
-        async for line in self._lines:
+        readline = self._lines.readline
+        while True:
+            line = await readline()
+            if line is None:
+                if not lines:
+                    return None
+                break
             if not line:
                 if lines:
                     break
                 continue
-            if line.startswith(":"):
+            if line[0] == ":":
                 continue  # comment / keep-alive ping
             field, _, value = line.partition(":")
-            value = value[1:] if value.startswith(" ") else value
+            if value and value[0] == " ":
+                value = value[1:]
             if field == "data":
                 lines.append(value)
             elif field == "event":
                 event_name = value
-        else:
-            if not lines:
-                return None
-        data = "\n".join(lines)
+        data = lines[0] if len(lines) == 1 else "\n".join(lines)
         if event_name == "error" and not data.lstrip().startswith("{"):
             return json.dumps({"error": {"message": data}})
         return data
@@ -810,21 +858,19 @@ class SSEStream(Generic[T]):
         connection goes back to the pool instead of being dropped; give up quickly if it doesn't end."""
         try:
             async with asyncio.timeout(0.5):
-                async for _ in self._lines:
-                    pass
-        except (TimeoutError, httpx.HTTPError, RuntimeError):
+                await self._lines.drain()
+        except (TimeoutError, aiohttp.ClientError, OSError):
             pass
 
     async def aclose(self) -> None:
-        """Release the upstream connection; safe to call more than once."""
+        """Release the upstream connection (back to the pool only if the body was read to its end)."""
         if self._closed:
             return
         self._closed = True
-        try:
-            await self._lines.aclose()  # type: ignore[attr-defined]
-        except (httpx.HTTPError, RuntimeError):
-            pass
-        await self._response.aclose()
+        if self._response.content.at_eof():
+            self._response.release()
+        else:
+            self._response.close()
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -837,14 +883,11 @@ def guess_model_type(model_id: str) -> str:
     return "embedding" if "embed" in model_id.lower() else "llm"
 
 
-def describe(exc: BaseException) -> str:
-    """A short reason for a transport error (httpx's message, or the exception's class name)."""
-    text = str(exc).strip()
-    return text or type(exc).__name__
+def retry_after_seconds(headers: Mapping[str, str]) -> float | None:
+    """Seconds from ``retry-after-ms`` or ``Retry-After`` (delta seconds or an HTTP date).
 
-
-def retry_after_seconds(headers: httpx.Headers) -> float | None:
-    """Seconds from ``retry-after-ms`` or ``Retry-After`` (delta seconds or an HTTP date)."""
+    ``headers`` must look names up case-insensitively (aiohttp's and httpx's headers both do).
+    """
     millis = headers.get("retry-after-ms")
     if millis:
         try:
@@ -894,12 +937,8 @@ def body_message(body: Any) -> str:
     return ""
 
 
-def upstream_message(response: httpx.Response) -> tuple[str, str | None]:
+def upstream_message(text: str, reason: str | None) -> tuple[str, str | None]:
     """The upstream's error message and offending parameter, falling back to the raw text."""
-    try:
-        text = response.text.strip()
-    except (httpx.ResponseNotRead, UnicodeDecodeError):
-        text = ""
     param = None
     try:
         body = json.loads(text) if text else None
@@ -909,7 +948,7 @@ def upstream_message(response: httpx.Response) -> tuple[str, str | None]:
         candidate = body["error"].get("param")
         param = candidate if isinstance(candidate, str) else None
     message = body_message(body) if body is not None else ""
-    return (message or text or response.reason_phrase or "no message"), param
+    return (message or text or reason or "no message"), param
 
 
 def normalize_finish_reasons(model: type[BaseModel], body: Any) -> Any:
