@@ -1,15 +1,29 @@
-"""Hybrid fusion: reciprocal-rank and weighted, with deterministic ties."""
+"""Hybrid fusion: reciprocal-rank and weighted, deterministic ties, and which keyword hits vote."""
 
 from __future__ import annotations
 
 import pytest
 
 from underlay.api.vector_io import Chunk, HybridOptions, ScoredChunk
-from underlay.providers.utils.vector.fusion import fuse, min_max_normalise, rank, rrf_scores, weighted_scores
+from underlay.providers.utils.vector.fusion import (
+    contains_all,
+    fuse,
+    min_max_normalise,
+    query_terms,
+    rank,
+    rrf_scores,
+    stem,
+    weighted_scores,
+)
 
 
 def scored(*items: tuple[str, float]) -> list[ScoredChunk]:
     return [ScoredChunk(chunk=Chunk(chunk_id=cid, document_id="d", content=cid), score=s) for cid, s in items]
+
+
+def texts(*items: tuple[str, str, float]) -> list[ScoredChunk]:
+    """Hits with real text: ``(chunk_id, content, score)``."""
+    return [ScoredChunk(chunk=Chunk(chunk_id=cid, document_id="d", content=text), score=s) for cid, text, s in items]
 
 
 def test_rrf_formula() -> None:
@@ -88,3 +102,67 @@ def test_fuse_edge_cases() -> None:
     weighted = fuse([], only, HybridOptions(ranker="weighted"), k=5)
     assert weighted[0].score == pytest.approx(0.5)  # a single score normalises to 1.0, times weight 0.5
     assert len(fuse(scored(*[(f"v{i}", 1 - i / 100) for i in range(50)]), [], None, k=7)) == 7
+
+
+def test_stem_folds_plural_and_verb_forms() -> None:
+    assert stem("decode") == stem("decodes") == stem("decoding") == stem("decoded")
+    assert stem("copies") == stem("copy")
+    assert stem("folder") == stem("folders")
+    assert stem("ok") == "ok" and stem("use") == "use"  # too short to strip
+    assert stem("path") != stem("patch")
+
+
+def test_query_terms_drop_stopwords_and_fold() -> None:
+    assert query_terms("How wide is the console window?") == {stem("wide"), stem("console"), stem("window")}
+    assert query_terms("dirs_exist_ok") == {"dir", "exist", "ok"}  # '_' splits, as in the keyword index
+    assert query_terms("Wimbledón") == query_terms("WIMBLEDON")
+    assert query_terms("what is it") == {"what", "is", "it"}  # only stop-words: keep them all
+    assert query_terms("?!") == frozenset()
+
+
+def test_contains_all() -> None:
+    terms = query_terms("decode base32hex strings")
+    assert contains_all(terms, "b32hexdecode: Decode the Base32hex encoded string s.")  # 'strings' ~ 'string'
+    assert not contains_all(terms, "Decode a Base64 encoded string.")
+    assert not contains_all(frozenset(), "anything")
+
+
+def test_only_keyword_hits_with_every_word_vote_by_default() -> None:
+    vector = texts(("v1", "remove a directory tree recursively", 0.8), ("v2", "copy a file", 0.6))
+    keyword = texts(
+        ("k-some", "delete this folder", 9.0),  # shares one word: no vote
+        ("k-all", "delete the folder and all of its contents", 5.0),  # every content word: votes
+        ("v2", "copy a file", 1.0),  # in both lists, but has no query word: its keyword vote is dropped
+    )
+    query = "delete a folder and all its contents"
+    got = fuse(vector, keyword, None, k=10, query_text=query)
+    assert [r.chunk.chunk_id for r in got] == ["k-all", "v1", "v2"]
+    assert got[0].score == pytest.approx(1 / 61) and got[1].score == pytest.approx(1 / 61)  # tie: id order
+    # "any" (or no query text) fuses every keyword hit, as classic RRF does.
+    every = fuse(vector, keyword, HybridOptions(keyword_match="any"), k=10, query_text=query)
+    assert [r.chunk.chunk_id for r in every] == ["v2", "k-some", "v1", "k-all"]
+    assert [r.chunk.chunk_id for r in fuse(vector, keyword, None, k=10)] == [r.chunk.chunk_id for r in every]
+
+
+def test_paraphrase_without_full_match_ranks_as_vector() -> None:
+    vector = texts(("a", "shutil.get_terminal_size", 0.9), ("b", "os.get_terminal_size", 0.7), ("c", "x", 0.1))
+    keyword = texts(("w", "window of the console", 8.0), ("c", "how wide", 3.0))
+    got = fuse(vector, keyword, None, k=3, query_text="how wide is the console window")
+    assert [r.chunk.chunk_id for r in got] == ["a", "b", "c"]
+    weighted = fuse(vector, keyword, HybridOptions(ranker="weighted"), k=3, query_text="how wide is the console window")
+    assert [r.chunk.chunk_id for r in weighted] == ["a", "b", "c"]
+    assert [r.score for r in weighted] == pytest.approx([0.5, 0.5 * 0.75, 0.0])
+
+
+def test_a_rare_term_only_keyword_search_finds_still_surfaces() -> None:
+    vector = texts(*[(f"v{i}", "money and savings", 1 - i / 10) for i in range(8)], ("r", "crossed the Rubicon", -0.1))
+    keyword = texts(("r", "crossed the Rubicon", 4.2))
+    got = fuse(vector, keyword, None, k=3, query_text="Rubicon")
+    assert "r" in [r.chunk.chunk_id for r in got]
+
+
+def test_filtered_keyword_hits_keep_their_order_and_scores() -> None:
+    # Weighted fusion normalises over the voting hits only: the best full match scores 1.0 on its side.
+    keyword = texts(("x", "alpha beta", 9.0), ("y", "alpha", 8.0), ("z", "beta alpha gamma", 2.0))
+    got = fuse([], keyword, HybridOptions(ranker="weighted", keyword_weight=1.0), k=5, query_text="alpha beta")
+    assert [(r.chunk.chunk_id, r.score) for r in got] == [("x", 1.0), ("z", 0.0)]

@@ -11,16 +11,84 @@ are fused either by rank alone or after rescaling:
   equal normalises to 1.0: its members are equally the best it has), then the fused score is
   ``vector_weight * v + keyword_weight * w``, where a chunk missing from a list contributes 0 for it.
 
+**Which keyword hits vote** (``keyword_match``). Keyword search ORs the query's words, so on a
+question in plain words ("how wide is the console window") its top hits are chunks that share one
+or two common words with it. Those are the weakest keyword evidence there is, and they are exactly
+what embeddings already judge better; fused with equal say, they push good vector hits down. What
+embeddings miss are identifiers, flags, codes and rare names, and there a chunk that contains every
+word of the query is strong evidence. So by default (``"all"``) only keyword hits that contain every
+content word of the query (:func:`query_terms`: stop-words dropped, light stemming) take part in the
+fusion; the others are left to the vector side. A query whose words no chunk contains together
+ranks as vector search does; a one-word query (a name, an error code) is unaffected. ``"any"``
+fuses every keyword hit, the classic form. The rule has no tuned constant; the stop-word list is a
+plain English one, and the check errs on the side of matching (see :func:`stem`).
+
 Ties are broken by ``chunk_id`` ascending, so the same inputs always give the same order on every
 backend. Every backend's ``hybrid`` mode is exactly :func:`fuse` applied to its own ``vector`` and
-``keyword`` results for the same over-fetch size (see ``base.hybrid_candidates``).
+``keyword`` results for the same over-fetch size and query text (see ``base.hybrid_candidates``).
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
+from functools import lru_cache
 
 from underlay.api.vector_io import Chunk, HybridOptions, ScoredChunk
+from underlay.providers.utils.vector.textfold import fold_text
+
+# Words that say how a question is phrased, not what it is about. Kept short and English-only: a
+# word missing here only makes the all-words rule stricter for queries that use it.
+STOPWORDS = frozenset(
+    """a about after all also an and any are as at be been before being but by can could did do does
+    doing done for from get got had has have how i if in into is it its itself just me more most my
+    no not of off on one only or other our out over own should so some such than that the their them
+    then there these they this those through to too under up very was we were what when where which
+    while who whom why will with would you your""".split()
+)
+
+# The same runs of letters and digits the keyword indexes treat as tokens ('_' and punctuation split).
+_TOKEN = re.compile(r"[^\W_]+", re.UNICODE)
+_SUFFIXES = ("ies", "ing", "ed", "es", "s", "e", "ly")
+_MIN_STEM = 3
+
+
+@lru_cache(maxsize=65536)
+def stem(word: str) -> str:
+    """A light suffix-stripping stem, so "decode", "decodes" and "decoding" compare equal.
+
+    Suffixes are stripped repeatedly while at least three characters remain. It over-stems
+    ("class" and "clash" meet at "cla"), which only ever makes two words match that FTS5's Porter
+    stemmer would keep apart: the all-words rule then admits a hit it might have left out, never the
+    other way round for the plural and verb forms the keyword indexes already fold together.
+    """
+    current = word
+    while True:
+        for suffix in _SUFFIXES:
+            if current.endswith(suffix) and len(current) - len(suffix) >= _MIN_STEM:
+                current = current[: -len(suffix)] + ("y" if suffix == "ies" else "")
+                break
+        else:
+            return current
+
+
+def _words(text: str) -> list[str]:
+    return [match.group(0).lower() for match in _TOKEN.finditer(fold_text(text))]
+
+
+def query_terms(text: str) -> frozenset[str]:
+    """The stems of the query's content words; all its words when every one is a stop-word."""
+    words = _words(text)
+    content = [w for w in words if w not in STOPWORDS] or words
+    return frozenset(stem(w) for w in content)
+
+
+def contains_all(terms: frozenset[str], text: str) -> bool:
+    """Whether ``text`` has a word with each of the stems in ``terms``."""
+    if not terms:
+        return False
+    found = {stem(w) for w in set(_words(text))}
+    return terms <= found
 
 
 def rrf_scores(rankings: Sequence[Sequence[str]], rrf_k: int = 60) -> dict[str, float]:
@@ -73,14 +141,32 @@ def _best_score_map(results: Sequence[ScoredChunk]) -> dict[str, float]:
     return scores
 
 
+def voting_keyword_hits(
+    keyword: Sequence[ScoredChunk], query_text: str | None, options: HybridOptions
+) -> list[ScoredChunk]:
+    """The keyword hits that take part in fusion: all of them for ``"any"`` or without query text,
+    else those containing every content word of the query (in their order, scores untouched)."""
+    if options.keyword_match == "any" or query_text is None:
+        return list(keyword)
+    terms = query_terms(query_text)
+    return [item for item in keyword if contains_all(terms, item.chunk.content)]
+
+
 def fuse(
     vector: Sequence[ScoredChunk],
     keyword: Sequence[ScoredChunk],
     options: HybridOptions | None,
     k: int,
+    *,
+    query_text: str | None = None,
 ) -> list[ScoredChunk]:
-    """The hybrid result: the two result lists (each best first) fused per ``options``, top ``k``."""
+    """The hybrid result: the two result lists (each best first) fused per ``options``, top ``k``.
+
+    ``query_text`` is the text the keyword search ran on; with it, ``keyword_match="all"`` (the
+    default) keeps only keyword hits that contain every content word of it (see the module notes).
+    """
     options = options or HybridOptions()
+    keyword = voting_keyword_hits(keyword, query_text, options)
     chunks: dict[str, Chunk] = {}
     for item in [*vector, *keyword]:
         chunks.setdefault(item.chunk.chunk_id, item.chunk)
