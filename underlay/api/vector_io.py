@@ -59,6 +59,7 @@ class HybridOptions(BaseModel):
     rrf_k: int = Field(default=60, ge=1)
     vector_weight: float = Field(default=0.5, ge=0, le=1)
     keyword_weight: float = Field(default=0.5, ge=0, le=1)
+    keyword_match: Literal["all", "any"] = "all"  # which keyword hits vote: see fusion.py
 
 
 class ScoredChunk(BaseModel):

@@ -321,6 +321,9 @@ class RankingOptions(BaseModel):
     rrf_k: int = Field(default=60, ge=1)
     vector_weight: float = Field(default=0.5, ge=0, le=1)
     keyword_weight: float = Field(default=0.5, ge=0, le=1)
+    keyword_match: Literal["all", "any"] = Field(
+        default="all", description="Hybrid: fuse only keyword hits containing every content word (all), or every hit."
+    )
 
 
 class SearchRequest(BaseModel):

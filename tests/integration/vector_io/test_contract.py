@@ -293,7 +293,7 @@ async def test_hybrid_is_fusion_of_vector_and_keyword(
             got = await backend.provider.query(
                 index_id, mode="hybrid", k=k, embedding=embedding, query_text=query, hybrid=options
             )
-            want = fuse(vector, keyword, options, k)
+            want = fuse(vector, keyword, options, k, query_text=query)
             assert ids(got) == ids(want)
             assert scores(got) == pytest.approx(scores(want))
             assert len(got) == min(k, len(set(ids(vector)) | set(ids(keyword))))

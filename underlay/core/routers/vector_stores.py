@@ -573,6 +573,7 @@ class VectorStoresRouter:
                 rrf_k=ranking.rrf_k,
                 vector_weight=ranking.vector_weight,
                 keyword_weight=ranking.keyword_weight,
+                keyword_match=ranking.keyword_match,
             )
         embeddings: list[list[float] | None] = [None] * len(queries)
         if mode in ("vector", "hybrid"):

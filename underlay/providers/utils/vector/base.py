@@ -201,4 +201,4 @@ class VectorIOBase(ABC):
         # and running them in sequence keeps one query from taking two workers at once.
         vector = await self._vector_search(index_id, embedding, n, filters, exclude)
         keyword = await self._keyword_search(index_id, query_text, n, filters, exclude)
-        return fuse(vector, keyword, hybrid, k)
+        return fuse(vector, keyword, hybrid, k, query_text=query_text)
