@@ -279,12 +279,13 @@ class BuiltinResponsesProvider:
             return await self._start_background(run)
         if params.stream:
             return self._stream(run)
+        run.observed = False
         async with contextlib.aclosing(self._stream(run)) as events:
             async for _ in events:
                 pass
         if run.client_error is not None:
             raise run.client_error
-        return run.snapshot()
+        return run.final()
 
     async def _stream(self, run: Run) -> AsyncIterator[ResponseEvent]:
         async with contextlib.aclosing(self.engine.run(run)) as events:

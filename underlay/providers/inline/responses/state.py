@@ -45,6 +45,9 @@ class Run:
     server_tool_calls: int = 0
     last_results: list[dict[str, Any]] = field(default_factory=list)
     mcp: dict[str, McpBinding] = field(default_factory=dict)
+    # False when nobody reads the events (a plain, non-streamed create drains them): lifecycle events
+    # then carry the live response instead of a deep copy, which is most of their cost.
+    observed: bool = True
 
     def stamp(self, event: ResponseEvent) -> ResponseEvent:
         event.sequence_number = self.sequence
@@ -56,8 +59,16 @@ class Run:
         copy.output = [shape_for_client(i, self.include) for i in copy.output]
         return copy
 
+    def final(self) -> ResponseObject:
+        """The finished response as the client sees it: :meth:`snapshot` without the deep copy, which
+        a response that nothing changes any more does not need (the output list is still a new one)."""
+        copy = self.response.model_copy()
+        copy.output = [shape_for_client(i, self.include) for i in self.response.output]
+        return copy
+
     def lifecycle(self, kind: str) -> ResponseEvent:
-        return self.stamp(ResponseLifecycleEvent(type=kind, response=self.snapshot()))  # type: ignore[arg-type]
+        response = self.snapshot() if self.observed else self.response
+        return self.stamp(ResponseLifecycleEvent(type=kind, response=response))  # type: ignore[arg-type]
 
     def add_item(self, item: dict[str, Any]) -> tuple[int, ResponseEvent]:
         self.response.output.append(item)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import time
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -19,6 +20,11 @@ from underlay.providers.inline.responses.server_tools import Outcome, ServerTool
 from underlay.providers.inline.responses.state import Call, McpBinding, Run, tool_of
 
 log = logging.getLogger("underlay.responses")
+
+# Event-loop iterations (and at most this many seconds) a turn's remote calls get to send their
+# requests before its local searches start.
+_REMOTE_HEAD_START = 30
+_REMOTE_HEAD_START_S = 0.002
 
 
 class ToolItems:
@@ -106,7 +112,7 @@ class ToolItems:
                 item["status"] = "searching"
                 yield run.progress(f"{prefix}.searching", item, index)
             started.append((index, item, call, target))
-        outcomes = await asyncio.gather(*(self._execute(run, call, target) for _, _, call, target in started))
+        outcomes = await self._run_all(run, [(call, target) for _, _, call, target in started])
         new_results: list[dict[str, Any]] = []
         for (index, item, _call, target), outcome in zip(started, outcomes, strict=True):
             if isinstance(target, McpBinding):
@@ -142,6 +148,34 @@ class ToolItems:
                 yield run.progress("response.web_search_call.completed", item, index)
             yield run.item_done(index)
         run.last_results = new_results
+
+    async def _run_all(self, run: Run, calls: list[tuple[Call, Any]]) -> list[Outcome]:
+        """Every call at once; outcomes in ``calls`` order.
+
+        Calls to other servers (MCP, web search) go out before any file_search starts: a search's
+        local work (database reads, the query embedding in a thread that holds the GIL for
+        milliseconds) would otherwise delay the remote requests, which take a few event-loop
+        iterations to reach the socket and are usually the longer calls. The searches wait those
+        few iterations (microseconds) instead.
+        """
+        remote = [i for i, (_, target) in enumerate(calls) if target != "file_search"]
+        local = [i for i, (_, target) in enumerate(calls) if target == "file_search"]
+        tasks: dict[int, asyncio.Future[Outcome]] = {}
+        for i in remote:
+            tasks[i] = asyncio.ensure_future(self._execute(run, *calls[i]))
+        if remote and local:
+            until = time.monotonic() + _REMOTE_HEAD_START_S
+            for _ in range(_REMOTE_HEAD_START):
+                await asyncio.sleep(0)
+                if time.monotonic() >= until:
+                    break
+        for i in local:
+            tasks[i] = asyncio.ensure_future(self._execute(run, *calls[i]))
+        try:
+            return list(await asyncio.gather(*(tasks[i] for i in range(len(calls)))))
+        finally:
+            for task in tasks.values():
+                task.cancel()
 
     async def _execute(self, run: Run, call: Call, target: Any) -> Outcome:
         try:
