@@ -791,8 +791,9 @@ class SSEStream(Generic[T]):
             except ValidationError:
                 pass
             else:
-                if getattr(chunk, "usage", None) is not None or any(
-                    getattr(c, "finish_reason", None) for c in getattr(chunk, "choices", None) or ()
+                if not self._finished and (
+                    getattr(chunk, "usage", None) is not None
+                    or any(getattr(c, "finish_reason", None) for c in getattr(chunk, "choices", None) or ())
                 ):
                     self._finished = True
                 return chunk
