@@ -5,16 +5,21 @@ from __future__ import annotations
 import asyncio
 import base64
 import email.utils
+import importlib.util
 import struct
 import time
+from pathlib import Path
+from typing import Any
 
 import aiohttp
 import httpx
 import pytest
 from aiohttp.base_protocol import BaseProtocol
 
-from underlay.api.inference import ChatCompletion, Completion
+from underlay.api.inference import ChatCompletion, ChatCompletionRequest, Completion
+from underlay.providers.remote.inference import passthrough
 from underlay.providers.remote.inference.llama_cpp_server import mean_pool
+from underlay.providers.remote.inference.passthrough import PassthroughInferenceProvider
 from underlay.providers.utils.openai_compat import (
     TimeoutSettings,
     _split_userinfo,
@@ -118,3 +123,45 @@ def test_url_credentials_become_basic_auth_and_leave_the_url() -> None:
     assert url == "http://127.0.0.1:8000/v1"
     assert auth == "Basic " + base64.b64encode(b"user@x:p:ss").decode()
     assert _split_userinfo("https://api.example.com/v1") == ("https://api.example.com/v1", None)
+
+
+async def test_pooled_connections_are_reused_after_answers_and_streams() -> None:
+    """Against the benchmark's real loopback upstream: a connection goes back to the pool after a JSON
+    answer and after a stream read to ``[DONE]``, and a burst's connections serve the next burst."""
+    stub = _load_bench_stub()
+    accepted = 0
+
+    async def counting(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        nonlocal accepted
+        accepted += 1
+        await stub._handle(reader, writer)
+
+    server = await asyncio.start_server(counting, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    provider = PassthroughInferenceProvider("pt", passthrough.Config(base_url=f"http://127.0.0.1:{port}/v1"))
+    await provider.initialize()
+    chat = ChatCompletionRequest.model_validate({"model": "stub", "messages": [{"role": "user", "content": "hi"}]})
+    try:
+        for _ in range(5):
+            answer = await provider.openai_chat_completion(chat)
+            assert isinstance(answer, ChatCompletion) and answer.choices[0].message.content == "ok"
+            stream = await provider.openai_chat_completion(chat.model_copy(update={"stream": True}))
+            chunks = [chunk async for chunk in stream]  # type: ignore[union-attr]
+            assert len(chunks) == stub.CHUNKS + 1
+        assert accepted == 1
+        for _ in range(2):
+            await asyncio.gather(*(provider.openai_chat_completion(chat) for _ in range(16)))
+        assert accepted <= 16
+    finally:
+        await provider.shutdown()
+        server.close()
+        await server.wait_closed()
+
+
+def _load_bench_stub() -> Any:
+    path = Path(__file__).resolve().parents[2] / "bench" / "upstream_stub.py"
+    spec = importlib.util.spec_from_file_location("upstream_stub", path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
