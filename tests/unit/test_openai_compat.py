@@ -30,7 +30,7 @@ from underlay.providers.utils.openai_compat import (
     retry_after_seconds,
     with_v1,
 )
-from underlay.providers.utils.upstream_http import LineReader
+from underlay.providers.utils.upstream_http import LineReader, env_proxy
 
 
 def test_retry_after_forms() -> None:
@@ -165,3 +165,14 @@ def _load_bench_stub() -> Any:
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
+
+
+def test_environment_proxy_is_honoured_unless_no_proxy_names_the_host(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "NO_PROXY", "http_proxy", "https_proxy", "no_proxy"):
+        monkeypatch.delenv(name, raising=False)
+    assert env_proxy("https://api.example.com/v1") is None
+    monkeypatch.setenv("HTTPS_PROXY", "http://proxy.internal:3128")
+    monkeypatch.setenv("NO_PROXY", "gpu-box.internal")
+    assert env_proxy("https://api.example.com/v1") == "http://proxy.internal:3128"
+    assert env_proxy("https://gpu-box.internal/v1") is None
+    assert env_proxy("http://api.example.com/v1") is None  # only HTTPS_PROXY is set

@@ -62,7 +62,7 @@ from underlay.api.inference import (
     EmbeddingsRequest,
     EmbeddingsResponse,
 )
-from underlay.providers.utils.upstream_http import Failure, LineReader, classify, describe, new_session
+from underlay.providers.utils.upstream_http import Failure, LineReader, classify, describe, env_proxy, new_session
 
 log = logging.getLogger(__name__)
 
@@ -226,6 +226,7 @@ class OpenAICompatInferenceProvider:
         # Credentials in the URL (user:password@host) become basic auth, so no error or log shows them.
         self.base_url, self._url_auth = _split_userinfo(config.endpoint().rstrip("/"))
         self._client: aiohttp.ClientSession | None = None
+        self._proxy = env_proxy(self.base_url)  # HTTP(S)_PROXY / NO_PROXY, as httpx honoured them
 
     # -- lifecycle ---------------------------------------------------------------------------------
 
@@ -251,7 +252,7 @@ class OpenAICompatInferenceProvider:
         # The pool wait is bounded by the read timeout: a full pool means other generations are running.
         # Every open connection may stay idle in the pool, so a burst never reopens connections.
         timeout = self.config.timeout
-        return new_session(timeout.connect, timeout.read)
+        return new_session(timeout.connect, timeout.read, self.base_url)
 
     def _http(self) -> aiohttp.ClientSession:
         if self._client is None:  # used before initialize(): be forgiving rather than crash
@@ -522,7 +523,9 @@ class OpenAICompatInferenceProvider:
         while True:
             started = time.monotonic()
             try:
-                response = await _send_traced(session, method, url, body, headers, self.provider_id, attempt)
+                response = await _send_traced(
+                    session, method, url, body, headers, self._proxy, self.provider_id, attempt
+                )
             except (aiohttp.ClientError, TimeoutError, OSError) as exc:
                 failure = classify(exc, time.monotonic() - started, self.config.timeout.read)
                 if failure in (Failure.CONNECT, Failure.CONNECT_TIMEOUT) and attempt < max_retries:
@@ -691,6 +694,7 @@ async def _send_traced(
     url: str,
     body: bytes | None,
     headers: dict[str, str],
+    proxy: str | None,
     provider_id: str,
     attempt: int,
 ) -> aiohttp.ClientResponse:
@@ -702,7 +706,7 @@ async def _send_traced(
     """
     tracer = _otel_context.get_value(_TRACER_KEY) if _otel_context is not None else None
     if tracer is None:
-        return await session.request(method, url, data=body, headers=headers, allow_redirects=False)
+        return await session.request(method, url, data=body, headers=headers, allow_redirects=False, proxy=proxy)
     parts = urlsplit(url)
     with tracer.start_as_current_span(
         f"{method} {parts.path}",
@@ -717,7 +721,7 @@ async def _send_traced(
             "http.request.resend_count": attempt,
         },
     ) as span:
-        response = await session.request(method, url, data=body, headers=headers, allow_redirects=False)
+        response = await session.request(method, url, data=body, headers=headers, allow_redirects=False, proxy=proxy)
         span.set_attribute("http.response.status_code", response.status)
         return response
 

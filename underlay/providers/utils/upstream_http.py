@@ -14,7 +14,11 @@ from __future__ import annotations
 
 import asyncio
 import enum
+import os
+import ssl
+import urllib.request
 from collections import deque
+from urllib.parse import urlsplit
 
 import aiohttp
 
@@ -30,14 +34,43 @@ class Failure(enum.Enum):
     OTHER = "other"  # a malformed response and anything else
 
 
-def new_session(connect_timeout: float, read_timeout: float, max_connections: int = 256) -> aiohttp.ClientSession:
+def new_session(
+    connect_timeout: float, read_timeout: float, base_url: str, max_connections: int = 256
+) -> aiohttp.ClientSession:
     """A pooled session: ``read_timeout`` bounds each wait for data (and a wait for a free connection),
     ``connect_timeout`` opening a socket. Redirects are never followed (see the adapter's 3xx error)."""
-    connector = aiohttp.TCPConnector(limit=max_connections, limit_per_host=0, keepalive_timeout=30, ttl_dns_cache=300)
+    ssl_context: ssl.SSLContext | bool = _ssl_context() if base_url.startswith("https:") else True
+    connector = aiohttp.TCPConnector(
+        limit=max_connections, limit_per_host=0, keepalive_timeout=30, ttl_dns_cache=300, ssl=ssl_context
+    )
     timeout = aiohttp.ClientTimeout(
         total=None, connect=read_timeout, sock_connect=connect_timeout, sock_read=read_timeout
     )
     return aiohttp.ClientSession(connector=connector, timeout=timeout, raise_for_status=False, trust_env=False)
+
+
+def _ssl_context() -> ssl.SSLContext:
+    """Verify certificates as httpx (used here before) did: against ``SSL_CERT_FILE`` / ``SSL_CERT_DIR``
+    when set, else certifi's bundle, so an upstream trusted before is still trusted."""
+    cafile, capath = os.environ.get("SSL_CERT_FILE"), os.environ.get("SSL_CERT_DIR")
+    if cafile or capath:
+        return ssl.create_default_context(cafile=cafile or None, capath=capath or None)
+    try:
+        import certifi
+    except ImportError:
+        return ssl.create_default_context()
+    return ssl.create_default_context(cafile=certifi.where())
+
+
+def env_proxy(url: str) -> str | None:
+    """The proxy the environment (``HTTP_PROXY``, ``HTTPS_PROXY``, ``ALL_PROXY``, ``NO_PROXY``) names
+    for ``url``, looked up once per provider rather than on every request."""
+    parts = urlsplit(url)
+    proxies = urllib.request.getproxies_environment()
+    proxy = proxies.get(parts.scheme) or proxies.get("all")
+    if not proxy or urllib.request.proxy_bypass_environment(parts.hostname or "", proxies):
+        return None
+    return proxy
 
 
 def classify(exc: BaseException, waited: float, pool_timeout: float) -> Failure:
