@@ -219,11 +219,21 @@ def test_stream_records_time_to_first_token(front: RunningServer) -> None:
 
 def test_trace_list_filters_and_pages(front: RunningServer) -> None:
     client = front.openai()
+    made = set()
     for word in ("first", "second", "third"):
-        client.chat.completions.create(model="oa/echo/echo", messages=[{"role": "user", "content": word}])
+        raw = client.chat.completions.with_raw_response.create(
+            model="oa/echo/echo", messages=[{"role": "user", "content": word}]
+        )
+        made.add(raw.headers["x-trace-id"])
     route = "/v1/chat/completions"
-    listed = httpx.get(f"{front.v1}/telemetry/traces", params={"route": route, "limit": 100}, timeout=10).json()
-    assert len(listed["data"]) >= 3 and {t["route"] for t in listed["data"]} == {route}
+    deadline = time.monotonic() + 15  # spans reach the store in batches, off the request path
+    while True:
+        listed = httpx.get(f"{front.v1}/telemetry/traces", params={"route": route, "limit": 100}, timeout=10).json()
+        if made <= {t["id"] for t in listed["data"]} or time.monotonic() > deadline:
+            break
+        time.sleep(0.1)
+    assert made <= {t["id"] for t in listed["data"]}, "the three traces never reached the store"
+    assert {t["route"] for t in listed["data"]} == {route}
     starts = [t["start_time_ns"] for t in listed["data"]]
     assert starts == sorted(starts, reverse=True)
 

@@ -88,11 +88,12 @@ class InferenceRouter:
                 if params.stream:
                     return guard.refused_stream(client_model, violation)
                 return guard.refused_completion(client_model, violation)
-        inputs = [m.model_dump(mode="json", exclude_none=True) for m in params.messages]
         upstream = params.model_copy(update={"model": model.provider_resource_id})
         should_store = bool(params.store) or self.store_all
+        inputs: list[dict[str, Any]] = []
         if should_store:
             require_create("chat_completion", "")  # refused before the model runs, not when storing
+            inputs = [m.model_dump(mode="json", exclude_none=True) for m in params.messages]
         try:
             result = metered(await provider.openai_chat_completion(with_stream_usage(upstream)), upstream)
         except Exception as exc:

@@ -93,7 +93,19 @@ def _usage(result: Any) -> tuple[int | None, int | None]:
 
 
 def _is_stream(result: Any) -> bool:
-    return hasattr(result, "__aiter__") and not isinstance(result, BaseModel | dict | list | str | bytes)
+    # The isinstance test first: a missed attribute on a pydantic model costs microseconds (it raises inside).
+    return not isinstance(result, BaseModel | dict | list | str | bytes) and hasattr(result, "__aiter__")
+
+
+def _model_attribute(obj: Any, name: str) -> Any:
+    """``getattr(obj, name, None)``, answered from a pydantic model's field table and extras when it lacks
+    the field, instead of paying for the failed lookup on every call."""
+    cls = type(obj)
+    fields = getattr(cls, "__pydantic_fields__", None)
+    if fields is not None and name not in fields and not any(name in k.__dict__ for k in cls.__mro__):
+        extra = getattr(obj, "__pydantic_extra__", None)
+        return extra.get(name) if extra else None
+    return getattr(obj, name, None)
 
 
 class _Call:
@@ -150,7 +162,7 @@ class _Call:
             if error is not None:
                 span.set_status(Status(StatusCode.ERROR, record_error(span, error)))
         outcome = "error" if error is not None else "ok"
-        tool_error = getattr(result, "error_code", None) if error is None else None
+        tool_error = _model_attribute(result, "error_code") if error is None else None
         if isinstance(tool_error, str) and tool_error:  # a tool that failed answers with an error result
             outcome = "error"
             if span.is_recording():
