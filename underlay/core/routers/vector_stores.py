@@ -18,6 +18,7 @@ both the embedding and keyword matching.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import secrets
 import time
@@ -577,10 +578,20 @@ class VectorStoresRouter:
             )
         embeddings: list[list[float] | None] = [None] * len(queries)
         if mode in ("vector", "hybrid"):
-            embeddings = list(
-                await self.vector_io.embed(store["embedding_model"], queries, int(store["embedding_dimension"]))
+            # The files to leave out are read while the query is embedded (two independent waits).
+            embedded, not_ready = await asyncio.gather(
+                self.vector_io.embed(store["embedding_model"], queries, int(store["embedding_dimension"])),
+                self.rows.not_ready(vector_store_id),
+                return_exceptions=True,
             )
-        hidden = await self.rows.not_ready(vector_store_id)
+            if isinstance(embedded, BaseException):
+                raise embedded
+            if isinstance(not_ready, BaseException):
+                raise not_ready
+            embeddings = list(embedded)
+            hidden = not_ready
+        else:
+            hidden = await self.rows.not_ready(vector_store_id)
         provider_id, provider = self.vector_io.provider(store["provider_id"])
         best: dict[str, ScoredChunk] = {}
         for query, embedding in zip(queries, embeddings, strict=True):

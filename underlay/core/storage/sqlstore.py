@@ -75,6 +75,7 @@ from underlay.core.storage.pg_database import ensure_database
 
 _SQLITE_BUSY_TIMEOUT_S = 30.0
 _WRITE_OPTION = "underlay_write"
+_AUTOCOMMIT_OPTION = "underlay_autocommit"
 
 # ---------------------------------------------------------------------------------------------------
 # Configuration
@@ -340,8 +341,32 @@ def _install_sqlite_hooks(engine: AsyncEngine) -> None:
 
     @event.listens_for(engine.sync_engine, "begin")
     def _on_begin(connection: Connection) -> None:
-        immediate = connection.get_execution_options().get(_WRITE_OPTION, False)
-        connection.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
+        options = connection.get_execution_options()
+        if options.get(_AUTOCOMMIT_OPTION, False):
+            return  # one statement: SQLite runs it atomically in its own implicit transaction
+        connection.exec_driver_sql("BEGIN IMMEDIATE" if options.get(_WRITE_OPTION, False) else "BEGIN")
+
+    # Every COMMIT/ROLLBACK is a round trip to aiosqlite's thread, and SQLAlchemy sends a ROLLBACK when
+    # a connection goes back to the pool even after a COMMIT. Skip the ones with nothing to end.
+    dialect = engine.sync_engine.dialect
+    commit, rollback = dialect.do_commit, dialect.do_rollback
+
+    def _in_transaction(dbapi_connection: Any) -> bool:
+        try:
+            return bool(dbapi_connection.driver_connection.in_transaction)
+        except Exception:  # closed or not aiosqlite: let the driver decide
+            return True
+
+    def _do_commit(dbapi_connection: Any) -> None:
+        if _in_transaction(dbapi_connection):
+            commit(dbapi_connection)
+
+    def _do_rollback(dbapi_connection: Any) -> None:
+        if _in_transaction(dbapi_connection):
+            rollback(dbapi_connection)
+
+    dialect.do_commit = _do_commit  # type: ignore[method-assign]
+    dialect.do_rollback = _do_rollback  # type: ignore[method-assign]
 
 
 class SqlStore:
@@ -354,6 +379,7 @@ class SqlStore:
         # An in-memory SQLite database lives in exactly one connection, which SQLAlchemy shares
         # (StaticPool); transactions on it must take turns or they would nest.
         self._turns: asyncio.Lock | None = asyncio.Lock() if single_connection else None
+        self._upserts: dict[tuple[Any, ...], Any] = {}
 
     @property
     def dialect(self) -> str:
@@ -428,6 +454,29 @@ class SqlStore:
             async with conn.begin():
                 yield conn
 
+    @asynccontextmanager
+    async def _statement(self, write: bool) -> AsyncIterator[AsyncConnection]:
+        """A connection for exactly one statement.
+
+        Why: on SQLite a lone statement is atomic without BEGIN/COMMIT (the connection is in
+        autocommit mode), and leaving them out saves two of the few thread round trips an operation
+        costs. PostgreSQL keeps its explicit transaction.
+        """
+        if self._dialect != "sqlite":
+            async with self._transaction(write) as conn:
+                yield conn
+            return
+        if self._turns is not None:
+            async with self._turns, self._engine.connect() as conn:
+                await conn.execution_options(**{_AUTOCOMMIT_OPTION: True})
+                yield conn
+                await conn.commit()
+        else:
+            async with self._engine.connect() as conn:
+                await conn.execution_options(**{_AUTOCOMMIT_OPTION: True})
+                yield conn
+                await conn.commit()
+
     # ---- schema -----------------------------------------------------------------------------------
 
     async def create_table(self, name: str, columns: Mapping[str, ColumnType | ColumnDefinition]) -> None:
@@ -474,7 +523,7 @@ class SqlStore:
         t = await self._table(table, row)
         _check_columns(t, row)
         try:
-            async with self._transaction(write=True) as conn:
+            async with self._statement(write=True) as conn:
                 await conn.execute(insert(t).values(dict(row)))
         except IntegrityError as exc:
             if _is_unique_violation(exc):
@@ -491,15 +540,23 @@ class SqlStore:
         _check_columns(t, conflict_columns)
         if not conflict_columns:
             raise ValueError("upsert needs at least one conflict column.")
-        dialect_insert = pg_dialect.insert if self._dialect == "postgresql" else sqlite_dialect.insert
-        stmt = dialect_insert(t).values(dict(row))
-        updates = {col: stmt.excluded[col] for col in row if col not in conflict_columns}
-        if updates:
-            stmt = stmt.on_conflict_do_update(index_elements=list(conflict_columns), set_=updates)
-        else:
-            stmt = stmt.on_conflict_do_nothing(index_elements=list(conflict_columns))
-        async with self._transaction(write=True) as conn:
-            await conn.execute(stmt)
+        # The statement depends only on the table and the column names, so it is built once and the
+        # row travels as parameters (building an ON CONFLICT clause costs more than running it).
+        key = (t, tuple(row), tuple(conflict_columns))
+        stmt = self._upserts.get(key)
+        if stmt is None:
+            dialect_insert = pg_dialect.insert if self._dialect == "postgresql" else sqlite_dialect.insert
+            base = dialect_insert(t)
+            updates = {col: base.excluded[col] for col in row if col not in conflict_columns}
+            if updates:
+                stmt = base.on_conflict_do_update(index_elements=list(conflict_columns), set_=updates)
+            else:
+                stmt = base.on_conflict_do_nothing(index_elements=list(conflict_columns))
+            if len(self._upserts) >= 256:
+                self._upserts.clear()
+            self._upserts[key] = stmt
+        async with self._statement(write=True) as conn:
+            await conn.execute(stmt, dict(row))
 
     async def update(self, table: str, values: Mapping[str, Any], where: WhereArg) -> int:
         """Set ``values`` on the rows matching ``where``; returns how many rows changed.
@@ -511,7 +568,7 @@ class SqlStore:
             raise ValueError("update needs at least one value to set.")
         _check_columns(t, values)
         conditions = _required_conditions(t, where, "update")
-        async with self._transaction(write=True) as conn:
+        async with self._statement(write=True) as conn:
             result = await conn.execute(update(t).where(*conditions).values(dict(values)))
         return int(result.rowcount)
 
@@ -519,7 +576,7 @@ class SqlStore:
         """Delete the rows matching ``where`` (which must not be empty); returns how many were deleted."""
         t = await self._table(table, _where_columns(where))
         conditions = _required_conditions(t, where, "delete")
-        async with self._transaction(write=True) as conn:
+        async with self._statement(write=True) as conn:
             result = await conn.execute(delete(t).where(*conditions))
         return int(result.rowcount)
 
@@ -582,14 +639,14 @@ class SqlStore:
         stmt = select(t).where(*_conditions(t, where)).order_by(*_order(t, order_by))
         if limit is not None:
             stmt = stmt.limit(limit)
-        async with self._transaction(write=False) as conn:
+        async with self._statement(write=False) as conn:
             result = await conn.execute(stmt)
             return [dict(row) for row in result.mappings().all()]
 
     async def count(self, table: str, where: WhereArg = None) -> int:
         """How many rows match ``where``."""
         t = await self._table(table, _where_columns(where))
-        async with self._transaction(write=False) as conn:
+        async with self._statement(write=False) as conn:
             value = await conn.scalar(select(func.count()).select_from(t).where(*_conditions(t, where)))
         return int(value or 0)
 

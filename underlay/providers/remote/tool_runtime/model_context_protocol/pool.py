@@ -109,7 +109,11 @@ class SessionPool:
         entry.users += 1
         try:
             try:
-                await asyncio.wait_for(asyncio.shield(entry.ready), self.connect_timeout)
+                ready = entry.ready
+                if not ready.done() or ready.cancelled() or ready.exception() is not None:
+                    # Only a session still opening is waited for; a live one is used at once (a
+                    # wait_for costs a task and a loop iteration on every call).
+                    await asyncio.wait_for(asyncio.shield(ready), self.connect_timeout)
             except asyncio.CancelledError:
                 if entry.users == 1:
                     await self.discard(entry)
