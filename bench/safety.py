@@ -242,20 +242,27 @@ def score_guard(runner: Runner, per_category: int) -> Section:
     total = section.row("llama-guard (unsafe vs safe)")
     exact = 0
     confusion: dict[str, int] = {}
+    false_alarms: list[str] = []
+    raw: list[str] = []  # what the guard model answered, to see why no hazard code came back
     for case in cases:
         violation, ms = runner.run("llama-guard", "user", case["text"])
         section.latencies.setdefault("llama-guard", []).append(ms)
         total.add(case["label"], violation is not None)
+        if violation is not None and not case["label"]:
+            false_alarms.append(repr(case["text"][:70]))
         if case["label"]:
             section.row(f"  {case['category']} recall").add(True, violation is not None)
             codes = labels(violation)
             exact += case["category"] in codes
+            if violation is not None and len(raw) < 3:
+                raw.append(repr(violation["metadata"].get("raw", "")[:40]))
             if violation is not None:
                 for code in codes or ["(none)"]:
                     confusion[f"{case['category']}->{code}"] = confusion.get(f"{case['category']}->{code}", 0) + 1
     benign = sum(1 for c in cases if not c["label"])
-    section.notes.append(f"benign prompts flagged: {total.fp} of {benign}")
+    section.notes.append(f"benign prompts flagged: {total.fp} of {benign}: " + "; ".join(false_alarms))
     section.notes.append(f"flagged harmful prompts whose hazard code matched the gold one: {exact} of {total.tp}")
+    section.notes.append("guard model answers on flagged prompts, first 3: " + ", ".join(raw))
     section.notes.append("gold->predicted codes: " + ", ".join(f"{k} x{v}" for k, v in sorted(confusion.items())))
     return section
 
@@ -310,7 +317,7 @@ def main() -> int:
     parser = argparse.ArgumentParser()
     parser.add_argument("--skip-guard", action="store_true", help="Skip llama-guard (model calls are slow on CPU).")
     parser.add_argument(
-        "--guard-per-category", type=int, default=4, help="Harmful prompts per hazard for llama-guard (default 4)."
+        "--guard-per-category", type=int, default=5, help="Harmful prompts per hazard for llama-guard (default 5)."
     )
     parser.add_argument("--limit", type=int, default=0, help="Score only the first N held-out prompt-guard cases.")
     args = parser.parse_args()

@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import datetime
 import gzip
 import hashlib
 import io
@@ -58,6 +59,7 @@ INPUTS = {
     "bandit-1.9.2-py3-none-any.whl": "bda8d68610fc33a6e10b7a8f1d61d92c8f6c004051d5e946406be1fb1b16a868",
     "faker-38.2.0-py3-none-any.whl": "35fe4a0a79dee0dc4103a6083ee9224941e7d3594811a50e3969e547b0d2ee65",
 }
+START, END = datetime.date(1990, 1, 1), datetime.date(2024, 12, 31)
 TOOL_VERSIONS = {"bandit": "1.9.2", "faker": "38.2.0"}
 
 # -- llama-guard: garak intent code -> MLCommons hazard -----------------------------------------------
@@ -313,8 +315,8 @@ def build_pii(tools: Path) -> list[dict[str, object]]:
         fields = {
             "isbn": us.isbn13(),
             "ean": us.ean13(),
-            "date": us.date(),
-            "time": us.time(pattern="%H:%M"),
+            "date": us.date_between_dates(START, END).isoformat(),  # Faker's date() and time() depend on today
+            "time": f"{rng.randint(0, 23):02d}:{rng.randint(0, 59):02d}",
             "price": us.pricetag(),
             "version": f"{rng.randint(1, 9)}.{rng.randint(0, 30)}.{rng.randint(0, 99)}",
             "company": (us, gb, de)[i % 3].company(),
@@ -322,7 +324,7 @@ def build_pii(tools: Path) -> list[dict[str, object]]:
             "order": us.bothify("ORD-####-??").upper(),
             "platform": rng.randint(1, 12),
             "job": us.job().lower(),
-            "year": us.year(),
+            "year": rng.randint(1990, 2024),
             "percent": rng.randint(2, 40),
         }
         rows.append({"text": rng.choice(BENIGN_TEMPLATES).format(**fields), "label": False, "category": "benign"})
