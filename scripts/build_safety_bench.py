@@ -343,8 +343,7 @@ def main() -> int:
     parser.add_argument("--tools", type=Path, required=True, help="pip --target folder with bandit and faker.")
     args = parser.parse_args()
     inputs = Inputs(args.inputs)
-    version = (args.tools / "bandit-1.9.2.dist-info").exists()
-    if not version:
+    if not (args.tools / f"bandit-{TOOL_VERSIONS['bandit']}.dist-info").exists():
         raise SystemExit(f"bandit {TOOL_VERSIONS['bandit']} is not installed in {args.tools}")
     write("safety_guard.jsonl.gz", build_guard(inputs))
     write("safety_code.jsonl.gz", build_code(inputs, args.tools))
