@@ -7,7 +7,6 @@ tables and stores, where the resource and its owner are known.
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 from fastapi import FastAPI
@@ -16,6 +15,7 @@ from underlay.api.errors import ForbiddenError
 from underlay.core.access.policy import AccessPolicy, set_active_policy
 from underlay.core.config import RunConfig
 from underlay.core.identity import current_principal
+from underlay.server.middleware import send_envelope
 
 
 class RoutePolicyMiddleware:
@@ -35,17 +35,9 @@ class RoutePolicyMiddleware:
                     f"The access policy does not let '{principal.id}' call {scope['method']} {scope['path']}{why}.",
                     code="access_denied",
                 )
-                await _refuse(send, error)
+                await send_envelope(send, error)  # the request-context layer adds the request id
                 return
         await self.app(scope, receive, send)
-
-
-async def _refuse(send: Any, error: ForbiddenError) -> None:
-    """The error envelope; the request-context layer outside adds the request id header."""
-    body = json.dumps(error.to_envelope()).encode()
-    headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
-    await send({"type": "http.response.start", "status": error.status_code, "headers": headers})
-    await send({"type": "http.response.body", "body": body})
 
 
 def install(app: FastAPI, config: RunConfig) -> None:

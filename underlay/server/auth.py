@@ -8,7 +8,6 @@ the added cost is one header scan plus the provider's own work.
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 from typing import Any
 
@@ -19,6 +18,7 @@ from underlay.core.auth.authenticator import Authenticator
 from underlay.core.auth.base import AuthRequest
 from underlay.core.config import RunConfig
 from underlay.core.identity import principal_var
+from underlay.server.middleware import send_envelope
 
 log = logging.getLogger("underlay.auth")
 
@@ -91,8 +91,7 @@ class AuthMiddleware:
             log.info("auth: %s %s refused (%d %s)", scope.get("method", "WS"), scope["path"], exc.status_code, exc.code)
 
     async def _send_error(self, send: Any, exc: UnderlayError) -> None:
-        body = json.dumps(exc.to_envelope()).encode()
-        headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
+        headers: list[tuple[bytes, bytes]] = []
         if isinstance(exc, UnauthenticatedError):
             challenge = self._challenge
             if exc.code == "invalid_token":
@@ -100,9 +99,7 @@ class AuthMiddleware:
             headers.append((b"www-authenticate", challenge.encode()))
         elif isinstance(exc, ServiceUnavailableError):
             headers.append((b"retry-after", b"5"))
-        headers += [(k.lower().encode(), v.encode()) for k, v in exc.headers.items()]
-        await send({"type": "http.response.start", "status": exc.status_code, "headers": headers})
-        await send({"type": "http.response.body", "body": body})
+        await send_envelope(send, exc, headers)
 
 
 def install(app: FastAPI, config: RunConfig) -> None:

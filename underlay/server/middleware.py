@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import secrets
+from collections.abc import Sequence
 from typing import Any
 
 from underlay.api.context import PROVIDER_DATA_HEADER, provider_data_var, request_id_var
@@ -16,7 +17,12 @@ from underlay.api.errors import InvalidRequestError, PayloadTooLargeError, Under
 _PROVIDER_DATA = PROVIDER_DATA_HEADER.lower().encode()
 
 
-async def _send_error(send: Any, exc: UnderlayError, request_id: str) -> None:
+async def send_envelope(send: Any, exc: UnderlayError, headers: Sequence[tuple[bytes, bytes]] = ()) -> None:
+    """Answer from a middleware layer: the error's envelope, its own headers, then ``headers``.
+
+    The layers inside the request context (auth, route policy, quotas) use it too; the request-context
+    layer adds ``x-request-id`` to whatever they send.
+    """
     body = json.dumps(exc.to_envelope()).encode()
     await send(
         {
@@ -25,11 +31,16 @@ async def _send_error(send: Any, exc: UnderlayError, request_id: str) -> None:
             "headers": [
                 (b"content-type", b"application/json"),
                 (b"content-length", str(len(body)).encode()),
-                (b"x-request-id", request_id.encode()),
+                *((k.lower().encode(), v.encode()) for k, v in (exc.headers or {}).items()),
+                *headers,
             ],
         }
     )
     await send({"type": "http.response.body", "body": body})
+
+
+async def _send_error(send: Any, exc: UnderlayError, request_id: str) -> None:
+    await send_envelope(send, exc, [(b"x-request-id", request_id.encode())])
 
 
 class RequestContextMiddleware:

@@ -7,7 +7,6 @@ the ``x-ratelimit-*`` headers; admitted responses carry the same headers.
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 from typing import Any
@@ -22,6 +21,7 @@ from underlay.core.quotas.config import QuotaConfig
 from underlay.core.quotas.counters import Counters, KVCounters, QuotaBackendError, RedisCounters
 from underlay.core.quotas.limiter import QuotaLimiter, Subject
 from underlay.core.quotas.usage import UsageLedger, ledger_var
+from underlay.server.middleware import send_envelope
 
 log = logging.getLogger("underlay.quotas")
 
@@ -40,22 +40,6 @@ def subject_for(scope: dict[str, Any]) -> Subject:
         return Subject.principal(principal.id, dict(principal.attributes))
     client = scope.get("client")
     return Subject.client(client[0] if client else "unknown")
-
-
-async def send_error(send: Any, exc: UnderlayError, headers: list[tuple[bytes, bytes]]) -> None:
-    body = json.dumps(exc.to_envelope()).encode()
-    await send(
-        {
-            "type": "http.response.start",
-            "status": exc.status_code,
-            "headers": [
-                (b"content-type", b"application/json"),
-                (b"content-length", str(len(body)).encode()),
-                *headers,
-            ],
-        }
-    )
-    await send({"type": "http.response.body", "body": body})
 
 
 class QuotaMiddleware:
@@ -89,7 +73,7 @@ class QuotaMiddleware:
             return
         headers = decision.headers()
         if decision.refused:
-            await send_error(send, decision.error(), headers)
+            await send_envelope(send, decision.error(), headers)
             return
 
         async def send_with_headers(message: dict[str, Any]) -> None:
@@ -120,7 +104,7 @@ class QuotaMiddleware:
             "Retry shortly; the operator can restore it or set server.quotas.on_backend_error: allow.",
             code="quota_backend_unavailable",
         )
-        await send_error(send, error, [(b"retry-after", b"5")])
+        await send_envelope(send, error, [(b"retry-after", b"5")])
 
     def _warn(self, message: str) -> None:
         now = time.monotonic()
