@@ -5,11 +5,22 @@ line rules. Each names the CWE entry (MITRE's Common Weakness Enumeration) it de
 the languages are Python first, with the few rules that read the same in JavaScript, PHP or shell.
 They look for the unsafe *pattern*, not data flow, so they err towards flagging: a finding means
 "a reviewer should look", which is the right default for code an assistant hands to a user.
+
+Where a piece of the text (the whole of it, or one fenced block of a Markdown answer) parses as Python,
+two rules read its syntax tree instead of its lines: SQL built over several lines or in a variable,
+and ``yaml.load`` with a loader passed by position, are only visible there; and comments and bare
+string statements (docstrings) are blanked before the line rules run, since quoting a secret-looking
+assignment in prose is not writing one. Text that does not parse (fragments, other languages) keeps
+the plain line rules.
 """
 
 from __future__ import annotations
 
+import ast
+import io
 import re
+import textwrap
+import tokenize
 from dataclasses import dataclass
 from typing import Any
 
@@ -54,7 +65,7 @@ RULES: tuple[Rule, ...] = (
         "CWE-89",
         "SQL built by string formatting instead of bound parameters (SQL injection)",
         r"\.execute(?:many)?\s*\(\s*(?:f[\"'](?:select|insert|update|delete|drop)\b"
-        r"|[\"'](?:select|insert|update|delete|drop)\b[^\"'\n]*[\"']\s*(?:%|\+|\.format))",
+        r"|([\"'])(?:select|insert|update|delete|drop)\b(?:(?!\1)[^\\\n]|\\.)*\1\s*(?:%|\+|\.format))",
     ),
     _r(
         "hardcoded-secret",
@@ -77,6 +88,12 @@ RULES: tuple[Rule, ...] = (
         r"|NODE_TLS_REJECT_UNAUTHORIZED\s*=\s*[\"']?0",
     ),
     _r(
+        "ssh-host-key-not-verified",
+        "CWE-295",
+        "an SSH client that accepts unknown host keys (paramiko AutoAddPolicy/WarningPolicy): no server authentication",
+        r"set_missing_host_key_policy\s*\(\s*(?:[\w.]*\.)?(?:AutoAddPolicy|WarningPolicy)\b",
+    ),
+    _r(
         "pickle-untrusted",
         "CWE-502",
         "unpickling data that may come from outside (deserialization of untrusted data)",
@@ -86,7 +103,7 @@ RULES: tuple[Rule, ...] = (
         "yaml-unsafe-load",
         "CWE-502",
         "yaml.load without a safe loader (arbitrary object construction)",
-        r"\byaml\.load\s*\((?![^)\n]*Loader\s*=\s*(?:yaml\.)?(?:Safe|CSafe)Loader)[^)\n]*\)",
+        r"\byaml\.load\s*\((?![^)\n]*(?:Loader\s*=|,)\s*(?:yaml\.)?(?:Safe|CSafe)Loader\b)[^)\n]*\)",
     ),
     _r(
         "flask-debug",
@@ -112,14 +129,179 @@ class CodeFinding:
     snippet: str
 
 
+# -- syntax-tree pass (Python that parses) -------------------------------------------------------------
+
+# The shape of a whole SQL statement at the start of a string (placeholders already stand in for the
+# interpolated parts), so that prose such as f"Delete {n} files?" is not mistaken for a query.
+_SQL_SHAPE = re.compile(
+    r"^\s*(?:select\s.*?\bfrom\b|insert\s+into\s|update\s+\S+\s+set\s|delete\s+from\s"
+    r"|with\s+\w+\s+as\s*\(\s*select\s|drop\s+(?:table|view|database|index)\s)",
+    re.IGNORECASE | re.DOTALL,
+)
+_SAFE_YAML_LOADERS = frozenset({"SafeLoader", "CSafeLoader"})
+_AST_RULES = frozenset({"sql-string-formatting", "yaml-unsafe-load"})  # replace their line rules on parsed code
+
+
+def _text(node: ast.AST) -> str | None:
+    """The value of a string literal, else None."""
+    return node.value if isinstance(node, ast.Constant) and isinstance(node.value, str) else None
+
+
+def _sql(text: str | None) -> bool:
+    return text is not None and bool(_SQL_SHAPE.match(text))
+
+
+def _constant(node: ast.AST) -> bool:
+    """True when ``node`` is a literal (or a tuple/list/dict of literals): formatting it in is no injection."""
+    if isinstance(node, ast.Constant):
+        return True
+    if isinstance(node, (ast.Tuple, ast.List)):
+        return all(_constant(e) for e in node.elts)
+    if isinstance(node, ast.Dict):
+        return all(k is not None and _constant(k) for k in node.keys) and all(_constant(v) for v in node.values)
+    return False
+
+
+def _add_operands(node: ast.AST) -> list[ast.AST]:
+    if isinstance(node, ast.BinOp) and isinstance(node.op, ast.Add):
+        return [*_add_operands(node.left), *_add_operands(node.right)]
+    return [node]
+
+
+def _formatted_sql(node: ast.AST) -> bool:
+    """Does ``node`` build a SQL statement by pasting a non-literal value into its text?"""
+    if isinstance(node, ast.JoinedStr):  # f"SELECT ... {x}"
+        values = [v for v in node.values if isinstance(v, ast.FormattedValue)]
+        text = "".join(_text(v) or "?" for v in node.values)
+        return any(not _constant(v.value) for v in values) and _sql(text)
+    if isinstance(node, ast.BinOp) and isinstance(node.op, ast.Mod):  # "SELECT ... %s" % x
+        return _sql(_text(node.left)) and not _constant(node.right)
+    if isinstance(node, ast.BinOp) and isinstance(node.op, ast.Add):  # "SELECT ... " + x
+        parts = _add_operands(node)
+        texts = [_text(p) for p in parts]
+        return None in texts and any(t is not None for t in texts) and _sql("".join(t or "?" for t in texts))
+    if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and node.func.attr in {"format", "replace"}:
+        args = [*node.args, *(k.value for k in node.keywords)]  # "SELECT ... {}".format(x)
+        return _sql(_text(node.func.value)) and any(not _constant(a) for a in args)
+    return False
+
+
+def _loader_name(node: ast.AST) -> str | None:
+    if isinstance(node, ast.Name):
+        return node.id
+    if isinstance(node, ast.Attribute):
+        return node.attr
+    return None
+
+
+def _unsafe_yaml_load(node: ast.AST) -> bool:
+    """``yaml.load(...)`` whose loader, by keyword or second argument, is not a safe one."""
+    if not (
+        isinstance(node, ast.Call)
+        and isinstance(node.func, ast.Attribute)
+        and node.func.attr == "load"
+        and isinstance(node.func.value, ast.Name)
+        and node.func.value.id == "yaml"
+    ):
+        return False
+    loaders = [k.value for k in node.keywords if k.arg == "Loader"] + node.args[1:2]
+    return not any(_loader_name(loader) in _SAFE_YAML_LOADERS for loader in loaders)
+
+
+def _tree_hits(tree: ast.AST) -> list[tuple[str, int]]:
+    """(rule id, 1-based line) for the syntax-tree rules; a statement is reported at the line it starts on."""
+    hits: list[tuple[str, int]] = []
+    for node in ast.walk(tree):
+        if not isinstance(node, ast.expr):
+            continue
+        if _formatted_sql(node):
+            hits.append(("sql-string-formatting", node.lineno))
+        elif _unsafe_yaml_load(node):
+            hits.append(("yaml-unsafe-load", node.lineno))
+    return hits
+
+
+def _blank_prose(code: str) -> list[str]:
+    """``code``'s lines with comments and bare string statements (docstrings) replaced by spaces.
+
+    Tokens give exact character spans, so code sharing a line with a comment is still scanned.
+    """
+    lines = code.splitlines()
+    spans: list[tuple[tuple[int, int], tuple[int, int]]] = []
+    statement: list[tokenize.TokenInfo] = []
+    try:
+        for tok in tokenize.generate_tokens(io.StringIO(code).readline):
+            if tok.type == tokenize.COMMENT:
+                spans.append((tok.start, tok.end))
+            elif tok.type in (tokenize.NEWLINE, tokenize.ENDMARKER):
+                if statement and all(t.type == tokenize.STRING for t in statement):
+                    spans.extend((t.start, t.end) for t in statement)
+                statement = []
+            elif tok.type not in (tokenize.NL, tokenize.INDENT, tokenize.DEDENT):
+                statement.append(tok)
+    except (tokenize.TokenError, SyntaxError):
+        return lines
+    for (row, col), (end_row, end_col) in spans:
+        for r in range(row, end_row + 1):
+            if r > len(lines):
+                break
+            line = lines[r - 1]
+            start = col if r == row else 0
+            stop = end_col if r == end_row else len(line)
+            lines[r - 1] = line[:start] + " " * (stop - start) + line[stop:]
+    return lines
+
+
+# -- scanning -------------------------------------------------------------------------------------------
+
+_FENCE = re.compile(r"^\s*(?:```|~~~)")
+_LINE_COMMENT = re.compile(r"^\s*(?:#|//|--\s)")
+
+
+def _segments(text: str) -> list[tuple[int, list[str]]]:
+    """The text cut at Markdown code fences: (offset of the first line, lines) for prose and code alike."""
+    out: list[tuple[int, list[str]]] = []
+    start, current = 0, []
+    for index, line in enumerate(text.splitlines()):
+        if _FENCE.match(line):
+            out.append((start, current))
+            start, current = index + 1, []
+        else:
+            current.append(line)
+    out.append((start, current))
+    return [(offset, lines) for offset, lines in out if any(line.strip() for line in lines)]
+
+
+def _parse(code: str) -> ast.Module | None:
+    try:
+        return ast.parse(code)
+    except (SyntaxError, ValueError, RecursionError, MemoryError):
+        return None
+
+
 def scan(text: str, rules: tuple[Rule, ...] = RULES) -> list[CodeFinding]:
-    """Every rule hit in ``text``, by line (1-based)."""
-    out: list[CodeFinding] = []
-    for number, line in enumerate(text.splitlines(), start=1):
-        for rule in rules:
-            if rule.pattern.search(line):
-                out.append(CodeFinding(rule.rule_id, rule.cwe, rule.description, number, line.strip()[:200]))
-    return out
+    """Every rule hit in ``text``, by line (1-based), at most one per rule and line."""
+    original = text.splitlines()
+    active = {r.rule_id for r in rules}
+    hits: set[tuple[str, int]] = set()
+    for offset, lines in _segments(text):
+        code = textwrap.dedent("\n".join(lines))  # an indented block (in a list item) still parses
+        tree = _parse(code)
+        if tree is not None:
+            line_rules = tuple(r for r in rules if r.rule_id not in _AST_RULES)
+            hits.update((rule, offset + line) for rule, line in _tree_hits(tree) if rule in active)
+            scanned = _blank_prose(code)
+        else:  # a fragment or another language: line rules, minus lines that are wholly a comment
+            line_rules = rules
+            scanned = ["" if _LINE_COMMENT.match(line) else line for line in lines]
+        for number, line in enumerate(scanned, start=offset + 1):
+            hits.update((r.rule_id, number) for r in line_rules if r.pattern.search(line))
+    by_id = {r.rule_id: r for r in rules}
+    order = {r.rule_id: i for i, r in enumerate(rules)}
+    return [
+        CodeFinding(rule, by_id[rule].cwe, by_id[rule].description, line, original[line - 1].strip()[:200])
+        for rule, line in sorted(hits, key=lambda h: (h[1], order[h[0]]))
+    ]
 
 
 class Config(BaseModel):
