@@ -113,6 +113,8 @@ def f():
     assert _rules(code) == []
     leaked = code.replace('os.environ["DB_PASSWORD"]', '"hunter2hunter2"')
     assert _rules(leaked) == [("hardcoded-secret", 7)]
+    shared = 'r = requests.get(u, verify=False)  # password = "hunter2hunter2"\n'
+    assert _rules(shared) == [("tls-verification-disabled", 1)]  # the code before the comment is still read
 
 
 def test_full_line_comments_are_skipped_in_text_that_does_not_parse() -> None:

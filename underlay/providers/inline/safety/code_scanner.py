@@ -7,11 +7,11 @@ They look for the unsafe *pattern*, not data flow, so they err towards flagging:
 "a reviewer should look", which is the right default for code an assistant hands to a user.
 
 Where a piece of the text (the whole of it, or one fenced block of a Markdown answer) parses as Python,
-two rules read its syntax tree instead of its lines: SQL built over several lines or in a variable,
-and ``yaml.load`` with a loader passed by position, are only visible there; and comments and bare
-string statements (docstrings) are blanked before the line rules run, since quoting a secret-looking
-assignment in prose is not writing one. Text that does not parse (fragments, other languages) keeps
-the plain line rules.
+the SQL and YAML rules read its syntax tree instead of its lines: SQL built over several lines or kept
+in a variable is only visible there, and which argument is the loader is known exactly. Comments and
+bare string statements (docstrings) are left out of the line rules there, since quoting a
+secret-looking assignment in prose is not writing one. Text that does not parse (fragments, other
+languages: what models often emit) keeps the plain line rules, minus lines that are wholly a comment.
 """
 
 from __future__ import annotations
@@ -162,10 +162,21 @@ def _constant(node: ast.AST) -> bool:
     return False
 
 
+def _is_add(node: ast.AST) -> bool:
+    return isinstance(node, ast.BinOp) and isinstance(node.op, ast.Add)
+
+
 def _add_operands(node: ast.AST) -> list[ast.AST]:
-    if isinstance(node, ast.BinOp) and isinstance(node.op, ast.Add):
-        return [*_add_operands(node.left), *_add_operands(node.right)]
-    return [node]
+    """The operands of a chain ``a + b + c``, left to right (iteratively: generated code can chain thousands)."""
+    out: list[ast.AST] = []
+    stack = [node]
+    while stack:
+        current = stack.pop()
+        if isinstance(current, ast.BinOp) and isinstance(current.op, ast.Add):
+            stack.extend((current.right, current.left))
+        else:
+            out.append(current)
+    return out
 
 
 def _formatted_sql(node: ast.AST) -> bool:
@@ -211,8 +222,12 @@ def _unsafe_yaml_load(node: ast.AST) -> bool:
 def _tree_hits(tree: ast.AST) -> list[tuple[str, int]]:
     """(rule id, 1-based line) for the syntax-tree rules; a statement is reported at the line it starts on."""
     hits: list[tuple[str, int]] = []
-    for node in ast.walk(tree):
-        if not isinstance(node, ast.expr):
+    nodes = [n for n in ast.walk(tree) if isinstance(n, ast.expr)]
+    # only the top of an ``a + b + c`` chain is judged, once, on its whole text
+    chains = [n for n in nodes if isinstance(n, ast.BinOp) and isinstance(n.op, ast.Add)]
+    inner = {id(child) for n in chains for child in (n.left, n.right) if _is_add(child)}
+    for node in nodes:
+        if id(node) in inner:
             continue
         if _formatted_sql(node):
             hits.append(("sql-string-formatting", node.lineno))
@@ -279,6 +294,10 @@ def _parse(code: str) -> ast.Module | None:
         return None
 
 
+def _line_hits(lines: list[str], rules: tuple[Rule, ...], first: int = 1) -> set[tuple[str, int]]:
+    return {(r.rule_id, n) for n, line in enumerate(lines, start=first) for r in rules if r.pattern.search(line)}
+
+
 def scan(text: str, rules: tuple[Rule, ...] = RULES) -> list[CodeFinding]:
     """Every rule hit in ``text``, by line (1-based), at most one per rule and line."""
     original = text.splitlines()
@@ -288,14 +307,16 @@ def scan(text: str, rules: tuple[Rule, ...] = RULES) -> list[CodeFinding]:
         code = textwrap.dedent("\n".join(lines))  # an indented block (in a list item) still parses
         tree = _parse(code)
         if tree is not None:
-            line_rules = tuple(r for r in rules if r.rule_id not in _AST_RULES)
             hits.update((rule, offset + line) for rule, line in _tree_hits(tree) if rule in active)
-            scanned = _blank_prose(code)
+            line_rules = tuple(r for r in rules if r.rule_id not in _AST_RULES)
+            candidates = _line_hits(code.splitlines(), line_rules)
+            if candidates:  # tokenizing costs more than the rules: only when a line needs a second look
+                blanked = _blank_prose(code)
+                rechecked = {n: _line_hits([blanked[n - 1]], line_rules, n) for _, n in candidates}
+                candidates = {hit for hit in candidates if hit in rechecked[hit[1]]}
         else:  # a fragment or another language: line rules, minus lines that are wholly a comment
-            line_rules = rules
-            scanned = ["" if _LINE_COMMENT.match(line) else line for line in lines]
-        for number, line in enumerate(scanned, start=offset + 1):
-            hits.update((r.rule_id, number) for r in line_rules if r.pattern.search(line))
+            candidates = _line_hits(["" if _LINE_COMMENT.match(line) else line for line in lines], rules)
+        hits.update((rule, offset + n) for rule, n in candidates)
     by_id = {r.rule_id: r for r in rules}
     order = {r.rule_id: i for i, r in enumerate(rules)}
     return [
