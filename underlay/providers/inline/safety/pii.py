@@ -3,10 +3,16 @@
 Rules and where each comes from:
 
 - ``email``: the common ``local@domain.tld`` form (a practical subset of RFC 5322 addr-spec).
-- ``phone``: international ``+CC`` numbers (ITU-T E.164: at most 15 digits) and the North American
-  ``(NXX) NXX-XXXX`` form (NANP: area code and exchange start with 2-9).
-- ``credit_card``: 13-19 digits (ISO/IEC 7812 primary account numbers) that pass the Luhn check
-  (ISO/IEC 7812-1 Annex B); groups of 4 separated by spaces or dashes are accepted.
+- ``phone``: international numbers after ``+`` or the ``00`` prefix (ITU-T E.164: at most 15 digits),
+  with the ``(0)`` trunk prefix people print anyway (``+44 (0)20 7946 0958``); the North American
+  ``(NXX) NXX-XXXX`` form (NANP: area code and exchange start with 2-9, optional ``+1``/``001``); national
+  numbers with the trunk prefix 0 (``020 7946 0958``, ``(030) 123456``, ``030/1234567``; unbroken ones
+  10-11 digits, so 12-13-digit barcodes stay out); each with an optional extension (``x123``, ``ext. 45``).
+- ``credit_card``: 12-19 digits (ISO/IEC 7812 primary account numbers) that start with a card network's
+  issuer identification number at a length that network issues (Maestro 12-19, Amex 15, Mastercard 16...)
+  and pass the Luhn check (ISO/IEC 7812-1 Annex B); groups separated by spaces or dashes are accepted.
+  Requiring the IIN is what keeps Luhn-valid EAN-13 barcodes out; 13-digit numbers in GS1 Germany's
+  400-440 range are not taken for legacy 13-digit Visa numbers.
 - ``iban``: country code, two check digits and up to 30 alphanumerics (ISO 13616) whose mod-97
   remainder is 1 (ISO 7064 MOD 97-10).
 - ``us_ssn``: ``AAA-GG-SSSS`` excluding the numbers the Social Security Administration never issues
@@ -14,15 +20,22 @@ Rules and where each comes from:
 - ``ip_address``: dotted IPv4 (RFC 791) with each octet 0-255, and full or ``::``-compressed IPv6
   (RFC 4291), validated with :mod:`ipaddress`.
 
-- ``street_address``: a house number with a street name and a street-type word, in the usual US/UK
-  order (``221B Baker Street``, ``1600 Pennsylvania Ave NW``), the German/Dutch order
-  (``Hauptstraße 5``, ``Kerkstraat 12``), French (``10 rue de Rivoli``) and Italian/Spanish/Portuguese
-  (``Via Roma 12``, ``Calle Mayor 5``); and UK postcodes (``SW1A 1AA``, Royal Mail's format).
-- ``person_name``: a given name from the US Census 1990 lists followed by a surname from the same
-  lists, both capitalised (``Jonathan Harker``); or a capitalised word after an honorific
-  (``Dr. Seward``) or after "my name is" / "name:". Given names that are also everyday words (Will,
-  May, Grace, Bill...) only count after such a cue. The lists ship in ``pii_names.txt.gz``
-  (``scripts/build_pii_gazetteer.py``).
+- ``street_address``: a house number (or ``Flat 3``/``Suite 12``) with a street name and a street type from
+  USPS Publication 28 Appendix C1 (``pii_street_suffixes.txt``: every suffix name and abbreviation, plus
+  British ones such as Close and Parade), in the US/UK order (``221B Baker Street``, ``1600 Pennsylvania
+  Ave NW``, ``811 Weiss Villages Suite 134``); the German/Dutch order with compounds and hyphenated names
+  (``Hauptstraße 5``, ``Theodor-Heuss-Ring 12a``, ``Kerkstraat 12``), French (``10 rue de Rivoli``) and
+  Italian/Spanish/Portuguese (``Via Roma 12``, ``Calle Mayor 5``); and UK postcodes (``SW1A 1AA``).
+  A lower-case street type (``67 Knight corners``) counts only when the street is named after a person,
+  since "3 Main points" has the same shape; a number after "top", "version", "chapter"... is no house number.
+- ``person_name``: a given name followed by a surname, both capitalised (``Jonathan Harker``); or a
+  capitalised word after an honorific (``Dr. Seward``) or after "my name is" / "name:". Given names come
+  from the US Census 1990 lists (``pii_names.txt.gz``) and, for German-speaking and Benelux names, from
+  gender-guesser's name dictionary (``pii_given_names_eu.txt.gz``); the surname from the census list, a
+  double-barrelled one (``Kühnert-Schaaf``) or a word with a typical German/Dutch surname ending
+  (``Dippel``, ``Hermighausen``). Given names that are also everyday words (Will, May, Grace, Bill...)
+  only count after a cue; a pair followed by Bridge, Hospital, Street... is a place. Both lists are built
+  by ``scripts/build_pii_gazetteer.py``.
 
 Why checksums: a pattern alone flags order numbers and timestamps; Luhn and mod-97 cut those false
 positives to the ~1 in 10 (Luhn) and ~1 in 97 (IBAN) of random digit strings that pass by chance.
@@ -184,7 +197,8 @@ _NOT_SURNAME = frozenset(
     "January February March April May June July August September October November December".split()
 )
 _NOT_SURNAME |= frozenset(
-    "Tower River Theater Theatre Corner Water Border Winter Summer Hotel Center Cathedral Palace Castle Museum "
+    "Bridge Tunnel Tower River Theater Theatre Corner Water Border Winter Summer Hotel Center Cathedral Palace "
+    "Castle Museum "
     "Gallery Library Airport Harbor Harbour Island Valley Mountain Station Line Terminal Stadium Arena Market "
     "Memorial Institute Foundation Award Prize Cup Fund Trust Group Club Company Bank Chapel Abbey".split()
 )
@@ -198,7 +212,7 @@ _SURNAME_ENDING = re.compile(
 )
 _HONORIFIC = re.compile(rf"\b(?:Mr|Mrs|Ms|Miss|Mx|Dr|Prof|Sir|Dame|Rev)\.?\s+({_CAP}(?:\s+{_CAP})?)")
 _NAME_CUE = re.compile(rf"\b(?:[Mm]y name is|[Mm]y name's|[Nn]ame:|[Ii] am called|[Cc]all me)\s+({_CAP}(?:\s+{_CAP})?)")
-_PAIR = re.compile(rf"(?<![\w'-])(?=({_NAME_WORD})\s+({_NAME_WORD}))")
+_PAIR = re.compile(rf"(?<![\w'-])(?=({_NAME_WORD})\s+({_NAME_WORD})(?:\s+({_NAME_WORD}))?)")
 _GAZETTEER = Path(__file__).resolve().parent / "pii_names.txt.gz"
 _GAZETTEER_EU = Path(__file__).resolve().parent / "pii_given_names_eu.txt.gz"
 
@@ -245,7 +259,9 @@ def _names(text: str) -> list[tuple[int, int]]:
     given, surnames = name_lists()
     spans = [m.span(1) for m in _HONORIFIC.finditer(text)] + [m.span(1) for m in _NAME_CUE.finditer(text)]
     for m in _PAIR.finditer(text):  # a lookahead, so pairs overlap: "Ann Mary Smith" has two candidates
-        first, last = m.group(1), m.group(2)
+        first, last, after = m.group(1), m.group(2), m.group(3)
+        if after in _NOT_SURNAME:
+            continue  # "George Washington Bridge", "John Hopkins Hospital": a place named after a person
         if _is_given(first, given) and _is_surname(last, surnames):
             spans.append((m.start(1), m.end(2)))
     return spans
