@@ -219,6 +219,7 @@ def test_detects_more_street_forms(text: str, value: str) -> None:
         "the 12 blue lights and 3 Main points",  # lower-case type without a person's name
         "Spring 2024 and String 5 and Engineering 101",  # English -ring words are no German streets
         "I drove Route 66 past John Street",
+        "Copyright 2016-2020 Stony Brook University",  # years, not a house number range
     ],
 )
 def test_street_lookalikes(text: str) -> None:
@@ -249,3 +250,15 @@ def test_detects_european_names(text: str, value: str) -> None:
 )
 def test_name_lookalikes(text: str) -> None:
     assert [f.text for f in find_pii(text) if f.kind == "person_name"] == []
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "x = 2.363930180244284474e-01",  # decimals of a float, Luhn-valid at a card IIN by chance
+        "4 47 84 10 90 12 36 48 21 36 5 1",  # a row of small integers
+        "https://example.com/photos/someone/6056698931/",  # a URL path segment, not a phone
+    ],
+)
+def test_digit_data_lookalikes(text: str) -> None:
+    assert find_pii(text) == []

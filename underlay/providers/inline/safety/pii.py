@@ -73,7 +73,7 @@ _PHONES = (
     ),
     # North American Numbering Plan: optional "+1"/"1"/"001", area code and exchange start with 2-9.
     re.compile(
-        r"(?<![\w+.-])(?:(?:\+?1|001)[ .-]?)?(?:\([2-9]\d{2}\)|[2-9]\d{2})[ .-]?[2-9]\d{2}[ .-]?\d{4}"
+        r"(?<![\w+./-])(?:(?:\+?1|001)[ .-]?)?(?:\([2-9]\d{2}\)|[2-9]\d{2})[ .-]?[2-9]\d{2}[ .-]?\d{4}"
         + _EXT
         + r"(?![\w.-]?\d)"
     ),
@@ -84,7 +84,9 @@ _PHONES = (
     ),
 )
 _ISBN_BEFORE = re.compile(r"ISBN(?:-1[03])?:?\s*$", re.IGNORECASE)
-_CARD = re.compile(r"(?<![\d-])(?:\d[ -]?){11,18}\d(?![\d-])")
+# Unbroken, or in groups of 3-6 after a first group of 4 (4-4-4-4, Amex 4-6-5): "4 47 84 10 90" is a data row.
+# Not after "." or "/": decimals and URL path segments.
+_CARD = re.compile(r"(?<![\d./-])(?:\d{12,19}|\d{4}(?:[ -]\d{3,6}){2,4})(?![\d-]|\.\d)")
 _IBAN = re.compile(r"\b[A-Z]{2}\d{2}(?: ?[A-Z0-9]){11,30}\b")
 _SSN = re.compile(r"(?<!\d)(?!000|666|9\d\d)\d{3}-(?!00)\d{2}-(?!0000)\d{4}(?!\d)")
 _IPV4 = re.compile(r"(?<![\d.])(?:\d{1,3}\.){3}\d{1,3}(?![\d.])")
@@ -159,6 +161,7 @@ _ADDRESSES = (
 )
 
 
+_YEAR_RANGE = re.compile(r"(?:19|20)\d\d\s*[-/–]\s*(?:19|20)?\d\d\b")
 # Census surnames that are first of all English adjectives or counting words ("3 Main points", "5 Key areas").
 _WORD_SURNAMES = frozenset(
     "Main Major Minor Key Big Little Long Short Young Old New Good Best Black White Brown Green Gray Grey Red "
@@ -172,6 +175,8 @@ def address_ok(match: re.Match[str], text: str) -> bool:
     if match.re is _ADDRESSES[0]:
         if _NOT_HOUSE_NUMBER.search(text[max(0, match.start() - 16) : match.start()]):
             return False
+        if _YEAR_RANGE.match(match.group(0)):
+            return False  # "2016-2020 Stony Brook": a copyright line's years, not a house number range
         if match.group("type")[0].islower():
             # "3 Main points", "12 blue lights": a counted noun phrase has the same shape as a British address
             # with a lower-case street type. Take the latter only when the street is named after a person.
