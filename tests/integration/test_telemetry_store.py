@@ -234,3 +234,41 @@ async def test_an_access_rule_can_let_an_operator_read_every_trace(sql_factory: 
         set_active_policy(None)
         await telemetry.stop()
         await store.sql.close()
+
+
+async def test_a_flush_larger_than_one_batch_writes_every_span(sql_factory: SqlFactory) -> None:  # noqa: F811
+    telemetry = await _telemetry(sql_factory)
+    store = telemetry.store
+    assert store is not None and telemetry.buffer is not None
+    try:
+        traces = [_request(telemetry, "/v1/embeddings", children=4) for _ in range(250)]  # 1250 spans
+        assert await telemetry.buffer.flush() == 1250
+        assert await store.sql.count(TABLE) == 1250 and telemetry.buffer.dropped == 0
+        spans = await store.trace_spans(traces[-1])
+        assert [s["name"] for s in spans] == ["GET /v1/embeddings", *[f"child {d}" for d in range(4)]]
+        assert spans[0]["kind"] == "internal" and spans[0]["status"] == "unset" and spans[0]["events"] is None
+    finally:
+        await telemetry.stop()
+        await store.sql.close()
+
+
+async def test_a_batch_the_database_refuses_is_dropped_whole_and_counted(sql_factory: SqlFactory) -> None:  # noqa: F811
+    """A span already stored (here: the same span ended twice) fails its whole batch, never half of it."""
+    telemetry = await _telemetry(sql_factory)
+    store = telemetry.store
+    buffer = telemetry.buffer
+    assert store is not None and buffer is not None
+    try:
+        with telemetry.tracer.start_as_current_span("GET /v1/models") as root:
+            with telemetry.tracer.start_as_current_span("router models.list") as child:
+                pass
+        assert await buffer.flush() == 2
+        buffer.on_end(child)  # a duplicate primary key in the next batch
+        _request(telemetry, "/v1/files", children=1)
+        assert await buffer.flush() == 0
+        assert buffer.dropped == 3
+        trace_id = format(root.get_span_context().trace_id, "032x")
+        assert await store.sql.count(TABLE) == 2 and len(await store.trace_spans(trace_id)) == 2
+    finally:
+        await telemetry.stop()
+        await store.sql.close()

@@ -88,6 +88,40 @@ async def test_duplicate_insert_is_a_conflict(sql: SqlStore, table: str) -> None
     assert row is not None and row["name"] == "name-1"
 
 
+async def test_insert_many_writes_every_row(sql: SqlStore, table: str) -> None:
+    await sql.create_table(table, ITEM_COLUMNS)
+    await sql.insert_many(table, [])
+    assert await sql.count(table) == 0
+    rows = [item(n, data={"n": n, "tags": ["a", str(n)]}, done=n % 2 == 0, score=n / 4) for n in range(250)]
+    await sql.insert_many(table, rows)
+    assert await sql.count(table) == 250
+    stored = await sql.fetch_all(table, order_by=[("size", "asc")])
+    assert [r["id"] for r in stored] == [r["id"] for r in rows]
+    assert stored[7]["data"] == {"n": 7, "tags": ["a", "7"]} and stored[7]["done"] is False
+    assert stored[8]["done"] is True and stored[9]["score"] == 2.25 and stored[9]["body"] is None
+
+
+async def test_insert_many_with_a_duplicate_key_inserts_nothing(sql: SqlStore, table: str) -> None:
+    await sql.create_table(table, ITEM_COLUMNS)
+    await sql.insert(table, item(5, name="original"))
+    batch = [item(n, name="batch") for n in range(10)]  # item 5 is already there
+    with pytest.raises(ConflictError):
+        await sql.insert_many(table, batch)
+    assert [r["name"] for r in await sql.fetch_all(table)] == ["original"]
+    with pytest.raises(ConflictError):  # a duplicate inside the batch itself
+        await sql.insert_many(table, [item(20), item(21), item(20)])
+    assert await sql.count(table) == 1
+
+
+async def test_insert_many_refuses_rows_with_different_columns(sql: SqlStore, table: str) -> None:
+    await sql.create_table(table, ITEM_COLUMNS)
+    with pytest.raises(ValueError, match="same columns"):
+        await sql.insert_many(table, [item(1), {**item(2), "body": "extra"}])
+    with pytest.raises(ValueError, match="Unknown column"):
+        await sql.insert_many(table, [{**item(3), "nope": 1}])
+    assert await sql.count(table) == 0
+
+
 async def test_upsert(sql: SqlStore, table: str) -> None:
     columns = {
         "id": ColumnDefinition(type=ColumnType.STRING, primary_key=True),

@@ -530,6 +530,41 @@ class SqlStore:
                 raise ConflictError(f"A row with the same key already exists in '{table}'.") from exc
             raise
 
+    async def insert_many(self, table: str, rows: Sequence[Mapping[str, Any]]) -> None:
+        """Insert ``rows`` as one batch: all of them or, on any error, none.
+
+        Why: a caller writing hundreds of rows at once (the span writer) should pay for one
+        transaction and one executemany, not a statement round trip and a commit per row. Every row
+        must name the same columns (missing ones are not filled with NULL, so a typo cannot pass
+        silently). A duplicate primary key or unique value anywhere raises ``ConflictError`` (409) and
+        leaves the table as it was. An empty ``rows`` writes nothing.
+        """
+        if not rows:
+            return
+        columns = tuple(rows[0])
+        t = await self._table(table, columns)
+        _check_columns(t, columns)
+        if not columns:
+            raise ValueError(f"insert_many into '{table}' needs rows with at least one column.")
+        names = set(columns)
+        for index, row in enumerate(rows):
+            if len(row) != len(names) or not names.issuperset(row):
+                raise ValueError(
+                    f"insert_many into '{table}': row {index} has columns {sorted(row)}, "
+                    f"but row 0 has {sorted(names)}; give every row the same columns."
+                )
+        params = [row if isinstance(row, dict) else dict(row) for row in rows]
+        try:
+            # An explicit transaction even on SQLite: in autocommit mode each row would commit alone.
+            async with self._transaction(write=True) as conn:
+                await conn.execute(insert(t), params)
+        except IntegrityError as exc:
+            if _is_unique_violation(exc):
+                raise ConflictError(
+                    f"A row with the same key already exists in '{table}'; none were inserted."
+                ) from exc
+            raise
+
     async def upsert(self, table: str, row: Mapping[str, Any], conflict_columns: Sequence[str]) -> None:
         """Insert ``row``, or update the other columns of the row it collides with on ``conflict_columns``.
 

@@ -53,32 +53,44 @@ _COLUMNS: dict[str, ColumnType | ColumnDefinition] = {
 }
 
 _STATUS = {0: "unset", 1: "ok", 2: "error"}
+_KINDS: dict[Any, str] = {}
+"""SpanKind → its lower-case name, filled on first sight (the enum has five members)."""
 
 
 def span_row(span: Any, principal: Principal) -> dict[str, Any]:
-    """A finished OpenTelemetry ``ReadableSpan`` as a table row owned by ``principal``."""
+    """A finished OpenTelemetry ``ReadableSpan`` as a table row owned by ``principal``.
+
+    Why so plain: the writer runs this for every span in the server's process, so it is built from
+    dict lookups and one pass over the attributes, with no validation models in between.
+    """
     context = span.context
     parent = span.parent
-    attributes = dict(span.attributes or {})
+    raw = span.attributes
+    # Tuples (OpenTelemetry's sequence values) become lists, the shape JSON gives back.
+    attributes = {k: list(v) if type(v) is tuple else v for k, v in raw.items()} if raw else {}
     start, end = span.start_time or 0, span.end_time or 0
     status = span.status
+    kind = span.kind
+    kind_name = _KINDS.get(kind)
+    if kind_name is None:
+        kind_name = _KINDS[kind] = kind.name.lower()
+    events = span.events
     return {
         "span_id": format(context.span_id, "016x"),
         "trace_id": format(context.trace_id, "032x"),
         "parent_span_id": format(parent.span_id, "016x") if parent is not None else None,
         "name": span.name,
-        "kind": span.kind.name.lower(),
+        "kind": kind_name,
         "layer": attributes.get("underlay.layer"),
         "start_ns": start,
         "end_ns": end,
         "duration_ms": (end - start) / 1e6 if end else None,
         "status": _STATUS.get(status.status_code.value, "unset"),
         "status_message": status.description,
-        "attributes": {k: list(v) if isinstance(v, tuple) else v for k, v in attributes.items()},
-        "events": [
-            {"name": e.name, "time_ns": e.timestamp, "attributes": dict(e.attributes or {})} for e in span.events
-        ]
-        or None,
+        "attributes": attributes,
+        "events": [{"name": e.name, "time_ns": e.timestamp, "attributes": dict(e.attributes or {})} for e in events]
+        if events
+        else None,
         # A local root: no parent, or a parent from another process (a traceparent header).
         "is_root": parent is None or bool(parent.is_remote),
         "route": attributes.get("http.route"),
@@ -100,14 +112,8 @@ class SpanStore:
         await self.sql.create_table(TABLE, _COLUMNS)
 
     async def write(self, rows: Sequence[dict[str, Any]]) -> None:
-        if not rows:
-            return
-        rows = list(rows)
-        insert_many = getattr(self.sql, "insert_many", None)
-        if insert_many is not None:
-            await insert_many(TABLE, rows)
-            return
-        await _insert_rows(self.sql, TABLE, rows)
+        """Store ``rows`` in one transaction and one executemany (all or none)."""
+        await self.sql.insert_many(TABLE, rows)
 
     # -- reads (always the current principal's rows) ---------------------------------------------
 
@@ -174,18 +180,6 @@ class SpanStore:
                 oldest = await self.sql.fetch_all(TABLE, order_by=[("start_ns", "asc")], limit=excess)
                 removed += await self.sql.delete(TABLE, [Where.lte("start_ns", oldest[-1]["start_ns"])])
         return removed
-
-
-async def _insert_rows(sql: Any, table: str, rows: list[dict[str, Any]]) -> None:
-    """Many rows in one transaction (an executemany), through the store's table cache and locking.
-
-    The SQL store's public API inserts one row per transaction; a flush of hundreds of spans needs one.
-    """
-    from sqlalchemy import insert
-
-    t = await sql._table(table, rows[0])
-    async with sql._transaction(write=True) as conn:
-        await conn.execute(insert(t), rows)
 
 
 class SpanBuffer:
