@@ -92,8 +92,15 @@ async def test_insert_many_writes_every_row(sql: SqlStore, table: str) -> None:
     await sql.create_table(table, ITEM_COLUMNS)
     await sql.insert_many(table, [])
     assert await sql.count(table) == 0
-    rows = [item(n, data={"n": n, "tags": ["a", str(n)]}, done=n % 2 == 0, score=n / 4) for n in range(250)]
+    shared = {"teams": ["ml"]}  # one object on many rows, as a batch from one caller has
+    rows = [
+        item(n, data={"n": n, "tags": ["a", str(n)]} if n != 3 else None, done=n % 2 == 0, score=n / 4)
+        | {"owner_attributes": shared}
+        for n in range(250)
+    ]
     await sql.insert_many(table, rows)
+    assert await sql.count(table, [Where.is_null("data")]) == 1
+    assert await sql.count(table, [Where.json_overlaps("owner_attributes", "teams", ["ml"])]) == 250
     assert await sql.count(table) == 250
     stored = await sql.fetch_all(table, order_by=[("size", "asc")])
     assert [r["id"] for r in stored] == [r["id"] for r in rows]
