@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import time
 
+from underlay.core.auth.base import AuthRequest, Decline, token_digest
 from underlay.core.identity import Principal
 
 
@@ -26,6 +27,17 @@ class TokenCache:
             del self._entries[digest]
             return None
         return entry[1]
+
+    def lookup(self, request: AuthRequest) -> tuple[str, bytes, Principal | None]:
+        """The request's bearer token, its cache key and the principal cached for it (None: ask upstream).
+
+        Declines a request without a bearer credential, so the next provider in the chain may try.
+        """
+        token = request.bearer
+        if token is None:
+            raise Decline("no bearer credential")
+        digest = token_digest(token)
+        return token, digest, self.get(digest)
 
     def put(self, digest: bytes, principal: Principal, expires_at: float | None = None) -> None:
         """Keep ``principal`` until ``min(expires_at, now + ttl)``; nothing when the TTL is zero."""

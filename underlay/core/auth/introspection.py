@@ -11,7 +11,7 @@ from typing import Any
 
 import httpx
 
-from underlay.core.auth.base import AuthRequest, Decline, invalid_token, map_attributes, token_digest, unavailable
+from underlay.core.auth.base import AuthRequest, Decline, invalid_token, map_attributes, unavailable
 from underlay.core.auth.cache import TokenCache
 from underlay.core.auth.config import IntrospectionProvider
 from underlay.core.identity import Principal
@@ -28,11 +28,7 @@ class IntrospectionAuth:
         self._audiences = {audience} if isinstance(audience, str) else set(audience or ())
 
     async def authenticate(self, request: AuthRequest) -> Principal:
-        token = request.bearer
-        if token is None:
-            raise Decline("no bearer credential")
-        digest = token_digest(token)
-        cached = self.cache.get(digest)
+        token, digest, cached = self.cache.lookup(request)
         if cached is not None:
             return cached
         answer = await self._introspect(token)

@@ -15,7 +15,7 @@ from typing import Any
 
 import httpx
 
-from underlay.core.auth.base import AuthRequest, Decline, token_digest, unavailable
+from underlay.core.auth.base import AuthRequest, Decline, unavailable
 from underlay.core.auth.cache import TokenCache
 from underlay.core.auth.config import KubernetesProvider
 from underlay.core.identity import Principal
@@ -54,11 +54,7 @@ class KubernetesAuth:
         return self._own_token
 
     async def authenticate(self, request: AuthRequest) -> Principal:
-        token = request.bearer
-        if token is None:
-            raise Decline("no bearer credential")
-        digest = token_digest(token)
-        cached = self.cache.get(digest)
+        token, digest, cached = self.cache.lookup(request)
         if cached is not None:
             return cached
         status = await self._review(token)

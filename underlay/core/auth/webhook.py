@@ -10,7 +10,7 @@ from typing import Any
 
 import httpx
 
-from underlay.core.auth.base import AuthRequest, Decline, as_list, token_digest, unavailable
+from underlay.core.auth.base import AuthRequest, Decline, as_list, unavailable
 from underlay.core.auth.cache import TokenCache
 from underlay.core.auth.config import WebhookProvider
 from underlay.core.identity import Principal
@@ -24,11 +24,7 @@ class WebhookAuth:
         self._client = httpx.AsyncClient(timeout=config.timeout_seconds, headers=config.headers)
 
     async def authenticate(self, request: AuthRequest) -> Principal:
-        token = request.bearer
-        if token is None:
-            raise Decline("no bearer credential")
-        digest = token_digest(token)
-        cached = self.cache.get(digest)
+        token, digest, cached = self.cache.lookup(request)
         if cached is not None:
             return cached
         where = f"webhook at {self.config.url}"
