@@ -18,7 +18,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import os
 from collections.abc import AsyncIterator, Iterator
 from typing import Any, Literal
 
@@ -26,6 +25,7 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
 
 from underlay.api.errors import ProviderError, ServiceUnavailableError, UpstreamError, UpstreamTimeoutError
 from underlay.api.files import check_storage_key
+from underlay.providers.utils.aws import client_credentials, client_region
 
 log = logging.getLogger("underlay.files.s3")
 
@@ -153,16 +153,8 @@ class S3FilesProvider:
             request_checksum_calculation="when_required",
             response_checksum_validation="when_required",
         )
-        credentials: dict[str, str] = {}
-        if c.access_key_id and c.secret_access_key:
-            credentials = {
-                "aws_access_key_id": c.access_key_id.get_secret_value(),
-                "aws_secret_access_key": c.secret_access_key.get_secret_value(),
-            }
-            if c.session_token:
-                credentials["aws_session_token"] = c.session_token.get_secret_value()
-        region = c.region or os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION") or "us-east-1"
-        self._region = region
+        credentials = client_credentials(c)
+        region = self._region = client_region(c)
         self._client = await self._exit.enter_async_context(
             get_session().create_client(
                 "s3", endpoint_url=c.endpoint_url, region_name=region, config=client_config, **credentials

@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import os
 from collections.abc import Iterator
 from typing import Any, Literal
 
@@ -30,6 +29,7 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr
 
 from underlay.api.errors import ServiceUnavailableError, UpstreamError, UpstreamTimeoutError
 from underlay.api.safety import RunShieldResponse, SafetyViolation, Shield, ShieldMessage, ViolationLevel
+from underlay.providers.utils.aws import client_credentials, client_region
 
 log = logging.getLogger("underlay.safety.bedrock")
 
@@ -150,15 +150,8 @@ class BedrockSafetyProvider:
                 "pip install 'aiobotocore==3.10.0' (or the s3 extra)"
             ) from None
         c = self.config
-        credentials: dict[str, str] = {}
-        if c.access_key_id and c.secret_access_key:
-            credentials = {
-                "aws_access_key_id": c.access_key_id.get_secret_value(),
-                "aws_secret_access_key": c.secret_access_key.get_secret_value(),
-            }
-            if c.session_token:
-                credentials["aws_session_token"] = c.session_token.get_secret_value()
-        self._region = c.region or os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION") or "us-east-1"
+        credentials = client_credentials(c)
+        self._region = client_region(c)
         client_config = AioConfig(
             connect_timeout=c.connect_timeout,
             read_timeout=c.read_timeout,
