@@ -11,6 +11,7 @@ from typing import Any, Literal, Protocol
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from underlay.api.omit import omit_when_none
 from underlay.api.pagination import ListQuery
 from underlay.api.response_items import Includable, InputItem, check_metadata
 from underlay.api.routes import Route
@@ -81,6 +82,8 @@ class ConversationItemList(BaseModel):
     first_id: str | None = None
     last_id: str | None = None
     has_more: bool = False
+
+    _omit = omit_when_none("first_id", "last_id")
 
 
 class ConversationsApi(Protocol):

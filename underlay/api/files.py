@@ -16,8 +16,10 @@ import re
 from collections.abc import AsyncIterator
 from typing import Literal, Protocol
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from underlay.api.omit import omit_when_none
+from underlay.api.pagination import blank_as_absent
 from underlay.api.routes import Route
 
 UploadPurpose = Literal["assistants", "batch", "fine-tune", "user_data", "evals", "vision"]
@@ -76,6 +78,8 @@ class FileObject(BaseModel):
     status: Literal["uploaded", "processed", "error"] = "processed"
     status_details: str | None = None
 
+    _omit = omit_when_none("expires_at", "status_details")
+
 
 class FileListQuery(BaseModel):
     """``GET /v1/files`` query: OpenAI's defaults (up to 10,000 per page, newest first)."""
@@ -85,6 +89,8 @@ class FileListQuery(BaseModel):
     order: Literal["asc", "desc"] = Field(default="desc", description="Sort by created_at.")
     purpose: str | None = Field(default=None, description="Only files with this purpose.")
 
+    _blank_cursor = field_validator("after", mode="before")(blank_as_absent)
+
 
 class FileList(BaseModel):
     object: Literal["list"] = "list"
@@ -92,6 +98,8 @@ class FileList(BaseModel):
     first_id: str | None = None
     last_id: str | None = None
     has_more: bool = False
+
+    _omit = omit_when_none("first_id", "last_id")
 
 
 class FileDeleted(BaseModel):

@@ -9,9 +9,11 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from typing import Annotated, Any, Literal, Protocol
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from underlay.api.omit import omit_when_none
 from underlay.api.pagination import ListQuery
+from underlay.api.response_items import check_metadata
 from underlay.api.routes import Route
 
 # ---------------------------------------------------------------------------------------------------
@@ -266,6 +268,8 @@ class ResponseMessage(_Open):
     refusal: str | None = None
     tool_calls: list[ToolCall] | None = None
 
+    _omit = omit_when_none("tool_calls")
+
 
 FinishReason = Literal["stop", "length", "tool_calls", "content_filter", "function_call"]
 
@@ -293,6 +297,8 @@ class ChatCompletion(_Open):
     system_fingerprint: str | None = None
     service_tier: str | None = None
 
+    _omit = omit_when_none("system_fingerprint", "service_tier")
+
 
 class ToolCallDelta(_Open):
     index: int
@@ -306,6 +312,8 @@ class ChoiceDelta(_Open):
     content: str | None = None
     refusal: str | None = None
     tool_calls: list[ToolCallDelta] | None = None
+
+    _omit = omit_when_none("tool_calls")
 
 
 class ChunkChoice(_Open):
@@ -324,6 +332,8 @@ class ChatCompletionChunk(_Open):
     usage: Usage | None = None
     system_fingerprint: str | None = None
 
+    _omit = omit_when_none("system_fingerprint")
+
 
 # ---------------------------------------------------------------------------------------------------
 # Legacy completions
@@ -331,8 +341,15 @@ class ChatCompletionChunk(_Open):
 
 
 class CompletionRequest(_Open):
+    """OpenAI's legacy completion request.
+
+    ``prompt`` is required but may be ``null``, as in OpenAI's reference: with no prompt the model
+    writes as from the start of a new document, so ``null`` is read as the empty prompt (the
+    model's start token alone).
+    """
+
     model: str
-    prompt: str | list[str] | list[int] | list[list[int]]
+    prompt: str | list[str] | list[int] | list[list[int]] | None
     max_tokens: int | None = Field(default=16, ge=0)
     temperature: float | None = Field(default=None, ge=0, le=2)
     top_p: float | None = Field(default=None, ge=0, le=1)
@@ -349,6 +366,11 @@ class CompletionRequest(_Open):
     seed: int | None = None
     suffix: str | None = None
     user: str | None = None
+
+    @field_validator("prompt", mode="after")
+    @classmethod
+    def _null_is_empty(cls, value: str | list[Any] | None) -> str | list[Any]:
+        return "" if value is None else value
 
     @property
     def stop_list(self) -> list[str]:
@@ -379,6 +401,8 @@ class Completion(_Open):
     choices: list[CompletionChoice]
     usage: Usage | None = None
     system_fingerprint: str | None = None
+
+    _omit = omit_when_none("system_fingerprint")
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -431,6 +455,16 @@ class StoredChatCompletion(ChatCompletion):
     input_messages: list[dict[str, Any]] = Field(default_factory=list)
     metadata: dict[str, str] | None = None
     request_id: str | None = None
+
+
+class UpdateChatCompletionRequest(BaseModel):
+    """``POST /v1/chat/completions/{id}``: OpenAI lets a stored completion's metadata be replaced, nothing else."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    metadata: dict[str, str] | None = Field(description="The new metadata (replaces the old; null clears it).")
+
+    _metadata = field_validator("metadata")(check_metadata)
 
 
 class ChatCompletionListQuery(ListQuery):
@@ -511,6 +545,15 @@ ROUTES: list[Route] = [
         "get_chat_completion",
         response=StoredChatCompletion,
         summary="Retrieve a stored chat completion",
+        tags=("inference",),
+    ),
+    Route(
+        "POST",
+        "/v1/chat/completions/{completion_id}",
+        "update_chat_completion",
+        body=UpdateChatCompletionRequest,
+        response=StoredChatCompletion,
+        summary="Update a stored chat completion's metadata",
         tags=("inference",),
     ),
     Route(

@@ -20,6 +20,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from underlay.api.omit import omit_when_none
 from underlay.api.pagination import ListQuery
 from underlay.api.routes import Route
 from underlay.api.vector_io import AttributeValue, Filter, SearchMode
@@ -55,6 +56,8 @@ def _check_metadata(value: dict[str, str] | None) -> dict[str, str] | None:
 
 
 Attributes = Annotated[dict[str, AttributeValue], Field(description="Up to 16 filterable key-value pairs.")]
+FileId = Annotated[str, Field(min_length=1, max_length=256, description="A Files API id (``file-...``).")]
+"""A file id as a client sends it: checked while the request is parsed, so a bad one is a 400 naming it."""
 
 # ---------------------------------------------------------------------------------------------------
 # Chunking strategies
@@ -144,11 +147,13 @@ class VectorStoreObject(BaseModel):
     embedding_dimension: int
     provider_id: str
 
+    _omit = omit_when_none("expires_after")
+
 
 class CreateVectorStoreRequest(BaseModel):
     name: str | None = Field(default=None, max_length=256)
     description: str | None = Field(default=None, max_length=512)
-    file_ids: list[str] = Field(default_factory=list, max_length=MAX_BATCH_FILES)
+    file_ids: list[FileId] = Field(default_factory=list, max_length=MAX_BATCH_FILES)
     chunking_strategy: ChunkingStrategyParam | None = None
     expires_after: ExpiresAfter | None = None
     metadata: dict[str, str] | None = None
@@ -177,6 +182,8 @@ class VectorStoreList(BaseModel):
     first_id: str | None = None
     last_id: str | None = None
     has_more: bool = False
+
+    _omit = omit_when_none("first_id", "last_id")
 
 
 class VectorStoreDeleted(BaseModel):
@@ -210,7 +217,7 @@ class VectorStoreFileObject(BaseModel):
 
 
 class CreateVectorStoreFileRequest(BaseModel):
-    file_id: str = Field(min_length=1)
+    file_id: FileId
     attributes: dict[str, AttributeValue] | None = None
     chunking_strategy: ChunkingStrategyParam | None = None
 
@@ -234,6 +241,8 @@ class VectorStoreFileList(BaseModel):
     first_id: str | None = None
     last_id: str | None = None
     has_more: bool = False
+
+    _omit = omit_when_none("first_id", "last_id")
 
 
 class VectorStoreFileDeleted(BaseModel):
@@ -260,7 +269,7 @@ class VectorStoreFileContent(BaseModel):
 
 
 class BatchFile(BaseModel):
-    file_id: str = Field(min_length=1)
+    file_id: FileId
     attributes: dict[str, AttributeValue] | None = None
     chunking_strategy: ChunkingStrategyParam | None = None
 
@@ -270,7 +279,7 @@ class BatchFile(BaseModel):
 class CreateFileBatchRequest(BaseModel):
     """Either ``file_ids`` (sharing ``attributes`` and ``chunking_strategy``) or ``files``, each its own."""
 
-    file_ids: list[str] | None = Field(default=None, max_length=MAX_BATCH_FILES)
+    file_ids: list[FileId] | None = Field(default=None, max_length=MAX_BATCH_FILES)
     files: list[BatchFile] | None = Field(default=None, max_length=MAX_BATCH_FILES)
     attributes: dict[str, AttributeValue] | None = None
     chunking_strategy: ChunkingStrategyParam | None = None
@@ -286,10 +295,12 @@ class CreateFileBatchRequest(BaseModel):
         return self
 
     def entries(self) -> list[BatchFile]:
+        """One entry per file. Built without re-validation: every field was checked when the request was
+        parsed, and validating again here would turn a bad value into a 500 instead of a 400."""
         if self.files is not None:
             return self.files
         return [
-            BatchFile(file_id=f, attributes=self.attributes, chunking_strategy=self.chunking_strategy)
+            BatchFile.model_construct(file_id=f, attributes=self.attributes, chunking_strategy=self.chunking_strategy)
             for f in self.file_ids or []
         ]
 

@@ -37,6 +37,7 @@ from underlay.api.files import (
     FileUploadForm,
 )
 from underlay.api.ids import new_id
+from underlay.api.omit import without_none
 from underlay.api.routes import BinaryContent, MultipartUpload
 from underlay.core.access import require_create
 from underlay.core.config import FilesSettings
@@ -139,9 +140,10 @@ class FilesRouter:
         return await self._record(file_id, key, upload.filename, form.purpose, size, seconds)
 
     async def list_files(self, query: FileListQuery) -> dict[str, Any]:
-        return await self.store.list_files(
+        page = await self.store.list_files(
             after=query.after, limit=query.limit, order=query.order, purpose=query.purpose
         )
+        return without_none(page, "first_id", "last_id")
 
     async def retrieve_file(self, file_id: str) -> FileObject:
         return await self.store.get(file_id)

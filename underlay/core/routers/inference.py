@@ -28,9 +28,11 @@ from underlay.api.inference import (
     ResponseMessage,
     StoredChatCompletion,
     ToolCall,
+    UpdateChatCompletionRequest,
     Usage,
 )
 from underlay.api.models import Model, ModelType
+from underlay.api.omit import without_none
 from underlay.core.access import require_create
 from underlay.core.quotas.usage import metered, with_stream_usage
 from underlay.core.routing.models import ModelsRoutingTable
@@ -81,6 +83,8 @@ class InferenceRouter:
 
         guard, params = Guard.for_request(self.safety, params)
         model, provider = await self._resolve(params.model, ModelType.llm)
+        model.check_output_tokens("max_tokens", params.max_tokens)
+        model.check_output_tokens("max_completion_tokens", params.max_completion_tokens)
         client_model = params.model
         if guard is not None:
             violation = await guard.check_input(params)
@@ -135,21 +139,28 @@ class InferenceRouter:
             await self.completions_store.store(collector.completion(client_model), inputs, metadata)
 
     async def list_chat_completions(self, query: ChatCompletionListQuery) -> dict[str, Any]:
-        return await self.completions_store.list(
+        page = await self.completions_store.list(
             after=query.after,
             limit=query.limit,
             order=query.order,
             model=query.model,
             metadata=query.metadata,
         )
+        return without_none(page, "first_id", "last_id")
 
     async def get_chat_completion(self, completion_id: str) -> StoredChatCompletion:
         return await self.completions_store.get(completion_id)
 
+    async def update_chat_completion(
+        self, completion_id: str, params: UpdateChatCompletionRequest
+    ) -> StoredChatCompletion:
+        return await self.completions_store.update_metadata(completion_id, params.metadata)
+
     async def list_chat_completion_messages(self, completion_id: str, query: MessageListQuery) -> dict[str, Any]:
-        return await self.completions_store.messages(
+        page = await self.completions_store.messages(
             completion_id, after=query.after, limit=query.limit, order=query.order
         )
+        return without_none(page, "first_id", "last_id")
 
     async def delete_chat_completion(self, completion_id: str) -> DeletedChatCompletion:
         await self.completions_store.delete(completion_id)
@@ -159,6 +170,7 @@ class InferenceRouter:
 
     async def openai_completion(self, params: CompletionRequest) -> Completion | AsyncIterator[Completion]:
         model, provider = await self._resolve(params.model, ModelType.llm)
+        model.check_output_tokens("max_tokens", params.max_tokens)
         client_model = params.model
         try:
             upstream = params.model_copy(update={"model": model.provider_resource_id})

@@ -9,9 +9,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 from typing import Any
 
-from underlay.api.errors import InvalidRequestError, UnderlayError, UpstreamError
+from underlay.api.errors import InvalidRequestError, NotFoundError, UnderlayError, UpstreamError
 from underlay.api.ids import new_id
 from underlay.api.safety import (
     DeletedShield,
@@ -33,6 +34,12 @@ from underlay.core.routing.shields import ShieldsRoutingTable
 log = logging.getLogger("underlay.safety")
 
 UNAVAILABLE_MESSAGE = "I can't answer that right now: a safety check could not be completed."
+
+OPENAI_MODERATION_MODEL = re.compile(r"(omni|text)-moderation-(latest|stable|\d{3}|\d{4}-\d{2}-\d{2})")
+"""OpenAI's moderation model names (``omni-moderation-latest``, ``text-moderation-007``, dated ones).
+
+Clients written for OpenAI send one of these; unless a shield is registered under that exact name it
+means "the default moderation shield", so such clients work unchanged instead of getting a 404."""
 
 
 class SafetyRouter:
@@ -88,15 +95,32 @@ class SafetyRouter:
         shield = await self.table.get(params.shield_id)
         return await self._run(shield, params.messages, params.params)
 
-    async def create_moderation(self, params: ModerationRequest) -> ModerationResponse:
-        shield_id = params.model or self.settings.default_moderation_shield
+    async def _moderation_shield(self, model: str | None) -> Shield:
+        """The shield ``model`` names; none, or an OpenAI moderation model name, means the default."""
+        default = self.settings.default_moderation_shield
+        if model and OPENAI_MODERATION_MODEL.fullmatch(model):
+            try:  # a shield registered under the OpenAI name wins
+                return await self.table.get(model, param="model")
+            except NotFoundError:
+                pass
+            if not default:
+                raise InvalidRequestError(
+                    f"'{model}' is an OpenAI moderation model and stands for safety.default_moderation_shield, "
+                    "which is not configured; set it, or name a shield from GET /v1/shields in model.",
+                    param="model",
+                )
+            model = None
+        shield_id = model or default
         if not shield_id:
             raise InvalidRequestError(
                 "No shield named in model and no safety.default_moderation_shield is configured; "
                 "pick one from GET /v1/shields.",
                 param="model",
             )
-        shield = await self.table.get(shield_id, param="model")
+        return await self.table.get(shield_id, param="model")
+
+    async def create_moderation(self, params: ModerationRequest) -> ModerationResponse:
+        shield = await self._moderation_shield(params.model)
         texts = params.texts()
         if not texts:
             raise InvalidRequestError("input has no text to classify.", param="input")

@@ -75,6 +75,16 @@ class ChatCompletionStore:
             }
         )
 
+    async def update_metadata(self, completion_id: str, metadata: dict[str, str] | None) -> StoredChatCompletion:
+        """Replace the metadata (``None`` clears it), if the caller may update the completion."""
+        changed = await self.sql.update(TABLE, {"metadata": metadata or {}}, self._allowed("update", id=completion_id))
+        if not changed:
+            missing = NotFoundError("Chat completion", completion_id, param="completion_id")
+            raise await explain_miss(
+                self.sql, TABLE, "chat_completion", "update", [Where.eq("id", completion_id)], missing, completion_id
+            )
+        return await self.get(completion_id)
+
     async def list(
         self, *, after: str | None, limit: int, order: str, model: str | None, metadata: dict[str, str] | None
     ) -> dict[str, Any]:
