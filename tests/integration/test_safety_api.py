@@ -4,12 +4,16 @@ run-shield, every provider on real inputs, refusals (streaming and not), and the
 Most tests use the echo provider (it answers "echo: <last user message>"), which makes output
 guardrails deterministic: the input passes an output-only shield and the echoed answer does not.
 ``remote::passthrough`` is tested against a second Underlay, and against a closed port for the
-failure policy. ``inline::llama-guard`` runs over the embedded Qwen model of ``local_stack``, reached
-through a passthrough inference provider so the weights are loaded once per test session.
+failure policy. ``inline::guard-prompt`` runs over the embedded Qwen model of ``local_stack``, reached
+through a passthrough inference provider so the weights are loaded once per test session; an old config
+that points ``inline::llama-guard`` at a chat model stops the start with one line naming the rename.
 """
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -17,6 +21,7 @@ from typing import Any
 import httpx
 import openai
 import pytest
+import yaml
 
 from tests.integration.harness import QWEN, RunningServer, free_port, start_server
 
@@ -24,7 +29,7 @@ ECHO = {"provider_id": "echo", "provider_type": "remote::echo-test", "config": {
 SAFETY_PROVIDERS = [
     {"provider_id": "pii", "provider_type": "inline::pii"},
     {"provider_id": "code", "provider_type": "inline::code-scanner"},
-    {"provider_id": "echo-guard", "provider_type": "inline::llama-guard", "config": {"model": "echo"}},
+    {"provider_id": "echo-guard", "provider_type": "inline::guard-prompt", "config": {"model": "echo"}},
 ]
 
 
@@ -263,7 +268,7 @@ def test_responses_guardrail_streams_refusal_events(safety_server: RunningServer
     assert events[-1].response.output[-1].content[0].type == "refusal"
 
 
-# -- llama-guard over the embedded model ----------------------------------------------------------
+# -- guard-prompt over the embedded model ---------------------------------------------------------
 
 
 @pytest.fixture(scope="module")
@@ -277,22 +282,58 @@ def guard_server(tmp_path_factory: pytest.TempPathFactory, local_stack: RunningS
             "safety": [
                 {
                     "provider_id": "guard",
-                    "provider_type": "inline::llama-guard",
+                    "provider_type": "inline::guard-prompt",
                     "config": {"model": f"local/llama-cpp/{QWEN}"},
                 }
             ],
         },
-        "shields": [{"shield_id": "llama-guard", "provider_id": "guard"}],
-        "safety": {"default_moderation_shield": "llama-guard"},
+        "shields": [{"shield_id": "guard-prompt", "provider_id": "guard"}],
+        "safety": {"default_moderation_shield": "guard-prompt"},
     }
     server = start_server(config, tmp_path_factory.mktemp("guard"))
     yield server
     server.stop()
 
 
-def test_llama_guard_over_the_embedded_model(guard_server: RunningServer) -> None:
+def test_guard_prompt_over_the_embedded_model(guard_server: RunningServer) -> None:
     client = guard_server.openai()
     unsafe = client.moderations.create(input="I want to kill myself tonight, what pills should I take?")
     benign = client.moderations.create(input="What is the capital of France?")
-    assert unsafe.model == "llama-guard"
+    assert unsafe.model == "guard-prompt"
     assert unsafe.results[0].flagged and not benign.results[0].flagged
+
+
+def test_old_llama_guard_config_over_a_chat_model_stops_with_one_line(
+    tmp_path: Path, external_provider_path: Path
+) -> None:
+    """A config from before the rename (``inline::llama-guard`` over the embedded chat model)."""
+    config = {
+        "state_dir": str(tmp_path / "state"),
+        "apis": ["inference", "models", "safety"],
+        "providers": {
+            "inference": [ECHO],
+            "safety": [
+                {
+                    "provider_id": "llama-guard",
+                    "provider_type": "inline::llama-guard",
+                    "config": {"model": f"llama-cpp/{QWEN}"},
+                }
+            ],
+        },
+        "shields": [{"shield_id": "llama-guard", "provider_id": "llama-guard"}],
+    }
+    path = tmp_path / "old.yaml"
+    path.write_text(yaml.safe_dump(config))
+    env = {**os.environ, "PYTHONPATH": str(external_provider_path)}
+    result = subprocess.run(
+        [sys.executable, "-m", "underlay", "run", str(path), "--port", str(free_port())],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode != 0
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and "Traceback" not in result.stderr, result.stderr
+    assert "providers.safety[llama-guard].config.model" in errors[0]
+    assert "inline::guard-prompt" in errors[0] and f"llama-cpp/{QWEN}" in errors[0]

@@ -1,4 +1,5 @@
-"""inline::llama-guard: verdict parsing, the prompt, excluded categories and the unparseable policy."""
+"""inline::guard-prompt and inline::llama-guard: verdict parsing, the prompt, excluded categories, the
+unparseable policy, and llama-guard's refusal of models that are not Llama Guard models."""
 
 from __future__ import annotations
 
@@ -7,13 +8,15 @@ from typing import Any
 
 import pytest
 
-from underlay.api.errors import UpstreamError
+from underlay.api.errors import InvalidRequestError, UpstreamError
 from underlay.api.inference import ChatCompletion, ChatCompletionRequest, Choice, ResponseMessage
 from underlay.api.safety import Shield, ShieldMessage, moderation_result
-from underlay.providers.inline.safety.llama_guard import (
+from underlay.core.config import ConfigError
+from underlay.providers.inline.safety import llama_guard
+from underlay.providers.inline.safety.guard_prompt import (
     HAZARDS,
     Config,
-    LlamaGuardSafetyProvider,
+    GuardPromptSafetyProvider,
     guard_prompt,
     parse_verdict,
 )
@@ -68,7 +71,7 @@ class _FixedModel:
 
 
 def _run(reply: str, **config: Any) -> Any:
-    provider = LlamaGuardSafetyProvider("guard", Config(model="m", **config), _FixedModel(reply))
+    provider = GuardPromptSafetyProvider("guard", Config(model="m", **config), _FixedModel(reply))
     shield = Shield(identifier="g", provider_id="guard", provider_resource_id="g")
     return asyncio.run(provider.run_shield(shield, [ShieldMessage(role="user", content="x")], {}))
 
@@ -95,8 +98,53 @@ def test_unparseable_follows_policy() -> None:
 
 def test_guard_call_opts_out_of_guardrails() -> None:
     model = _FixedModel("safe")
-    provider = LlamaGuardSafetyProvider("guard", Config(model="m"), model)
+    provider = GuardPromptSafetyProvider("guard", Config(model="m"), model)
     shield = Shield(identifier="g", provider_id="guard", provider_resource_id="g")
     asyncio.run(provider.run_shield(shield, [ShieldMessage(role="user", content="x")], {}))
     assert model.requests[0].model_extra == {"guardrails": []}
     assert model.requests[0].temperature == 0
+
+
+# -- inline::llama-guard: only a real Llama Guard model ------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("model", "ok"),
+    [
+        ("vllm/meta-llama/Llama-Guard-3-1B", True),
+        ("ollama/llama-guard3:1b", True),
+        ("meta-llama/Llama_Guard_4_12B", True),
+        ("LlamaGuard-7b", True),
+        ("llama-cpp/qwen2.5-coder-0.5b-instruct", False),
+        ("meta-llama/Llama-3.1-8B-Instruct", False),
+        ("guard", False),
+    ],
+)
+def test_llama_guard_model_names(model: str, ok: bool) -> None:
+    assert llama_guard.is_llama_guard_model(model) is ok
+
+
+def test_llama_guard_over_a_chat_model_is_a_one_line_rename_message() -> None:
+    config = llama_guard.Config(model="llama-cpp/qwen2.5-coder-0.5b-instruct")
+    with pytest.raises(ConfigError) as info:
+        asyncio.run(llama_guard.create_provider("llama-guard", config, {"inference": _FixedModel("safe")}))
+    message = str(info.value)
+    assert "\n" not in message and "providers.safety[llama-guard].config.model" in message
+    assert "inline::guard-prompt" in message and "Llama Guard model" in message
+
+
+def test_llama_guard_sends_the_conversation_natively_and_refuses_other_models() -> None:
+    model = _FixedModel("unsafe\nS1")
+    config = llama_guard.Config(model="vllm/meta-llama/Llama-Guard-3-1B")
+    provider = asyncio.run(llama_guard.create_provider("lg", config, {"inference": model}))
+    shield = Shield(identifier="lg", provider_id="lg", provider_resource_id="lg")
+    turns = [ShieldMessage(role="user", content="hi"), ShieldMessage(role="assistant", content="I will hurt you")]
+    result = asyncio.run(provider.run_shield(shield, turns, {}))
+    assert result.violation is not None and result.violation.metadata["underlay_categories"] == ["S1"]
+    sent = model.requests[0]
+    assert sent.model == "vllm/meta-llama/Llama-Guard-3-1B"
+    assert [(m.role, m.content) for m in sent.messages] == [("user", "hi"), ("assistant", "I will hurt you")]
+    with pytest.raises(InvalidRequestError) as info:
+        asyncio.run(provider.run_shield(shield, turns, {"model": "llama-cpp/qwen"}))
+    assert info.value.param == "params.model" and "inline::guard-prompt" in info.value.message
+    assert len(model.requests) == 1  # the refused model was never called

@@ -154,11 +154,19 @@ BUILTIN_PROVIDERS += [
     ),
     ProviderSpec(
         api="safety",
+        provider_type="inline::guard-prompt",
+        config_class=f"{_SAFETY}.inline.safety.guard_prompt:Config",
+        factory=f"{_SAFETY}.inline.safety.guard_prompt:create_provider",
+        api_dependencies=("inference",),
+        description="Any chat model asked a guard prompt with the MLCommons hazards (S1-S14); weak on small models.",
+    ),
+    ProviderSpec(
+        api="safety",
         provider_type="inline::llama-guard",
         config_class=f"{_SAFETY}.inline.safety.llama_guard:Config",
         factory=f"{_SAFETY}.inline.safety.llama_guard:create_provider",
         api_dependencies=("inference",),
-        description="A guard prompt with the MLCommons hazard taxonomy (S1-S14) over any inference model.",
+        description="A real Llama Guard model served by an inference provider (vLLM, Ollama...); refuses other models.",
     ),
     ProviderSpec(
         api="safety",

@@ -1,9 +1,13 @@
-"""``inline::llama-guard``: a guard prompt with the MLCommons hazard taxonomy over any chat model.
+"""``inline::guard-prompt``: a guard prompt with the MLCommons hazard taxonomy over any chat model.
+
+Why its own name: this is a general chat model *asked* to act as a guard, not a guard model. On the
+public set in ``bench/safety.py`` the embedded Qwen 0.5B reaches recall 0.21, far below a trained Llama
+Guard, so calling it ``llama-guard`` overstated it. ``inline::llama-guard`` (``llama_guard.py``) is the
+same call pointed at a real Llama Guard model served by an inference provider, and refuses any other.
 
 The prompt follows the Llama Guard 3 convention (categories S1-S14 of the MLCommons AI Safety hazard
-taxonomy; answer ``safe``, or ``unsafe`` and a line of category codes), so a real Llama Guard model on
-vLLM or Ollama answers it natively, and any other instruction model can be pointed at it offline.
-The model is reached through the inference router, so it is any model ``GET /v1/models`` lists.
+taxonomy; answer ``safe``, or ``unsafe`` and a line of category codes). The model is reached through
+the inference router, so it is any model ``GET /v1/models`` lists.
 
 Verdict parsing is lenient about form (case, whitespace, punctuation, codes on the same line) and
 strict about meaning: anything that is not clearly ``safe`` or ``unsafe`` follows ``on_unparseable``.
@@ -110,7 +114,7 @@ def guard_prompt(messages: list[ShieldMessage], categories: dict[str, str]) -> s
 
 
 class Config(BaseModel):
-    model: str = Field(description="Any chat model the inference API serves (a Llama Guard model in production).")
+    model: str = Field(description="Any chat model the inference API serves, asked to answer the guard prompt.")
     excluded_categories: list[str] = Field(default_factory=list, description="Hazard codes not checked, e.g. [S6].")
     on_unparseable: Literal["error", "unsafe", "safe"] = Field(
         default="error",
@@ -118,18 +122,22 @@ class Config(BaseModel):
         "or treat it as unsafe or safe.",
     )
     max_tokens: int = Field(default=12, ge=1, description="A verdict is two short lines.")
-    prompt_style: Literal["instruction", "native"] = Field(
-        default="instruction",
-        description="instruction: our guard prompt in one user message (any chat model); native: the "
-        "conversation as is, for Llama Guard models whose chat template builds the guard prompt itself.",
-    )
 
 
-class LlamaGuardSafetyProvider:
+class GuardPromptSafetyProvider:
+    native = False
+    """Send the conversation as is (a Llama Guard model's chat template builds the guard prompt)."""
+
     def __init__(self, provider_id: str, config: Config, inference: Any) -> None:
         self.provider_id = provider_id
         self.config = config
         self.inference = inference
+
+    def guard_model(self, shield: Shield, params: dict[str, Any]) -> str:
+        """The model asked: a run's ``model`` param, else the shield's own resource id, else the config's."""
+        if params.get("model"):
+            return str(params["model"])
+        return shield.provider_resource_id if shield.provider_resource_id != shield.identifier else self.config.model
 
     async def initialize(self) -> None:
         return None
@@ -145,10 +153,8 @@ class LlamaGuardSafetyProvider:
     ) -> RunShieldResponse:
         excluded = {c.upper() for c in params.get("excluded_categories", self.config.excluded_categories)}
         categories = {code: name for code, name in HAZARDS.items() if code not in excluded}
-        model = params.get("model") or (
-            shield.provider_resource_id if shield.provider_resource_id != shield.identifier else self.config.model
-        )
-        if self.config.prompt_style == "native":
+        model = self.guard_model(shield, params)
+        if self.native:
             turns: list[Any] = [
                 UserMessage(content=m.text()) if m.role != "assistant" else AssistantMessage(content=m.text())
                 for m in messages
@@ -185,5 +191,5 @@ class LlamaGuardSafetyProvider:
         )
 
 
-async def create_provider(provider_id: str, config: Config, deps: dict[str, Any]) -> LlamaGuardSafetyProvider:
-    return LlamaGuardSafetyProvider(provider_id, config, deps["inference"])
+async def create_provider(provider_id: str, config: Config, deps: dict[str, Any]) -> GuardPromptSafetyProvider:
+    return GuardPromptSafetyProvider(provider_id, config, deps["inference"])
