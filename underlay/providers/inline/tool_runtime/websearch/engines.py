@@ -76,7 +76,10 @@ class _HttpEngine:
         except httpx.HTTPError as exc:
             raise SearchEngineError(f"{self.name} at {url} is unreachable: {exc}") from None
         if response.status_code >= 400:
-            detail = response.text[:200].strip()
+            detail = response.text[:2000]
+            if self.api_key:  # an upstream (or a proxy) may quote the key it refused; never pass it on
+                detail = detail.replace(self.api_key, "<api_key>")
+            detail = detail[:200].strip()
             raise SearchEngineError(f"{self.name} answered HTTP {response.status_code}: {detail}")
         try:
             return response.json()
