@@ -25,8 +25,15 @@ class McpFixtureServer:
     """One fixture MCP server process; ``stop``/``start`` keep the port, so it can come back."""
 
     def __init__(
-        self, workdir: Path, *, transport: str = "streamable-http", token: str | None = None, name: str = "fixture"
+        self,
+        workdir: Path,
+        *,
+        transport: str = "streamable-http",
+        token: str | None = None,
+        name: str = "fixture",
+        request_log: Path | None = None,
     ) -> None:
+        self.request_log = request_log
         self.workdir = workdir
         self.transport = transport
         self.token = token
@@ -42,6 +49,7 @@ class McpFixtureServer:
         self.workdir.mkdir(parents=True, exist_ok=True)
         args = [sys.executable, str(SERVER_SCRIPT), "--transport", self.transport, "--port", str(self.port)]
         args += ["--name", self.name] + (["--token", self.token] if self.token else [])
+        args += ["--request-log", str(self.request_log)] if self.request_log else []
         log = (self.workdir / f"mcp-{self.name}-{self.port}.log").open("ab")
         self.process = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT)
         deadline = time.monotonic() + timeout

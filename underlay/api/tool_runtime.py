@@ -158,6 +158,19 @@ class ResourceContentPart(BaseModel):
 ContentPart = Annotated[TextContentPart | MediaContentPart | ResourceContentPart, Field(discriminator="type")]
 
 
+class ElicitationResponse(BaseModel):
+    """The caller's answer to an MCP server's question (an ``elicitation_required`` result's
+    ``metadata.elicitation``), given on the next call of the same tool."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    id: str = Field(min_length=1, max_length=128, description="The question's id from metadata.elicitation.id.")
+    action: Literal["accept", "decline", "cancel"]
+    content: dict[str, str | int | float | bool | list[str] | None] | None = Field(
+        default=None, description="With accept: the values, matching the question's requested_schema."
+    )
+
+
 class InvokeToolRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -170,6 +183,12 @@ class InvokeToolRequest(BaseModel):
     )
     authorization: str | None = Field(
         default=None, description="Underlay: a token sent as 'Authorization: Bearer <token>'."
+    )
+    elicitation_responses: list[ElicitationResponse] = Field(
+        default_factory=list,
+        max_length=16,
+        description="Underlay: answers to the questions an earlier call of this tool came back with "
+        "(error_code elicitation_required).",
     )
 
     @model_validator(mode="after")
@@ -186,7 +205,10 @@ class ToolInvocationResult(BaseModel):
     resource); :meth:`text` flattens either to plain text for a model. On failure ``error_message``
     says what went wrong and which server, and ``error_code`` is one of ``tool_error`` (the tool
     itself failed), ``mcp_unavailable`` (server unreachable), ``mcp_timeout``, ``mcp_error`` (the
-    server broke the protocol or refused), ``invalid_arguments``, ``unavailable`` (a builtin's backend
+    server broke the protocol or refused), ``mcp_auth_error`` (OAuth with the server failed),
+    ``mcp_authorization_required`` (open ``metadata.authorization_url``, then call again),
+    ``elicitation_required`` (the server asked a question, in ``metadata.elicitation``; answer it with
+    ``elicitation_responses`` on the next call), ``invalid_arguments``, ``unavailable`` (a builtin's backend
     is missing), ``search_error`` (a search backend failed) or ``internal_error``. ``metadata``
     carries structured output (MCP ``structured_content``; file_search and websearch ``results``)
     and where the call went (``toolgroup_id`` or ``server``).
@@ -255,6 +277,27 @@ class ToolCallContext(BaseModel):
     toolgroup: ToolGroup | None = None
     connection: McpConnection | None = None
     timeout: float | None = None
+    principal: str | None = Field(default=None, description="Who is calling (whose OAuth token to use).")
+    elicitation_responses: list[ElicitationResponse] = Field(default_factory=list)
+
+
+class OAuthCallbackQuery(BaseModel):
+    """What an authorization server's redirect brings back (RFC 6749 section 4.1.2, RFC 9207 ``iss``)."""
+
+    state: str = Field(min_length=1, max_length=512)
+    code: str | None = Field(default=None, max_length=4096)
+    iss: str | None = Field(default=None, max_length=2048)
+    error: str | None = Field(default=None, max_length=256)
+    error_description: str | None = Field(default=None, max_length=1024)
+
+
+class OAuthCallbackResult(BaseModel):
+    """A finished MCP authorization: the server the principal's token is now stored for."""
+
+    object: Literal["mcp.authorization"] = "mcp.authorization"
+    status: Literal["authorized"] = "authorized"
+    server: str
+    principal: str
 
 
 class ToolRuntimeProvider(Protocol):
@@ -324,6 +367,14 @@ ROUTES: list[Route] = [
         "Invoke a tool",
         body=InvokeToolRequest,
         response=ToolInvocationResult,
+    ),
+    _route(
+        "GET",
+        "/v1/tool-runtime/oauth/callback",
+        "handle_oauth_callback",
+        "Finish an MCP server's OAuth authorization (the authorization server redirects here)",
+        query=OAuthCallbackQuery,
+        response=OAuthCallbackResult,
     ),
     _route(
         "GET",

@@ -12,7 +12,7 @@ from typing import Annotated, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 _SHA256_HEX = re.compile(r"^[0-9a-f]{64}$")
-DEFAULT_PUBLIC_PATHS = ["/v1/health", "/v1/version"]
+DEFAULT_PUBLIC_PATHS = ["/v1/health", "/v1/version", "/v1/tool-runtime/oauth/callback"]
 # Asymmetric algorithms only: a JWKS carries public keys, and allowing HS* would let a public key act as
 # an HMAC secret (the classic algorithm-confusion attack).
 ASYMMETRIC_ALGORITHMS = ["RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "ES512", "EdDSA"]

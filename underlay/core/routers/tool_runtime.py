@@ -38,6 +38,13 @@ Semantics callers rely on:
   ``authorization`` is sent as ``Authorization: Bearer <token>`` and overrides both. The caller's
   ``X-Underlay-Provider-Data`` ``mcp_headers`` (keyed by toolgroup id or server URL) apply below
   explicit arguments.
+- Deleting a group closes its pooled MCP sessions at once (the server sees the session end).
+- Loops: every outgoing MCP request carries this process's random hop id in its
+  ``X-Underlay-Provider-Data``; a listing or call arriving with our own id came from a tool group
+  that points back at this server's ``/mcp`` and is refused (no recursion). Registering such a group
+  is refused with 400 (a short probe lists the new group's tools first).
+- OAuth and elicitation: the caller's principal and ``elicitation_responses`` travel in the
+  :class:`ToolCallContext`; ``GET /v1/tool-runtime/oauth/callback`` finishes a code flow.
 - Results carry ``metadata["toolgroup_id"]`` (or ``metadata["server"]`` for endpoints), and
   builtins put structured output in ``metadata["results"]`` (file_search: ``file_id``, ``filename``,
   ``score``, ``text``, ``attributes``, ``vector_store_id``; web_search: ``title``, ``url``, ``snippet``).
@@ -46,19 +53,24 @@ Semantics callers rely on:
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
+import secrets
 import time
 from typing import Any
 from urllib.parse import urlsplit
 
 from underlay.api.context import get_provider_data
-from underlay.api.errors import InvalidRequestError, NotFoundError, ProviderError
+from underlay.api.errors import ForbiddenError, InvalidRequestError, NotFoundError, ProviderError
 from underlay.api.tool_runtime import (
     URL,
+    ElicitationResponse,
     InvokeToolRequest,
     ListRuntimeToolsQuery,
     ListToolsQuery,
     McpConnection,
+    OAuthCallbackQuery,
+    OAuthCallbackResult,
     RegisterToolGroupRequest,
     ToolCallContext,
     ToolDef,
@@ -69,10 +81,27 @@ from underlay.api.tool_runtime import (
     ToolList,
 )
 from underlay.core.identity import current_principal
-from underlay.core.routing.tool_groups import ToolGroupsRoutingTable, bearer, default_transport, merge_headers
+from underlay.core.routing.tool_groups import (
+    ToolGroupsRoutingTable,
+    bearer,
+    connection_for,
+    default_transport,
+    merge_headers,
+)
 
 log = logging.getLogger("underlay.tool_runtime")
 PROVIDER_DATA_HEADERS_KEY = "mcp_headers"
+PROVIDER_DATA_HEADER = "X-Underlay-Provider-Data"
+HOP_KEY = "underlay_mcp_hop"
+HOP_ID = secrets.token_hex(12)
+"""This process's hop id: sent on every outgoing MCP request, refused when it comes back."""
+LOOP_MARK = "mcp_loop_detected"
+LOOP_MESSAGE = (
+    f"[{LOOP_MARK}] This request came from this Underlay server's own MCP client: a tool group points back "
+    "at this server's /mcp endpoint, which would make it list and call its own tools in a loop. Remove that "
+    "tool group."
+)
+PROBE_SECONDS = 3.0
 
 
 class ToolRuntimeRouter:
@@ -83,6 +112,10 @@ class ToolRuntimeRouter:
         """Each group's tools as last listed: where a tool name is looked up without a group."""
         self._failing: dict[str, str] = {}
         """Groups whose last listing failed, and why: a server that stays down is logged once, not per call."""
+        for provider in providers.values():
+            use_kvstore = getattr(provider, "use_kvstore", None)
+            if use_kvstore is not None:  # MCP OAuth keeps its encrypted tokens next to the tool groups
+                use_kvstore(table.kvstore)
 
     async def shutdown(self) -> None:
         self._tools.clear()
@@ -133,14 +166,48 @@ class ToolRuntimeRouter:
             source="api",
             owner=current_principal().id,
         )
+        await self._refuse_self_reference(provider, group)
         group = await self.table.register(group)
         self._tools.pop(toolgroup_id, None)
         return group
 
+    async def _refuse_self_reference(self, provider: Any, group: ToolGroup) -> None:
+        """400 if the group's URL is this server's own ``/mcp`` (the probe comes back marked with our hop
+        id). Any other outcome (a server not up yet, a refusal, a slow one) registers as before."""
+        base = connection_for(group)
+        if base is None:
+            return
+        context = ToolCallContext(
+            toolgroup=group,
+            connection=self._with_headers(base, group.identifier, None, None),
+            principal=current_principal().id,
+        )
+        try:
+            await asyncio.wait_for(provider.list_runtime_tools(context), PROBE_SECONDS)
+        except Exception as exc:
+            if LOOP_MARK in _message(exc):
+                raise InvalidRequestError(
+                    f"Tool group '{group.identifier}' ({base.uri}) is this Underlay server's own /mcp endpoint: "
+                    "its tools would be listed and called through itself in a loop. Register a different MCP server.",
+                    param="mcp_endpoint",
+                    code="mcp_loop",
+                ) from None
+
     async def unregister_tool_group(self, toolgroup_id: str) -> ToolGroup:
         group = await self.table.unregister(toolgroup_id)
         self._tools.pop(toolgroup_id, None)
+        self._failing.pop(toolgroup_id, None)
+        close_server = getattr(self.providers.get(group.provider_id), "close_server", None)
+        if close_server is not None:  # its sessions would otherwise stay open (and reconnect) until idle
+            closed = await close_server(group.identifier)
+            log.info("tool group %s deleted; closed %d MCP session(s)", toolgroup_id, closed)
         return group
+
+    @staticmethod
+    def _refuse_loop() -> None:
+        """A listing or call that came from this very process's MCP client is a loop: stop it here."""
+        if get_provider_data().get(HOP_KEY) == HOP_ID:
+            raise InvalidRequestError(LOOP_MESSAGE, code="mcp_loop")
 
     # -- tools ------------------------------------------------------------------------------------
 
@@ -153,9 +220,11 @@ class ToolRuntimeRouter:
         headers: dict[str, str] | None = None,
         authorization: str | None = None,
     ) -> list[ToolDef]:
+        self._refuse_loop()
         if mcp_endpoint is not None:
             provider, connection = self._endpoint(mcp_endpoint, transport, headers, authorization)
-            return list(await provider.list_runtime_tools(ToolCallContext(connection=connection)))
+            context = ToolCallContext(connection=connection, principal=current_principal().id)
+            return list(await provider.list_runtime_tools(context))
         if toolgroup_id is not None:
             group = await self.table.get(toolgroup_id)
             return await self._list_group(group, headers, authorization)
@@ -194,7 +263,11 @@ class ToolRuntimeRouter:
         self, group: ToolGroup, headers: dict[str, str] | None, authorization: str | None
     ) -> list[ToolDef]:
         provider = self.providers[group.provider_id]
-        context = ToolCallContext(toolgroup=group, connection=self._connection(group, headers, authorization))
+        context = ToolCallContext(
+            toolgroup=group,
+            connection=self._connection(group, headers, authorization),
+            principal=current_principal().id,
+        )
         tools = [
             t.model_copy(update={"toolgroup_id": group.identifier}) for t in await provider.list_runtime_tools(context)
         ]
@@ -230,23 +303,35 @@ class ToolRuntimeRouter:
         headers: dict[str, str] | None = None,
         authorization: str | None = None,
         timeout: float | None = None,  # noqa: ASYNC109 - the tool call's own limit, enforced by the provider
+        elicitation_responses: list[ElicitationResponse] | None = None,
     ) -> ToolInvocationResult:
+        self._refuse_loop()
+        principal = current_principal().id
+        answers = list(elicitation_responses or [])
         if mcp_endpoint is not None:
             provider, connection = self._endpoint(mcp_endpoint, transport, headers, authorization)
-            context = ToolCallContext(connection=connection, timeout=timeout)
+            context = ToolCallContext(
+                connection=connection, timeout=timeout, principal=principal, elicitation_responses=answers
+            )
             where = {"server": connection.name}
         else:
             group = await (self.table.get(toolgroup_id) if toolgroup_id else self._resolve(tool_name))
             provider = self.providers[group.provider_id]
             connection = self._connection(group, headers, authorization)
-            context = ToolCallContext(toolgroup=group, connection=connection, timeout=timeout)
+            context = ToolCallContext(
+                toolgroup=group,
+                connection=connection,
+                timeout=timeout,
+                principal=principal,
+                elicitation_responses=answers,
+            )
             where = {"toolgroup_id": group.identifier}
         started = time.monotonic()
         try:
             result: ToolInvocationResult = await provider.invoke_tool(tool_name, dict(kwargs or {}), context)
         except ProviderError as exc:
             result = ToolInvocationResult(error_message=exc.message, error_code=exc.code or "tool_error")
-        except (InvalidRequestError, NotFoundError):
+        except (InvalidRequestError, NotFoundError, ForbiddenError):
             raise
         except Exception as exc:  # a provider bug must not take the caller (a whole response) down
             log.exception("tool %s failed unexpectedly", tool_name)
@@ -309,6 +394,8 @@ class ToolRuntimeRouter:
         merged = merge_headers(merged, headers)
         if authorization:
             merged = merge_headers(merged, {"Authorization": bearer(authorization)})
+        if base.transport != "stdio":
+            merged = _with_hop(merged)
         if merged == base.headers:
             return base
         return base.model_copy(update={"headers": merged})
@@ -348,12 +435,57 @@ class ToolRuntimeRouter:
             mcp_endpoint=params.mcp_endpoint.uri if params.mcp_endpoint else None,
             headers=params.headers,
             authorization=params.authorization,
+            elicitation_responses=params.elicitation_responses,
         )
+
+    async def handle_oauth_callback(self, query: OAuthCallbackQuery) -> OAuthCallbackResult:
+        """Where an MCP server's authorization server sends the principal back after approval. The state
+        (256 random bits, single use, bound to the principal who asked) is the credential, so this path
+        is public."""
+        if query.error:
+            detail = f": {query.error_description}" if query.error_description else ""
+            raise InvalidRequestError(
+                f"The authorization server did not authorize Underlay ({query.error}{detail}); call the tool "
+                "again for a new authorization link.",
+                param="error",
+            )
+        if not query.code:
+            raise InvalidRequestError("The callback carries no authorization code.", param="code")
+        completers = [p for p in self.providers.values() if getattr(p, "complete_authorization", None)]
+        if not completers:
+            raise InvalidRequestError("No MCP provider is configured.", param="state")
+        error: Exception | None = None
+        for provider in completers:
+            try:
+                done = await provider.complete_authorization(query.state, query.code, query.iss)
+            except InvalidRequestError as exc:  # another provider may have started it
+                error = exc
+                continue
+            return OAuthCallbackResult(server=done["server"], principal=done["principal"])
+        assert error is not None
+        raise error
 
     async def handle_list_runtime_tools(self, query: ListRuntimeToolsQuery) -> ToolList:
         return ToolList(
             data=await self.list_tools(query.toolgroup_id, mcp_endpoint=query.mcp_endpoint, transport=query.transport)
         )
+
+
+def _with_hop(headers: dict[str, str]) -> dict[str, str]:
+    """Add this process's hop id to the provider-data header (kept JSON; a caller's values stay)."""
+    data: dict[str, Any] = {}
+    name = PROVIDER_DATA_HEADER
+    for key, value in headers.items():
+        if key.lower() == PROVIDER_DATA_HEADER.lower():
+            name = key
+            try:
+                parsed = json.loads(value)
+            except ValueError:
+                return headers  # not ours to rewrite
+            if not isinstance(parsed, dict):
+                return headers
+            data = parsed
+    return {**headers, name: json.dumps({**data, HOP_KEY: HOP_ID}, separators=(",", ":"))}
 
 
 def _check_url(uri: str, param: str) -> None:

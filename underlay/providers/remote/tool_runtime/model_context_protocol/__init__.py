@@ -10,8 +10,15 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
+from underlay.api.errors import UnderlayError
 from underlay.api.tool_runtime import ToolCallContext, ToolDef, ToolGroup, ToolInvocationResult
+from underlay.core.telemetry.redact import request_secrets
 from underlay.providers.remote.tool_runtime.model_context_protocol.config import Config
+from underlay.providers.remote.tool_runtime.model_context_protocol.redaction import (
+    connection_secrets,
+    mask_error,
+    mask_result,
+)
 
 __all__ = ["Config", "LazyMcpToolRuntime", "create_provider"]
 
@@ -24,6 +31,7 @@ class LazyMcpToolRuntime:
         self.config = config
         self._real: Any = None
         self._lock = asyncio.Lock()
+        self._kvstore: Any = None
 
     async def _runtime(self) -> Any:
         if self._real is None:
@@ -32,12 +40,26 @@ class LazyMcpToolRuntime:
                     from underlay.providers.remote.tool_runtime.model_context_protocol.provider import McpToolRuntime
 
                     real = McpToolRuntime(self.provider_id, self.config)
+                    real.use_kvstore(self._kvstore)
                     await real.initialize()
                     self._real = real
         return self._real
 
     async def initialize(self) -> None:
         """Nothing yet: the real client is built on first use."""
+
+    def use_kvstore(self, kvstore: Any) -> None:
+        """The store OAuth tokens live in (handed on to the real client when it is built)."""
+        self._kvstore = kvstore
+        if self._real is not None:
+            self._real.use_kvstore(kvstore)
+
+    async def close_server(self, name: str) -> int:
+        """Close the sessions of a deleted tool group (none if the client was never built)."""
+        return 0 if self._real is None else int(await self._real.close_server(name))
+
+    async def complete_authorization(self, state: str, code: str, iss: str | None) -> dict[str, Any]:
+        return dict(await (await self._runtime()).complete_authorization(state, code, iss))
 
     async def shutdown(self) -> None:
         if self._real is not None:
@@ -51,14 +73,29 @@ class LazyMcpToolRuntime:
     def builtin_tool_groups(self) -> list[ToolGroup]:
         return []
 
+    # Every tool path (list, invoke; the Responses mcp tools call these too) leaves through here, so
+    # the server's text is masked here, once, before any caller shows or stores it (see redaction.py).
+
     async def list_runtime_tools(self, context: ToolCallContext) -> list[ToolDef]:
-        return list(await (await self._runtime()).list_runtime_tools(context))
+        connection = context.connection
+        with request_secrets(connection_secrets(connection)):  # log lines written meanwhile, too
+            try:
+                return list(await (await self._runtime()).list_runtime_tools(context))
+            except UnderlayError as exc:
+                mask_error(exc, connection)
+                raise
 
     async def invoke_tool(
         self, tool_name: str, kwargs: dict[str, Any], context: ToolCallContext
     ) -> ToolInvocationResult:
-        result: ToolInvocationResult = await (await self._runtime()).invoke_tool(tool_name, kwargs, context)
-        return result
+        connection = context.connection
+        with request_secrets(connection_secrets(connection)):
+            try:
+                result: ToolInvocationResult = await (await self._runtime()).invoke_tool(tool_name, kwargs, context)
+            except UnderlayError as exc:
+                mask_error(exc, connection)
+                raise
+            return mask_result(result, connection)
 
 
 async def create_provider(provider_id: str, config: Config, deps: dict[str, Any]) -> LazyMcpToolRuntime:

@@ -12,13 +12,20 @@ cut) the owner task ends and the entry is marked dead; the next caller opens a f
 
 Idle sessions are closed after ``idle_timeout`` by a reaper task (so an idle stdio server's process
 ends too), and the pool never holds more than ``max_sessions``, closing the least recently used idle
-one first.
+one first. :meth:`SessionPool.close_server` closes every session of one server at once (its tool group
+was deleted), which also ends the session on the server (the streamable-HTTP client sends DELETE).
+
+Why a backoff on failed opens: every caller that finds no live session opens one, so a server that is
+down (or a group that points back at this server and times out) would be dialled by every request.
+After two failed opens in a row a key waits (0.5 s, doubling, at most ``max_backoff``) before the next
+try, and callers in the meantime get the last failure at once, with the attempt count.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import sys
 import time
@@ -33,6 +40,7 @@ from mcp.client.streamable_http import streamable_http_client
 from mcp_types import Implementation
 
 from underlay.api.tool_runtime import McpConnection
+from underlay.providers.remote.tool_runtime.model_context_protocol.redaction import mask
 
 log = logging.getLogger("underlay.tool_runtime.mcp")
 
@@ -40,22 +48,44 @@ PoolKey = tuple[Any, ...]
 
 
 class SessionOpenError(Exception):
-    """Opening a session failed; ``cause`` says why, ``http_error`` is the server's last HTTP error, if any."""
+    """Opening a session failed; ``cause`` says why, ``http_error`` is the server's last HTTP error, if any.
 
-    def __init__(self, cause: BaseException, http_error: tuple[int, str] | None) -> None:
+    ``attempts`` counts the failed opens in a row and ``retry_in`` is set (seconds) when this call was
+    refused without dialling because the key is backing off.
+    """
+
+    def __init__(
+        self,
+        cause: BaseException,
+        http_error: tuple[int, str] | None,
+        *,
+        attempts: int = 1,
+        retry_in: float | None = None,
+    ) -> None:
         super().__init__(str(cause))
         self.cause = cause
         self.http_error = http_error
+        self.attempts = attempts
+        self.retry_in = retry_in
 
 
-def pool_key(connection: McpConnection) -> PoolKey:
-    """Sessions are shared only between calls that would open an identical connection."""
+@dataclass
+class _Failures:
+    name: str
+    count: int
+    retry_at: float
+    error: SessionOpenError
+
+
+def pool_key(connection: McpConnection, auth_key: str | None = None) -> PoolKey:
+    """Sessions are shared only between calls that would open an identical connection (same headers,
+    same OAuth identity)."""
     headers = tuple(sorted((k.lower(), v) for k, v in connection.headers.items()))
     if connection.transport == "stdio":
         stdio = connection.stdio
         assert stdio is not None
         return ("stdio", stdio.command, tuple(stdio.args), tuple(sorted(stdio.env.items())), stdio.cwd)
-    return (connection.transport, connection.uri, headers)
+    return (connection.transport, connection.uri, headers, auth_key)
 
 
 @dataclass
@@ -63,6 +93,12 @@ class PooledSession:
     key: PoolKey
     connection: McpConnection
     ready: asyncio.Future[ClientSession]
+    auth: httpx2.Auth | None = None
+    """OAuth for this session's HTTP requests (the SDK's provider: discovery, tokens, refresh)."""
+    elicit: Any = None
+    """``elicit(entry, context, params)`` answers the server's elicitation requests, if set."""
+    calls: list[Any] = field(default_factory=list)
+    """The tool calls in flight on this session (what an elicitation request is attributed to)."""
     stop: asyncio.Event = field(default_factory=asyncio.Event)
     task: asyncio.Task[None] | None = None
     dead: bool = False
@@ -85,7 +121,10 @@ class SessionPool:
         idle_timeout: float,
         max_sessions: int,
         client_info: Implementation,
+        max_backoff: float = 30.0,
     ) -> None:
+        self.max_backoff = max_backoff
+        self._failures: dict[PoolKey, _Failures] = {}
         self.connect_timeout = connect_timeout
         self.sse_read_timeout = sse_read_timeout
         self.idle_timeout = idle_timeout
@@ -98,14 +137,34 @@ class SessionPool:
     # -- public -----------------------------------------------------------------------------------
 
     @contextlib.asynccontextmanager
-    async def lease(self, connection: McpConnection) -> AsyncIterator[tuple[PooledSession, bool]]:
+    async def lease(
+        self,
+        connection: McpConnection,
+        *,
+        auth: httpx2.Auth | None = None,
+        auth_key: str | None = None,
+        elicit: Any = None,
+    ) -> AsyncIterator[tuple[PooledSession, bool]]:
         """A live session for ``connection`` and whether it was opened just now (fresh).
+
+        ``auth``/``auth_key``: the OAuth provider a new session's HTTP client uses and the identity it
+        stands for (part of the pool key, so principals never share a session). ``elicit``: the
+        elicitation callback a new session is opened with.
 
         Raises :class:`SessionOpenError` when the connection cannot be opened (connect errors, HTTP
         errors, a handshake slower than ``connect_timeout``); the entry is then dropped so the next
-        call tries again.
+        call tries again (after a backoff once it failed twice in a row).
         """
-        entry, fresh = self._entry_for(connection)
+        key = pool_key(connection, auth_key)
+        failures = self._failures.get(key)
+        if failures is not None and key not in self._entries:
+            wait = failures.retry_at - time.monotonic()
+            if wait > 0:
+                previous = failures.error
+                raise SessionOpenError(
+                    previous.cause, previous.http_error, attempts=failures.count, retry_in=wait
+                ) from None
+        entry, fresh = self._entry_for(connection, key, auth, elicit)
         entry.users += 1
         try:
             try:
@@ -120,7 +179,8 @@ class SessionPool:
                 raise
             except Exception as exc:
                 await self.discard(entry)
-                raise SessionOpenError(exc, entry.last_http_error) from exc
+                raise self._failed(key, connection.name, SessionOpenError(exc, entry.last_http_error)) from exc
+            self._failures.pop(key, None)
             yield entry, fresh
         finally:
             entry.users -= 1
@@ -132,6 +192,34 @@ class SessionPool:
         if self._entries.get(entry.key) is entry:
             del self._entries[entry.key]
         await self._close(entry)
+
+    def _failed(self, key: PoolKey, name: str, error: SessionOpenError) -> SessionOpenError:
+        """Count a failed open; from the second in a row the key backs off (0.5 s doubling, capped)."""
+        previous = self._failures.get(key)
+        count = previous.count + 1 if previous is not None else 1
+        delay = 0.0 if count < 2 else min(0.5 * 2 ** (count - 2), self.max_backoff)
+        self._failures[key] = _Failures(name=name, count=count, retry_at=time.monotonic() + delay, error=error)
+        error.attempts = count
+        while len(self._failures) > 4 * self.max_sessions:  # a bounded memory of failing servers
+            del self._failures[next(iter(self._failures))]
+        if count > 1:
+            log.info("MCP server %s: %d failed connection attempts in a row; next in %.1fs", name, count, delay)
+        return error
+
+    def forget_failures(self, name: str) -> None:
+        """Count no failures for the server called ``name`` (the open stopped for a person, not an outage)."""
+        for key in [k for k, f in self._failures.items() if f.name == name]:
+            del self._failures[key]
+
+    async def close_server(self, name: str) -> int:
+        """Close every session opened for the server called ``name`` (a deleted tool group) and forget
+        its failures; returns how many sessions were closed."""
+        entries = [e for e in self._entries.values() if e.connection.name == name]
+        for entry in entries:
+            self._entries.pop(entry.key, None)
+        self.forget_failures(name)
+        await asyncio.gather(*(self._close(e) for e in entries), return_exceptions=True)
+        return len(entries)
 
     async def close(self) -> None:
         self._closing = True
@@ -146,12 +234,13 @@ class SessionPool:
 
     # -- internals --------------------------------------------------------------------------------
 
-    def _entry_for(self, connection: McpConnection) -> tuple[PooledSession, bool]:
+    def _entry_for(
+        self, connection: McpConnection, key: PoolKey, auth: httpx2.Auth | None, elicit: Any
+    ) -> tuple[PooledSession, bool]:
         if self._closing:
             raise RuntimeError("the MCP session pool is shut down")
         if self._reaper is None or self._reaper.done():
             self._reaper = asyncio.create_task(self._reap_idle(), name="mcp-session-reaper")
-        key = pool_key(connection)
         entry = self._entries.get(key)
         if entry is not None and not entry.dead and not (entry.ready.done() and entry.ready.exception()):
             return entry, False
@@ -160,7 +249,7 @@ class SessionPool:
             self._spawn_close(entry)
         self._evict()
         loop = asyncio.get_running_loop()
-        entry = PooledSession(key=key, connection=connection, ready=loop.create_future())
+        entry = PooledSession(key=key, connection=connection, ready=loop.create_future(), auth=auth, elicit=elicit)
         # The future's exception is read by the waiters; mark it retrieved so an abandoned one never warns.
         entry.ready.add_done_callback(lambda f: f.cancelled() or f.exception())
         entry.task = asyncio.create_task(self._own(entry), name=f"mcp-session {connection.name}")
@@ -213,7 +302,14 @@ class SessionPool:
         try:
             async with contextlib.AsyncExitStack() as stack:
                 read, write = await stack.enter_async_context(self._transport(entry))
-                session = await stack.enter_async_context(ClientSession(read, write, client_info=self.client_info))
+                session = await stack.enter_async_context(
+                    ClientSession(
+                        read,
+                        write,
+                        client_info=self.client_info,
+                        elicitation_callback=functools.partial(entry.elicit, entry) if entry.elicit else None,
+                    )
+                )
                 await session.initialize()
                 entry.ready.set_result(session)
                 await entry.stop.wait()
@@ -246,9 +342,15 @@ class SessionPool:
         assert connection.uri is not None
 
         async def remember_errors(response: httpx2.Response) -> None:
+            if response.status_code < 400:
+                # An OAuth challenge answered by a retry is no error; only the latest failure counts.
+                if response.request.method == "POST":
+                    entry.last_http_error = None
+                return
             if response.status_code >= 400:
                 try:
-                    body = (await response.aread()).decode(errors="replace")[:200]
+                    # Masked before the cut, so a credential the server echoes is never shown in part.
+                    body = mask((await response.aread()).decode(errors="replace"), entry.connection)[:200]
                 except Exception:
                     body = ""
                 entry.last_http_error = (response.status_code, body)
@@ -270,17 +372,18 @@ class SessionPool:
                 timeout=self.connect_timeout,
                 sse_read_timeout=self.sse_read_timeout,
                 httpx_client_factory=factory,
+                auth=entry.auth,
             )
-        return _streamable_http(connection.uri, connection.headers, timeout, hooks)
+        return _streamable_http(connection.uri, connection.headers, timeout, hooks, entry.auth)
 
 
 @contextlib.asynccontextmanager
 async def _streamable_http(
-    uri: str, headers: dict[str, str], limits: httpx2.Timeout, hooks: dict[str, Any]
+    uri: str, headers: dict[str, str], limits: httpx2.Timeout, hooks: dict[str, Any], auth: httpx2.Auth | None
 ) -> AsyncIterator[Any]:
-    """The streamable-HTTP transport on an HTTP client we own (headers, timeouts, error hook)."""
+    """The streamable-HTTP transport on an HTTP client we own (headers, timeouts, error hook, OAuth)."""
     async with (
-        httpx2.AsyncClient(headers=headers, timeout=limits, event_hooks=hooks) as client,
+        httpx2.AsyncClient(headers=headers, timeout=limits, event_hooks=hooks, auth=auth) as client,
         streamable_http_client(uri, http_client=client) as streams,
     ):
         yield streams

@@ -10,24 +10,37 @@ the protocol ``mcp_error`` (502). Listing raises those as provider errors; invok
 error result. Both name the server. A pooled session that turns out to be dead (the server restarted,
 the stream was cut) is dropped and the request retried once on a fresh session, so a restarted server
 is used again without anyone noticing; a fresh session that fails is reported, never retried.
+
+OAuth (``oauth.py``): a server that answers 401 is authorized per principal (code flow: the caller gets
+``mcp_authorization_required`` with the URL to open) or, when the operator configured a client for
+it, with client credentials. Elicitation: a server that asks for input during a tool call gets
+``cancel`` for now and the caller gets ``elicitation_required`` with the question; the caller answers
+with ``elicitation_responses`` on the next call, which is made again and answered from them.
 """
 
 from __future__ import annotations
 
 import asyncio
+import hashlib
+import json
 import logging
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 import httpx2
 from mcp import MCPError
+from mcp.client.auth import OAuthFlowError, OAuthRegistrationError, OAuthTokenError
 from mcp_types import (
     CONNECTION_CLOSED,
     INVALID_PARAMS,
     REQUEST_TIMEOUT,
     AudioContent,
     CallToolResult,
+    ElicitRequestParams,
+    ElicitResult,
     EmbeddedResource,
+    ErrorData,
     ImageContent,
     Implementation,
     PaginatedRequestParams,
@@ -38,6 +51,7 @@ from mcp_types import (
 
 import underlay
 from underlay.api.errors import (
+    ForbiddenError,
     InvalidRequestError,
     ProviderError,
     ServiceUnavailableError,
@@ -46,6 +60,7 @@ from underlay.api.errors import (
 )
 from underlay.api.tool_runtime import (
     ContentPart,
+    ElicitationResponse,
     McpConnection,
     MediaContentPart,
     ResourceContentPart,
@@ -56,6 +71,11 @@ from underlay.api.tool_runtime import (
     ToolInvocationResult,
 )
 from underlay.providers.remote.tool_runtime.model_context_protocol.config import Config  # noqa: E402
+from underlay.providers.remote.tool_runtime.model_context_protocol.oauth import (
+    AuthorizationRequired,
+    OAuthCallbackError,
+    OAuthManager,
+)
 from underlay.providers.remote.tool_runtime.model_context_protocol.pool import (
     PooledSession,
     SessionOpenError,
@@ -66,6 +86,47 @@ from underlay.providers.remote.tool_runtime.model_context_protocol.pool import (
 log = logging.getLogger("underlay.tool_runtime.mcp")
 T = TypeVar("T")
 _MAX_LIST_PAGES = 100
+_MAX_ELICIT_MESSAGE = 4000
+_MAX_ELICIT_SCHEMA = 16_384
+_OAUTH_ERRORS = (OAuthFlowError, OAuthTokenError, OAuthRegistrationError)
+
+
+class AuthorizationNeeded(ForbiddenError):
+    """The caller has to authorize Underlay at the MCP server's authorization server first (403)."""
+
+    def __init__(self, message: str, url: str) -> None:
+        super().__init__(message, code="mcp_authorization_required")
+        self.url = url
+
+
+@dataclass
+class _Call:
+    """One tool call in flight on a session: the answers its caller gave, and the question it got."""
+
+    tool_name: str
+    kwargs: dict[str, Any]
+    answers: dict[str, ElicitationResponse]
+    asked: dict[str, Any] | None = None
+    seen: set[str] = field(default_factory=set)
+
+
+def _find(exc: BaseException, kinds: tuple[type[BaseException], ...]) -> BaseException | None:
+    """The first exception of ``kinds`` anywhere in ``exc``'s groups and causes."""
+    stack: list[BaseException] = [exc]
+    seen: set[int] = set()
+    while stack:
+        current = stack.pop()
+        if id(current) in seen:
+            continue
+        seen.add(id(current))
+        if isinstance(current, kinds):
+            return current
+        if isinstance(current, BaseExceptionGroup):
+            stack.extend(current.exceptions)
+        for linked in (current.__cause__, current.__context__):
+            if linked is not None:
+                stack.append(linked)
+    return None
 
 
 class _OneLine(logging.Filter):
@@ -73,6 +134,8 @@ class _OneLine(logging.Filter):
 
     def filter(self, record: logging.LogRecord) -> bool:
         if record.exc_info and record.exc_info[1] is not None:
+            if _find(record.exc_info[1], (AuthorizationRequired,)) is not None:
+                return False  # asking the caller to authorize is the flow working, not an error
             cause = root_cause(record.exc_info[1])
             record.msg = f"{record.getMessage()}: {type(cause).__name__}: {cause}"
             record.args = ()
@@ -86,7 +149,13 @@ def _quiet_sdk_logs() -> None:
     http = logging.getLogger("httpx2")
     if http.level == logging.NOTSET:
         http.setLevel(logging.WARNING)
-    for name in ("mcp.client.streamable_http", "mcp.client.sse", "mcp.client.stdio", "mcp.shared.jsonrpc_dispatcher"):
+    for name in (
+        "mcp.client.streamable_http",
+        "mcp.client.sse",
+        "mcp.client.stdio",
+        "mcp.shared.jsonrpc_dispatcher",
+        "mcp.client.auth.oauth2",
+    ):
         logger = logging.getLogger(name)
         if not any(isinstance(f, _OneLine) for f in logger.filters):
             logger.addFilter(_OneLine())
@@ -105,7 +174,35 @@ class McpToolRuntime:
             idle_timeout=config.idle_timeout,
             max_sessions=config.max_sessions,
             client_info=Implementation(name="underlay", version=underlay.__version__),
+            max_backoff=config.max_backoff,
         )
+        self.oauth = (
+            OAuthManager(config.oauth, config.connect_timeout, provider_id) if config.oauth is not None else None
+        )
+
+    def use_kvstore(self, kvstore: Any) -> None:
+        """Where OAuth tokens and pending authorizations are kept (the router hands the server's store)."""
+        if self.oauth is not None:
+            self.oauth.attach(kvstore)
+
+    async def close_server(self, name: str) -> int:
+        """Close the sessions of the server called ``name`` (its tool group was deleted)."""
+        return await self.pool.close_server(name)
+
+    async def complete_authorization(self, state: str, code: str, iss: str | None) -> dict[str, Any]:
+        """The OAuth callback: exchange the code for the principal that started the flow."""
+        if self.oauth is None:
+            raise InvalidRequestError(
+                f"Provider '{self.provider_id}' has no oauth settings, so it started no authorization.", param="state"
+            )
+        try:
+            return await self.oauth.complete(state, code, iss)
+        except OAuthCallbackError as exc:
+            raise InvalidRequestError(f"MCP authorization could not be completed: {exc}", param="state") from None
+        except httpx2.HTTPError as exc:
+            raise ServiceUnavailableError(
+                self.provider_id, f"the authorization server could not be reached: {_text(exc)}", code="mcp_unavailable"
+            ) from None
 
     async def initialize(self) -> None:
         """Nothing to do: sessions open on first use, so a down server never blocks start-up."""
@@ -124,7 +221,7 @@ class McpToolRuntime:
     async def list_runtime_tools(self, context: ToolCallContext) -> list[ToolDef]:
         connection = self._connection(context)
         group = context.toolgroup
-        tools = await self._run(connection, _list_all_tools, self.config.list_timeout, "listing tools")
+        tools = await self._run(connection, _list_all_tools, self.config.list_timeout, "listing tools", context)
         return [
             ToolDef(
                 name=tool.name,
@@ -147,13 +244,36 @@ class McpToolRuntime:
         if context.toolgroup is not None:
             meta["toolgroup_id"] = context.toolgroup.identifier
 
-        async def call(session: Any) -> CallToolResult:
-            return await session.call_tool(tool_name, kwargs)
+        answers = {a.id: a for a in context.elicitation_responses}
+        slot = _Call(tool_name=tool_name, kwargs=kwargs, answers=answers)
+
+        async def call(session: Any, entry: PooledSession) -> CallToolResult:
+            entry.calls.append(slot)
+            try:
+                return await session.call_tool(tool_name, kwargs)
+            finally:
+                entry.calls.remove(slot)
 
         try:
-            result = await self._run(connection, call, timeout, f"calling tool '{tool_name}'")
+            result = await self._run(connection, call, timeout, f"calling tool '{tool_name}'", context, with_entry=True)
+        except AuthorizationNeeded as exc:
+            meta["authorization_url"] = exc.url
+            return ToolInvocationResult(error_message=exc.message, error_code=exc.code, metadata=meta)
         except ProviderError as exc:
             return ToolInvocationResult(error_message=exc.message, error_code=exc.code, metadata=meta)
+        if slot.asked is not None:
+            question = slot.asked
+            meta["elicitation"] = question
+            return ToolInvocationResult(
+                error_message=(
+                    f"{self._where(connection)} asks for input while calling tool '{tool_name}': "
+                    f"{question['message']} Answer on the next call with elicitation_responses: "
+                    f'[{{"id": "{question["id"]}", "action": "accept", "content": {{...}}}}] '
+                    "(or action decline or cancel); the call is then made again."
+                ),
+                error_code="elicitation_required",
+                metadata=meta,
+            )
         parts = [_content_part(block) for block in result.content]
         if result.structured_content is not None:
             meta["structured_content"] = result.structured_content
@@ -178,13 +298,30 @@ class McpToolRuntime:
             )
         return context.connection
 
-    async def _run(self, connection: McpConnection, op: Callable[[Any], Awaitable[T]], seconds: float, doing: str) -> T:
-        """Run ``op(session)`` on a pooled session; retry once on a fresh one if the pooled one was dead."""
+    async def _run(
+        self,
+        connection: McpConnection,
+        op: Callable[..., Awaitable[T]],
+        seconds: float,
+        doing: str,
+        context: ToolCallContext | None = None,
+        *,
+        with_entry: bool = False,
+    ) -> T:
+        """Run ``op(session)`` (``op(session, entry)`` with ``with_entry``) on a pooled session; retry once
+        on a fresh one if the pooled one was dead."""
+        auth, auth_key = (None, None)
+        if self.oauth is not None:
+            auth, auth_key = self.oauth.auth_for(connection, context.principal if context else None)
         for attempt in range(2):
             try:
-                async with self.pool.lease(connection) as (entry, fresh):
+                async with self.pool.lease(connection, auth=auth, auth_key=auth_key, elicit=self._elicit) as (
+                    entry,
+                    fresh,
+                ):
                     try:
-                        return await asyncio.wait_for(op(entry.session), seconds)
+                        pending = op(entry.session, entry) if with_entry else op(entry.session)
+                        return await asyncio.wait_for(pending, seconds)
                     except asyncio.CancelledError:
                         raise
                     except Exception as exc:
@@ -198,6 +335,38 @@ class McpToolRuntime:
                     continue
             raise error
         raise AssertionError("unreachable")
+
+    async def _elicit(self, entry: PooledSession, ctx: Any, params: ElicitRequestParams) -> ElicitResult | ErrorData:
+        """A server asks for input during a tool call: answer from the caller's responses, or record the
+        question (answering ``cancel``) so the caller is asked."""
+        if len(entry.calls) != 1:
+            reason = "no tool call is in flight" if not entry.calls else "several tool calls share this session"
+            log.info("MCP server %s asked for input, declined: %s", entry.connection.name, reason)
+            return ErrorData(code=INVALID_PARAMS, message=f"Underlay cannot route this elicitation: {reason}")
+        slot: _Call = entry.calls[0]
+        message = str(getattr(params, "message", ""))[:_MAX_ELICIT_MESSAGE]
+        schema = getattr(params, "requested_schema", None)
+        if hasattr(schema, "model_dump"):
+            schema = schema.model_dump(mode="json", by_alias=True, exclude_none=True)
+        url = getattr(params, "url", None)
+        schema_json = json.dumps(schema, sort_keys=True, default=str) if schema is not None else ""
+        if len(schema_json) > _MAX_ELICIT_SCHEMA:
+            return ErrorData(code=INVALID_PARAMS, message="Underlay declines elicitation schemas over 16 KiB")
+        basis = json.dumps([slot.tool_name, slot.kwargs, message, schema_json, url], sort_keys=True, default=str)
+        question_id = "elicit_" + hashlib.sha256(basis.encode()).hexdigest()[:24]
+        answer = slot.answers.get(question_id)
+        if answer is not None and question_id not in slot.seen:
+            slot.seen.add(question_id)  # one answer per question per call: a server asking again is asked anew
+            content = answer.content if answer.action == "accept" else None
+            return ElicitResult(action=answer.action, content=content)
+        if slot.asked is None:
+            slot.asked = {"id": question_id, "message": message, "server": entry.connection.name}
+            if schema is not None:
+                slot.asked["requested_schema"] = schema
+            if url is not None:
+                slot.asked["url"] = str(url)
+                slot.asked["mode"] = "url"
+        return ElicitResult(action="cancel")
 
     def _where(self, connection: McpConnection) -> str:
         if connection.transport == "stdio" and connection.stdio is not None:
@@ -216,9 +385,31 @@ class McpToolRuntime:
             return ServiceUnavailableError(self.provider_id, message, code="mcp_unavailable"), True
         return UpstreamError(self.provider_id, f"{where} answered HTTP {status}{detail}", code="mcp_error"), False
 
-    def _classify_open(self, exc: SessionOpenError, connection: McpConnection) -> ProviderError:
-        """Why a session could not be opened, as the provider error to report."""
+    def _classify_open(self, exc: SessionOpenError, connection: McpConnection) -> ProviderError | AuthorizationNeeded:
+        """Why a session could not be opened, as the error to report (with the attempt count when the
+        server keeps failing and calls are being held back)."""
+        error = self._open_failure(exc, connection)
+        if exc.attempts > 1 and isinstance(error, ProviderError):
+            retry = f"; next attempt in {exc.retry_in:.1f}s" if exc.retry_in else ""
+            error.message = f"{error.message} ({exc.attempts} failed connection attempts in a row{retry})"
+            error.args = (error.message,)
+        return error
+
+    def _open_failure(self, exc: SessionOpenError, connection: McpConnection) -> ProviderError | AuthorizationNeeded:
         where = self._where(connection)
+        needed = _find(exc.cause, (AuthorizationRequired,))
+        if isinstance(needed, AuthorizationRequired):
+            self.pool.forget_failures(connection.name)  # asking a person is no connection failure
+            minutes = max(1, round(needed.expires_in / 60))
+            return AuthorizationNeeded(
+                f"{where} requires OAuth authorization for your account: open {needed.url} in a browser, approve, "
+                f"then call again (the link is valid for {minutes} minutes).",
+                needed.url,
+            )
+        oauth = _find(exc.cause, _OAUTH_ERRORS)
+        if oauth is not None:
+            message = f"{where}: OAuth authorization failed: {_text(oauth)}"
+            return UpstreamError(self.provider_id, message, code="mcp_auth_error")
         if exc.http_error is not None:
             return self._http_failure(*exc.http_error, where)[0]
         leaf = root_cause(exc.cause)
