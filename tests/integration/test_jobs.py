@@ -289,3 +289,92 @@ async def test_a_runner_that_loses_its_lease_stops_the_handler(stores: Shared) -
         await runner.stop()
     row = await runner.get(job.id)
     assert row.status == "queued"  # untouched by the runner that lost it
+
+
+async def test_a_tenants_bulk_backlog_does_not_delay_another_tenants_jobs(stores: Shared) -> None:
+    """Tenant A queues 50 ingestion jobs; tenant B's background response and small ingestion job, queued
+    after, are claimed long before A's backlog drains. Order is read from ``claimed_ns`` in the table.
+    Before lanes and fair ranks the queue was FIFO and B's jobs came 51st and 52nd."""
+
+    async def work(ctx: JobContext) -> None:
+        await asyncio.sleep(0.02)
+
+    def runner_for(which: int, **kwargs: Any) -> JobRunner:
+        runner = stores.runner(which, lease_seconds=10, poll_seconds=0.05, **kwargs)
+        runner.register("vector_store.file_ingest", work, lane="bulk")
+        runner.register("responses.background", work, lane="interactive")
+        return runner
+
+    api = runner_for(1, workers=0)  # the process that takes the requests: submits only
+    worker = runner_for(0, workers=2, reserved={"interactive": 1}, runner_id="worker")
+    await api.initialize()
+    a, b = Principal("tenant-a"), Principal("tenant-b")
+    backlog = [await api.submit("vector_store.file_ingest", {"n": i}, owner=a) for i in range(50)]
+    b_response = await api.submit("responses.background", {}, owner=b)
+    b_ingest = await api.submit("vector_store.file_ingest", {"n": 0}, owner=b)
+    await worker.start()
+    try:
+        done = [await worker.wait(job.id, within=60) for job in [*backlog, b_response, b_ingest]]
+    finally:
+        await worker.stop()
+    assert {job.status for job in done} == {"succeeded"}
+    rows = await stores[0].fetch_all(stores.table, order_by=[("claimed_ns", "asc")])
+    order = [row["id"] for row in rows]
+    assert len(order) == 52 and all(row["claimed_ns"] for row in rows)
+    backlog_ids = {job.id for job in backlog}
+    a_before_response = sum(1 for job_id in order[: order.index(b_response.id)] if job_id in backlog_ids)
+    a_before_ingest = sum(1 for job_id in order[: order.index(b_ingest.id)] if job_id in backlog_ids)
+    assert a_before_response <= 1, order  # interactive first: at most the job a second worker took meanwhile
+    assert a_before_ingest <= 2, order  # B's first bulk job takes its turn right after A's first
+
+
+async def test_bulk_work_never_takes_the_reserved_interactive_worker(stores: Shared) -> None:
+    """One shared worker busy on an endless ingestion job: a background response still runs at once."""
+    release = asyncio.Event()
+    bulk_started = asyncio.Event()
+
+    async def stuck(ctx: JobContext) -> None:
+        bulk_started.set()
+        await release.wait()
+
+    async def quick(ctx: JobContext) -> str:
+        return "answered"
+
+    runner = stores.runner(0, workers=1, reserved={"interactive": 1}, lease_seconds=10, poll_seconds=0.05)
+    runner.register("vector_store.file_ingest", stuck, lane="bulk")
+    runner.register("responses.background", quick, lane="interactive")
+    await runner.initialize()
+    bulk = [await runner.submit("vector_store.file_ingest", {"n": i}, owner=Principal("tenant-a")) for i in range(5)]
+    await runner.start()
+    try:
+        await asyncio.wait_for(bulk_started.wait(), 10)
+        response = await runner.submit("responses.background", {}, owner=Principal("tenant-b"))
+        finished = await runner.wait(response.id, within=10)
+        assert finished.status == "succeeded" and finished.result == "answered"
+        states = [(await runner.get(job.id)).status for job in bulk]
+        assert states.count("running") == 1 and states.count("queued") == 4  # bulk never got a second worker
+    finally:
+        release.set()
+        await runner.stop()
+
+
+async def test_owners_take_turns_within_a_lane(stores: Shared) -> None:
+    """Ranks are start-time fair: a newcomer starts level with the head of the queue, not behind it,
+    and not ahead of owners who were already waiting."""
+    runner = stores.runner(0, workers=0)
+    runner.register("bulk.kind", _never_runs, lane="bulk")
+    await runner.initialize()
+    a = [await runner.submit("bulk.kind", {}, owner=Principal("a")) for _ in range(4)]
+    assert [job.fair_rank for job in a] == [0, 1, 2, 3]
+    first = await runner.claim_one()
+    assert first is not None and first.id == a[0].id
+    b = [await runner.submit("bulk.kind", {}, owner=Principal("b")) for _ in range(2)]
+    assert [job.fair_rank for job in b] == [1, 2]  # level with a's next job, then alternating
+    claimed = [await runner.claim_one() for _ in range(5)]
+    assert [job.id for job in claimed if job is not None] == [a[1].id, b[0].id, a[2].id, b[1].id, a[3].id]
+    with pytest.raises(ValueError, match="Unknown job lane"):
+        runner.register("odd.kind", _never_runs, lane="urgent")  # type: ignore[arg-type]
+
+
+async def _never_runs(ctx: JobContext) -> None:
+    raise AssertionError("claimed by hand in this test; never run")

@@ -31,6 +31,35 @@ class Model(BaseModel):
     source: Literal["config", "discovered", "api"] = "config"
     created: int = 0
 
+    @property
+    def context_length(self) -> int | None:
+        """Tokens the model holds for prompt and completion together, when its provider said so."""
+        value = self.metadata.get("context_length")
+        try:
+            return int(value) if value is not None and int(value) > 0 else None
+        except (TypeError, ValueError):
+            return None
+
+    def check_output_tokens(self, field: str, value: int | None) -> None:
+        """Refuse an output limit the model can never reach (400 naming ``field``), before any work.
+
+        Why here and not upstream: a limit past the context is either silently clamped or fails deep in
+        the provider with a message about its own parameter names; the client should learn the limit.
+        The prompt takes at least one token, so the most a completion can get is the context minus one.
+        """
+        context = self.context_length
+        if value is None or context is None or value < context:
+            return
+        from underlay.api.errors import InvalidRequestError
+
+        raise InvalidRequestError(
+            f"Invalid '{field}': {value} is more than model '{self.identifier}' can produce; its context "
+            f"length is {context} tokens for prompt and completion together, so '{field}' must be at most "
+            f"{context - 1}.",
+            param=field,
+            code="invalid_value",
+        )
+
     def to_openai(self) -> OpenAIModel:
         return OpenAIModel(
             id=self.identifier,

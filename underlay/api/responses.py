@@ -539,13 +539,19 @@ class ResponseStateStore(Protocol):
 
     async def events_after(self, response_id: str, sequence_number: int) -> list[dict[str, Any]]: ...
 
+    async def discard_events_after(self, response_id: str, sequence_number: int) -> int:
+        """Drop the events written after ``sequence_number`` by an attempt that will never finish."""
+        ...
+
     async def last_sequence_number(self, response_id: str) -> int: ...
 
 
 class JobQueue(Protocol):
     """The durable job runner, as the provider uses it (see ``underlay.core.jobs``)."""
 
-    def register(self, kind: str, handler: Any, *, on_failure: Any = None, max_attempts: int = 3) -> None: ...
+    def register(
+        self, kind: str, handler: Any, *, on_failure: Any = None, max_attempts: int = 3, lane: Any = "bulk"
+    ) -> None: ...
 
     async def submit(
         self, kind: str, payload: dict[str, Any] | None = None, *, reference: str | None = None

@@ -18,7 +18,7 @@ import os
 import re
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -148,7 +148,13 @@ class FilesSettings(_Strict):
 class JobsSettings(_Strict):
     """Durable jobs (file ingestion, ...): how many run at once per process and how leases behave."""
 
-    workers: int = Field(default=2, ge=0, description="Jobs this process runs at once (0: claim none).")
+    workers: int = Field(
+        default=2, ge=0, description="Shared workers: jobs of any lane, interactive first (0: claim none)."
+    )
+    reserved_workers: dict[Literal["interactive", "bulk"], Annotated[int, Field(ge=0, le=256)]] = Field(
+        default_factory=lambda: {"interactive": 1},
+        description="Extra workers per lane that claim only that lane, so bulk work never takes them all.",
+    )
     lease_seconds: float = Field(
         default=30.0, ge=1, description="How long a job of a dead process stays running before it is resumed."
     )

@@ -6,10 +6,14 @@ it was building half done with nobody responsible for it. Here every job is a ro
 so the state of the work is always on disk:
 
 - **Submit** inserts a ``queued`` row (kind, JSON payload, owner, ``max_attempts``).
-- **Claim**: each process runs a :class:`JobRunner` with N worker tasks. A worker takes the oldest
-  queued job of a kind it has a handler for with :meth:`SqlStore.claim`, which is atomic across
-  processes and replicas (``FOR UPDATE SKIP LOCKED`` on PostgreSQL, the write lock on SQLite), and
-  marks it ``running`` with a **lease**: its own runner id and an expiry time.
+- **Lanes**: every kind declares a lane when it is registered: ``interactive`` for work a person is
+  waiting on (background responses), ``bulk`` for work that may take a while (ingestion, and the
+  default for kinds to come). Lanes stop one kind of work from starving another; see *Fairness*.
+- **Claim**: each process runs a :class:`JobRunner` with N shared worker tasks plus a few reserved to
+  a lane. A worker takes the next queued job of a kind it has a handler for with
+  :meth:`SqlStore.claim`, which is atomic across processes and replicas (``FOR UPDATE SKIP LOCKED`` on
+  PostgreSQL, the write lock on SQLite), and marks it ``running`` with a **lease**: its own runner id
+  and an expiry time.
 - **Heartbeat**: while the handler runs, the worker renews the lease every third of its length and
   reads back the cancellation flag. A worker that loses its lease (it stalled so long that another
   runner re-queued the job) stops the handler, because someone else now owns the job.
@@ -30,6 +34,17 @@ Each kind may register an ``on_failure`` hook, called whenever a job of that kin
 *before* the terminal status is written, so a crash in between means it runs again: hooks must be
 idempotent. This is how the owner of the work (e.g. a vector-store file) learns that it will never
 finish and is never left ``in_progress`` forever.
+
+Fairness. A FIFO queue let one tenant's 50-file batch delay another's background response by minutes.
+Two rules fix that, both enforced by the claim query itself so they hold across processes:
+
+- *Between lanes*: a shared worker looks in the ``interactive`` lane first, and each runner also has
+  ``reserved`` workers that only ever claim their lane, so bulk work can never occupy every worker.
+- *Between owners, within a lane*: each job gets a ``fair_rank`` when it is submitted, start-time fair
+  queueing style: one more than the owner's latest unfinished job in the lane, but never below the
+  lane's current position (the lowest rank still queued). Claims take the lowest rank first, so a
+  tenant with 50 queued jobs holds ranks n..n+49 and a newcomer's first job, at rank n, is next, and
+  owners take turns. It costs two indexed look-ups at submit and nothing at claim.
 
 While a handler runs, the current principal (:mod:`underlay.core.identity`) is the job's owner, so
 the stores it calls filter by ownership exactly as they would in the owner's request.
@@ -59,6 +74,12 @@ log = logging.getLogger("underlay.jobs")
 TABLE = "jobs"
 JobStatus = Literal["queued", "running", "succeeded", "failed", "cancelled"]
 TERMINAL: frozenset[str] = frozenset({"succeeded", "failed", "cancelled"})
+UNFINISHED: tuple[str, ...] = ("queued", "running")
+
+Lane = Literal["interactive", "bulk"]
+LANES: tuple[Lane, ...] = ("interactive", "bulk")
+"""Every lane, in the order a shared worker looks at them (the first is served first)."""
+DEFAULT_LANE: Lane = "bulk"
 
 
 class Job(BaseModel):
@@ -74,12 +95,14 @@ class Job(BaseModel):
     reference: str | None = None
     attempts: int = 0
     max_attempts: int = 3
+    fair_rank: int = 0
     cancel_requested: bool = False
     lease_owner: str | None = None
     lease_expires_at: float | None = None
     available_at: float = 0.0
     created_at: int = 0
     started_at: int | None = None
+    claimed_ns: int | None = None
     finished_at: int | None = None
     updated_at: int = 0
     owner_principal: str | None = None
@@ -126,6 +149,7 @@ class _Kind:
     handler: Handler
     on_failure: FailureHook | None
     max_attempts: int
+    lane: Lane
 
 
 @dataclass
@@ -159,7 +183,9 @@ class JobContext:
 class JobRunner:
     """Claims and runs jobs of the kinds registered with it; one per process.
 
-    ``workers`` is how many jobs this process runs at once. ``lease_seconds`` bounds how long a job
+    ``workers`` is how many shared worker tasks run jobs of any lane (interactive first);
+    ``reserved`` adds, per lane, workers that only claim that lane (none when ``workers`` is 0, which
+    makes a submit-and-cancel-only runner). ``lease_seconds`` bounds how long a job
     of a dead process stays ``running`` before another runner resumes it; ``poll_seconds`` is how
     often idle workers look for work submitted by other processes (work submitted in this process
     wakes them at once). ``table`` names the job table (one per deployment; tests isolate with it).
@@ -170,6 +196,7 @@ class JobRunner:
         sql: SqlStore,
         *,
         workers: int = 2,
+        reserved: Mapping[str, int] | None = None,
         lease_seconds: float = 30.0,
         poll_seconds: float = 0.5,
         runner_id: str | None = None,
@@ -178,6 +205,10 @@ class JobRunner:
         self.sql = sql
         self.table = table
         self.workers = max(0, workers)
+        unknown = sorted(set(reserved or {}) - set(LANES))
+        if unknown:
+            raise ValueError(f"Unknown job lane(s) {unknown} in reserved workers; lanes are {list(LANES)}.")
+        self.reserved: dict[str, int] = {lane: max(0, n) for lane, n in (reserved or {}).items()}
         self.lease_seconds = max(1.0, lease_seconds)
         self.poll_seconds = poll_seconds
         self.runner_id = runner_id or f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(4)}"
@@ -207,6 +238,7 @@ class JobRunner:
                 "error": ColumnType.JSON,
                 "attempts": ColumnType.INTEGER,
                 "max_attempts": ColumnType.INTEGER,
+                "fair_rank": ColumnDefinition(type=ColumnType.INTEGER, index=True),
                 "cancel_requested": ColumnType.BOOLEAN,
                 "lease_owner": ColumnType.STRING,
                 "lease_expires_at": ColumnDefinition(type=ColumnType.FLOAT, index=True),
@@ -214,6 +246,7 @@ class JobRunner:
                 "created_at": ColumnType.TIMESTAMP,
                 "created_ns": ColumnDefinition(type=ColumnType.INTEGER, index=True),
                 "started_at": ColumnType.TIMESTAMP,
+                "claimed_ns": ColumnType.INTEGER,
                 "finished_at": ColumnType.TIMESTAMP,
                 "updated_at": ColumnType.TIMESTAMP,
                 **OWNER_COLUMNS,
@@ -228,13 +261,24 @@ class JobRunner:
         *,
         on_failure: FailureHook | None = None,
         max_attempts: int = 3,
+        lane: Lane = DEFAULT_LANE,
     ) -> None:
-        """Run jobs of ``kind`` with ``handler``; see the module docstring for the hook's contract."""
-        self._kinds[kind] = _Kind(handler, on_failure, max(1, max_attempts))
+        """Run jobs of ``kind`` with ``handler`` in ``lane``; see the module docstring for the hook's contract."""
+        if lane not in LANES:
+            raise ValueError(f"Unknown job lane '{lane}' for kind '{kind}'; lanes are {list(LANES)}.")
+        self._kinds[kind] = _Kind(handler, on_failure, max(1, max_attempts), lane)
 
     @property
     def kinds(self) -> list[str]:
         return sorted(self._kinds)
+
+    def lane_of(self, kind: str) -> Lane:
+        """The lane ``kind`` was registered in (a kind this process does not run counts as bulk)."""
+        registered = self._kinds.get(kind)
+        return registered.lane if registered is not None else DEFAULT_LANE
+
+    def _lane_kinds(self, lane: str) -> list[str]:
+        return [name for name, registered in self._kinds.items() if registered.lane == lane]
 
     async def start(self) -> None:
         """Sweep expired leases (a previous process may have died) and start the workers."""
@@ -242,9 +286,15 @@ class JobRunner:
         if self._tasks:
             return
         self._stopping = False
+        await self._rank_unranked()
         await self.reap_expired()
         for index in range(self.workers):
-            self._tasks.append(asyncio.create_task(self._worker(index), name=f"job-worker-{index}"))
+            self._tasks.append(asyncio.create_task(self._worker(index, LANES), name=f"job-worker-{index}"))
+        if self.workers:
+            for lane in LANES:
+                for index in range(self.reserved.get(lane, 0)):
+                    task = asyncio.create_task(self._worker(index, (lane,)), name=f"job-worker-{lane}-{index}")
+                    self._tasks.append(task)
         self._tasks.append(asyncio.create_task(self._sweeper(), name="job-sweeper"))
 
     async def stop(self, grace_seconds: float = 5.0) -> None:
@@ -280,8 +330,9 @@ class JobRunner:
         """Queue a job; the owner defaults to the current principal. Returns the queued job."""
         await self.initialize()
         principal = owner or current_principal()
-        now_s = time.time()
         registered = self._kinds.get(kind)
+        fair_rank = await self._next_rank(kind, principal.id)
+        now_s = time.time()
         row = {
             "id": job_id or f"job_{secrets.token_hex(12)}",
             "kind": kind,
@@ -291,6 +342,7 @@ class JobRunner:
             "progress": 0.0,
             "attempts": 0,
             "max_attempts": max_attempts or (registered.max_attempts if registered else 3),
+            "fair_rank": fair_rank,
             "cancel_requested": False,
             "available_at": now_s,
             "created_at": int(now_s),
@@ -343,18 +395,65 @@ class JobRunner:
                 return job
             await asyncio.sleep(poll)
 
+    # ---- fairness ---------------------------------------------------------------------------------------
+
+    async def _next_rank(self, kind: str, owner: str) -> int:
+        """The ``fair_rank`` of a new job: after the owner's own unfinished jobs, never behind the lane.
+
+        Start-time fair queueing with ranks as virtual time: the lane's clock is the lowest rank still
+        queued (or, with nothing queued, the highest one running), so a newcomer starts level with the
+        head of the queue instead of at 0, and an owner who waited keeps its place. Two submits racing
+        may get the same rank; ``created_ns`` breaks the tie.
+        """
+        lane = self.lane_of(kind)
+        kinds = sorted({*self._lane_kinds(lane), kind})
+        in_lane = Where.in_("kind", kinds)
+        own = await self.sql.fetch_one(
+            self.table,
+            [in_lane, Where.in_("status", list(UNFINISHED)), Where.eq("owner_principal", owner)],
+            order_by=[("fair_rank", "desc")],
+        )
+        head = await self.sql.fetch_one(
+            self.table, [in_lane, Where.eq("status", "queued")], order_by=[("fair_rank", "asc")]
+        )
+        if head is None:
+            head = await self.sql.fetch_one(
+                self.table, [in_lane, Where.eq("status", "running")], order_by=[("fair_rank", "desc")]
+            )
+        after_own = int(own.get("fair_rank") or 0) + 1 if own is not None else 0
+        lane_clock = int(head.get("fair_rank") or 0) if head is not None else 0
+        return max(after_own, lane_clock)
+
+    async def _rank_unranked(self) -> None:
+        """Give rows written before ranks existed rank 0, so every backend orders them alike."""
+        await self.sql.update(
+            self.table, {"fair_rank": 0}, [Where.in_("status", list(UNFINISHED)), Where.is_null("fair_rank")]
+        )
+
     # ---- claiming and running ----------------------------------------------------------------------
 
-    async def claim_one(self) -> Job | None:
-        """Claim the oldest runnable job of a registered kind, or ``None``; the caller must run it."""
-        if not self._kinds:
-            return None
+    async def claim_one(self, lanes: tuple[str, ...] = LANES) -> Job | None:
+        """Claim the next runnable job of a registered kind, or ``None``; the caller must run it.
+
+        Lanes are tried in ``lanes`` order; within a lane the lowest ``fair_rank`` goes first, then the
+        oldest.
+        """
+        for lane in lanes:
+            kinds = self._lane_kinds(lane)
+            if not kinds:
+                continue
+            job = await self._claim_in(kinds)
+            if job is not None:
+                return job
+        return None
+
+    async def _claim_in(self, kinds: list[str]) -> Job | None:
         now_s = time.time()
         row = await self.sql.claim(
             self.table,
             [
                 Where.eq("status", "queued"),
-                Where.in_("kind", list(self._kinds)),
+                Where.in_("kind", kinds),
                 Where.lte("available_at", now_s),
             ],
             {
@@ -362,9 +461,10 @@ class JobRunner:
                 "lease_owner": self.runner_id,
                 "lease_expires_at": now_s + self.lease_seconds,
                 "started_at": int(now_s),
+                "claimed_ns": time.time_ns(),
                 "updated_at": int(now_s),
             },
-            order_by=[("created_ns", "asc")],
+            order_by=[("fair_rank", "asc"), ("created_ns", "asc")],
         )
         if row is None:
             return None
@@ -559,10 +659,10 @@ class JobRunner:
             handled += 1
         return handled
 
-    async def _worker(self, index: int) -> None:
+    async def _worker(self, index: int, lanes: tuple[str, ...]) -> None:
         while not self._stopping:
             try:
-                job = await self.claim_one()
+                job = await self.claim_one(lanes)
             except asyncio.CancelledError:
                 raise
             except Exception as exc:

@@ -87,6 +87,7 @@ class Stack:
             self.jobs = JobRunner(
                 self.sqlstore,
                 workers=settings.workers,
+                reserved=settings.reserved_workers,
                 lease_seconds=settings.lease_seconds,
                 poll_seconds=settings.poll_seconds,
             )

@@ -105,7 +105,11 @@ class VectorStoresRouter:
         await self.rows.initialize()
         await self.jobs.initialize()
         self.jobs.register(
-            JOB_KIND, self.pipeline.run, on_failure=self.pipeline.on_failure, max_attempts=self.max_attempts
+            JOB_KIND,
+            self.pipeline.run,
+            on_failure=self.pipeline.on_failure,
+            max_attempts=self.max_attempts,
+            lane="bulk",
         )
         add_hook = getattr(self.files, "add_delete_hook", None)
         if add_hook is not None:

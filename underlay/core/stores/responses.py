@@ -156,6 +156,18 @@ class ResponseStore:
         )
         return [e for row in rows for e in row["events"] if e["sequence_number"] > sequence_number]
 
+    async def discard_events_after(self, response_id: str, sequence_number: int) -> int:
+        """Empty the log's batches that start after ``sequence_number`` (an interrupted attempt's events).
+
+        The batches stay, empty, with their numbers: the log's highest number never goes down, so later
+        events are never numbered below a cursor a client already holds.
+        """
+        return await self.sql.update(
+            EVENTS,
+            {"events": []},
+            self._allowed("update", "response_id", response_id=response_id) + [Where.gt("first_seq", sequence_number)],
+        )
+
     async def last_sequence_number(self, response_id: str) -> int:
         rows = await self.sql.fetch_all(
             EVENTS,

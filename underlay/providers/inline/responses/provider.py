@@ -135,7 +135,11 @@ class BuiltinResponsesProvider:
         self.jobs = jobs
         self.routers = routers
         jobs.register(
-            JOB_KIND, self._run_job, on_failure=self._job_failed, max_attempts=self.config.background_max_attempts
+            JOB_KIND,
+            self._run_job,
+            on_failure=self._job_failed,
+            max_attempts=self.config.background_max_attempts,
+            lane="interactive",  # someone is waiting on it: never queued behind ingestion
         )
 
     def _router(self, api: str) -> Any:
