@@ -61,7 +61,8 @@ class NotFoundError(UnderlayError):
     error_type = "not_found_error"
 
     def __init__(self, kind: str, identifier: str, *, hint: str | None = None, param: str | None = None):
-        message = f"{kind} '{identifier}' not found."
+        shown = identifier if len(identifier) <= 256 else f"{identifier[:256]}… ({len(identifier)} characters)"
+        message = f"{kind} '{shown}' not found."  # a client's id can be huge: quote its start, keep the hint
         if hint:
             message = f"{message} {hint}"
         super().__init__(message, param=param, code=f"{kind.lower().replace(' ', '_')}_not_found")

@@ -12,9 +12,12 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from underlay.api.context import request_id_var
 from underlay.api.errors import PayloadTooLargeError, UnderlayError
-from underlay.core.telemetry.redact import redact
+from underlay.core.telemetry.redact import MAX_TEXT, redact
 
 log = logging.getLogger("underlay.server")
+
+_MAX_PATH_SHOWN = 256
+"""Characters of a request path quoted in an error message; the rest is cut with a marker."""
 
 _HTTP_TYPES = {
     400: "invalid_request_error",
@@ -36,6 +39,9 @@ def envelope(
     code: str | None = None,
     headers: dict[str, str] | None = None,
 ) -> JSONResponse:
+    """The envelope; a message over ``MAX_TEXT`` characters (it may quote what the client sent) is cut."""
+    if len(message) > MAX_TEXT:
+        message = f"{message[:MAX_TEXT]}… [cut: {len(message)} characters in all]"
     return JSONResponse(
         status_code=status,
         content={"error": {"message": message, "type": error_type, "param": param, "code": code}},
@@ -106,10 +112,11 @@ def install_error_handlers(app: FastAPI) -> None:
     async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
         if isinstance(exc.__cause__, PayloadTooLargeError):
             return error_response(exc.__cause__)
+        path = redact(request.url.path, _MAX_PATH_SHOWN)  # a client's path can be 64 KiB long
         if exc.status_code == 404:
-            message = f"No route {request.method} {request.url.path}; GET /v1/inspect/routes lists them."
+            message = f"No route {request.method} {path}; GET /v1/inspect/routes lists them."
         elif exc.status_code == 405:
-            message = f"Method {request.method} is not allowed on {request.url.path}."
+            message = f"Method {request.method} is not allowed on {path}."
         else:
             message = str(exc.detail)
         return envelope(

@@ -1,7 +1,9 @@
 """Process-wide logging set-up: text or one JSON object per line, secrets redacted either way.
 
 Redaction happens in a filter on the handler, so every record is cleaned whichever logger made it
-(ours, uvicorn's, a provider SDK's) and whatever its arguments or traceback hold.
+(ours, uvicorn's, a provider SDK's) and whatever its arguments or traceback hold. The redactor also
+bounds each line: a message is cut at ``MAX_TEXT`` characters and a traceback at ``MAX_TRACEBACK``, so a
+client that sends a 100,000-character path or model name costs one bounded line, not a stalled server.
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ from typing import Any
 
 from underlay.api.context import request_id_var
 from underlay.core.config import RunConfig
-from underlay.core.telemetry.redact import redactor
+from underlay.core.telemetry.redact import MAX_TRACEBACK, redactor
 
 try:  # trace ids in log lines when OpenTelemetry is installed
     from opentelemetry import trace as _otel_trace
@@ -41,9 +43,9 @@ class RedactingFilter(logging.Filter):
         if record.exc_info and not record.exc_text:
             record.exc_text = self._formatter.formatException(record.exc_info)
         if record.exc_text:
-            record.exc_text = redactor(record.exc_text)
+            record.exc_text = redactor(record.exc_text, MAX_TRACEBACK)
         if record.stack_info:
-            record.stack_info = redactor(record.stack_info)
+            record.stack_info = redactor(record.stack_info, MAX_TRACEBACK)
         record._underlay_redacted = True
         return True
 
@@ -77,7 +79,7 @@ class JsonFormatter(logging.Formatter):
             entry["trace_id"] = trace_id
             entry["span_id"] = span_id
         if record.exc_info and not record.exc_text:
-            record.exc_text = redactor(self.formatException(record.exc_info))
+            record.exc_text = redactor(self.formatException(record.exc_info), MAX_TRACEBACK)
         if record.exc_text:
             entry["exception"] = record.exc_text
         return json.dumps(entry, ensure_ascii=False, default=str)
