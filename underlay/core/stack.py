@@ -173,6 +173,7 @@ class Stack:
         for store in (self.kvstore, self.sqlstore):
             if store is not None:
                 await store.close()
+        log.info("stack stopped: routers, providers and stores shut down")
 
     def provider_infos(self) -> list[dict[str, Any]]:
         """Every configured provider with its config, secrets redacted."""

@@ -8,12 +8,13 @@ API's router on the running stack and calls the named handler; an async-iterator
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import importlib.util
 import inspect
 import logging
 import re
 from collections.abc import AsyncIterator
-from contextlib import AsyncExitStack, asynccontextmanager
+from contextlib import asynccontextmanager
 from typing import Any
 from urllib.parse import quote
 
@@ -22,6 +23,7 @@ from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import Response, StreamingResponse
 from pydantic import BaseModel, ValidationError
 from pydantic_core import to_json
+from starlette.routing import Match
 from starlette.routing import Route as StarletteRoute
 
 import underlay
@@ -141,10 +143,12 @@ def create_app(config: RunConfig, stack: Stack | None = None) -> FastAPI:
         try:
             yield
         finally:
-            if mcp_server is not None:
-                await mcp_server.aclose()
-            if own:
-                await running.stop()
+            try:
+                if mcp_server is not None:
+                    await mcp_server.aclose()
+            finally:
+                if own:
+                    await running.stop()
 
     app = FastAPI(
         title="Underlay",
@@ -198,6 +202,11 @@ class _LazyMcp:
 
     The MCP SDK takes most of a second to import, and most servers never see an MCP client, so
     start-up stays fast and the endpoint (and its session manager) starts when first used.
+
+    Why a task of its own: the session manager's ``run()`` holds an anyio task group, whose cancel
+    scope must be left by the task that entered it. Entered from the first MCP request and left from
+    the lifespan, it raised on shutdown ("Application shutdown failed") and the stack never stopped.
+    So one owner task enters it, parks until ``aclose`` and leaves it itself.
     """
 
     def __init__(self, app: FastAPI, host: str) -> None:
@@ -205,7 +214,8 @@ class _LazyMcp:
         self._host = host
         self._inner: Any = None
         self._lock = asyncio.Lock()
-        self._exit = AsyncExitStack()
+        self._stop = asyncio.Event()
+        self._owner: asyncio.Task[None] | None = None
 
     async def _build(self) -> Any:
         async with self._lock:
@@ -213,16 +223,39 @@ class _LazyMcp:
                 from underlay.server.mcp import UnderlayMcpServer
 
                 server = UnderlayMcpServer(lambda: self._app.state.stack, host=self._host)
-                await self._exit.enter_async_context(server.lifespan())
+                started: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+                # A fresh context: the owner outlives this request, so it must not carry its principal.
+                self._owner = asyncio.create_task(
+                    self._own(server, started), name="underlay-mcp-sessions", context=contextvars.Context()
+                )
+                await started  # re-raises when the session manager failed to start
                 self._inner = server.routes[0].app
         return self._inner
+
+    async def _own(self, server: Any, started: asyncio.Future[None]) -> None:
+        try:
+            async with server.lifespan():
+                started.set_result(None)
+                await self._stop.wait()
+        except BaseException as exc:
+            if not started.done():
+                started.set_exception(exc)
+                return
+            raise
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
         inner = self._inner or await self._build()
         await inner(scope, receive, send)
 
     async def aclose(self) -> None:
-        await self._exit.aclose()
+        """Stop the session manager (ends any MCP request still in flight), from its own task."""
+        self._stop.set()
+        owner, self._owner = self._owner, None
+        if owner is not None:
+            try:
+                await owner
+            except Exception:
+                log.exception("/mcp: the session manager failed while stopping")
 
 
 def _mount_mcp(app: FastAPI, config: RunConfig) -> _LazyMcp | None:
@@ -232,9 +265,20 @@ def _mount_mcp(app: FastAPI, config: RunConfig) -> _LazyMcp | None:
         return None
     lazy = _LazyMcp(app, config.server.host)
     app.router.routes.append(
-        StarletteRoute("/mcp", endpoint=lazy, methods=["GET", "POST", "DELETE"], include_in_schema=False)
+        _McpRoute("/mcp", endpoint=lazy, methods=["GET", "POST", "DELETE"], include_in_schema=False)
     )
     return lazy
+
+
+class _McpRoute(StarletteRoute):
+    """The ``/mcp`` route. It leaves itself in the scope as FastAPI's own routes do, so the telemetry
+    layer labels its spans and metrics ``/mcp`` rather than ``<unmatched>``."""
+
+    def matches(self, scope: Any) -> tuple[Match, Any]:
+        match, child_scope = super().matches(scope)
+        if match != Match.NONE:
+            child_scope["route"] = self
+        return match, child_scope
 
 
 def _route_body_limits(config: RunConfig, routes: list[tuple[str, Route]]) -> dict[tuple[str, str], tuple[int, str]]:

@@ -4,7 +4,9 @@ Any MCP client (an IDE, an agent framework, another Underlay) can use what this 
 
 - ``list_vector_stores`` and ``search_vector_store`` over the Vector Stores API (when it is on);
 - every tool of every registered tool group (MCP servers and builtins), proxied through the tool
-  runtime, so an MCP client sees one server that aggregates them all.
+  runtime, so an MCP client sees one server that aggregates them all;
+- the caller's files as resources, vector-store search as a resource template, and prompts built on
+  both, with completion of their ids (see :mod:`underlay.server.mcp_resources`).
 
 Why the low-level ``Server`` and not ``MCPServer``: the tool list is not fixed. Tool groups come and
 go through the API and their servers' tools change, so tools are listed from the live stack on every
@@ -41,12 +43,16 @@ from underlay.api.context import PROVIDER_DATA_HEADER, provider_data_var
 from underlay.api.errors import UnderlayError
 from underlay.api.tool_runtime import MediaContentPart, ResourceContentPart, TextContentPart, ToolInvocationResult
 from underlay.api.vector_stores import SearchRequest, VectorStoreListQuery
+from underlay.core.routers.files import guess_media_type
+from underlay.server import mcp_resources as resources
 
 log = logging.getLogger("underlay.mcp")
 MCP_PATH = "/mcp"
 INSTRUCTIONS = (
     "Underlay's tools: search the caller's vector stores (list_vector_stores, search_vector_store) and call "
-    "the tools of every tool group registered on this server."
+    "the tools of every tool group registered on this server. Resources: the caller's files "
+    "(underlay://files/{file_id}) and vector-store search results. Prompts: summarize_file, "
+    "answer_from_vector_store."
 )
 
 SEARCH_SCHEMA: dict[str, Any] = {
@@ -82,6 +88,12 @@ class UnderlayMcpServer:
             instructions=INSTRUCTIONS,
             on_list_tools=self._list_tools,
             on_call_tool=self._call_tool,
+            on_list_resources=self._list_resources,
+            on_list_resource_templates=self._list_resource_templates,
+            on_read_resource=self._read_resource,
+            on_list_prompts=self._list_prompts,
+            on_get_prompt=self._get_prompt,
+            on_completion=self._complete,
         )
         app = self.server.streamable_http_app(
             streamable_http_path=MCP_PATH, stateless_http=True, json_response=True, host=host
@@ -150,6 +162,30 @@ class UnderlayMcpServer:
         except (ValueError, TypeError) as exc:
             return _error(f"Invalid arguments for '{params.name}': {exc}")
 
+    async def _list_resources(self, ctx: Any, params: types.PaginatedRequestParams | None) -> types.ListResourcesResult:
+        _adopt_provider_data(ctx)
+        return await resources.list_resources(self._routers(), params.cursor if params is not None else None)
+
+    async def _list_resource_templates(
+        self, ctx: Any, params: types.PaginatedRequestParams | None
+    ) -> types.ListResourceTemplatesResult:
+        return resources.list_resource_templates(self._routers())
+
+    async def _read_resource(self, ctx: Any, params: types.ReadResourceRequestParams) -> types.ReadResourceResult:
+        _adopt_provider_data(ctx)
+        return await resources.read_resource(self._routers(), params.uri)
+
+    async def _list_prompts(self, ctx: Any, params: types.PaginatedRequestParams | None) -> types.ListPromptsResult:
+        return resources.list_prompts(self._routers())
+
+    async def _get_prompt(self, ctx: Any, params: types.GetPromptRequestParams) -> types.GetPromptResult:
+        _adopt_provider_data(ctx)
+        return await resources.get_prompt(self._routers(), params.name, dict(params.arguments or {}))
+
+    async def _complete(self, ctx: Any, params: types.CompleteRequestParams) -> types.CompleteResult:
+        _adopt_provider_data(ctx)
+        return await resources.complete(self._routers(), params)
+
     async def _list_vector_stores(self, arguments: dict[str, Any]) -> types.CallToolResult:
         query = VectorStoreListQuery(limit=int(arguments.get("limit", 20)))
         page = await self._routers()["vector_stores"].list_vector_stores(query)
@@ -191,8 +227,17 @@ class UnderlayMcpServer:
             )
         else:
             text = f"No passages matched '{'; '.join(page.search_query)}'."
+        links: dict[str, types.ContentBlock] = {}
+        for r in results:  # each file found, once, as a link a client can read (underlay://files/{id})
+            if "files" in self._routers() and r["file_id"] not in links:
+                links[r["file_id"]] = types.ResourceLink(
+                    type="resource_link",
+                    uri=resources.file_uri(r["file_id"]),
+                    name=r["filename"] or r["file_id"],
+                    mime_type=guess_media_type(r["filename"] or ""),
+                )
         return types.CallToolResult(
-            content=[types.TextContent(type="text", text=text)],
+            content=[types.TextContent(type="text", text=text), *links.values()],
             structured_content={"results": results, "search_query": page.search_query},
         )
 
