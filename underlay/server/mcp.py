@@ -275,11 +275,7 @@ def _to_mcp(result: ToolInvocationResult) -> types.CallToolResult:
             elif isinstance(part, MediaContentPart):
                 blocks.append(types.AudioContent(type="audio", data=part.data, mime_type=part.mime_type))
             elif isinstance(part, ResourceContentPart):
-                blocks.append(
-                    types.ResourceLink(type="resource_link", name=part.uri, uri=part.uri, mime_type=part.mime_type)
-                    if part.text is None
-                    else types.TextContent(type="text", text=part.text)
-                )
+                blocks.append(_resource_block(part))
     if result.is_error:  # the message already quotes the tool's own error text
         blocks = [types.TextContent(type="text", text=result.error_message or "The tool failed.")]
     structured = result.metadata.get("structured_content")
@@ -290,3 +286,14 @@ def _to_mcp(result: ToolInvocationResult) -> types.CallToolResult:
         structured_content=structured if isinstance(structured, dict) else None,
         is_error=result.is_error,
     )
+
+
+def _resource_block(part: ResourceContentPart) -> types.ContentBlock:
+    """A tool's resource as the tool sent it: embedded (text or blob) stays embedded, a link stays a link."""
+    if part.text is not None:
+        text = types.TextResourceContents(uri=part.uri, mime_type=part.mime_type, text=part.text)
+        return types.EmbeddedResource(type="resource", resource=text)
+    if part.blob is not None:
+        blob = types.BlobResourceContents(uri=part.uri, mime_type=part.mime_type, blob=part.blob)
+        return types.EmbeddedResource(type="resource", resource=blob)
+    return types.ResourceLink(type="resource_link", name=part.uri, uri=part.uri, mime_type=part.mime_type)
