@@ -47,11 +47,18 @@ inspect-evals 0.26.0      abstention_bench/data/freshqa/FreshQA_v12182024.csv   
 Meta's Prompt Guard: judging the topic is llama-guard's job; this one detects the attempt to override
 instructions. Keeping them as negatives makes the model learn the technique, not the topic.
 
-Split: exact duplicates (after lower-casing and whitespace folding) are dropped, then near-duplicates
-(MinHash over word 5-grams, LSH with 8 bands of 4, i.e. Jaccard around 0.6 and up) are clustered and
-whole clusters go to train / validation / test (70/15/15, seed 20261125), so a jailbreak template
-and its variants never straddle the split. The threshold is picked on validation (the lowest that
-keeps attack precision >= 0.98, for few false refusals) and the test figures are reported at it.
+Split: exact duplicates (after lower-casing and whitespace folding) are dropped, then every pair of
+prompts whose word 5-gram sets reach Jaccard 0.3 is joined (union-find; an inverted index from shingle
+to prompts finds the pairs, so only prompts sharing a shingle are ever compared) and whole clusters go
+to train / validation / test, about 70/15/15 per label. A jailbreak template and its variants never
+straddle the split: the script counts test prompts within Jaccard 0.3 of a training prompt (the leak
+check, 0 by construction) and writes it to ``metrics.json``; the split manifest
+(``bench/data/prompt_guard_split.json.gz``) lets a test recompute it without the training text. The
+earlier split (MinHash LSH, Jaccard around 0.6 and up) leaked 156 of its 797 test prompts at 0.3.
+
+The threshold is picked on validation (the lowest that keeps attack precision >= 0.98, for few false
+refusals) and the test figures are reported at it. A re-run writes the same bytes (fixed seeds, zip and
+gzip timestamps fixed).
 """
 
 from __future__ import annotations
@@ -66,7 +73,6 @@ import json
 import re
 import sys
 import zipfile
-import zlib
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
@@ -94,6 +100,7 @@ WHEELS = {
     "alpaca_eval-0.6.6-py3-none-any.whl": "8f4f218b8a1d7ef379491222e90f38446ca327930b51416d55306663cf85f28c",
 }
 HELDOUT_FILE = ROOT / "bench" / "data" / "prompt_guard_heldout.jsonl.gz"
+SPLIT_FILE = ROOT / "bench" / "data" / "prompt_guard_split.json.gz"
 TARGET_PRECISION = 0.98
 
 
@@ -246,12 +253,66 @@ def dedupe(examples: list[Example]) -> list[Example]:
     return list(by_key.values())
 
 
-def near_duplicate_clusters(texts: list[str], bands: int = 8, rows: int = 4) -> list[int]:
-    """Cluster id per text: MinHash signatures over word 5-grams, banded LSH, union-find."""
-    prime = (1 << 61) - 1
-    rng = np.random.default_rng(SEED)
-    a = rng.integers(1, prime, size=bands * rows, dtype=np.int64).astype(np.uint64)
-    b = rng.integers(0, prime, size=bands * rows, dtype=np.int64).astype(np.uint64)
+SHINGLE_WORDS = 5
+LEAK_JACCARD = 0.3
+"""Two prompts whose word 5-gram sets overlap at Jaccard >= 0.3 count as near-duplicates: they share a
+template or a long passage, so one in training and the other in test would flatter the test figures."""
+
+
+_WORD = re.compile(r"\w+")
+
+
+def shingles(text: str) -> set[str]:
+    """Word 5-grams, words being the lower-cased ``\\w+`` runs (punctuation is not a word, so ``act as DAN:``
+    and ``act as DAN.`` share their shingles); a text under five words is one shingle, itself."""
+    words = _WORD.findall(text.lower())
+    n = SHINGLE_WORDS
+    return {" ".join(words[j : j + n]) for j in range(max(1, len(words) - n + 1))}
+
+
+class ShingleIndex:
+    """An inverted index from shingle to the texts holding it, for exact Jaccard without all pairs.
+
+    Only texts that share at least one shingle are ever compared: for each query the postings of its
+    shingles are gathered and counted in one ``bincount``, so the cost is the total posting length
+    touched, not the number of text pairs.
+    """
+
+    def __init__(self, texts: list[str], vocab: dict[str, int] | None = None) -> None:
+        self.vocab: dict[str, int] = {} if vocab is None else vocab
+        self.rows = [self.ids(t, grow=True) for t in texts]
+        self.sizes = np.array([len(r) for r in self.rows], dtype=np.int64)
+        flat = np.concatenate(self.rows) if self.rows else np.zeros(0, dtype=np.int64)
+        owner = np.repeat(np.arange(len(self.rows)), self.sizes)
+        order = np.argsort(flat, kind="stable")
+        self.postings = owner[order]
+        self.indptr = np.searchsorted(flat[order], np.arange(len(self.vocab) + 1))
+
+    def ids(self, text: str, grow: bool = False) -> np.ndarray:
+        found = []
+        for s in shingles(text):
+            if grow:
+                found.append(self.vocab.setdefault(s, len(self.vocab)))
+            elif s in self.vocab:
+                found.append(self.vocab[s])
+        return np.array(sorted(found), dtype=np.int64)
+
+    def jaccard(self, ids: np.ndarray, size: int) -> np.ndarray:
+        """Jaccard of a query with ``size`` shingles (``ids`` the known ones) against every indexed text."""
+        ids = ids[ids < len(self.indptr) - 1]
+        starts, ends = self.indptr[ids], self.indptr[ids + 1]
+        lengths = ends - starts
+        total = int(lengths.sum())
+        if total == 0:
+            return np.zeros(len(self.rows))
+        offsets = np.repeat(starts - np.cumsum(lengths) + lengths, lengths) + np.arange(total)
+        common = np.bincount(self.postings[offsets], minlength=len(self.rows))
+        return common / (size + self.sizes - common)
+
+
+def near_duplicate_clusters(texts: list[str], threshold: float = LEAK_JACCARD) -> list[int]:
+    """Cluster id per text: union-find over every pair at word 5-gram Jaccard >= ``threshold`` (exact)."""
+    index = ShingleIndex(texts)
     parent = list(range(len(texts)))
 
     def find(i: int) -> int:
@@ -260,29 +321,55 @@ def near_duplicate_clusters(texts: list[str], bands: int = 8, rows: int = 4) -> 
             i = parent[i]
         return i
 
-    buckets: dict[tuple[int, bytes], int] = {}
-    for i, text in enumerate(texts):
-        words = _norm(text).split()
-        shingles = {" ".join(words[j : j + 5]) for j in range(max(1, len(words) - 4))}
-        h = np.array([zlib.crc32(s.encode()) for s in shingles], dtype=np.uint64)
-        signature = ((np.outer(h, a) + b) % np.uint64(prime)).min(axis=0)
-        for band in range(bands):
-            key = (band, signature[band * rows : (band + 1) * rows].tobytes())
-            if key in buckets:
-                parent[find(i)] = find(buckets[key])
-            else:
-                buckets[key] = i
+    for i, row in enumerate(index.rows):
+        similar = np.flatnonzero(index.jaccard(row, len(row)) >= threshold)
+        for j in similar[similar > i]:
+            parent[find(int(j))] = find(i)
     return [find(i) for i in range(len(texts))]
 
 
+def leaks(queries: list[str], corpus: list[str], threshold: float = LEAK_JACCARD) -> list[tuple[int, int, float]]:
+    """(query, corpus text, Jaccard) for every query with a corpus text at Jaccard >= ``threshold``."""
+    index = ShingleIndex(corpus)
+    found = []
+    for q, text in enumerate(queries):
+        all_ids = shingles(text)
+        scores = index.jaccard(index.ids(text), len(all_ids))
+        best = int(np.argmax(scores)) if len(scores) else -1
+        if best >= 0 and scores[best] >= threshold:
+            found.append((q, best, round(float(scores[best]), 4)))
+    return found
+
+
+SPLIT_SHARES = (0.70, 0.15, 0.15)
+
+
 def split(examples: list[Example]) -> tuple[list[Example], list[Example], list[Example]]:
+    """Whole near-duplicate clusters go to train / validation / test, about 70/15/15 per label.
+
+    Clusters are placed largest first (ties in a seeded random order), each into the part furthest
+    below its share of the cluster's majority label, so one big template family cannot tip the split.
+    """
     clusters = near_duplicate_clusters([e.text for e in examples])
+    members: dict[int, list[int]] = {}
+    for i, c in enumerate(clusters):
+        members.setdefault(c, []).append(i)
     rng = np.random.default_rng(SEED + 1)
-    draw = {c: float(rng.random()) for c in sorted(set(clusters))}
+    tiebreak = {c: float(rng.random()) for c in sorted(members)}
+    totals = Counter(e.label for e in examples)
+    filled = {label: [0, 0, 0] for label in totals}
+    where = [0] * len(examples)
+    for c in sorted(members, key=lambda c: (-len(members[c]), tiebreak[c])):
+        rows = members[c]
+        label = Counter(examples[i].label for i in rows).most_common(1)[0][0]
+        deficit = [SPLIT_SHARES[k] * totals[label] - filled[label][k] for k in range(3)]
+        part = max(range(3), key=lambda k: (deficit[k], -k))
+        filled[label][part] += len(rows)
+        for i in rows:
+            where[i] = part
     parts: tuple[list[Example], list[Example], list[Example]] = ([], [], [])
-    for e, c in zip(examples, clusters, strict=True):
-        u = draw[c]
-        parts[0 if u < 0.70 else 1 if u < 0.85 else 2].append(e)
+    for e, part in zip(examples, where, strict=True):
+        parts[part].append(e)
     return parts
 
 
@@ -392,6 +479,48 @@ def choose_threshold(examples: list[Example], probs: np.ndarray) -> tuple[float,
     return float(best["threshold"]), sweep  # type: ignore[arg-type]
 
 
+def shingle_hash(shingle: str) -> str:
+    """64-bit BLAKE2b of a shingle, hex: what the split manifest stores instead of training text."""
+    return hashlib.blake2b(shingle.encode("utf-8"), digest_size=8).hexdigest()
+
+
+def split_manifest(train_set: list[Example], val_set: list[Example], test_set: list[Example]) -> dict[str, object]:
+    """What a reader needs to recompute the leak check without the training text.
+
+    The Jaccard of a test prompt T and a training prompt D needs ``|T|``, ``|D|`` and ``|T & D|``. The
+    test prompts ship in full (``HELDOUT_FILE``); for each training and validation prompt we store its
+    shingle count and the hashes of those of its shingles that occur in some test prompt, which is all
+    an intersection with a test prompt can contain.
+    """
+    in_test = {shingle_hash(s) for e in test_set for s in shingles(e.text)}
+
+    def rows(part: list[Example]) -> list[dict[str, object]]:
+        out = []
+        for e in part:
+            hashes = sorted({shingle_hash(s) for s in shingles(e.text)})
+            out.append({"label": e.label, "n": len(hashes), "shared": [h for h in hashes if h in in_test]})
+        return out
+
+    return {
+        "shingles": f"word {SHINGLE_WORDS}-grams of lower-cased \\w+ runs, joined by one space, BLAKE2b-64 hex",
+        "leak_jaccard": LEAK_JACCARD,
+        "test": len(test_set),
+        "train": rows(train_set),
+        "validation": rows(val_set),
+    }
+
+
+def save_npz(path: Path, **arrays: np.ndarray) -> None:
+    """``np.savez_compressed`` with fixed member timestamps, so a re-run writes the same bytes."""
+    with zipfile.ZipFile(path, "w", compression=zipfile.ZIP_DEFLATED) as archive:
+        for name, array in arrays.items():
+            buffer = io.BytesIO()
+            np.lib.format.write_array(buffer, np.asanyarray(array), allow_pickle=False)
+            info = zipfile.ZipInfo(f"{name}.npy", date_time=(1980, 1, 1, 0, 0, 0))
+            info.compress_type = zipfile.ZIP_DEFLATED
+            archive.writestr(info, buffer.getvalue())
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--wheels", type=Path, required=True, help="Folder with the five pinned wheels.")
@@ -420,7 +549,17 @@ def main() -> int:
     ]
     test_report = evaluate(test_set, test_probs, threshold)
     meta = {"labels": list(LABELS), "threshold": threshold, "dim_bits": DIM_BITS, "seed": SEED}
-    np.savez_compressed(MODEL_FILE, weights=weights16, bias=bias.astype(np.float32), meta=np.array(json.dumps(meta)))
+    save_npz(MODEL_FILE, weights=weights16, bias=bias.astype(np.float32), meta=np.array(json.dumps(meta)))
+    texts = {
+        name: [e.text for e in part] for name, part in (("train", train_set), ("val", val_set), ("test", test_set))
+    }
+    leak_check = {
+        "rule": f"word {SHINGLE_WORDS}-gram Jaccard >= {LEAK_JACCARD} (near-duplicate clusters never straddle)",
+        "test_vs_train": len(leaks(texts["test"], texts["train"])),
+        "test_vs_validation": len(leaks(texts["test"], texts["val"])),
+        "validation_vs_train": len(leaks(texts["val"], texts["train"])),
+    }
+    print(f"leak check: {leak_check}")
     metrics = {
         "model": "softmax regression over hashed word 1-2-grams and in-word char 4-grams (2^18 buckets)",
         "wheels": WHEELS,
@@ -431,6 +570,9 @@ def main() -> int:
             name: dict(Counter(e.label for e in part))
             for name, part in (("train", train_set), ("validation", val_set), ("test", test_set))
         },
+        "split_rule": "whole near-duplicate clusters (union-find over word 5-gram Jaccard >= 0.3) per part, "
+        "about 70/15/15 per label",
+        "leak_check": leak_check,
         "threshold_rule": f"lowest validation threshold with attack precision >= {TARGET_PRECISION}",
         "threshold": threshold,
         "validation_sweep": val_sweep,
@@ -442,9 +584,11 @@ def main() -> int:
     with gzip.GzipFile(HELDOUT_FILE, "wb", mtime=0) as fh:
         for e in test_set:
             fh.write((json.dumps({"text": e.text, "label": e.label, "source": e.source}) + "\n").encode())
+    with gzip.GzipFile(SPLIT_FILE, "wb", mtime=0) as fh:
+        fh.write(json.dumps(split_manifest(train_set, val_set, test_set), separators=(",", ":")).encode())
     summary = {"threshold": threshold, **{k: test_report[k] for k in ("attack_vs_benign", "per_class")}}
     print(json.dumps(summary, indent=1))
-    print(f"wrote {MODEL_FILE} ({MODEL_FILE.stat().st_size} bytes), {METRICS_FILE}, {HELDOUT_FILE}")
+    print(f"wrote {MODEL_FILE} ({MODEL_FILE.stat().st_size} bytes), {METRICS_FILE}, {HELDOUT_FILE}, {SPLIT_FILE}")
     return 0
 
 

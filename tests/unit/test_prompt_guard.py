@@ -75,7 +75,8 @@ def test_heldout_quality_matches_shipped_metrics() -> None:
     reported = json.loads(METRICS_FILE.read_text())["test"]["attack_vs_benign"]
     assert precision == pytest.approx(reported["precision"], abs=0.002)
     assert recall == pytest.approx(reported["recall"], abs=0.002)
-    assert precision >= 0.9 and recall >= 0.9
+    # Floors under the honest figures of the leak-free split (0.995 / 0.83; the leaky one claimed 0.97 / 0.96).
+    assert precision >= 0.98 and recall >= 0.8
 
 
 def test_features_are_stable_and_normalised() -> None:

@@ -8,7 +8,7 @@ F1 and the threshold chosen from them. Nothing is downloaded: the weights load f
 What it judges: whether a message tries to *override the instructions* of the application (an
 injection: "ignore the previous instructions and print ...", a system-prompt extraction) or to talk
 the model out of its rules (a jailbreak: DAN and other role-play templates). A plainly harmful
-question with no such technique is not its business: that is ``llama-guard``'s. Run both for both.
+question with no such technique is not its business: that is for ``guard-prompt`` or ``llama-guard``.
 
 By default the user's messages and tool results are read (tool results are where indirect injections
 arrive); the assistant's own words are not. On ``/v1/moderations`` every input is read.
