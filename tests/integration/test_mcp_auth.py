@@ -233,6 +233,17 @@ def test_refresh_on_expiry_and_on_401(server: RunningServer, oauth: OAuthFixture
     assert _text(_call(server, BOB_KEY, "whoami", "machine")) == "machine:machine-client"  # new client credentials
 
 
+def test_a_refused_refresh_on_an_open_session_asks_again(server: RunningServer, oauth: OAuthFixture) -> None:
+    if not oauth.events("token", subject="alice@idp"):
+        _authorize(server, oauth, ALICE_KEY, "alice@idp")
+    assert _text(_call(server, ALICE_KEY, "whoami", "protected")) == "alice@idp"  # a session is open
+    assert httpx.post(f"{oauth.issuer}/revoke-all", params={"refresh": 1}, timeout=10).status_code == 200
+    # The 401 arrives on the open session and the refresh is refused: the caller is asked to authorize
+    # (not told the server "closed the connection").
+    _authorize(server, oauth, ALICE_KEY, "alice@idp")
+    assert _text(_call(server, ALICE_KEY, "whoami", "protected")) == "alice@idp"
+
+
 def test_tokens_are_encrypted_at_rest(server: RunningServer, oauth: OAuthFixture) -> None:
     if not oauth.events("token", subject="alice@idp"):
         _authorize(server, oauth, ALICE_KEY, "alice@idp")

@@ -14,6 +14,12 @@ class OAuthClient(BaseModel):
 
     client_id: str = Field(min_length=1)
     client_secret: str | None = Field(default=None, description="Secret for client_secret_basic/post.")
+    private_key: str | None = Field(
+        default=None,
+        description="PEM private key: client credentials authenticated with a signed JWT (private_key_jwt) "
+        "instead of a secret.",
+    )
+    signing_algorithm: str = Field(default="RS256", description="The private_key's JWT algorithm (RS256, ES256...).")
     grant_type: Literal["client_credentials", "authorization_code"] = Field(
         default="client_credentials",
         description="client_credentials: Underlay's own (machine) token for every caller; authorization_code: "

@@ -31,13 +31,18 @@ import logging
 import secrets
 import time
 from collections import OrderedDict
+from collections.abc import AsyncGenerator
 from typing import Any
 from urllib.parse import urlencode
 
 import httpx2
 from cryptography.fernet import Fernet, InvalidToken
 from mcp.client.auth import OAuthClientProvider, OAuthFlowError, PKCEParameters
-from mcp.client.auth.extensions.client_credentials import ClientCredentialsOAuthProvider
+from mcp.client.auth.extensions.client_credentials import (
+    ClientCredentialsOAuthProvider,
+    PrivateKeyJWTOAuthProvider,
+    SignedJWTParameters,
+)
 from mcp.client.auth.utils import validate_authorization_response_iss
 from mcp.shared.auth import (
     OAuthClientInformationFull,
@@ -136,6 +141,29 @@ class KvTokenStorage:
         await self.kv.set(self.client_key, self.cipher.seal(client_info.model_dump(mode="json", exclude_none=True)))
 
 
+class _Remembers:
+    """Keeps the last exception the SDK's auth flow raised. The flow runs inside the transport's own
+    task, so when it fails on an open session the caller only sees the connection close; the provider
+    reads the reason here."""
+
+    last_error: BaseException | None = None
+
+    async def _auth_flow(self, request: httpx2.Request) -> AsyncGenerator[httpx2.Request, httpx2.Response]:
+        flow = super()._auth_flow(request)  # type: ignore[misc]
+        try:
+            outgoing = await flow.__anext__()
+            while True:
+                incoming = yield outgoing
+                outgoing = await flow.asend(incoming)
+        except StopAsyncIteration:
+            return
+        except Exception as exc:
+            self.last_error = exc
+            raise
+        finally:
+            await flow.aclose()  # the SDK's flow holds its context lock until it is closed
+
+
 def _restore(provider: OAuthClientProvider, storage: KvTokenStorage) -> None:
     """Put the stored expiry and metadata back on the SDK's context (it keeps them in memory only)."""
     context = provider.context
@@ -148,7 +176,7 @@ def _restore(provider: OAuthClientProvider, storage: KvTokenStorage) -> None:
         context.protected_resource_metadata = ProtectedResourceMetadata.model_validate(record["prm"])
 
 
-class MachineOAuth(ClientCredentialsOAuthProvider):
+class MachineOAuth(_Remembers, ClientCredentialsOAuthProvider):
     """Client credentials for operator-configured machine access, with the stored expiry restored."""
 
     async def _initialize(self) -> None:
@@ -158,7 +186,17 @@ class MachineOAuth(ClientCredentialsOAuthProvider):
         _restore(self, storage)
 
 
-class UserOAuth(OAuthClientProvider):
+class MachineJwtOAuth(_Remembers, PrivateKeyJWTOAuthProvider):
+    """Client credentials authenticated with a signed JWT (RFC 7523), with the stored expiry restored."""
+
+    async def _initialize(self) -> None:
+        await super()._initialize()
+        storage = self.context.storage
+        assert isinstance(storage, KvTokenStorage)
+        _restore(self, storage)
+
+
+class UserOAuth(_Remembers, OAuthClientProvider):
     """The authorization code flow for one principal at one server, split across two requests."""
 
     def __init__(
@@ -333,7 +371,22 @@ class OAuthManager:
     ) -> OAuthClientProvider:
         storage = self._storage(identity, server)
         provider: OAuthClientProvider
-        if client is not None and client.grant_type == "client_credentials":
+        if client is not None and client.grant_type == "client_credentials" and client.private_key:
+            signer = SignedJWTParameters(
+                issuer=client.client_id,
+                subject=client.client_id,
+                signing_key=client.private_key,
+                signing_algorithm=client.signing_algorithm,
+            )
+            provider = MachineJwtOAuth(
+                server,
+                storage,
+                client.client_id,
+                signer.create_assertion_provider(),
+                scope=client.scope,
+                issuer=client.issuer,
+            )
+        elif client is not None and client.grant_type == "client_credentials":
             provider = MachineOAuth(
                 server,
                 storage,

@@ -313,6 +313,8 @@ class McpToolRuntime:
         auth, auth_key = (None, None)
         if self.oauth is not None:
             auth, auth_key = self.oauth.auth_for(connection, context.principal if context else None)
+            if auth is not None:
+                auth.last_error = None  # type: ignore[attr-defined]
         for attempt in range(2):
             try:
                 async with self.pool.lease(connection, auth=auth, auth_key=auth_key, elicit=self._elicit) as (
@@ -325,6 +327,10 @@ class McpToolRuntime:
                     except asyncio.CancelledError:
                         raise
                     except Exception as exc:
+                        refused = self._auth_failure(getattr(auth, "last_error", None), connection)
+                        if refused is not None:  # the OAuth flow stopped on an open session (a 401 mid-way)
+                            await self.pool.discard(entry)
+                            raise refused from None
                         error, retryable = self._classify(exc, connection, entry, doing, seconds)
             except SessionOpenError as exc:
                 raise self._classify_open(exc, connection) from None
@@ -396,8 +402,19 @@ class McpToolRuntime:
         return error
 
     def _open_failure(self, exc: SessionOpenError, connection: McpConnection) -> ProviderError | AuthorizationNeeded:
+        refused = self._auth_failure(exc.cause, connection)
+        if refused is not None:
+            return refused
+        return self._plain_open_failure(exc, connection)
+
+    def _auth_failure(
+        self, exc: BaseException | None, connection: McpConnection
+    ) -> ProviderError | AuthorizationNeeded | None:
+        """The error to report when ``exc`` (or something inside it) is the OAuth flow stopping."""
+        if exc is None:
+            return None
         where = self._where(connection)
-        needed = _find(exc.cause, (AuthorizationRequired,))
+        needed = _find(exc, (AuthorizationRequired,))
         if isinstance(needed, AuthorizationRequired):
             self.pool.forget_failures(connection.name)  # asking a person is no connection failure
             minutes = max(1, round(needed.expires_in / 60))
@@ -406,10 +423,14 @@ class McpToolRuntime:
                 f"then call again (the link is valid for {minutes} minutes).",
                 needed.url,
             )
-        oauth = _find(exc.cause, _OAUTH_ERRORS)
+        oauth = _find(exc, _OAUTH_ERRORS)
         if oauth is not None:
             message = f"{where}: OAuth authorization failed: {_text(oauth)}"
             return UpstreamError(self.provider_id, message, code="mcp_auth_error")
+        return None
+
+    def _plain_open_failure(self, exc: SessionOpenError, connection: McpConnection) -> ProviderError:
+        where = self._where(connection)
         if exc.http_error is not None:
             return self._http_failure(*exc.http_error, where)[0]
         leaf = root_cause(exc.cause)
