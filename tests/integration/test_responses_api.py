@@ -280,8 +280,8 @@ def test_json_schema_output_is_validated(client: openai.OpenAI) -> None:
 def test_validation_errors(client: openai.OpenAI) -> None:
     cases: list[tuple[dict[str, Any], str]] = [
         (
-            {"input": [{"role": "user", "content": [{"type": "input_file", "file_id": "file-1"}]}]},
-            "input[0].content[0]",
+            {"input": [{"role": "user", "content": [{"type": "input_file", "file_url": "http://10.0.0.1/a.pdf"}]}]},
+            "input[0].content[0].file_url",
         ),
         ({"input": "x", "tools": [{"type": "code_interpreter", "container": {"type": "auto"}}]}, "tools"),
         ({"input": "x", "tool_choice": "required"}, ""),

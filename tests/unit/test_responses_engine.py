@@ -321,3 +321,38 @@ def test_citations_come_from_the_search_before_a_client_function_call() -> None:
     ]
     assert _recent_search_results(history) == results
     assert _recent_search_results(history[:2]) == []
+
+
+def test_input_files_and_compaction_items_reach_the_model_as_text() -> None:
+    from underlay.api.errors import InvalidRequestError
+    from underlay.providers.inline.responses import compaction
+    from underlay.providers.inline.responses.convert import check_input_items
+
+    message = normalize_item(
+        {"role": "user", "content": [{"type": "input_text", "text": "Title?"}, {"type": "input_file", "file_id": "f"}]}
+    )
+    summary = {"type": "compaction", "id": "cmp_1", "encrypted_content": compaction.encode("We chose PAPAYA.")}
+    messages = items_to_messages(None, [summary, message], {f"{message['id']}/1": "[File: a.md]\n# Report"})
+    assert messages[0] == {"role": "user", "content": compaction.SUMMARY_INTRO + "We chose PAPAYA."}
+    assert messages[1]["content"] == "Title?\n[File: a.md]\n# Report\n"
+    with pytest.raises(InvalidRequestError) as caught:
+        check_input_items([{"type": "compaction", "id": "c", "encrypted_content": "opaque-from-elsewhere"}])
+    assert caught.value.param == "input[0].encrypted_content"
+
+
+def test_output_text_parts_always_carry_logprobs_and_stored_nulls_read_as_defaults() -> None:
+    from underlay.api.response_items import shape_for_client
+
+    assistant = normalize_item({"role": "assistant", "content": [{"type": "output_text", "text": "hi"}]})
+    assert assistant["content"][0]["annotations"] == [] and assistant["content"][0]["logprobs"] == []
+    with_lp = {"type": "message", "content": [{"type": "output_text", "text": "a", "logprobs": [{"token": "a"}]}]}
+    assert shape_for_client(with_lp, None)["content"][0]["logprobs"] == []
+    assert shape_for_client(with_lp, ["message.output_text.logprobs"])["content"][0]["logprobs"] == [{"token": "a"}]
+    old = ResponseObject.model_validate(
+        {"id": "r", "created_at": 0, "status": "completed", "model": "m", "temperature": None, "top_p": None,
+         "top_logprobs": None}
+    )  # fmt: skip
+    assert (old.temperature, old.top_p, old.top_logprobs, old.presence_penalty) == (1.0, 1.0, 0, 0.0)
+    usage = ResponseObject.model_validate({"id": "r", "created_at": 0, "status": "completed", "model": "m",
+                                           "usage": {"input_tokens": 1}}).model_dump()["usage"]  # fmt: skip
+    assert usage["input_tokens_details"] == {"cached_tokens": 0, "cache_write_tokens": 0}

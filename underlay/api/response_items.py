@@ -20,6 +20,10 @@ class _Open(BaseModel):
     model_config = ConfigDict(extra="allow")
 
 
+COMPACTION_MAX_CHARS = 1_000_000
+"""A compaction item's payload, bounded: the server decodes whatever a client sends back."""
+
+
 # ---------------------------------------------------------------------------------------------------
 # Content parts
 # ---------------------------------------------------------------------------------------------------
@@ -170,6 +174,18 @@ class ItemReference(_Open):
     id: str
 
 
+class CompactionItem(_Open):
+    """What ``POST /v1/responses/compact`` returns: the condensed context, opaque to the client.
+
+    ``encrypted_content`` keeps OpenAI's name; here it is not encrypted but encoded (see the provider's
+    ``compaction`` module): it carries the model's summary, which a client could as well send as text.
+    """
+
+    type: Literal["compaction"] = "compaction"
+    encrypted_content: str = Field(min_length=1, max_length=COMPACTION_MAX_CHARS)
+    id: str | None = None
+
+
 def _item_type(value: Any) -> str:
     """Messages may omit ``type`` (OpenAI's "easy" input message)."""
     if isinstance(value, dict):
@@ -188,7 +204,8 @@ InputItem = Annotated[
     | Annotated[McpApprovalRequestItem, Tag("mcp_approval_request")]
     | Annotated[McpApprovalResponseItem, Tag("mcp_approval_response")]
     | Annotated[ReasoningItem, Tag("reasoning")]
-    | Annotated[ItemReference, Tag("item_reference")],
+    | Annotated[ItemReference, Tag("item_reference")]
+    | Annotated[CompactionItem, Tag("compaction")],
     Discriminator(_item_type),
 ]
 """Any item a client may send as input (or append to a conversation)."""
@@ -205,6 +222,7 @@ _ID_PREFIX = {
     "mcp_approval_request": "mcpr",
     "mcp_approval_response": "mcpa",
     "reasoning": "rs",
+    "compaction": "cmp",
 }
 
 
@@ -230,8 +248,12 @@ def normalize_item(item: BaseModel | dict[str, Any]) -> dict[str, Any]:
         part = "output_text" if data.get("role") == "assistant" else "input_text"
         if isinstance(content, str):
             data["content"] = [{"type": part, "text": content}]
-            if part == "output_text":
-                data["content"][0]["annotations"] = []
+        for piece in data.get("content") or []:
+            # The SDK's strict types (and Open Responses) require both lists on every output_text part.
+            if isinstance(piece, dict) and piece.get("type") == "output_text":
+                piece.setdefault("annotations", [])
+                if piece.get("logprobs") is None:
+                    piece["logprobs"] = []
         data.setdefault("status", "completed")
     elif kind in ("function_call", "function_call_output"):
         data.setdefault("status", "completed")
@@ -272,6 +294,7 @@ def shape_for_client(item: dict[str, Any], include: list[str] | None) -> dict[st
         return {k: v for k, v in item.items() if k != "results"}
     if kind == "message" and "message.output_text.logprobs" not in wanted:
         parts = item.get("content")
-        if isinstance(parts, list) and any(isinstance(p, dict) and "logprobs" in p for p in parts):
-            return {**item, "content": [{k: v for k, v in p.items() if k != "logprobs"} for p in parts]}
+        if isinstance(parts, list) and any(isinstance(p, dict) and p.get("logprobs") for p in parts):
+            # Emptied, not removed: Open Responses requires the list on every output_text part.
+            return {**item, "content": [{**p, "logprobs": []} if p.get("logprobs") else p for p in parts]}
     return item

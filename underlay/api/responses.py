@@ -17,7 +17,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from typing import Annotated, Any, Literal, Protocol
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 
 from underlay.api.pagination import ListQuery
 from underlay.api.response_items import Includable, InputItem, check_metadata
@@ -199,6 +199,8 @@ class CreateResponseRequest(_Open):
     temperature: float | None = Field(default=None, ge=0, le=2)
     top_p: float | None = Field(default=None, ge=0, le=1)
     top_logprobs: int | None = Field(default=None, ge=0, le=20)
+    presence_penalty: float | None = Field(default=None, ge=-2, le=2)
+    frequency_penalty: float | None = Field(default=None, ge=-2, le=2)
     text: TextConfig | None = None
     previous_response_id: str | None = None
     conversation: str | ConversationRef | None = None
@@ -209,6 +211,8 @@ class CreateResponseRequest(_Open):
     include: list[Includable] | None = None
     truncation: Literal["auto", "disabled"] | None = None
     user: str | None = None
+    safety_identifier: str | None = Field(default=None, max_length=64)
+    prompt_cache_key: str | None = Field(default=None, max_length=256)
     seed: int | None = None
 
     _metadata = field_validator("metadata")(check_metadata)
@@ -268,7 +272,10 @@ ResponseStatus = Literal["completed", "failed", "in_progress", "cancelled", "que
 
 
 class InputTokensDetails(BaseModel):
+    """``cache_write_tokens`` is required by the openai SDK's type: nothing here caches prompts, so both are 0."""
+
     cached_tokens: int = 0
+    cache_write_tokens: int = 0
 
 
 class OutputTokensDetails(BaseModel):
@@ -292,6 +299,15 @@ class IncompleteDetails(BaseModel):
     reason: Literal["max_output_tokens", "max_tool_calls", "max_infer_iters", "content_filter"]
 
 
+_SAMPLING_DEFAULTS: dict[str, float | int] = {
+    "temperature": 1.0,
+    "top_p": 1.0,
+    "top_logprobs": 0,
+    "presence_penalty": 0.0,
+    "frequency_penalty": 0.0,
+}
+
+
 class ResponseObject(_Open):
     id: str
     object: Literal["response"] = "response"
@@ -312,9 +328,15 @@ class ResponseObject(_Open):
     reasoning: dict[str, Any] | None = None
     service_tier: str = "default"
     store: bool = True
-    temperature: float | None = None
-    top_p: float | None = None
-    top_logprobs: int | None = None
+    # The sampling the model ran with, never null (Open Responses requires the numbers): the request's
+    # values, else the provider's defaults, which the engine sends to the model explicitly.
+    temperature: float = 1.0
+    top_p: float = 1.0
+    top_logprobs: int = 0
+    presence_penalty: float = 0.0
+    frequency_penalty: float = 0.0
+    safety_identifier: str | None = None
+    prompt_cache_key: str | None = None
     text: dict[str, Any] = Field(default_factory=lambda: {"format": {"type": "text"}})
     tool_choice: Any = "auto"
     tools: list[dict[str, Any]] = Field(default_factory=list)
@@ -322,6 +344,12 @@ class ResponseObject(_Open):
     usage: ResponseUsage | None = None
     user: str | None = None
     metadata: dict[str, str] = Field(default_factory=dict)
+
+    @field_validator(*_SAMPLING_DEFAULTS, mode="before")
+    @classmethod
+    def _stored_null(cls, value: Any, info: ValidationInfo) -> Any:
+        """Responses stored before these were required hold ``null``: read them as the defaults."""
+        return _SAMPLING_DEFAULTS[info.field_name] if value is None and info.field_name else value
 
     @property
     def output_text(self) -> str:
@@ -332,6 +360,33 @@ class ResponseObject(_Open):
             for part in item.get("content") or []
             if part.get("type") == "output_text"
         )
+
+
+class CompactRequest(_Open):
+    """``POST /v1/responses/compact``: condense a context (``input``, after ``previous_response_id``'s chain).
+
+    The answer's single ``compaction`` item stands for the whole context: send it as the first input item
+    of the next request (without ``previous_response_id``) and the model sees the summary in its place.
+    """
+
+    model: str
+    input: str | list[InputItem] | None = None
+    instructions: str | None = None
+    previous_response_id: str | None = None
+    prompt_cache_key: str | None = Field(default=None, max_length=256)
+    safety_identifier: str | None = Field(default=None, max_length=64)
+    service_tier: str | None = None
+
+
+class CompactedResponse(BaseModel):
+    """OpenAI's ``response.compaction`` object (not stored: it is its own result)."""
+
+    id: str
+    object: Literal["response.compaction"] = "response.compaction"
+    created_at: int
+    output: list[dict[str, Any]]
+    usage: ResponseUsage
+    safety_identifier: str | None = None
 
 
 class ResponseDeleted(BaseModel):
@@ -585,6 +640,8 @@ class ResponsesProvider(Protocol):
 
     async def list_input_items(self, response_id: str, query: InputItemsQuery) -> InputItemList: ...
 
+    async def compact_response(self, params: CompactRequest) -> CompactedResponse: ...
+
 
 def _route(method: str, path: str, handler: str, summary: str, **kwargs: Any) -> Route:
     return Route(method, path, handler, summary=summary, tags=("responses",), **kwargs)
@@ -603,6 +660,14 @@ ROUTES: list[Route] = [
         streaming=True,
     ),
     _route("GET", "/v1/responses", "list_responses", "List stored responses", query=ListResponsesQuery),
+    _route(
+        "POST",
+        "/v1/responses/compact",
+        "compact_response",
+        "Condense a context into one compaction item",
+        body=CompactRequest,
+        response=CompactedResponse,
+    ),
     _route(
         "GET",
         _R,

@@ -10,6 +10,8 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 from underlay.api.responses import (
+    CompactedResponse,
+    CompactRequest,
     CreateResponseRequest,
     InputItemList,
     InputItemsQuery,
@@ -51,3 +53,6 @@ class ResponsesRouter:
 
     async def list_input_items(self, response_id: str, query: InputItemsQuery) -> InputItemList:
         return await self.provider.list_input_items(response_id, query)
+
+    async def compact_response(self, params: CompactRequest) -> CompactedResponse:
+        return await self.provider.compact_response(params)

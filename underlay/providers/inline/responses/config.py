@@ -31,3 +31,13 @@ class BuiltinResponsesConfig(BaseModel):
     event_flush_seconds: float = Field(
         default=0.2, gt=0, description="How often a background response's events are written to the log."
     )
+    temperature: float = Field(
+        default=1.0, ge=0, le=2, description="Sampling temperature when a request sets none (sent and reported)."
+    )
+    top_p: float = Field(default=1.0, gt=0, le=1, description="Nucleus sampling when a request sets none.")
+    input_file_max_bytes: int = Field(
+        default=10 * 1024 * 1024, ge=1, description="Largest input_file (file_id or file_data) read into a prompt."
+    )
+    compact_max_tokens: int = Field(
+        default=512, ge=16, le=8192, description="Budget of the summary /v1/responses/compact asks the model for."
+    )

@@ -15,6 +15,7 @@ import json
 from typing import Any
 
 from underlay.api.errors import InvalidRequestError
+from underlay.providers.inline.responses import compaction
 
 DECLINED = "The user declined to run this tool call{reason}. Do not try it again; answer without it."
 
@@ -22,17 +23,13 @@ DECLINED = "The user declined to run this tool call{reason}. Do not try it again
 def check_input_items(items: list[dict[str, Any]]) -> None:
     """Refuse content the engine cannot give a model, naming the field (before any work starts)."""
     for i, item in enumerate(items):
+        if item.get("type") == "compaction":
+            compaction.decode(str(item.get("encrypted_content") or ""), f"input[{i}]")
         if item.get("type") != "message" or not isinstance(item.get("content"), list):
             continue
         for j, part in enumerate(item["content"]):
             kind = part.get("type")
             where = f"input[{i}].content[{j}]"
-            if kind == "input_file":
-                raise InvalidRequestError(
-                    "input_file content is not supported by the Responses engine; attach the file to a vector "
-                    "store and use the file_search tool, or send its text as input_text.",
-                    param=where,
-                )
             if kind == "input_image" and not part.get("image_url"):
                 raise InvalidRequestError(
                     "input_image needs an image_url (a URL or a data: URL); file_id images are not supported.",
@@ -72,9 +69,22 @@ def _text(parts: Any) -> str:
     return "".join(out)
 
 
-def _user_content(parts: Any) -> str | list[dict[str, Any]]:
-    """Plain text when the message is all text, else chat content parts (text and image_url)."""
-    if isinstance(parts, str) or all(p.get("type") != "input_image" for p in parts or []):
+def _user_content(item: dict[str, Any], files: dict[str, str]) -> str | list[dict[str, Any]]:
+    """Plain text when the message is all text, else chat content parts (text and image_url).
+
+    An ``input_file`` part becomes the file's text (resolved up front, see :mod:`.input_files`).
+    """
+    parts = item.get("content")
+    if isinstance(parts, str):
+        return parts
+    prefix = f"{item.get('id')}/"
+    parts = [
+        {"type": "input_text", "text": "\n" + files.get(f"{prefix}{j}", "") + "\n"}
+        if p.get("type") == "input_file"
+        else p
+        for j, p in enumerate(parts or [])
+    ]
+    if all(p.get("type") != "input_image" for p in parts):
         return _text(parts)
     out: list[dict[str, Any]] = []
     for part in parts:
@@ -126,9 +136,15 @@ class _Builder:
         self.result(call_id, text)
 
 
-def items_to_messages(instructions: str | None, items: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """The chat messages for ``items`` (oldest first), with ``instructions`` as the system message."""
+def items_to_messages(
+    instructions: str | None, items: list[dict[str, Any]], files: dict[str, str] | None = None
+) -> list[dict[str, Any]]:
+    """The chat messages for ``items`` (oldest first), with ``instructions`` as the system message.
+
+    ``files``: the text of each ``input_file`` part, by ``"<item id>/<part index>"``.
+    """
     builder = _Builder()
+    files = files or {}
     if instructions:
         builder.messages.append({"role": "system", "content": instructions})
     requests = {i["id"]: i for i in items if i.get("type") == "mcp_approval_request" and i.get("id")}
@@ -139,7 +155,9 @@ def items_to_messages(instructions: str | None, items: list[dict[str, Any]]) -> 
             if role == "assistant":
                 builder.messages.append({"role": "assistant", "content": _text(item.get("content"))})
             else:
-                builder.messages.append({"role": role, "content": _user_content(item.get("content"))})
+                builder.messages.append({"role": role, "content": _user_content(item, files)})
+        elif kind == "compaction":
+            builder.messages.append(compaction.as_message(item))
         elif kind == "function_call":
             builder.call(item["call_id"], item["name"], item.get("arguments", ""))
         elif kind == "function_call_output":

@@ -278,9 +278,14 @@ class Engine:
             body["tool_choice"] = tool_choice(run, turn_number, tools)
             if request.parallel_tool_calls is not None:
                 body["parallel_tool_calls"] = request.parallel_tool_calls
-        for key in ("temperature", "top_p", "seed"):
-            if getattr(request, key) is not None:
-                body[key] = getattr(request, key)
+        sampling = run.response  # the effective values the response reports, so they are what the model used
+        body["temperature"] = sampling.temperature
+        body["top_p"] = sampling.top_p
+        for key in ("presence_penalty", "frequency_penalty"):
+            if getattr(sampling, key):
+                body[key] = getattr(sampling, key)
+        if request.seed is not None:
+            body["seed"] = request.seed
         if request.max_output_tokens is not None:
             body["max_tokens"] = max(1, request.max_output_tokens - self._output_tokens(run))
         fmt = request.text.format if request.text else None
@@ -305,7 +310,7 @@ class Engine:
         Returns the stream and its first chunk (so a context-length error surfaces here, before any event).
         """
         context = run.history + run.input_items + run.response.output
-        messages = items_to_messages(run.request.instructions, context)
+        messages = items_to_messages(run.request.instructions, context, run.files)
         while True:
             stream = await self.inference.openai_chat_completion(self._chat_request(run, turn_number, messages))
             try:
@@ -367,7 +372,7 @@ class Engine:
                                     item_id=message["id"],
                                     output_index=index,
                                     content_index=0,
-                                    part={"type": "output_text", "text": "", "annotations": []},
+                                    part={"type": "output_text", "text": "", "annotations": [], "logprobs": []},
                                 )
                             )
                         pieces.append(delta.content)
@@ -407,9 +412,7 @@ class Engine:
                 yield event
             return
         if message is not None:
-            part: dict[str, Any] = {"type": "output_text", "text": turn.text, "annotations": []}
-            if want_lp:
-                part["logprobs"] = logprobs
+            part: dict[str, Any] = {"type": "output_text", "text": turn.text, "annotations": [], "logprobs": logprobs}
             if cite and not turn.calls:
                 for n, annotation in enumerate(citations(turn.text, run.last_results)):
                     part["annotations"].append(annotation)
@@ -454,7 +457,7 @@ class Engine:
         index = turn.message_index
         parts: list[dict[str, Any]] = []
         if turn.text:  # the text that was already streamed stays, as the first part
-            text_part = {"type": "output_text", "text": turn.text, "annotations": []}
+            text_part = {"type": "output_text", "text": turn.text, "annotations": [], "logprobs": []}
             yield run.stamp(
                 OutputTextDoneEvent(item_id=message["id"], output_index=index, content_index=0, text=turn.text)
             )

@@ -27,10 +27,13 @@ from underlay.api.ids import now
 from underlay.api.response_items import ItemReference, normalize_item, shape_for_client
 from underlay.api.responses import (
     TERMINAL_EVENTS,
+    CompactedResponse,
+    CompactRequest,
     ConversationRef,
     CreateResponseRequest,
     FileSearchTool,
     FormatJSONSchema,
+    FunctionTool,
     InputItemList,
     InputItemsQuery,
     JobQueue,
@@ -43,12 +46,15 @@ from underlay.api.responses import (
     ResponseList,
     ResponseObject,
     ResponseStateStore,
+    ResponseUsage,
     RetrieveResponseQuery,
     WebSearchTool,
 )
+from underlay.providers.inline.responses import compaction
 from underlay.providers.inline.responses.config import BuiltinResponsesConfig
-from underlay.providers.inline.responses.convert import check_input_items
+from underlay.providers.inline.responses.convert import check_input_items, items_to_messages
 from underlay.providers.inline.responses.engine import Engine
+from underlay.providers.inline.responses.input_files import resolve_files
 from underlay.providers.inline.responses.server_tools import ServerTools
 from underlay.providers.inline.responses.state import Run
 
@@ -79,6 +85,9 @@ def _public_tools(params: CreateResponseRequest) -> list[dict[str, Any]]:
         data = tool.model_dump(mode="json", by_alias=True, exclude_none=True)
         for key in _SECRET_TOOL_FIELDS:
             data.pop(key, None)
+        if isinstance(tool, FunctionTool):  # Open Responses requires these keys on a function tool, null when unset
+            for key in ("description", "parameters", "strict"):
+                data.setdefault(key, None)
         tools.append(data)
     return tools
 
@@ -157,6 +166,18 @@ class BuiltinResponsesProvider:
 
     # ---- create ---------------------------------------------------------------------------------------
 
+    async def _check_model(self, name: str) -> Any:
+        """The inference router, once ``name`` is known to be a chat model (else a 400/404 naming it)."""
+        inference = self._router("inference")
+        if inference is None:
+            raise InvalidRequestError("The Responses API needs the inference API.", param="model")
+        models = getattr(inference, "models", None)
+        if models is not None:
+            model = await models.get(name)
+            if getattr(model, "model_type", "llm") != "llm":
+                raise InvalidRequestError(f"Model '{name}' is an embedding model; pick a chat model.", param="model")
+        return inference
+
     async def _preflight(self, params: CreateResponseRequest) -> None:
         """Everything that can be refused before any work starts: model, schema, tools, input content."""
         inference = self._router("inference")
@@ -220,6 +241,10 @@ class BuiltinResponsesProvider:
         check_input_items(items)
         return history, items
 
+    async def _input_files(self, history: list[dict[str, Any]], items: list[dict[str, Any]]) -> dict[str, str]:
+        """The text of the context's ``input_file`` parts (a 400 naming the part, before any model time)."""
+        return await resolve_files(history, items, self._router("files"), self.config.input_file_max_bytes)
+
     def _conversations(self) -> ConversationsApi:
         router = self._router("conversations")
         if router is None:
@@ -245,9 +270,13 @@ class BuiltinResponsesProvider:
             previous_response_id=params.previous_response_id,
             conversation=ConversationRef(id=conversation) if conversation else None,
             store=params.store is not False,
-            temperature=params.temperature,
-            top_p=params.top_p,
-            top_logprobs=params.top_logprobs,
+            temperature=self.config.temperature if params.temperature is None else params.temperature,
+            top_p=self.config.top_p if params.top_p is None else params.top_p,
+            top_logprobs=params.top_logprobs or 0,
+            presence_penalty=params.presence_penalty or 0.0,
+            frequency_penalty=params.frequency_penalty or 0.0,
+            safety_identifier=params.safety_identifier,
+            prompt_cache_key=params.prompt_cache_key,
             text=(
                 params.text.model_dump(mode="json", by_alias=True, exclude_none=True)
                 if params.text
@@ -278,7 +307,9 @@ class BuiltinResponsesProvider:
         if params.conversation_id:
             await self._conversations().get_conversation(params.conversation_id)
         history, items = await self._context(params)
+        files = await self._input_files(history, items)
         run = self._new_run(params, history, items)
+        run.files = files
         if params.background:
             return await self._start_background(run)
         if params.stream:
@@ -313,6 +344,30 @@ class BuiltinResponsesProvider:
             known = {i.get("id") for i in run.history}
             items = [i for i in run.input_items if i.get("id") not in known] + list(response.output)
             await self._conversations().append_items(conversation, items)
+
+    # ---- compaction ---------------------------------------------------------------------------------
+
+    async def compact_response(self, params: CompactRequest) -> CompactedResponse:
+        """Condense the context (a previous response's chain, then ``input``) into one compaction item."""
+        inference = await self._check_model(params.model)
+        request = CreateResponseRequest(
+            model=params.model,
+            input=params.input if params.input is not None else "",
+            previous_response_id=params.previous_response_id,
+        )
+        history, items = await self._context(request)
+        files = await self._input_files(history, items)
+        messages = items_to_messages(params.instructions, [*history, *items], files)
+        item, prompt, completion = await compaction.summarise(
+            inference, params.model, messages, self.config.compact_max_tokens
+        )
+        return CompactedResponse(
+            id=_response_id(),
+            created_at=now(),
+            output=[item],
+            usage=ResponseUsage(input_tokens=prompt, output_tokens=completion, total_tokens=prompt + completion),
+            safety_identifier=params.safety_identifier,
+        )
 
     # ---- background -----------------------------------------------------------------------------------
 
@@ -350,6 +405,7 @@ class BuiltinResponsesProvider:
             return {"status": row["status"]}
         params = CreateResponseRequest.model_validate(row["request"])
         run = self._new_run(params, row["history"], row["input_items"])
+        run.files = await self._input_files(row["history"], row["input_items"])
         base = row["response"]
         run.response = run.response.model_copy(update={"id": response_id, "created_at": base["created_at"]})
         run.response.status = "queued"

@@ -45,6 +45,7 @@ class Run:
     server_tool_calls: int = 0
     last_results: list[dict[str, Any]] = field(default_factory=list)
     mcp: dict[str, McpBinding] = field(default_factory=dict)
+    files: dict[str, str] = field(default_factory=dict)  # input_file parts' text, see input_files.resolve_files
     # False when nobody reads the events (a plain, non-streamed create drains them): lifecycle events
     # then carry the live response instead of a deep copy, which is most of their cost.
     observed: bool = True
