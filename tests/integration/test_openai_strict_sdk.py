@@ -382,3 +382,11 @@ def test_empty_cursor_is_no_cursor_on_every_list(
     client.chat.completions.delete(completion.id)
     client.conversations.delete(conversation.id)
     client.responses.delete(response.id)
+
+
+def test_unknown_before_cursor_names_before(server: RunningServer, store: dict[str, Any]) -> None:
+    """A ``before`` naming no object was reported as a bad ``after``."""
+    for path in ("/vector_stores", f"/vector_stores/{store['id']}/files"):
+        response = httpx.get(f"{server.v1}{path}", params={"before": "vs_nope"}, timeout=60)
+        assert response.status_code == 400 and response.json()["error"]["param"] == "before", response.text
+        assert "'vs_nope' to list before" in response.json()["error"]["message"]

@@ -29,7 +29,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from underlay.api.errors import NotFoundError
+from underlay.api.errors import InvalidRequestError, NotFoundError
 from underlay.core.access import fetch_for, owner_of, require_create, rows_where
 from underlay.core.identity import current_principal
 from underlay.core.storage.sqlstore import OWNER_COLUMNS, ColumnDefinition, ColumnType, Page, Where
@@ -401,15 +401,21 @@ class VectorStoreRows:
         """OpenAI's ``after`` and ``before`` cursors over ``created_ns`` (then the id)."""
         if before is not None and after is None:
             reverse: Literal["asc", "desc"] = "asc" if order == "desc" else "desc"
-            rows, has_more = await self.sql.fetch_page(
-                table,
-                where,
-                order_column="created_ns",
-                order=reverse,
-                limit=limit,
-                after_id=before,
-                id_column=id_column,
-            )
+            try:
+                rows, has_more = await self.sql.fetch_page(
+                    table,
+                    where,
+                    order_column="created_ns",
+                    order=reverse,
+                    limit=limit,
+                    after_id=before,
+                    id_column=id_column,
+                )
+            except InvalidRequestError:  # the page query names its cursor 'after'; the client sent 'before'
+                raise InvalidRequestError(
+                    f"No object with id '{before[:100]}' to list before; pass an id from a previous page.",
+                    param="before",
+                ) from None
             return Page(list(reversed(rows)), has_more)
         return await self.sql.fetch_page(
             table, where, order_column="created_ns", order=order, limit=limit, after_id=after, id_column=id_column
