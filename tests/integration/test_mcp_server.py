@@ -15,9 +15,11 @@ from typing import Any
 
 import httpx
 import httpx2
+import mcp_types as types
 import pytest
 from mcp import Client, ClientSession
 from mcp.client.streamable_http import streamable_http_client
+from mcp.shared.exceptions import MCPError
 
 from tests.integration.harness import RunningServer, start_server
 from tests.integration.mcp_fixtures import DOCUMENTS, WEB_PAGES, McpFixtureServer, make_vector_store, vector_config
@@ -196,3 +198,45 @@ async def test_search_vector_store_over_mcp(vector_server: RunningServer) -> Non
 
         upstream = await client.call_tool("add", {"a": 1, "b": 1})
         assert _text(upstream) == "2"
+
+
+@pytest.mark.slow
+async def test_vector_store_search_as_resources_and_prompts(vector_server: RunningServer) -> None:
+    """The search results link their files as readable resources; the search template and the
+    answer_from_vector_store prompt return the same passages; completion offers the caller's stores."""
+    store_id = make_vector_store(vector_server, DOCUMENTS, name="mcp-resources")
+    async with legacy_session(vector_server) as session:
+        found = await session.call_tool(
+            "search_vector_store", {"vector_store_id": store_id, "query": "how do glaciers move?", "max_num_results": 1}
+        )
+        [link] = [b for b in found.content if b.type == "resource_link"]
+        assert (
+            link.name == "glaciers.txt"
+            and link.uri == f"underlay://files/{found.structured_content['results'][0]['file_id']}"
+        )
+        file = (await session.read_resource(link.uri)).contents[0]
+        assert file.text == DOCUMENTS["glaciers.txt"]  # type: ignore[union-attr]
+
+        templates = {t.name: t.uri_template for t in (await session.list_resource_templates()).resource_templates}
+        assert (
+            templates["vector_store_search"]
+            == "underlay://vector_stores/{vector_store_id}/search{?query,max_num_results}"
+        )
+        uri = f"underlay://vector_stores/{store_id}/search?query=crema%20espresso&max_num_results=1"
+        searched = json.loads((await session.read_resource(uri)).contents[0].text)  # type: ignore[union-attr]
+        assert searched["results"][0]["filename"] == "espresso.md"
+        with pytest.raises(MCPError) as missing:
+            await session.read_resource("underlay://vector_stores/vs_nope/search?query=x")
+        assert "vs_nope" in missing.value.message
+
+        prompt = await session.get_prompt(
+            "answer_from_vector_store", {"vector_store_id": store_id, "question": "When may a player castle?"}
+        )
+        passages, ask = prompt.messages
+        assert isinstance(passages.content, types.EmbeddedResource)
+        assert "chess.txt" in passages.content.resource.text  # type: ignore[union-attr]
+        assert "When may a player castle?" in ask.content.text  # type: ignore[union-attr]
+
+        ref = types.PromptReference(type="ref/prompt", name="answer_from_vector_store")
+        completed = await session.complete(ref, {"name": "vector_store_id", "value": "mcp-res"})
+        assert completed.completion.values == [store_id]
