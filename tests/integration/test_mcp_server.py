@@ -228,6 +228,9 @@ async def test_vector_store_search_as_resources_and_prompts(vector_server: Runni
         with pytest.raises(MCPError) as missing:
             await session.read_resource("underlay://vector_stores/vs_nope/search?query=x")
         assert "vs_nope" in missing.value.message
+        with pytest.raises(MCPError) as crowded:
+            await session.read_resource(f"underlay://vector_stores/{store_id}/search?query=x&a=1&b=2&c=3&d=4")
+        assert "query and max_num_results" in crowded.value.message
 
         prompt = await session.get_prompt(
             "answer_from_vector_store", {"vector_store_id": store_id, "question": "When may a player castle?"}

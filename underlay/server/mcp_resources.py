@@ -142,7 +142,10 @@ async def read_resource(routers: dict[str, Any], uri: str) -> types.ReadResource
     parts = urlsplit(uri)
     match = _SEARCH_PATH.match(parts.path)
     if parts.scheme == "underlay" and parts.netloc == "vector_stores" and match and "vector_stores" in routers:
-        args = parse_qs(parts.query, max_num_fields=4)
+        try:
+            args = parse_qs(parts.query, max_num_fields=4)
+        except ValueError:
+            raise invalid("The search URI takes two parameters: query and max_num_results.") from None
         query = (args.get("query") or [""])[0]
         raw_max = (args.get("max_num_results") or ["10"])[0]
         if not raw_max.isdigit():
@@ -167,10 +170,16 @@ async def read_file(routers: dict[str, Any], file_id: str) -> types.TextResource
                 f"Download it from GET /v1/files/{file_id}/content instead."
             )
         data = bytearray()
-        async for chunk in await files.open_content(file_id):
-            data += chunk
-            if len(data) > MAX_READ_BYTES:  # the stored size was wrong: never hold more than the cap
-                raise invalid(f"File '{file_id}' is larger than {MAX_READ_BYTES} bytes; download it instead.")
+        stream = await files.open_content(file_id)
+        try:
+            async for chunk in stream:
+                data += chunk
+                if len(data) > MAX_READ_BYTES:  # the stored size was wrong: never hold more than the cap
+                    raise invalid(f"File '{file_id}' is larger than {MAX_READ_BYTES} bytes; download it instead.")
+        finally:
+            close = getattr(stream, "aclose", None)
+            if close is not None:
+                await close()
     except NotFoundError:
         raise invalid(f"No file '{file_id}' (or it is not yours).") from None
     except UnderlayError as exc:
