@@ -100,6 +100,19 @@ async def test_each_user_lists_only_their_own_files(server: RunningServer, files
     assert templates == ["underlay://files/{file_id}"]  # no vector stores on this server
 
 
+async def test_listing_pages_with_an_opaque_cursor(server: RunningServer, files: dict[str, str]) -> None:
+    async with session_as(server, "alice") as alice:
+        first = await alice.list_resources()
+        assert first.next_cursor is None  # three files: one page
+        after_newest = await alice.list_resources(
+            params=types.PaginatedRequestParams(cursor=first.resources[0].uri[17:])
+        )
+        assert [r.uri for r in after_newest.resources] == [r.uri for r in first.resources[1:]]
+        with pytest.raises(MCPError) as bad:
+            await alice.list_resources(params=types.PaginatedRequestParams(cursor="../../etc"))
+        assert bad.value.code == types.INVALID_PARAMS and "cursor" in bad.value.message
+
+
 async def test_reading_files_as_resources(server: RunningServer, files: dict[str, str]) -> None:
     async with session_as(server, "alice") as alice:
         text = (await alice.read_resource(_uri(files["notes.md"]))).contents[0]
