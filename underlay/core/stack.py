@@ -48,6 +48,8 @@ class Stack:
         self.jobs: JobRunner | None = None
         self.telemetry: Any = None
         """The stack's :class:`underlay.core.telemetry.runtime.Telemetry`; ``None`` when switched off."""
+        self.started = False
+        """True once :meth:`start` finished: a stack whose start failed stops quietly (its error is the one line)."""
 
     async def start(self) -> None:
         from underlay.core.storage.kvstore import KVStoreConfig, kvstore_from_config
@@ -79,6 +81,7 @@ class Stack:
                 self.telemetry.instrument_router(api, self.routers[api])
         if self.jobs is not None:
             await self.jobs.start()  # after every router registered its job kinds
+        self.started = True
 
     def job_runner(self) -> JobRunner:
         """The process's durable-job runner, created on first use; it starts once all routers are built."""
@@ -173,7 +176,9 @@ class Stack:
         for store in (self.kvstore, self.sqlstore):
             if store is not None:
                 await store.close()
-        log.info("stack stopped: routers, providers and stores shut down")
+        if self.started:
+            log.info("stack stopped: routers, providers and stores shut down")
+        self.started = False
 
     def provider_infos(self) -> list[dict[str, Any]]:
         """Every configured provider with its config, secrets redacted."""
