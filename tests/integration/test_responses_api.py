@@ -556,36 +556,70 @@ def test_background_response_survives_a_restart(tmp_path: Path) -> None:
     try:
         client = first.openai(timeout=120)
         response = client.responses.create(
-            model=SMOLLM2, input="Write a long story about a lighthouse.", max_output_tokens=400, background=True
+            model=SMOLLM2, input="Write a long story about a lighthouse.", max_output_tokens=150, background=True
         )
         _wait(lambda: client.responses.retrieve(response.id).status == "in_progress", what="start")
-        time.sleep(0.7)  # a few tokens in, far from the end
+        seen = _raw_events(first, response.id, until_deltas=3)  # a client reading live, a few tokens in
+        assert _deltas(seen), [e["type"] for e in seen]
+        time.sleep(0.3)  # the first attempt writes more after the client's cursor
     finally:
         first.stop(signal.SIGKILL)
+    cursor = seen[-1]["sequence_number"]
     second = start_server(config, tmp_path, port=first.port, timeout=300)
     try:
         client = second.openai(timeout=120)
         final = _wait(
             lambda: (r := client.responses.retrieve(response.id)).status in ("completed", "incomplete", "failed") and r,
+            timeout=600,  # two shared cores: a loaded machine can slow the model to a token a second
             what="resumed response",
         )
         assert final.status in ("completed", "incomplete"), final.error
+        text = final.output_text
         events = _raw_events(second, response.id)
         numbers = [e["sequence_number"] for e in events]
-        assert numbers == list(range(len(numbers)))  # the resumed run continued the numbering
-        assert [e["type"] for e in events].count("response.in_progress") == 2
+        assert numbers == sorted(set(numbers)) and numbers[:2] == [0, 1]  # never reused, in order
+        assert numbers[2] > cursor  # the resumed run numbers after everything the first one wrote
+        types = [e["type"] for e in events]
+        # One attempt only: the interrupted attempt's events were discarded, so a replay shows one
+        # in_progress, one output item at output_index 0, and deltas that add up to the final text.
+        assert types[:3] == ["response.created", "response.queued", "response.in_progress"]
+        assert types.count("response.in_progress") == 1 and types.count("response.output_item.added") == 1
+        assert _deltas(events) == text
+        # A client resuming from a cursor inside the interrupted attempt gets the new attempt alone.
+        resumed = _raw_events(second, response.id, starting_after=cursor)
+        assert resumed[0]["type"] == "response.in_progress" and _deltas(resumed) == text
+        # The SDK's stream helper (its accumulator refuses a second output_item.added at one
+        # output_index) consumes the replay and ends on the same text, with no duplication.
+        with client.responses.stream(response_id=response.id) as stream:
+            streamed = list(stream)  # get_final_response() wants "completed"; this may end "incomplete"
+        assert streamed[-1].type in ("response.completed", "response.incomplete")
+        assert streamed[-1].response.output_text == text
+        assert "".join(e.delta for e in streamed if e.type == "response.output_text.delta") == text
     finally:
         second.stop()
 
 
-def _raw_events(server: RunningServer, response_id: str) -> list[dict[str, Any]]:
-    """The event log as it stands (the stream ends at once when the response is over)."""
-    out = []
-    with httpx.stream("GET", f"{server.v1}/responses/{response_id}", params={"stream": "true"}, timeout=5) as r:
+def _deltas(events: list[dict[str, Any]]) -> str:
+    return "".join(e["delta"] for e in events if e["type"] == "response.output_text.delta")
+
+
+def _raw_events(
+    server: RunningServer, response_id: str, starting_after: int | None = None, until_deltas: int | None = None
+) -> list[dict[str, Any]]:
+    """The event log as it stands (the stream ends at once when the response is over), or what a live
+    reader has read once it got ``until_deltas`` text deltas."""
+    out: list[dict[str, Any]] = []
+    params = {"stream": "true", **({"starting_after": str(starting_after)} if starting_after is not None else {})}
+    deltas = 0
+    timeout = 5 if until_deltas is None else 120  # a live reader waits for the model's tokens
+    with httpx.stream("GET", f"{server.v1}/responses/{response_id}", params=params, timeout=timeout) as r:
         try:
             for line in r.iter_lines():
                 if line.startswith("data: {"):
                     out.append(json.loads(line[6:]))
+                    deltas += out[-1]["type"] == "response.output_text.delta"
+                if until_deltas is not None and deltas >= until_deltas:
+                    break
         except httpx.ReadTimeout:
             pass
     return out

@@ -65,6 +65,10 @@ _FINAL = frozenset({"completed", "incomplete", "failed", "cancelled"})
 _SECRET_TOOL_FIELDS = ("headers", "authorization")
 
 
+_COMMITTED_AT_SUBMIT = frozenset({"response.created", "response.queued"})
+"""The events written when a background response is submitted; the rest belongs to an attempt."""
+
+
 class _StoredEvent(BaseModel):
     """An event read back from the log: its type and number plus whatever fields it had."""
 
@@ -190,6 +194,9 @@ class BuiltinResponsesProvider:
                 raise InvalidRequestError(
                     f"Model '{params.model}' is an embedding model; pick a chat model.", param="model"
                 )
+            check = getattr(model, "check_output_tokens", None)
+            if check is not None:
+                check("max_output_tokens", params.max_output_tokens)
         fmt = params.text.format if params.text else None
         if isinstance(fmt, FormatJSONSchema):
             try:
@@ -411,6 +418,8 @@ class BuiltinResponsesProvider:
         run.response.status = "queued"
         run.sequence = await self._store.last_sequence_number(response_id) + 1
         run.announce = False
+        if ctx.job.attempts > 1:
+            await self._discard_interrupted(response_id)
         log_ = _EventLog(self._store, response_id, self.config.event_flush_seconds, lambda: self._wake(response_id))
         try:
             async with contextlib.aclosing(self.engine.run(run)) as events:
@@ -425,6 +434,26 @@ class BuiltinResponsesProvider:
             with contextlib.suppress(Exception):
                 await log_.flush()
         return {"status": run.response.status}
+
+    async def _discard_interrupted(self, response_id: str) -> None:
+        """Drop what an interrupted attempt wrote after the response was queued, before a new one starts.
+
+        Why: the new attempt generates the output again from the start, so a replay that kept both would
+        show the old attempt's partial text followed by the whole new text to any client that
+        concatenates deltas, and the SDK's stream helper, which tracks items by ``output_index``,
+        refuses the second ``output_item.added`` at index 0 outright. Only ``response.created`` and
+        ``response.queued`` are final when written; everything after them is provisional until an
+        attempt ends. The new attempt's numbers continue after the highest one ever written, so no
+        number is reused and a client's ``starting_after`` cursor never points at a different event
+        than the one it saw.
+        """
+        committed = -1
+        for event in await self._store.events_after(response_id, -1):
+            if event.get("type") in _COMMITTED_AT_SUBMIT:
+                committed = max(committed, int(event["sequence_number"]))
+            else:
+                break
+        await self._store.discard_events_after(response_id, committed)
 
     async def _job_failed(self, job: Any) -> None:
         """A background response that was cancelled or gave up: record it, and end any stream readers."""
