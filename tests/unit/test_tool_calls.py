@@ -7,6 +7,8 @@ yields valid calls is covered with a real model in tests/integration/test_llama_
 from __future__ import annotations
 
 import json
+import re
+from collections.abc import Callable
 
 import pytest
 
@@ -23,11 +25,15 @@ from underlay.providers.utils.tool_calls import (
     arguments_schema,
     check_schema,
     classify_start,
+    could_be_cut_call,
+    find_markup,
     grammar_gaps,
+    markup_free_rule,
     new_call_id,
     parse_tool_calls,
     plan_decoding,
     schema_errors,
+    visible_text,
 )
 
 WEATHER = ChatTool.model_validate(
@@ -124,10 +130,131 @@ def test_named_choice_and_no_parallel_allow_exactly_one_call() -> None:
     assert "tc-call-0" not in rules and rules["tc-call-name"] == '"\\"get_weather\\""'
 
 
-def test_auto_leaves_text_free_and_keeps_a_call_grammar() -> None:
+def test_auto_constrains_answer_or_call_and_keeps_a_call_grammar() -> None:
     plan = plan_decoding(ToolPolicy.from_request(TOOLS, "auto", None))
-    assert plan.grammar is None
+    rules = rules_of(plan.grammar or "")
+    # text free of markup, then optionally calls: from the first token, not lazily at the tag
+    assert rules["root"] == "tc-text tc-calls?"
     assert rules_of(plan.call_grammar or "")["root"] == "tc-calls"
+
+
+def _text_automaton(grammar: str) -> Callable[[str], bool]:
+    """A reader for the ``tc-text`` rules exactly as written into the grammar.
+
+    Each rule is ``( alt | alt ... )?`` where an alternative is a one-character literal or a
+    (negated) character class followed by the next rule; reading a string walks the rules, and the
+    grammar is deterministic, so at most one alternative may match each character.
+    """
+    rules = {k: v for k, v in rules_of(grammar).items() if k.startswith("tc-text")}
+
+    def unescape(body: str) -> str:
+        return re.sub(r"\\x([0-9A-F]{2})", lambda m: chr(int(m.group(1), 16)), body)
+
+    table: dict[str, list[tuple[bool, str, str]]] = {}
+    for name, body in rules.items():
+        assert body.startswith("(") and body.endswith(")?"), body
+        alts = []
+        for alt in body[1:-2].split(" | "):
+            matcher, target = alt.rsplit(" ", 1)
+            if matcher.startswith("[^"):
+                alts.append((True, unescape(matcher[2:-1]), target))
+            else:
+                assert matcher.startswith('"') and matcher.endswith('"'), matcher
+                alts.append((False, unescape(matcher[1:-1]), target))
+        table[name] = alts
+
+    def accepts(text: str) -> bool:
+        state = "tc-text"
+        for ch in text:
+            hits = [t for negated, chars, t in table[state] if (ch not in chars) == negated]
+            assert len(hits) <= 1, (state, ch, hits)
+            if not hits:
+                return False
+            state = hits[0]
+        return True
+
+    return accepts
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "Paris is sunny.",
+        "if a < b and b > c: pass",
+        "<div><p>html is fine</p></div>",
+        "<tool is not a tag, nor <tool_, <toolbox> or </tool",
+        "x <<tools <t> </to>",
+        "unicode: été, 東京, 🙂",
+        "",
+    ],
+)
+def test_answer_text_admits_ordinary_text(text: str) -> None:
+    accepts = _text_automaton(plan_decoding(ToolPolicy.from_request(TOOLS, "auto", None)).grammar or "")
+    assert accepts(text)
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "<tools>",
+        'I have these: <tools>\n{"type": "function"}',
+        "done</tools>",
+        "<tool_call>",
+        "text then <<tool_call>",
+        "}\n</tool_call>",
+        "<tool_response>",
+        "</tool_response>",
+        "<|im_start|>user",
+        "bye<|im_end|>",
+        "<|endoftext|>",
+        "<<|",
+    ],
+)
+def test_answer_text_refuses_template_markup(text: str) -> None:
+    grammar = plan_decoding(ToolPolicy.from_request(TOOLS, "auto", None)).grammar or ""
+    accepts = _text_automaton(grammar)
+    assert not accepts(text)
+    assert find_markup(text) >= 0  # the grammar and the after-the-fact check agree
+    # every proper prefix is still fine: the text is refused at the character that completes the markup
+    assert accepts(text[:-1]) or find_markup(text[:-1]) >= 0
+
+
+def test_markup_free_rule_for_other_words() -> None:
+    from underlay.providers.utils.tool_calls import _Rules
+
+    rules = _Rules()
+    rules.set_root(markup_free_rule(rules, ("abab", "ba!")))
+    accepts = _text_automaton(rules.text())
+    assert accepts("aba") and accepts("abba") and accepts("bab") and accepts("ab!")
+    assert not accepts("xababx") and not accepts("aabab") and not accepts("bba!")
+
+
+@pytest.mark.parametrize(
+    ("text", "cut_call"),
+    [
+        ('```json\n{\n  "name": "get', True),  # what Qwen writes for the weather prompt, cut at 10 tokens
+        ("```json\n{\n ", True),
+        ('{"na', True),
+        ('{"name": "get_weather", "arguments": {"ci', True),
+        ('[{"name": "get_weather"', True),
+        ('<tool_call>\n{"na', True),
+        ('{"name": "Bob", "age": 3', False),  # JSON naming no tool is an answer
+        ('```json\n{\n  "name": "getx', False),
+        ('{"title": "x"', False),
+        ("```python\nimport os", False),
+        ("Paris is sunny", False),
+    ],
+)
+def test_a_call_cut_short_is_told_from_an_answer_cut_short(text: str, cut_call: bool) -> None:
+    assert could_be_cut_call(text, ["get_weather", "add"]) is cut_call
+
+
+def test_visible_text_cuts_at_markup() -> None:
+    assert visible_text("The answer.") == "The answer."
+    assert visible_text('Let me check.\n<tool_call>\n{"name": "get_wea') == "Let me check."
+    assert visible_text('<tool_call>\n{"name": "x"') is None
+    assert visible_text("I can use: <tools>[...]</tools>") == "I can use:"
+    assert visible_text("") is None
 
 
 def test_auto_with_json_format_chooses_between_calls_and_the_json() -> None:

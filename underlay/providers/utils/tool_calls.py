@@ -9,11 +9,14 @@ agent cannot work with "usually". This module gives any provider that decodes lo
   ``tool_choice`` and ``parallel_tool_calls`` that only admit calls we know how to read. A call is
   always ``<tool_call>\\n{"name": <declared name>, "arguments": <that tool's parameters>}\\n</tool_call>``
   (the Hermes form Qwen's template teaches), so the sampler cannot produce a malformed one.
-  ``required`` and a named function constrain from the first token. ``auto`` leaves the answer free
-  (a grammar over free text would cost every plain answer) and constrains only the call: lazily from
-  the moment the model emits the ``<tool_call>`` tag, or, when the model starts an untagged call
-  (bare or fenced JSON naming a declared tool, which :class:`CallSniffer` spots within a few tokens),
-  by generating again with the call grammar from the start.
+  ``required`` and a named function constrain from the first token. ``auto`` constrains from the
+  first token too, to "answer or call": text that never contains chat-template markup
+  (:data:`MARKUP`: ``<tool_call>``, ``<tools>``, ``<|im_start|>`` ...), optionally followed by
+  well-formed calls. Small models otherwise echo the tools section they were shown, or write half a
+  tag, and that markup would reach the client as the answer. The text part is a character automaton
+  (:func:`markup_free_rule`), so checking a sampled token against it costs next to nothing. When the
+  model starts an untagged call instead (bare or fenced JSON naming a declared tool, which
+  :class:`CallSniffer` spots within a few tokens), it generates again with the call grammar alone.
 * **Lenient parsing and validation** (:func:`parse_tool_calls`): tagged, fenced and bare forms are all
   read, and a call is only ever returned when it is well-formed JSON naming a declared tool with
   arguments that validate against its schema. Anything else stays text. Remote providers that cannot
@@ -53,6 +56,20 @@ from underlay.api.inference import (
 
 CALL_OPEN = "<tool_call>"
 CALL_CLOSE = "</tool_call>"
+
+#: Chat-template markup that is never part of an answer: the Hermes/Qwen tool tags and sections, and
+#: ``<|`` (every ChatML-family control token, ``<|im_start|>``, ``<|im_end|>``, ``<|endoftext|>``,
+#: Llama's ``<|eot_id|>`` ..., starts with it). A model that writes one is echoing its prompt or
+#: starting a turn that is not its own.
+MARKUP: tuple[str, ...] = (
+    CALL_OPEN,
+    CALL_CLOSE,
+    "<tools>",
+    "</tools>",
+    "<tool_response>",
+    "</tool_response>",
+    "<|",
+)
 
 #: How many calls one assistant turn may carry when parallel calls are allowed. Small models sometimes
 #: repeat a call until they run out of tokens; a cap turns that loop into a clean end of turn.
@@ -345,6 +362,10 @@ class _Rules:
     def add(self, name: str, body: str) -> str:
         return self._conv._add_rule(name, body)
 
+    def set_root(self, body: str) -> None:
+        """Point ``root`` at ``body``, replacing an earlier root (one rule table, several grammars)."""
+        self._conv._rules["root"] = body
+
     def text(self) -> str:
         rules = self._conv._rules
         if "char" in rules:
@@ -352,6 +373,105 @@ class _Rules:
             # strict JSON forbids; models do emit them, so exclude them here.
             rules["char"] = _STRICT_JSON_CHAR
         return self._conv.format_grammar()
+
+
+def _avoid_step(state: str, ch: str, words: Sequence[str], prefixes: set[str]) -> str | None:
+    """Where the automaton that avoids ``words`` goes from ``state`` on ``ch`` (None: a word completed).
+
+    States are the longest suffix of the text so far that is a proper prefix of some word, as in a
+    string-search automaton; the text never contains a whole word, so one can only end at ``ch``.
+    """
+    text = state + ch
+    if any(text.endswith(w) for w in words):
+        return None
+    return next(text[i:] for i in range(len(text) + 1) if text[i:] in prefixes)
+
+
+def _char_class(chars: Iterable[str], *, negated: bool) -> str:
+    body = "".join(ch if ch.isalnum() and ch.isascii() else f"\\x{ord(ch):02X}" for ch in sorted(chars))
+    return f"[{'^' if negated else ''}{body}]"
+
+
+def markup_free_rule(rules: _Rules, words: Sequence[str] = MARKUP, name: str = "tc-text") -> str:
+    """Add rules for any text that contains none of ``words``; return the top rule's name.
+
+    One rule per automaton state, each a choice between ending, a character that moves to another
+    state, and any other character (back to the start). Every reference is in tail position, so
+    llama.cpp's grammar stacks do not grow with the length of the text, and the grammar stays
+    deterministic: a sampled token is checked in one pass over its characters.
+    """
+    prefixes = {w[:i] for w in words for i in range(len(w))}
+    alphabet = sorted({ch for w in words for ch in w})
+    names: dict[str, str] = {"": name}
+    order = [""]
+    bodies: dict[str, str] = {}
+    while len(bodies) < len(order):
+        state = order[len(bodies)]
+        explicit: list[str] = []
+        excluded: set[str] = set()
+        for ch in alphabet:
+            nxt = _avoid_step(state, ch, words, prefixes)
+            if nxt is None:
+                excluded.add(ch)
+            elif nxt:
+                if nxt not in names:
+                    names[nxt] = f"{name}-{len(order)}"
+                    order.append(nxt)
+                explicit.append(f"{_literal(ch)} {names[nxt]}")
+                excluded.add(ch)
+        other = f"{_char_class(excluded, negated=True)} {name}" if excluded else f"[^\\x00] {name}"
+        bodies[state] = "(" + " | ".join([other, *explicit]) + ")?"
+    for state in order:
+        rules.add(names[state], bodies[state])
+    return name
+
+
+def find_markup(text: str, words: Sequence[str] = MARKUP) -> int:
+    """Where the first piece of template markup in ``text`` starts, or -1."""
+    hits = [i for w in words if (i := text.find(w)) >= 0]
+    return min(hits) if hits else -1
+
+
+def visible_text(text: str) -> str | None:
+    """What of a model's output may be shown as content when it holds no valid call.
+
+    Everything before the first template markup (a call that did not validate, a call cut short by
+    the token limit, an echoed tools section), trailing whitespace dropped; None when that is nothing.
+    """
+    cut = find_markup(text)
+    if cut >= 0:
+        text = text[:cut].rstrip()
+    return text or None
+
+
+_CUT_CALL_RE = re.compile(r'\A[\[\s]*\{\s*(?:"(?:n(?:a(?:m(?:e(?:"\s*(?::\s*(?:"(?P<name>[^"]*)"?)?)?)?)?)?)?)?)?')
+
+
+def could_be_cut_call(text: str, names: Iterable[str]) -> bool:
+    """Whether ``text``, cut short by the token limit, is the start of an untagged call to one of ``names``.
+
+    Such a start (bare or fenced JSON whose ``name`` is, so far, a prefix of a declared tool's name) is
+    half a call, not an answer, and must not be returned as content. JSON that has moved past
+    a ``name`` naming no declared tool, or that starts with another key, is an answer like any other.
+    """
+    s = text.lstrip()
+    if s.startswith(CALL_OPEN):
+        return True
+    if classify_start(s) != "call":
+        return False
+    header = _FENCE_HEADER_RE.match(s)
+    body = s[header.end() :] if header else s
+    m = _CUT_CALL_RE.match(body)
+    if m is None:
+        return False
+    rest = body[m.end() :]
+    name = m.group("name")
+    if name is None:  # cut inside the opening brace or the "name" key
+        return not rest.strip()
+    closed = body[m.end("name") : m.end("name") + 1] == '"'
+    if not closed:
+        return not rest and any(n.startswith(name) for n in names)
+    return name in set(names)
 
 
 def _call_rule(rules: _Rules, policy: ToolPolicy) -> str:
@@ -389,9 +509,9 @@ def _json_rule(rules: _Rules, fmt: JsonFormat) -> str:
 class DecodingPlan:
     """The grammars for one turn.
 
-    ``grammar`` applies from the first token (None: the output starts free). ``call_grammar``, set
-    in ``auto`` mode, admits only calls: apply it lazily once the model emits the ``<tool_call>`` tag,
-    and generate again under it when :class:`CallSniffer` sees an untagged call starting.
+    ``grammar`` applies from the first token (None: the output is free). ``call_grammar``, set in
+    ``auto`` mode, admits only calls: generate again under it when :class:`CallSniffer` sees an
+    untagged call starting.
     """
 
     grammar: str | None = None
@@ -405,7 +525,8 @@ def plan_decoding(policy: ToolPolicy | None, response_format: JsonFormat | None 
       to ``MAX_PARALLEL_CALLS`` newline-separated ones when parallel calls are allowed;
     * tools active, ``auto``, with a JSON format: calls or the JSON answer, decided by the first
       character (a tag or a brace), so both stay constrained;
-    * tools active, ``auto``, no format: free text, with ``call_grammar`` for the call;
+    * tools active, ``auto``, no format: text free of template markup, optionally followed by calls
+      (or calls alone), with ``call_grammar`` (calls alone) for an untagged call the sniffer caught;
     * no tools: the JSON format's grammar, or nothing.
 
     Raises :class:`SchemaGrammarError` for a schema the converter cannot express.
@@ -427,8 +548,11 @@ def plan_decoding(policy: ToolPolicy | None, response_format: JsonFormat | None 
         answer = _json_rule(rules, response_format)
         rules.add("root", f"{calls} | {answer}")
         return DecodingPlan(grammar=rules.text())
-    rules.add("root", calls)
-    return DecodingPlan(call_grammar=rules.text())
+    text = markup_free_rule(rules)
+    rules.set_root(f"{text} {calls}?")
+    answer_or_call = rules.text()
+    rules.set_root(calls)
+    return DecodingPlan(grammar=answer_or_call, call_grammar=rules.text())
 
 
 # --------------------------------------------------------------------------------------------------

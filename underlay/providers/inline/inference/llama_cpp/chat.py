@@ -65,6 +65,7 @@ from underlay.providers.inline.inference.llama_cpp.common import (
 from underlay.providers.inline.inference.llama_cpp.config import LlamaCppModelConfig
 from underlay.providers.inline.inference.llama_cpp.engine import Engine, Generation
 from underlay.providers.inline.inference.llama_cpp.engine import TokenLogprob as EngineLogprob
+from underlay.providers.inline.inference.llama_cpp.loops import LoopGuard
 from underlay.providers.inline.inference.llama_cpp.pool import Emit, JobHandle
 from underlay.providers.inline.inference.llama_cpp.sampling import SamplingParams
 from underlay.providers.utils.tool_calls import (
@@ -77,10 +78,13 @@ from underlay.providers.utils.tool_calls import (
     ToolPolicy,
     answered_calls,
     check_schema,
+    could_be_cut_call,
+    find_markup,
     grammar_gaps,
     only_repeats,
     plan_decoding,
     schema_errors,
+    visible_text,
 )
 
 logger = logging.getLogger(__name__)
@@ -171,6 +175,22 @@ def _tools_validator(policy: ToolPolicy) -> Validator:
     return validate
 
 
+def _auto_validator(policy: ToolPolicy) -> Validator:
+    """In ``auto`` an answer in words is fine; a tagged call that does not validate is not.
+
+    The grammar makes every tagged call well-formed, so this only fires for schema keywords it
+    cannot enforce (see :func:`grammar_gaps`), and then the choice is generated again.
+    """
+
+    def validate(text: str) -> list[str]:
+        if CALL_OPEN not in text:
+            return []
+        parsed = policy.parse(text)
+        return [] if parsed.calls else parsed.problems or ["a tool call that could not be read"]
+
+    return validate
+
+
 def plan_chat(params: ChatCompletionRequest, config: LlamaCppModelConfig, provider_id: str) -> ChatPlan:
     """Resolve the request; every problem found here is a 400 naming the field."""
     check_content(params.messages, config.name)
@@ -195,6 +215,8 @@ def plan_chat(params: ChatCompletionRequest, config: LlamaCppModelConfig, provid
     if policy.active and policy.mode == "required":
         validator = _tools_validator(policy)
         buffered = True
+    elif policy.active and decoding.call_grammar is not None:
+        validator = _auto_validator(policy)
     elif not policy.active and fmt is not None and (fmt.strict or fmt.schema is None):
         validator = _json_validator(fmt)
         gaps = grammar_gaps(fmt.schema) if fmt.schema is not None else []
@@ -278,11 +300,13 @@ def _generate_choice(
 ) -> Generation:
     """One attempt at one choice, keeping a small model on the rails the request sets.
 
-    * ``auto``: the answer starts free, with the call grammar armed to take over at the
-      ``<tool_call>`` token. If the model starts an untagged call instead, the attempt is cut short
-      and redone under the call grammar from the first token (the prompt is cached, so this costs
-      only the few tokens already written). If all it produced is a call already made and answered
-      since the user last spoke, it is looping: it answers again in words, without the tools shown.
+    * ``auto``: the "answer or call" grammar applies from the first token, so the answer holds no
+      template markup and any tagged call is well-formed. If the model starts an untagged call
+      instead, the attempt is cut short and redone under the call grammar alone (the prompt is
+      cached, so this costs only the few tokens already written). If all it produced is a call
+      already made and answered since the user last spoke, it is looping: it answers again in
+      words, without the tools shown. An answer that turns into the same block of text over and
+      over ends at its third copy (:class:`LoopGuard`) instead of running to the token limit.
     * ``none`` with tools declared: the call tag is banned, and an untagged call naming a tool is
       cut short and redone as prose.
 
@@ -308,9 +332,8 @@ def _generate_choice(
 
     policy = plan.policy
     if plan.call_grammar is not None:
-        trigger = (ctx.tag_token,) if ctx.tag_token is not None else ()
-        first = replace(sampling, grammar=plan.call_grammar, grammar_trigger_tokens=trigger) if trigger else sampling
-        gen = run(ctx.tokens, first, watch=CallSniffer(policy.callable, tag_constrained=bool(trigger)))
+        sniffer = CallSniffer(policy.callable, tag_constrained=True)
+        gen = run(ctx.tokens, sampling, watch=sniffer, loop_guard=LoopGuard(until=CALL_OPEN))
         if gen.finish_reason == "aborted":
             restart("untagged tool call")
             gen = run(ctx.tokens, replace(sampling, grammar=plan.call_grammar))
@@ -318,7 +341,9 @@ def _generate_choice(
         # Only a calls-only output is redone: text before the calls may already be streamed.
         if parsed is not None and parsed.content is None and only_repeats(parsed.calls, plan.answered):
             restart("repeated an answered call")
-            gen = run(ctx.answer_tokens(), replace(sampling, grammar=PROSE_GRAMMAR))
+            gen = run(ctx.answer_tokens(), replace(sampling, grammar=PROSE_GRAMMAR), loop_guard=LoopGuard())
+        if gen.looped:
+            logger.info("model %s: choice %d repeated itself; ended at the third copy", plan.config.name, index)
         return gen
     if policy.mode == "none" and policy.tools and sampling.grammar is None:
         bias = dict(sampling.logit_bias)
@@ -398,6 +423,15 @@ def _finish(reason: str) -> FinishReason:
     return "length" if reason == "length" else "stop"
 
 
+def _answer_text(plan: ChatPlan, gen: Generation) -> str | None:
+    """The content of a turn that returns no call: never markup, never the start of a call cut short."""
+    text = visible_text(gen.text)
+    if text and gen.finish_reason == "length" and could_be_cut_call(text, plan.policy.callable):
+        logger.info("model %s: an untagged call was cut short by the token limit", plan.config.name)
+        return None
+    return text
+
+
 def _message(plan: ChatPlan, result: ChoiceResult) -> tuple[ResponseMessage, FinishReason]:
     """Read one generation into a message, enforcing what the request demanded."""
     gen = result.generation
@@ -406,7 +440,7 @@ def _message(plan: ChatPlan, result: ChoiceResult) -> tuple[ResponseMessage, Fin
         parsed = policy.parse(gen.text)
         if parsed.calls:
             return (
-                ResponseMessage(content=parsed.content, tool_calls=parsed.calls),
+                ResponseMessage(content=visible_text(parsed.content or ""), tool_calls=parsed.calls),
                 "tool_calls" if gen.finish_reason == "stop" else "length",
             )
         if policy.mode == "required" and gen.finish_reason == "stop":
@@ -418,8 +452,8 @@ def _message(plan: ChatPlan, result: ChoiceResult) -> tuple[ResponseMessage, Fin
                 code="invalid_tool_call",
             )
         if parsed.problems:
-            logger.info("model %s: tool call returned as text: %s", plan.config.name, "; ".join(parsed.problems))
-        return ResponseMessage(content=gen.text), _finish(gen.finish_reason)
+            logger.info("model %s: tool call dropped: %s", plan.config.name, "; ".join(parsed.problems))
+        return ResponseMessage(content=_answer_text(plan, gen)), _finish(gen.finish_reason)
     if result.problems and plan.json_format is not None and plan.json_format.strict:
         raise UpstreamError(
             plan.provider_id,
@@ -577,7 +611,12 @@ async def stream_chunks(plan: ChatPlan, handle: JobHandle[ChatJobResult]) -> Asy
                         yield c
                     finish = "tool_calls" if gen.finish_reason == "stop" else "length"
                 else:
-                    yield chunk(i, ApiChoiceDelta(content=held))
+                    # A call cut short by the token limit, or one that did not validate: never as text.
+                    if parsed.problems or find_markup(held) >= 0:
+                        logger.info("model %s: streamed tool call dropped (finish %s)", plan.config.name, finish)
+                    text = _answer_text(plan, replace(gen, text=held))
+                    if text:
+                        yield chunk(i, ApiChoiceDelta(content=text))
             elif held:
                 yield chunk(i, ApiChoiceDelta(content=held))
             yield chunk(i, finish=finish)

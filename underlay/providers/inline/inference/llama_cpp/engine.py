@@ -32,6 +32,7 @@ import numpy as np
 from underlay.providers.inline.inference.llama_cpp._lazy import llama_cpp
 from underlay.providers.inline.inference.llama_cpp.chat_template import CHATML_TEMPLATE, ChatTemplate
 from underlay.providers.inline.inference.llama_cpp.config import LlamaCppModelConfig
+from underlay.providers.inline.inference.llama_cpp.loops import LoopGuard
 from underlay.providers.inline.inference.llama_cpp.sampling import SamplingParams, TokenSampler, log_softmax_at
 
 logger = logging.getLogger(__name__)
@@ -78,6 +79,8 @@ class Generation:
     logprobs: list[TokenLogprob] | None = None
     prompt_logprobs: list[TokenLogprob | None] | None = None
     seconds: float = 0.0
+    #: Ended (as ``stop``) by the loop guard: the output had become one block repeated.
+    looped: bool = False
 
 
 def _holdback(text: str, stops: list[str]) -> int:
@@ -292,6 +295,7 @@ class Engine:
         prompt_logprobs: int | None = None,
         on_delta: Callable[[TextDelta], None] | None = None,
         watch: Callable[[str], bool] | None = None,
+        loop_guard: LoopGuard | None = None,
     ) -> Generation:
         """Complete ``prompt_tokens``; the caller has checked that the prompt fits the context.
 
@@ -300,6 +304,8 @@ class Engine:
         token. ``on_delta`` receives text as soon as it is final; the returned text is the same text in
         one piece. A set ``cancel`` ends the loop before the next token. ``watch`` sees the text after
         every token; returning True ends the generation with ``aborted`` (the caller will redo it).
+        ``loop_guard`` sees every token; when it reports a loop the generation ends with ``stop``
+        (and ``looped`` set), the text as written so far.
         """
         started = time.perf_counter()
         n_prompt = len(prompt_tokens)
@@ -325,6 +331,7 @@ class Engine:
         longest_stop = max((len(s) for s in stop), default=0)
         finish: EngineFinish = "length"
         n_gen = 0
+        looped = False
 
         def release(upto: int) -> None:
             nonlocal released, emitted_lp
@@ -355,6 +362,9 @@ class Engine:
                 if watch is not None and watch(text):
                     finish = "aborted"
                     break
+                if loop_guard is not None and loop_guard.add(token, text):
+                    finish, looped = "stop", True
+                    break
                 if stop:
                     cut = _find_stop(text, stop, max(0, before - longest_stop + 1))
                     if cut is not None:
@@ -383,6 +393,7 @@ class Engine:
             logprobs=entries if logprobs is not None else None,
             prompt_logprobs=scored,
             seconds=time.perf_counter() - started,
+            looped=looped,
         )
 
     def close(self) -> None:
