@@ -164,10 +164,13 @@ def _stored(client: openai.OpenAI, completion_id: str) -> Any:
 
 def test_chat_omits_what_openai_omits(server: RunningServer) -> None:
     """No ``tool_calls``, ``system_fingerprint`` or ``service_tier`` keys holding ``null``."""
-    body = _post(server, "/chat/completions", _chat()).json()
+    body = _post(server, "/chat/completions", _chat(store=True)).json()
     message = body["choices"][0]["message"]
     assert "tool_calls" not in message and "content" in message and "refusal" in message
     assert isinstance(body.get("system_fingerprint", ""), str) and "service_tier" not in body
+    stored = _get(server, f"/chat/completions/{body['id']}")
+    assert "tool_calls" not in stored["choices"][0]["message"] and "request_id" not in stored
+    assert httpx.delete(f"{server.v1}/chat/completions/{body['id']}", timeout=60).status_code == 200
     with httpx.stream("POST", f"{server.v1}/chat/completions", json=_chat(stream=True), timeout=300) as stream:
         frames = [line[6:] for line in stream.iter_lines() if line.startswith("data: {")]
     assert frames and all('"system_fingerprint":null' not in f and '"tool_calls":null' not in f for f in frames)

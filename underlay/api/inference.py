@@ -456,6 +456,8 @@ class StoredChatCompletion(ChatCompletion):
     metadata: dict[str, str] | None = None
     request_id: str | None = None
 
+    _omit = omit_when_none("system_fingerprint", "service_tier", "request_id")
+
 
 class UpdateChatCompletionRequest(BaseModel):
     """``POST /v1/chat/completions/{id}``: OpenAI lets a stored completion's metadata be replaced, nothing else."""
