@@ -393,3 +393,30 @@ def test_unknown_before_cursor_names_before(server: RunningServer, store: dict[s
         response = httpx.get(f"{server.v1}{path}", params={"before": "vs_nope"}, timeout=60)
         assert response.status_code == 400 and response.json()["error"]["param"] == "before", response.text
         assert "'vs_nope' to list before" in response.json()["error"]["message"]
+
+
+@pytest.fixture(scope="module")
+def bare_safety(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningServer]:
+    """Safety alone, with no default moderation shield configured."""
+    config = {
+        "apis": ["safety"],
+        "providers": {"safety": [{"provider_id": "pii", "provider_type": "inline::pii"}]},
+        "shields": [{"shield_id": "pii", "provider_id": "pii"}],
+    }
+    running = start_server(config, tmp_path_factory.mktemp("bare-safety"))
+    yield running
+    running.stop()
+
+
+def test_openai_moderation_name_without_a_default_is_400(bare_safety: RunningServer) -> None:
+    client = bare_safety.openai(_strict_response_validation=True)
+    with pytest.raises(openai.BadRequestError) as info:
+        client.moderations.create(model="omni-moderation-latest", input="x")
+    assert info.value.body["param"] == "model" and "default_moderation_shield" in info.value.body["message"]
+    # a shield registered under OpenAI's name is that shield
+    registered = httpx.post(
+        f"{bare_safety.v1}/shields", json={"shield_id": "omni-moderation-latest", "provider_id": "pii"}, timeout=30
+    )
+    assert registered.status_code == 200, registered.text
+    result = client.moderations.create(model="omni-moderation-latest", input="mail ann@example.com")
+    assert result.model == "omni-moderation-latest" and result.results[0].flagged
