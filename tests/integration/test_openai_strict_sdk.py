@@ -137,6 +137,9 @@ def test_chat_completion_update_validates_and_clears(client: openai.OpenAI, serv
     with pytest.raises(openai.BadRequestError) as info:
         client.chat.completions.update(reply.id, metadata=too_many)
     assert info.value.body["param"] == "metadata"
+    with pytest.raises(openai.BadRequestError) as info:  # the same limits on create
+        client.chat.completions.create(**_chat(store=True, metadata={"k": "v" * 513}))
+    assert info.value.body["param"] == "metadata"
     bad = _post(server, f"/chat/completions/{reply.id}", {"metadata": {}, "model": "other"})
     assert bad.status_code == 400 and bad.json()["error"]["param"] == "model"
     cleared = client.chat.completions.update(reply.id, metadata=None)

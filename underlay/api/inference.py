@@ -219,6 +219,8 @@ class ChatCompletionRequest(_Open):
     metadata: dict[str, str] | None = None
     store: bool | None = None
 
+    _metadata = field_validator("metadata")(check_metadata)
+
     @model_validator(mode="after")
     def _check(self) -> ChatCompletionRequest:
         if self.top_logprobs is not None and self.top_logprobs > 0 and not self.logprobs:
