@@ -197,6 +197,16 @@ def test_create_retrieve_stream_delete_validate_strictly(strict: openai.OpenAI, 
     assert deleted == {"id": other.id, "object": "response.deleted", "deleted": True}
 
 
+def test_empty_input_is_400_and_an_empty_list_shows_no_ids(http: httpx.Client) -> None:
+    # An empty list of items was accepted and stored as a failed response (200); "" was already a 400.
+    for empty in ("", []):
+        error = _error(http.post("/responses", json={"model": SMOLLM2, "input": empty}), 400)
+        assert error["param"] == "input" and "empty" in error["message"]
+    listed = http.get("/responses", params={"model": "no-such-model-was-used"}).json()
+    assert listed["data"] == [] and "first_id" not in listed and "last_id" not in listed
+    assert "user" in _post(http, {"model": SMOLLM2, "input": "x", "max_output_tokens": 1})  # nullable, not omitted
+
+
 def test_input_items_validate_strictly(strict: openai.OpenAI) -> None:
     first = strict.responses.create(
         model=QWEN, input="Weather in Paris?", tools=[WEATHER], tool_choice="required", max_output_tokens=48,

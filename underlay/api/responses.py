@@ -19,6 +19,7 @@ from typing import Annotated, Any, Literal, Protocol
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 
+from underlay.api.omit import omit_when_none
 from underlay.api.pagination import ListQuery
 from underlay.api.response_items import Includable, InputItem, check_metadata
 from underlay.api.routes import Route
@@ -344,6 +345,8 @@ class ResponseObject(_Open):
     usage: ResponseUsage | None = None
     user: str | None = None
     metadata: dict[str, str] = Field(default_factory=dict)
+    # ``user`` stays ``null`` when unset, not omitted: the Open Responses schema requires the key (nullable),
+    # and OpenAI's own API sends it that way; the openai SDK accepts either.
 
     @field_validator(*_SAMPLING_DEFAULTS, mode="before")
     @classmethod
@@ -401,6 +404,8 @@ class ResponseList(BaseModel):
     first_id: str | None = None
     last_id: str | None = None
     has_more: bool = False
+
+    _omit = omit_when_none("first_id", "last_id")  # an empty list has no ids to show
 
 
 class InputItemList(BaseModel):

@@ -231,7 +231,7 @@ class BuiltinResponsesProvider:
         raw: list[Any] = params.input if isinstance(params.input, list) else []
         if isinstance(params.input, str) and params.input:
             raw = [{"role": "user", "content": params.input}]
-        if isinstance(params.input, str) and not params.input and not history:
+        if not params.input and not history:  # "" and [] alike: nothing for the model to answer
             raise InvalidRequestError("input is empty; send a string or a list of items.", param="input")
         by_id = {i.get("id"): i for i in history}
         items: list[dict[str, Any]] = []
