@@ -24,6 +24,7 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import jsonschema
+from pydantic import ValidationError
 
 from underlay.api.errors import InvalidRequestError, UnderlayError
 from underlay.api.ids import now
@@ -48,6 +49,7 @@ from underlay.api.responses import (
     ResponseUsage,
     WebSearchTool,
 )
+from underlay.api.tool_runtime import ElicitationResponse
 from underlay.providers.inline.responses.convert import items_to_messages
 from underlay.providers.inline.responses.policy import (
     allowed,
@@ -189,6 +191,19 @@ class Engine:
                     "send the same mcp tool again in tools.",
                     param=f"input[{position}]",
                 )
+            question = request.get("elicitation")
+            if isinstance(question, dict) and question.get("id"):
+                # Approving a question is answering it: the call runs again and gets the answer.
+                content = item.get("elicitation_content")
+                answer = {"id": str(question["id"]), "action": "accept", "content": content}
+                try:
+                    run.elicitation_answers[request["id"]] = [ElicitationResponse.model_validate(answer)]
+                except ValidationError:
+                    raise InvalidRequestError(
+                        "elicitation_content must be an object of strings, numbers, booleans or string lists "
+                        "matching the question's requested_schema.",
+                        param=f"input[{position}].elicitation_content",
+                    ) from None
             pending.append((request, binding))
         if pending:
             calls = [(Call(r["id"], b.function_name, r["arguments"]), b, r["id"]) for r, b in pending]
@@ -199,6 +214,8 @@ class Engine:
         response = run.response
         request = run.request
         budget = request.max_output_tokens
+        if run.awaiting_input:  # an approved call asked another question: the client answers it first
+            return
         for turn_number in range(run.max_infer_iters):
             if budget is not None and self._output_tokens(run) >= budget:
                 response.status = "incomplete"
@@ -232,7 +249,7 @@ class Engine:
                 response.status = "incomplete"
                 response.incomplete_details = IncompleteDetails(reason="max_tool_calls")
                 return
-            if client_calls or approvals:
+            if client_calls or approvals or run.awaiting_input:
                 return
         response.status = "incomplete"
         response.incomplete_details = IncompleteDetails(reason="max_infer_iters")

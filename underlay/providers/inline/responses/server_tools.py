@@ -52,6 +52,8 @@ class Outcome:
     results: list[dict[str, Any]] = field(default_factory=list)
     error: str | None = None
     error_code: str | None = None
+    elicitation: dict[str, Any] | None = None
+    """The MCP server's question (``elicitation_required``): asked of the client as an approval request."""
 
 
 @dataclass
@@ -180,7 +182,9 @@ class ServerTools:
             for t in listed
         ]
 
-    async def mcp_call(self, server: McpServer, name: str, arguments: str) -> Outcome:
+    async def mcp_call(
+        self, server: McpServer, name: str, arguments: str, elicitation_responses: list[Any] | None = None
+    ) -> Outcome:
         try:
             kwargs = json.loads(arguments or "{}")
             if not isinstance(kwargs, dict):
@@ -197,6 +201,7 @@ class ServerTools:
                     mcp_endpoint=server.url,
                     headers=server.headers or None,
                     timeout=self.timeout,
+                    elicitation_responses=elicitation_responses,
                 )
         except TimeoutError:
             return Outcome(error=f"{server.label}: {name} timed out after {self.timeout:g}s", error_code="mcp_timeout")
@@ -205,6 +210,9 @@ class ServerTools:
         except Exception as exc:
             log.exception("mcp call %s/%s failed", server.label, name)
             return Outcome(error=f"{type(exc).__name__}: {exc}", error_code="internal_error")
+        if result.error_code == "elicitation_required":
+            question = result.metadata.get("elicitation")
+            return Outcome(error=result.error_message, error_code=result.error_code, elicitation=question)
         if result.is_error:
             return Outcome(error=result.error_message, error_code=result.error_code or "tool_error")
         return Outcome(text=result.text())

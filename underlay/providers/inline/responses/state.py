@@ -45,6 +45,10 @@ class Run:
     server_tool_calls: int = 0
     last_results: list[dict[str, Any]] = field(default_factory=list)
     mcp: dict[str, McpBinding] = field(default_factory=dict)
+    elicitation_answers: dict[str, list[Any]] = field(default_factory=dict)
+    """Per approved call id: the answers (``ElicitationResponse``) to the MCP server's question."""
+    awaiting_input: bool = False
+    """An MCP server asked a question during a call: the response ends with it, like an approval."""
     files: dict[str, str] = field(default_factory=dict)  # input_file parts' text, see input_files.resolve_files
     # False when nobody reads the events (a plain, non-streamed create drains them): lifecycle events
     # then carry the live response instead of a deep copy, which is most of their cost.

@@ -116,6 +116,29 @@ class ToolItems:
         new_results: list[dict[str, Any]] = []
         for (index, item, _call, target), outcome in zip(started, outcomes, strict=True):
             if isinstance(target, McpBinding):
+                if outcome.elicitation is not None:
+                    # The server asked a question: the call waits for the client's answer, asked for
+                    # as an approval request carrying the question (see engine._approved_calls).
+                    item["status"] = "incomplete"
+                    item["error"] = {
+                        "type": "mcp_elicitation_required",
+                        "content": [{"type": "text", "text": outcome.error or ""}],
+                    }
+                    yield run.progress("response.mcp_call.failed", item, index)
+                    yield run.item_done(index)
+                    request = {
+                        "type": "mcp_approval_request",
+                        "id": item_id("mcp_approval_request"),
+                        "server_label": target.server.label,
+                        "name": target.tool_name,
+                        "arguments": _call.arguments,
+                        "elicitation": outcome.elicitation,
+                    }
+                    asked, added = run.add_item(request)
+                    yield added
+                    yield run.item_done(asked)
+                    run.awaiting_input = True
+                    continue
                 if outcome.error is not None:
                     item["status"] = "failed"
                     item["error"] = {
@@ -180,7 +203,8 @@ class ToolItems:
     async def _execute(self, run: Run, call: Call, target: Any) -> Outcome:
         try:
             if isinstance(target, McpBinding):
-                return await self.tools.mcp_call(target.server, target.tool_name, call.arguments)
+                answers = run.elicitation_answers.get(call.call_id)
+                return await self.tools.mcp_call(target.server, target.tool_name, call.arguments, answers)
             if target == "file_search":
                 tool = tool_of(run, FileSearchTool)
                 return await self.tools.file_search(tool, query_of(call.arguments))
