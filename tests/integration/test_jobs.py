@@ -378,3 +378,21 @@ async def test_owners_take_turns_within_a_lane(stores: Shared) -> None:
 
 async def _never_runs(ctx: JobContext) -> None:
     raise AssertionError("claimed by hand in this test; never run")
+
+
+async def test_rows_queued_before_ranks_existed_keep_their_turn(stores: Shared) -> None:
+    """A row written by an older version has no rank; PostgreSQL would sort it after every ranked row
+    (NULLs last), SQLite before. Starting a runner ranks it 0, so both claim oldest first."""
+    runner = stores.runner(0, workers=0)
+    runner.register("bulk.kind", _never_runs, lane="bulk")
+    await runner.initialize()
+    legacy = await runner.submit("bulk.kind", {}, owner=Principal("old"))
+    await stores[0].update(stores.table, {"fair_rank": None}, {"id": legacy.id})
+    newer = await runner.submit("bulk.kind", {}, owner=Principal("new"))
+    await runner.start()
+    try:
+        assert (await runner.get(legacy.id)).fair_rank == 0
+        claimed = [await runner.claim_one(), await runner.claim_one()]
+    finally:
+        await runner.stop()
+    assert [job.id for job in claimed if job is not None] == [legacy.id, newer.id]
