@@ -265,6 +265,15 @@ def test_failed_request_is_an_error_trace(front: RunningServer) -> None:
     assert all(t["status"] == "error" and t["http_status"] == 404 for t in errors["data"])
 
 
+def test_a_long_path_is_cut_in_its_span(front: RunningServer) -> None:
+    # A 40,000-character id was stored whole in the route span's name and url.path of every such trace.
+    answer = httpx.get(f"{front.v1}/vector_stores/vs_{'a' * 40_000}", timeout=20)
+    assert answer.status_code == 404
+    route = _by_layer(_spans(front, answer.headers["x-trace-id"], {"route"}), "route")
+    assert len(route["attributes"]["url.path"]) <= 513 and route["attributes"]["url.path"].endswith("…")
+    assert len(route["name"]) <= 520
+
+
 def test_telemetry_api_errors_use_the_envelope(front: RunningServer) -> None:
     cases = [
         (f"{front.v1}/telemetry/traces/{'0' * 32}", 404, "trace_id"),

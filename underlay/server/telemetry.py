@@ -28,6 +28,10 @@ _TRACEPARENT = b"traceparent"
 UNMATCHED = "<unmatched>"
 """The route label of requests no route matched, so stray paths cannot blow up metric cardinality."""
 
+MAX_TRACED_PATH = 512
+"""Characters of a request path kept in its span's name and ``url.path``: a client can send a path of
+tens of kilobytes (an id that long), which would otherwise be stored with every trace of it."""
+
 
 class TelemetryMiddleware:
     def __init__(self, app: Any, owner: FastAPI, untraced_paths: frozenset[str]) -> None:
@@ -47,6 +51,7 @@ class TelemetryMiddleware:
         method = scope["method"]
         path = scope["path"]
         traced = path not in self.untraced_paths
+        shown = path if len(path) <= MAX_TRACED_PATH else path[:MAX_TRACED_PATH] + "…"
         status = 500
         span: Any = None
         token: Any = None
@@ -58,13 +63,13 @@ class TelemetryMiddleware:
                     break
             parent = otel_context.set_value(TRACER_KEY, telemetry.tracer, parent)
             span = telemetry.tracer.start_span(
-                f"{method} {path}",
+                f"{method} {shown}",
                 context=parent,
                 kind=SpanKind.SERVER,
                 attributes={
                     "underlay.layer": "route",
                     "http.request.method": method,
-                    "url.path": path,
+                    "url.path": shown,
                     "underlay.request_id": request_id_var.get() or "",
                 },
             )
