@@ -35,6 +35,8 @@ from tests.integration.harness import FIXTURES, RunningServer, free_port, start_
 ALICE_KEY = "alice-underlay-key"
 BOB_KEY = "bob-underlay-key"
 TTL = 4  # seconds an access token lives: short, so a refresh happens within the test
+PEM_MARKER = "-----BEGIN PRIVATE KEY-----not-a-real-key-----END PRIVATE KEY-----"
+PASSPHRASE = "a passphrase only this test knows"
 
 
 class OAuthFixture:
@@ -114,7 +116,9 @@ def server(oauth: OAuthFixture, tmp_path_factory: pytest.TempPathFactory) -> Ite
                                     "client_id": "machine-client",
                                     "client_secret": "machine-secret",
                                     "issuer": oauth.issuer,
-                                }
+                                },
+                                # Never used here: only to see the key redacted from GET /v1/providers.
+                                "http://127.0.0.1:9/mcp": {"client_id": "jwt-client", "private_key": PEM_MARKER},
                             },
                         },
                     },
@@ -130,7 +134,7 @@ def server(oauth: OAuthFixture, tmp_path_factory: pytest.TempPathFactory) -> Ite
         config,
         tmp_path_factory.mktemp("mcp-auth"),
         port=port,
-        env={"UNDERLAY_MCP_TOKEN_KEY": "a passphrase only this test knows"},
+        env={"UNDERLAY_MCP_TOKEN_KEY": PASSPHRASE},
     )
     yield running
     running.stop()
@@ -262,6 +266,15 @@ def test_tokens_are_encrypted_at_rest(server: RunningServer, oauth: OAuthFixture
         assert token.encode() not in raw, "a token is stored in clear"
         assert all(token not in str(row) for row in rows)
     assert b"machine-secret" not in raw
+
+
+def test_oauth_secrets_are_redacted_from_the_provider_listing(server: RunningServer) -> None:
+    listing = httpx.get(f"{server.v1}/providers", headers={"Authorization": f"Bearer {ALICE_KEY}"}, timeout=30)
+    assert listing.status_code == 200, listing.text
+    text = listing.text
+    assert "machine-client" in text  # the config is shown...
+    for secret in ("machine-secret", PASSPHRASE, PEM_MARKER):  # ...without its secrets
+        assert secret not in text
 
 
 def test_elicitation_is_surfaced_and_answered_on_the_next_call(server: RunningServer) -> None:

@@ -105,7 +105,7 @@ BUILTIN_PROVIDERS += [
         factory=f"{_TOOLS}.remote.tool_runtime.model_context_protocol:create_provider",
         pip_packages=("mcp==2.3.0",),
         description="Tools of MCP servers (streamable HTTP, SSE, stdio), with pooled sessions.",
-        secret_fields=("api_key", "password", "token", "secret", "authorization", "headers"),
+        secret_fields=("api_key", "password", "token", "secret", "authorization", "headers", "private_key"),
     ),
     ProviderSpec(
         api="tool_runtime",
