@@ -438,7 +438,30 @@ def load_run_config(name_or_path: str | None = None, env: Mapping[str, str] | No
     try:
         data = yaml.safe_load(path.read_text())
     except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f"line {mark.line + 1}" if mark is not None else "<parse>"
-        raise ConfigError(f"{path}: {where}: invalid YAML ({getattr(exc, 'problem', exc)}); fix the syntax") from None
+        raise ConfigError(yaml_error_line(str(path), exc)) from None
     return parse_run_config(data, source=str(path), env=env)
+
+
+_UNQUOTED_REFERENCE = re.compile(r"\$\{env\.[^}\s]*\}")
+
+
+def yaml_error_line(source: str, exc: yaml.YAMLError) -> str:
+    """One line for a YAML syntax error, with the usual fix when it is an unquoted ``${env...}``.
+
+    Inside a flow mapping or list (``{a: b}``, ``[a, b]``) a ``{`` starts a nested mapping, so an
+    unquoted ``${env.NAME}`` there is a syntax error whose raw wording ("expected ',' or '}'") does not
+    hint at the cure; we name the reference and show it quoted.
+    """
+    mark = getattr(exc, "problem_mark", None)
+    where = f"line {mark.line + 1}" if mark is not None else "<parse>"
+    problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+    context = getattr(exc, "context", None) or ""
+    if mark is not None and mark.buffer is not None and "flow" in context:
+        lines = mark.buffer.split("\n")
+        found = _UNQUOTED_REFERENCE.search(lines[mark.line][:500]) if mark.line < len(lines) else None
+        if found is not None:
+            return (
+                f"{source}: {where}: invalid YAML ({problem}); a ${{env...}} reference inside {{...}} or [...] "
+                f"must be quoted: write '{found.group(0)}'"
+            )
+    return f"{source}: {where}: invalid YAML ({problem}); fix the syntax"

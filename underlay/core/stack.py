@@ -13,6 +13,7 @@ from typing import Any
 
 from pydantic import BaseModel, TypeAdapter, ValidationError
 
+from underlay.api.errors import ServiceUnavailableError, UnderlayError, UpstreamTimeoutError
 from underlay.api.models import Model
 from underlay.api.providers import ProviderSpec
 from underlay.core.apis import API_TABLE, api_order
@@ -144,8 +145,11 @@ class Stack:
             except ValidationError as exc:
                 raise ConfigError(validation_error_line(source, exc, config_class, prefix=f"{key}.config")) from None
             deps = {dep: self.routers[dep] for dep in spec.api_dependencies if dep in self.routers}
-            instance = await factory(entry.provider_id, provider_config, deps)
-            await instance.initialize()
+            try:
+                instance = await factory(entry.provider_id, provider_config, deps)
+                await instance.initialize()
+            except UnderlayError as exc:  # an expected start-up failure: unreachable server, missing file
+                raise ConfigError(_start_failure_line(source, key, entry.provider_type, exc)) from None
             if self.telemetry is not None:
                 self.telemetry.instrument_provider(api, entry.provider_id, instance)
             instances[entry.provider_id] = instance
@@ -196,6 +200,21 @@ class Stack:
                     }
                 )
         return out
+
+
+def _start_failure_line(source: str, key: str, provider_type: str, exc: UnderlayError) -> str:
+    """One bounded line for a provider that could not start.
+
+    Provider messages may carry an upstream's multi-line text (PostgreSQL adds DETAIL and HINT lines);
+    the CLI promises one line, so whitespace is folded and the text is capped.
+    """
+    message = " ".join(exc.message.split())
+    if len(message) > 600:
+        message = message[:600] + "..."
+    line = f"{source}: {key}: {provider_type} did not start: {message}"
+    if isinstance(exc, ServiceUnavailableError | UpstreamTimeoutError):
+        line += f"; check that the service runs and {key}.config points at it"
+    return line
 
 
 def redact(value: Any, secret_words: tuple[str, ...]) -> Any:

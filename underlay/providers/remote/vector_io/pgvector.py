@@ -240,6 +240,13 @@ class PgVectorIO(VectorIOBase):
                     "the pgvector extension is not installed in this database and this user may not create it; "
                     "ask a superuser to run: CREATE EXTENSION vector",
                 ) from exc
+            except asyncpg.FeatureNotSupportedError as exc:  # the server has no pgvector files at all
+                raise ProviderError(
+                    self.provider_id,
+                    f"the PostgreSQL server at {self.config.where()} does not have the pgvector extension; "
+                    "install pgvector on it (for example the postgresql-NN-pgvector package or the "
+                    "pgvector/pgvector image), or use another vector_io provider",
+                ) from exc
             if self.config.text_search_config == DEFAULT_TS_CONFIG:
                 await conn.execute(_CREATE_TS_CONFIG)
             await conn.execute(

@@ -316,7 +316,7 @@ def _translate_error(provider_id: str, where: str, action: str, exc: Exception) 
     if isinstance(cause, httpx.TimeoutException | TimeoutError):
         return UpstreamTimeoutError(provider_id, f"Qdrant at {where} timed out trying to {action}.")
     if isinstance(cause, httpx.TransportError | OSError) or isinstance(exc, ResponseHandlingException):
-        return ServiceUnavailableError(provider_id, f"cannot reach Qdrant at {where} to {action}: {cause}")
+        return ServiceUnavailableError(provider_id, f"cannot reach Qdrant at {where} to {action}: {cause or exc}")
     if isinstance(exc, RuntimeError) and "already accessed by another instance" in text:
         return ServiceUnavailableError(
             provider_id, f"the Qdrant directory {where} is in use by another process: {text}"

@@ -28,7 +28,7 @@ from pydantic import (
     model_validator,
 )
 
-from underlay.api.errors import NotFoundError
+from underlay.api.errors import NotFoundError, ProviderError
 from underlay.api.tool_runtime import ToolCallContext, ToolDef, ToolGroup, ToolInvocationResult
 from underlay.providers.inline.tool_runtime.websearch.engines import (
     BRAVE_URL,
@@ -129,6 +129,13 @@ class WebSearchTool:
         self.engine = build_engine(config)
 
     async def initialize(self) -> None:
+        if isinstance(self.engine, LocalIndexEngine) and not self.engine.index.source.exists():
+            # A start-up failure the stack reports as one line, not a FileNotFoundError traceback.
+            raise ProviderError(
+                self.provider_id,
+                f"websearch documents '{self.engine.index.source}' do not exist; create them (a JSONL file of "
+                "url/title/text records or a directory of pages) or point config.documents at them",
+            )
         await self.engine.start()
         if isinstance(self.engine, LocalIndexEngine):
             log.info("websearch local index: %d documents from %s", self.engine.index.size, self.engine.index.source)
