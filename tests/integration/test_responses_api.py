@@ -365,6 +365,18 @@ def test_file_search_cites_files(client: openai.OpenAI, cats_store: str) -> None
     assert next(o for o in full.output if o.type == "file_search_call").results[0].file_id
 
 
+def test_file_search_with_an_unknown_store_is_a_404_naming_it(client: openai.OpenAI, cats_store: str) -> None:
+    # An unknown id (a typo, or the docs' "vs_..." placeholder) used to complete quietly with no search.
+    with pytest.raises(openai.NotFoundError) as caught:
+        client.responses.create(
+            model=QWEN,
+            input="How long do cats sleep?",
+            tools=[{"type": "file_search", "vector_store_ids": [cats_store, "vs_..."]}],
+        )
+    error = caught.value.body
+    assert error["param"] == "tools[0].vector_store_ids[1]" and "vs_..." in error["message"], error
+
+
 def _mcp_tool(server: McpFixtureServer, **extra: Any) -> dict[str, Any]:
     return {"type": "mcp", "server_label": "calc", "server_url": server.url, **extra}
 

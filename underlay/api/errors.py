@@ -114,6 +114,15 @@ class UpstreamTimeoutError(ProviderError):
     error_type = "upstream_timeout"
 
 
+class ConfigError(Exception):
+    """A run-config or provider-config mistake, found at start-up; ``str(error)`` is the one line to show.
+
+    It is not an :class:`UnderlayError`: it never reaches a client as an HTTP answer, it stops the
+    server (or the CLI) with one line naming the file, the key and the fix. It lives in the contract so
+    that a provider can reject its own config without importing the control plane.
+    """
+
+
 class NotImplementedByProviderError(UnderlayError):
     """A provider does not support a feature the request asked for."""
 

@@ -23,6 +23,7 @@ from typing import Annotated, Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from underlay.api.errors import ConfigError as ConfigError  # re-exported: its home was here
 from underlay.api.models import ModelType
 from underlay.core.access.config import AccessPolicyConfig
 from underlay.core.auth.config import AuthConfig
@@ -32,10 +33,6 @@ from underlay.core.transport import TlsConfig
 
 _ENV_PATTERN = re.compile(r"\$\{env\.([A-Za-z_][A-Za-z0-9_]*)(?:(:[=+])([^}]*))?\}")
 DISTRIBUTIONS_DIR = Path(__file__).parent / "distributions"
-
-
-class ConfigError(Exception):
-    """A run-config mistake; ``str(error)`` is the one line to show the user."""
 
 
 class _Strict(BaseModel):

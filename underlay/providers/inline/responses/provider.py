@@ -207,7 +207,7 @@ class BuiltinResponsesProvider:
                 ) from None
         for index, tool in enumerate(params.tools or []):
             if isinstance(tool, FileSearchTool):
-                self.tools.check_file_search(tool, f"tools[{index}]")
+                await self.tools.check_file_search(tool, f"tools[{index}]")
             elif isinstance(tool, McpTool):
                 self.tools.resolve_mcp(tool, f"tools[{index}]")
             elif isinstance(tool, WebSearchTool):

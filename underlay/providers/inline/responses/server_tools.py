@@ -77,11 +77,32 @@ class ServerTools:
 
     # ---- file_search --------------------------------------------------------------------------------
 
-    def check_file_search(self, tool: FileSearchTool, param: str) -> None:
-        if self._router("vector_stores") is None:
+    async def check_file_search(self, tool: FileSearchTool, param: str) -> None:
+        """Refuse a file_search tool naming a store the caller cannot see, before any work starts.
+
+        Searching an unknown store used to end quietly with no results, so a typo in an id (or a ``vs_...``
+        placeholder) looked like an empty knowledge base. The lookup goes through the router, so a store
+        the caller may not read is as unknown as a missing one.
+        """
+        stores = self._router("vector_stores")
+        if stores is None:
             raise InvalidRequestError(
                 "file_search needs the vector_stores API; add it to apis in the run config.", param=param
             )
+        seen: set[str] = set()
+        for index, store_id in enumerate(tool.vector_store_ids):
+            if store_id in seen:
+                continue
+            seen.add(store_id)
+            try:
+                await stores.retrieve_vector_store(store_id)
+            except NotFoundError as exc:
+                raise NotFoundError(
+                    "Vector store",
+                    store_id,
+                    hint="Create it with POST /v1/vector_stores or list yours with GET /v1/vector_stores.",
+                    param=f"{param}.vector_store_ids[{index}]",
+                ) from exc
 
     async def file_search(self, tool: FileSearchTool, query: str) -> Outcome:
         """Search every listed vector store and keep the best ``max_num_results`` results overall."""

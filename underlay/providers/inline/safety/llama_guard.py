@@ -18,9 +18,8 @@ from typing import Any, Literal
 
 from pydantic import Field
 
-from underlay.api.errors import InvalidRequestError
+from underlay.api.errors import ConfigError, InvalidRequestError
 from underlay.api.safety import RunShieldResponse, Shield, ShieldMessage
-from underlay.core.config import ConfigError
 from underlay.providers.inline.safety.guard_prompt import (
     HAZARDS,
     OPENAI_CATEGORIES,

@@ -143,7 +143,7 @@ class BedrockSafetyProvider:
             from aiobotocore.config import AioConfig
             from aiobotocore.session import get_session
         except ImportError:  # pragma: no cover - depends on the install
-            from underlay.core.config import ConfigError
+            from underlay.api.errors import ConfigError
 
             raise ConfigError(
                 f"providers.safety[{self.provider_id}]: remote::bedrock needs aiobotocore; "

@@ -22,8 +22,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from underlay.api.errors import ConfigError
 from underlay.api.safety import RunShieldResponse, SafetyViolation, Shield, ShieldMessage, ViolationLevel
-from underlay.core.config import ConfigError
 from underlay.providers.inline.safety.prompt_guard.classifier import MODEL_FILE, Prediction, PromptGuardModel
 
 Category = Literal["injection", "jailbreak"]
