@@ -94,7 +94,7 @@ def main() -> int:
     parser.add_argument("--tokens", type=int, default=128)
     parser.add_argument("--runs", type=int, default=3)
     args = parser.parse_args()
-    from underlay.providers.utils.packaged_models import resolve_model_path
+    from underlay.shared.packaged_models import resolve_model_path
 
     path = str(resolve_model_path(args.model))
     threads = os.cpu_count() or 2

@@ -18,7 +18,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from underlay.core.telemetry.redact import Redactor  # noqa: E402
+from underlay.shared.redact import Redactor  # noqa: E402
 
 N = 100_000
 HOSTILE = {

@@ -40,7 +40,7 @@ from underlay.providers.inline.inference.llama_cpp import LlamaCppConfig, create
 from underlay.providers.inline.inference.llama_cpp.chat_template import ChatTemplate, build_template_messages
 from underlay.providers.inline.inference.llama_cpp.gguf import GGUFError, read_metadata
 from underlay.providers.inline.inference.llama_cpp.provider import LlamaCppInferenceProvider
-from underlay.providers.utils.packaged_models import resolve_model_path
+from underlay.shared.packaged_models import resolve_model_path
 
 QWEN = "qwen2.5-coder-0.5b-instruct"
 SMOL = "smollm2-135m-instruct"

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import pytest
 
-from underlay.providers.utils import packaged_models as pm
+from underlay.shared import packaged_models as pm
 
 QWEN = "qwen2.5-coder-0.5b-instruct"
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -136,7 +136,7 @@ def test_fault_injection_real_parts_wrong_sha(tmp_path: Path) -> None:
     code = (
         "import sys\n"
         "from dataclasses import replace\n"
-        "from underlay.providers.utils import packaged_models as pm\n"
+        "from underlay.shared import packaged_models as pm\n"
         "from underlay.cli.models_cmd import main\n"
         f"real = pm.get_packaged_model({QWEN!r})\n"
         "fault = replace(real, name='fault-injection-wrong-sha', sha256='0' * 64,\n"

@@ -19,7 +19,7 @@ import pytest
 
 from underlay.api.errors import NotFoundError, UnderlayError
 from underlay.cli import models_cmd
-from underlay.providers.utils import packaged_models as pm
+from underlay.shared import packaged_models as pm
 
 PART_SIZES = [1_048_576, 1_048_576, 333]
 

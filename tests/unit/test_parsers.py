@@ -8,7 +8,7 @@ import zipfile
 import pytest
 
 from tests.documents import encrypt_pdf, make_docx, make_pdf, make_pptx, make_xlsx
-from underlay.core.ingestion.parse import ParseError, detect_format, parse_document
+from underlay.shared.parse import ParseError, detect_format, parse_document
 
 
 def _fails(data: bytes, name: str) -> ParseError:

@@ -26,7 +26,9 @@ from underlay.api.tool_runtime import McpConnection, ToolCallContext
 from underlay.core.stack import redact as redact_config
 from underlay.core.telemetry.instrument import _request_attributes
 from underlay.core.telemetry.logs import make_handler
-from underlay.core.telemetry.redact import (
+from underlay.server.errors import masked_envelope
+from underlay.server.sse import _error_frame
+from underlay.shared.redact import (
     MASK,
     MAX_TEXT,
     MAX_TRACEBACK,
@@ -36,8 +38,6 @@ from underlay.core.telemetry.redact import (
     redactor,
     request_secrets,
 )
-from underlay.server.errors import masked_envelope
-from underlay.server.sse import _error_frame
 
 N = 100_000
 SECRET = "zqSecretValue-93x"

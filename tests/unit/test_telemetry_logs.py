@@ -14,7 +14,7 @@ from underlay.api.context import request_id_var
 from underlay.core.config import RunConfig
 from underlay.core.stack import redact as redact_config
 from underlay.core.telemetry.logs import JsonFormatter, RedactingFilter, configure_logging, make_handler
-from underlay.core.telemetry.redact import Redactor
+from underlay.shared.redact import Redactor
 
 
 @pytest.mark.parametrize(

@@ -15,7 +15,7 @@ from collections.abc import Sequence
 from typing import Any, TextIO
 
 from underlay.api.errors import UnderlayError
-from underlay.providers.utils import packaged_models as pm
+from underlay.shared import packaged_models as pm
 
 API_KEY_ENV = "UNDERLAY_API_KEY"
 

@@ -226,7 +226,7 @@ def redact(value: Any, secret_words: tuple[str, ...]) -> Any:
     if isinstance(value, list):
         return [redact(v, secret_words) for v in value]
     if isinstance(value, str):  # secrets inside other values: user:password@ in URLs, sk-... keys
-        from underlay.core.telemetry.redact import redact as redact_text
+        from underlay.shared.redact import redact as redact_text
 
         return redact_text(value)
     return value

@@ -12,7 +12,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from underlay.api.context import request_id_var
 from underlay.api.errors import PayloadTooLargeError, UnderlayError
-from underlay.core.telemetry.redact import MAX_TEXT, redact
+from underlay.shared.redact import MAX_TEXT, redact
 
 log = logging.getLogger("underlay.server")
 

@@ -20,8 +20,8 @@ from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapProp
 from underlay.api.context import request_id_var
 from underlay.core.config import RunConfig
 from underlay.core.identity import current_principal, principal_var
-from underlay.core.telemetry.redact import record_error
 from underlay.core.telemetry.runtime import TRACER_KEY
+from underlay.shared.redact import record_error
 
 _PROPAGATOR = TraceContextTextMapPropagator()
 _TRACEPARENT = b"traceparent"

@@ -94,7 +94,7 @@ def get_tokenizer() -> _Tokens:
     try:
         from tokenizers import Tokenizer
 
-        from underlay.providers.utils.packaged_models import resolve_model_path
+        from underlay.shared.packaged_models import resolve_model_path
 
         path = resolve_model_path("all-minilm-l6-v2")
         return _HFTokenizer(Tokenizer.from_file(str(path / "tokenizer.json")))

@@ -28,10 +28,10 @@ from typing import Any
 from underlay.api.errors import NotFoundError, ProviderError, UnderlayError
 from underlay.api.vector_io import Chunk
 from underlay.core.ingestion.chunking import chunk_text
-from underlay.core.ingestion.parse import ParseError, parse_document
 from underlay.core.jobs import Job, JobContext, JobError, RetryableJobError
 from underlay.core.routers.vector_io import VectorIORouter
 from underlay.core.stores.vector_stores import VectorStoreRows, pack_embedding, unpack_embedding
+from underlay.shared.parse import ParseError, parse_document
 
 log = logging.getLogger("underlay.ingestion")
 

@@ -16,7 +16,7 @@ from typing import Any
 
 from underlay.api.context import request_id_var
 from underlay.core.config import RunConfig
-from underlay.core.telemetry.redact import MAX_TRACEBACK, redactor
+from underlay.shared.redact import MAX_TRACEBACK, redactor
 
 try:  # trace ids in log lines when OpenTelemetry is installed
     from opentelemetry import trace as _otel_trace

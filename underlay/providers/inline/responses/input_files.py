@@ -98,7 +98,7 @@ async def _read_file(files: Any, file_id: str, max_bytes: int, where: str) -> tu
 async def _text_of(part: dict[str, Any], files: Any, max_bytes: int, where: str) -> str:
     # The parser lives with the ingestion pipeline in the control plane; it is pure (bytes in, text out)
     # and imported here, not copied, so an attachment and an ingested file read the same way.
-    from underlay.core.ingestion.parse import ParseError, parse_document
+    from underlay.shared.parse import ParseError, parse_document
 
     if part.get("file_url"):
         raise InvalidRequestError(

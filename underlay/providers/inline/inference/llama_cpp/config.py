@@ -46,7 +46,7 @@ class LlamaCppModelConfig(BaseModel):
         if self.packaged and self.path:
             raise ValueError(f"model '{self.name}': set either 'packaged' or 'path', not both")
         if not self.packaged and not self.path:
-            from underlay.providers.utils.packaged_models import list_packaged_models
+            from underlay.shared.packaged_models import list_packaged_models
 
             known = [m.name for m in list_packaged_models() if m.kind == "gguf"]
             if self.name not in known:

@@ -104,7 +104,7 @@ class LlamaCppInferenceProvider:
 
     def _resolve_path(self, model: LlamaCppModelConfig) -> Path:
         if model.packaged:
-            from underlay.providers.utils.packaged_models import resolve_model_path
+            from underlay.shared.packaged_models import resolve_model_path
 
             try:
                 return resolve_model_path(model.packaged, cache_dir=self.config.cache_dir)
@@ -152,7 +152,7 @@ class LlamaCppInferenceProvider:
         meta: dict[str, Any] = {"context_length": model.n_ctx, "provider_type": PROVIDER_TYPE}
         template = model.chat_template
         if model.packaged:
-            from underlay.providers.utils.packaged_models import get_packaged_model
+            from underlay.shared.packaged_models import get_packaged_model
 
             try:
                 packaged = get_packaged_model(model.packaged)

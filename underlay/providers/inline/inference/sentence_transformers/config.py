@@ -94,7 +94,7 @@ class SentenceTransformersModelConfig(BaseModel):
         if not self.packaged and not self.path:
             self.packaged = self.name
         if self.packaged:
-            from underlay.providers.utils.packaged_models import list_packaged_models
+            from underlay.shared.packaged_models import list_packaged_models
 
             known = [m.name for m in list_packaged_models() if m.kind == "sentence-transformers"]
             if self.packaged not in known:

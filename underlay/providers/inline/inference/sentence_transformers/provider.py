@@ -71,7 +71,7 @@ _MERGE_FACTOR = 8  # a merged job takes up to batch_size * this many inputs
 def _cache_root(configured: str | None) -> Path:
     if configured:
         return Path(configured).expanduser()
-    from underlay.providers.utils.packaged_models import default_cache_dir
+    from underlay.shared.packaged_models import default_cache_dir
 
     return default_cache_dir()
 
@@ -106,7 +106,7 @@ class _ModelRunner:
     def model_dir(self) -> Path:
         """The directory to load; packaged models are sha256-verified on first use (a second or so)."""
         if self.config.packaged:
-            from underlay.providers.utils.packaged_models import resolve_model_path
+            from underlay.shared.packaged_models import resolve_model_path
 
             try:
                 return Path(resolve_model_path(self.config.packaged, cache_dir=self.cache_dir))
@@ -423,7 +423,7 @@ class SentenceTransformersInferenceProvider:
             dimension: int | None = None
             max_seq: int | None = None
             if model.packaged:
-                from underlay.providers.utils.packaged_models import get_packaged_model
+                from underlay.shared.packaged_models import get_packaged_model
 
                 try:
                     packaged = get_packaged_model(model.packaged)

@@ -12,13 +12,13 @@ from typing import Any
 
 from underlay.api.errors import UnderlayError
 from underlay.api.tool_runtime import ToolCallContext, ToolDef, ToolGroup, ToolInvocationResult
-from underlay.core.telemetry.redact import request_secrets
 from underlay.providers.remote.tool_runtime.model_context_protocol.config import Config
 from underlay.providers.remote.tool_runtime.model_context_protocol.redaction import (
     connection_secrets,
     mask_error,
     mask_result,
 )
+from underlay.shared.redact import request_secrets
 
 __all__ = ["Config", "LazyMcpToolRuntime", "create_provider"]
 

@@ -14,7 +14,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from underlay.api.errors import UnderlayError
-from underlay.core.telemetry.redact import SECRET_WORDS, redact
+from underlay.shared.redact import SECRET_WORDS, redact
 
 if TYPE_CHECKING:
     from underlay.api.tool_runtime import McpConnection, ToolInvocationResult
