@@ -28,6 +28,7 @@ from urllib.parse import parse_qs, urlsplit
 
 import httpx
 
+from underlay.api.errors import UnderlayError
 from underlay.api.tool_runtime import ElicitationResponse, McpConnection, ToolCallContext
 from underlay.providers.remote.tool_runtime.model_context_protocol.config import Config, OAuthClient, OAuthConfig
 from underlay.providers.remote.tool_runtime.model_context_protocol.provider import AuthorizationNeeded, McpToolRuntime
@@ -151,4 +152,8 @@ async def main(url: str) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(asyncio.run(main(sys.argv[-1])))
+    try:
+        sys.exit(asyncio.run(main(sys.argv[-1])))
+    except UnderlayError as error:  # one line, like the server's own errors
+        print(f"mcp_conformance_client: {error.message}", file=sys.stderr)
+        sys.exit(1)

@@ -157,9 +157,10 @@ def _text(result: dict[str, Any]) -> str:
     return str(result["content"][0]["text"])
 
 
-def _authorize(server: RunningServer, oauth: OAuthFixture, key: str, user: str) -> None:
-    """What a person does with the link: open it (the loopback server approves), follow the redirect."""
-    needed = _call(server, key, "whoami", "protected")
+def _authorize(server: RunningServer, oauth: OAuthFixture, key: str, user: str, tool: str = "whoami") -> str:
+    """What a person does with the link: open it (the loopback server approves), follow the redirect.
+    Returns the authorization URL."""
+    needed = _call(server, key, tool, "protected")
     assert needed["error_code"] == "mcp_authorization_required", needed
     url = needed["metadata"]["authorization_url"]
     assert url in needed["error_message"] and "'protected'" in needed["error_message"]
@@ -176,6 +177,7 @@ def _authorize(server: RunningServer, oauth: OAuthFixture, key: str, user: str) 
     assert done.json()["status"] == "authorized" and done.json()["server"] == oauth.url
     replay = httpx.get(callback, timeout=30)
     assert replay.status_code == 400 and replay.json()["error"]["param"] == "state"  # single use
+    return str(url)
 
 
 def test_code_flow_with_discovery_registration_and_pkce(server: RunningServer, oauth: OAuthFixture) -> None:
@@ -245,6 +247,18 @@ def test_a_refused_refresh_on_an_open_session_asks_again(server: RunningServer, 
     # The 401 arrives on the open session and the refresh is refused: the caller is asked to authorize
     # (not told the server "closed the connection").
     _authorize(server, oauth, ALICE_KEY, "alice@idp")
+    assert _text(_call(server, ALICE_KEY, "whoami", "protected")) == "alice@idp"
+
+
+def test_a_scope_step_up_asks_the_principal_for_the_wider_grant(server: RunningServer, oauth: OAuthFixture) -> None:
+    if not oauth.events("token", subject="alice@idp"):
+        _authorize(server, oauth, ALICE_KEY, "alice@idp")
+    assert _text(_call(server, ALICE_KEY, "whoami", "protected")) == "alice@idp"
+    # 403 insufficient_scope on the open session: a refresh cannot widen the grant, so the principal is
+    # asked again, for the scope the server named.
+    url = _authorize(server, oauth, ALICE_KEY, "alice@idp", tool="admin_only")
+    assert "admin" in parse_qs(urlsplit(url).query)["scope"][0].split()
+    assert _text(_call(server, ALICE_KEY, "admin_only", "protected")) == "admin ok"
     assert _text(_call(server, ALICE_KEY, "whoami", "protected")) == "alice@idp"
 
 

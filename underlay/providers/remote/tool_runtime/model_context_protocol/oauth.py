@@ -147,6 +147,8 @@ class _Remembers:
     reads the reason here."""
 
     last_error: BaseException | None = None
+    last_status: int = 0
+    """The status the MCP server last answered (a 401 is refreshed first; a 403 step-up is not)."""
 
     async def _auth_flow(self, request: httpx2.Request) -> AsyncGenerator[httpx2.Request, httpx2.Response]:
         flow = super()._auth_flow(request)  # type: ignore[misc]
@@ -154,6 +156,8 @@ class _Remembers:
             outgoing = await flow.__anext__()
             while True:
                 incoming = yield outgoing
+                if incoming.request.method == request.method and incoming.request.url == request.url:
+                    self.last_status = incoming.status_code  # the MCP request's answer, not discovery's
                 outgoing = await flow.asend(incoming)
         except StopAsyncIteration:
             return
@@ -225,8 +229,9 @@ class UserOAuth(_Remembers, OAuthClientProvider):
         _restore(self, storage)
 
     async def _perform_authorization(self) -> httpx2.Request:
-        """On a 401: refresh first if a refresh token is held, else send the principal to authorize."""
-        self._refreshing = self.context.can_refresh_token()
+        """On a 401: refresh first if a refresh token is held, else send the principal to authorize (a 403
+        asking for more scope always goes to the principal: a refresh cannot widen the grant)."""
+        self._refreshing = self.last_status == 401 and self.context.can_refresh_token()
         if self._refreshing:
             return await self._refresh_token()
         return await super()._perform_authorization()
