@@ -9,6 +9,7 @@ extra keys pass through instead of failing.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag
@@ -284,7 +285,7 @@ Includable = Literal[
 ]
 
 
-def shape_for_client(item: dict[str, Any], include: list[str] | None) -> dict[str, Any]:
+def shape_for_client(item: dict[str, Any], include: Sequence[str] | None) -> dict[str, Any]:
     """Hide stored detail the client did not ask for (``include``): search results, logprobs."""
     wanted = set(include or ())
     kind = item.get("type")

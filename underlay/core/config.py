@@ -149,7 +149,7 @@ class JobsSettings(_Strict):
         default=2, ge=0, description="Shared workers: jobs of any lane, interactive first (0: claim none)."
     )
     reserved_workers: dict[Literal["interactive", "bulk"], Annotated[int, Field(ge=0, le=256)]] = Field(
-        default_factory=lambda: {"interactive": 1},
+        default_factory=lambda: dict[Literal["interactive", "bulk"], int]({"interactive": 1}),
         description="Extra workers per lane that claim only that lane, so bulk work never takes them all.",
     )
     lease_seconds: float = Field(
@@ -274,7 +274,7 @@ def _describe_location(loc: tuple[Any, ...]) -> str:
 _SECRET_KEY = re.compile(r"secret|password|passwd|token|api_?key|credential|authorization", re.IGNORECASE)
 
 
-def _fix_hint(error: dict[str, Any], model: type[BaseModel]) -> str:
+def _fix_hint(error: Mapping[str, Any], model: type[BaseModel]) -> str:
     kind = error["type"]
     loc = tuple(error["loc"])
     if kind == "extra_forbidden":
@@ -334,7 +334,7 @@ def _tag_of(model: type[BaseModel]) -> str | None:
     field = model.model_fields.get("type")
     if field is None:
         return None
-    values = getattr(field.annotation, "__args__", ())
+    values: tuple[Any, ...] = getattr(field.annotation, "__args__", ())
     return str(values[0]) if len(values) == 1 else (str(field.default) if isinstance(field.default, str) else None)
 
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import AsyncIterator
-from typing import Any
+from typing import TYPE_CHECKING, Literal
 
 from underlay.api.errors import InvalidRequestError
 from underlay.api.ids import new_id, now
@@ -29,6 +29,9 @@ from underlay.api.inference import (
 )
 from underlay.api.safety import SafetyViolation, ShieldMessage
 
+if TYPE_CHECKING:
+    from underlay.core.routers.safety import SafetyRouter
+
 DEFAULT_REFUSAL = "I can't help with that: the request or the answer was blocked by a safety shield."
 _SENTENCE_END = re.compile(r"[.!?\n]\s*$|[.!?]\s")
 
@@ -40,13 +43,15 @@ def refusal_text(violation: SafetyViolation) -> str:
 class Guard:
     """The guardrails of one request: which shields, and the safety router that runs them."""
 
-    def __init__(self, safety: Any, shield_ids: list[str], buffer_chars: int) -> None:
+    def __init__(self, safety: SafetyRouter, shield_ids: list[str], buffer_chars: int) -> None:
         self.safety = safety
         self.shield_ids = shield_ids
         self.buffer_chars = buffer_chars
 
     @classmethod
-    def for_request(cls, safety: Any, params: ChatCompletionRequest) -> tuple[Guard | None, ChatCompletionRequest]:
+    def for_request(
+        cls, safety: SafetyRouter | None, params: ChatCompletionRequest
+    ) -> tuple[Guard | None, ChatCompletionRequest]:
         """The request's guard (``guardrails`` extra, else the configured default) and the request without it."""
         extra = dict(params.__pydantic_extra__ or {})
         requested = extra.pop("guardrails", None)
@@ -178,7 +183,11 @@ class Guard:
     ) -> AsyncIterator[ChatCompletionChunk]:
         """The refusal delta (with the role when it is the stream's first chunk), then the finish."""
         refusal = ChoiceDelta(role="assistant" if first else None, refusal=refusal_text(violation))
-        for delta, finish in ((refusal, None), (ChoiceDelta(), "content_filter")):
+        steps: tuple[tuple[ChoiceDelta, Literal["content_filter"] | None], ...] = (
+            (refusal, None),
+            (ChoiceDelta(), "content_filter"),
+        )
+        for delta, finish in steps:
             yield ChatCompletionChunk(
                 id=like.id,
                 created=like.created,

@@ -141,6 +141,13 @@ class _LeaseLost(Exception):
 
 
 Handler = Callable[["JobContext"], Awaitable[Any]]
+
+
+async def _run_handler(handler: Handler, ctx: JobContext) -> Any:
+    """A coroutine around the handler, so any awaitable it returns can run as a named task."""
+    return await handler(ctx)
+
+
 FailureHook = Callable[[Job], Awaitable[None]]
 
 
@@ -196,7 +203,7 @@ class JobRunner:
         sql: SqlStore,
         *,
         workers: int = 2,
-        reserved: Mapping[str, int] | None = None,
+        reserved: Mapping[str, int] | Mapping[Lane, int] | None = None,
         lease_seconds: float = 30.0,
         poll_seconds: float = 0.5,
         runner_id: str | None = None,
@@ -481,7 +488,7 @@ class JobRunner:
             ctx.cancel_event.set()
         self._running[job.id] = ctx
         token = principal_var.set(Principal(job.owner_principal or "anonymous", job.owner_attributes or {}))
-        work = asyncio.create_task(kind.handler(ctx), name=f"job-{job.id}")
+        work = asyncio.create_task(_run_handler(kind.handler, ctx), name=f"job-{job.id}")
         heartbeat = asyncio.create_task(self._heartbeat(ctx, work), name=f"job-heartbeat-{job.id}")
         try:
             try:

@@ -17,6 +17,7 @@ from underlay.api.errors import ServiceUnavailableError, UnderlayError, Upstream
 from underlay.api.models import Model
 from underlay.api.providers import ProviderSpec
 from underlay.core.apis import API_TABLE, api_order
+from underlay.core.boundary import wrap_provider
 from underlay.core.config import ConfigError, RunConfig, validation_error_line
 from underlay.core.jobs import JobRunner
 from underlay.core.registry import available_providers, import_object
@@ -150,9 +151,10 @@ class Stack:
                 await instance.initialize()
             except UnderlayError as exc:  # an expected start-up failure: unreachable server, missing file
                 raise ConfigError(_start_failure_line(source, key, entry.provider_type, exc)) from None
-            if self.telemetry is not None:
-                self.telemetry.instrument_provider(api, entry.provider_id, instance)
-            instances[entry.provider_id] = instance
+            # The one provider boundary: spans, usage figures and foreign exceptions mapped to typed errors.
+            instances[entry.provider_id] = wrap_provider(
+                instance, api=api, provider_id=entry.provider_id, telemetry=self.telemetry
+            )
             self.provider_specs[entry.provider_id] = spec
         self.providers[api] = instances
         return instances

@@ -134,7 +134,7 @@ def conjunction(parts: list[Expr]) -> Expr:
         if part is False:
             return False
         if part is not True:
-            filters.append(part)  # type: ignore[arg-type]
+            filters.append(part)
     if not filters:
         return True
     return filters[0] if len(filters) == 1 else Where.all_of(*filters)
@@ -147,7 +147,7 @@ def disjunction(parts: list[Expr]) -> Expr:
         if part is True:
             return True
         if part is not False:
-            filters.append(part)  # type: ignore[arg-type]
+            filters.append(part)
     if not filters:
         return False
     return filters[0] if len(filters) == 1 else Where.any_of(*filters)
@@ -156,4 +156,4 @@ def disjunction(parts: list[Expr]) -> Expr:
 def negate(expr: Expr) -> Expr:
     if expr is True or expr is False:
         return not expr
-    return ConditionGroup("not", (expr,))  # type: ignore[arg-type]
+    return ConditionGroup("not", (expr,))

@@ -62,7 +62,7 @@ class AccessRule(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     effect: Literal["permit", "forbid"]
-    actions: list[Action] = Field(default_factory=lambda: ["*"], min_length=1)
+    actions: list[Action] = Field(default_factory=lambda: list[Action](["*"]), min_length=1)
     resources: list[str] = Field(
         default_factory=lambda: ["*"], min_length=1, description="Resource types (globs), e.g. [file, vector_store]."
     )

@@ -157,7 +157,7 @@ class AccessPolicy:
             return []
         if expr is False:
             return list(_DENY_ALL)
-        return [expr]  # type: ignore[list-item]
+        return [expr]
 
     # ---- routes -----------------------------------------------------------------------------------
 

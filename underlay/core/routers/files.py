@@ -25,7 +25,6 @@ from underlay.api.errors import (
     NotFoundError,
     PayloadTooLargeError,
     ServiceUnavailableError,
-    UnderlayError,
     UpstreamError,
 )
 from underlay.api.files import (
@@ -58,13 +57,6 @@ def guess_media_type(filename: str) -> str:
         if lower.endswith(suffix):
             return media_type
     return mimetypes.guess_type(filename, strict=False)[0] or "application/octet-stream"
-
-
-def _wrap(provider_id: str, exc: Exception) -> UnderlayError:
-    if isinstance(exc, UnderlayError):
-        return exc
-    log.exception("files provider %s failed", provider_id)
-    return UpstreamError(provider_id, f"{type(exc).__name__}: {exc}")
 
 
 class FilesRouter:
@@ -159,10 +151,7 @@ class FilesRouter:
         row = await self.store.get_row(file_id, action="delete")
         provider_id = row["provider_id"]
         provider = self._provider(provider_id, file_id)
-        try:
-            await provider.delete(row["storage_key"])
-        except Exception as exc:
-            raise _wrap(provider_id, exc) from None
+        await provider.delete(row["storage_key"])  # its failures arrive typed (underlay.core.boundary)
         if not await self.store.delete_owned(file_id):
             raise NotFoundError("File", file_id, param="file_id")  # a concurrent delete got there first
         await self._run_delete_hooks(file_id)
@@ -200,10 +189,7 @@ class FilesRouter:
 
     async def _put(self, provider: FilesProvider, key: str, chunks: AsyncIterator[bytes]) -> int:
         """Store the bytes; on failure the provider has already left nothing behind (its contract)."""
-        try:
-            return await provider.put(key, chunks)
-        except Exception as exc:
-            raise _wrap(provider.provider_id, exc) from None
+        return await provider.put(key, chunks)
 
     async def _discard(self, key: str, provider_id: str | None = None) -> None:
         provider_id = provider_id or self.default_provider_id
@@ -261,8 +247,6 @@ class FilesRouter:
             raise UpstreamError(
                 provider_id, f"the content of file '{file_id}' is missing from storage.", code="file_content_missing"
             ) from None
-        except Exception as exc:
-            raise _wrap(provider_id, exc) from None
 
     async def _run_delete_hooks(self, file_id: str) -> None:
         for hook in self._delete_hooks:

@@ -1,16 +1,16 @@
 """The inference router: resolve the model, call its provider, restore the client's model id, store.
 
-Thin by design: lookup, type check, call, and storing completions when asked. Anything a provider
-raises that is not one of our typed errors becomes a 502 naming the provider, so no traceback leaks.
+Thin by design: lookup, type check, call, and storing completions when asked. A provider's own
+exceptions are mapped to typed errors naming it at the provider boundary (:mod:`underlay.core.boundary`),
+mid-stream included, so none reaches the client as a traceback.
 """
 
 from __future__ import annotations
 
-import logging
 from collections.abc import AsyncIterator
 from typing import Any
 
-from underlay.api.errors import InvalidRequestError, UnderlayError, UpstreamError
+from underlay.api.errors import InvalidRequestError
 from underlay.api.inference import (
     ChatCompletion,
     ChatCompletionChunk,
@@ -24,6 +24,7 @@ from underlay.api.inference import (
     EmbeddingsRequest,
     EmbeddingsResponse,
     FunctionCall,
+    InferenceProvider,
     MessageListQuery,
     ResponseMessage,
     StoredChatCompletion,
@@ -38,21 +39,12 @@ from underlay.core.quotas.usage import metered, with_stream_usage
 from underlay.core.routing.models import ModelsRoutingTable
 from underlay.core.stores.chat_completions import ChatCompletionStore
 
-log = logging.getLogger("underlay.inference")
-
-
-def _wrap(provider_id: str, exc: Exception) -> UnderlayError:
-    if isinstance(exc, UnderlayError):
-        return exc
-    log.exception("provider %s failed", provider_id)
-    return UpstreamError(provider_id, f"{type(exc).__name__}: {exc}")
-
 
 class InferenceRouter:
     def __init__(
         self,
         models: ModelsRoutingTable,
-        providers: dict[str, Any],
+        providers: dict[str, InferenceProvider],
         completions_store: ChatCompletionStore,
         store_all: bool = False,
     ) -> None:
@@ -63,7 +55,7 @@ class InferenceRouter:
         self.safety: Any = None
         """The safety router, set when the safety API is on (it is built after inference); guardrails use it."""
 
-    async def _resolve(self, model_id: str, expected: ModelType) -> tuple[Model, Any]:
+    async def _resolve(self, model_id: str, expected: ModelType) -> tuple[Model, InferenceProvider]:
         model = await self.models.get(model_id)
         if model.model_type != expected:
             verb = "embeddings" if expected == ModelType.embedding else "chat and text completions"
@@ -98,10 +90,7 @@ class InferenceRouter:
         if should_store:
             require_create("chat_completion", "")  # refused before the model runs, not when storing
             inputs = [m.model_dump(mode="json", exclude_none=True) for m in params.messages]
-        try:
-            result = metered(await provider.openai_chat_completion(with_stream_usage(upstream)), upstream)
-        except Exception as exc:
-            raise _wrap(model.provider_id, exc) from None
+        result = metered(await provider.openai_chat_completion(with_stream_usage(upstream)), upstream)
         if isinstance(result, ChatCompletion):
             result.model = client_model
             if guard is not None:
@@ -111,12 +100,11 @@ class InferenceRouter:
             return result
         if guard is not None:  # inside the relay, so a stored completion never holds the unsafe text
             result = guard.guard_stream(params, result)
-        return self._relay_chunks(result, model.provider_id, client_model, should_store, inputs, params.metadata)
+        return self._relay_chunks(result, client_model, should_store, inputs, params.metadata)
 
     async def _relay_chunks(
         self,
         chunks: AsyncIterator[ChatCompletionChunk],
-        provider_id: str,
         client_model: str,
         should_store: bool,
         inputs: list[dict[str, Any]],
@@ -129,8 +117,6 @@ class InferenceRouter:
                 if collector is not None:
                     collector.add(chunk)
                 yield chunk
-        except Exception as exc:
-            raise _wrap(provider_id, exc) from None
         finally:
             aclose = getattr(chunks, "aclose", None)
             if aclose is not None:
@@ -172,25 +158,20 @@ class InferenceRouter:
         model, provider = await self._resolve(params.model, ModelType.llm)
         model.check_output_tokens("max_tokens", params.max_tokens)
         client_model = params.model
-        try:
-            upstream = params.model_copy(update={"model": model.provider_resource_id})
-            result = metered(await provider.openai_completion(with_stream_usage(upstream)), upstream)
-        except Exception as exc:
-            raise _wrap(model.provider_id, exc) from None
+        upstream = params.model_copy(update={"model": model.provider_resource_id})
+        result = metered(await provider.openai_completion(with_stream_usage(upstream)), upstream)
         if isinstance(result, Completion):
             result.model = client_model
             return result
-        return self._relay_completions(result, model.provider_id, client_model)
+        return self._relay_completions(result, client_model)
 
     async def _relay_completions(
-        self, chunks: AsyncIterator[Completion], provider_id: str, client_model: str
+        self, chunks: AsyncIterator[Completion], client_model: str
     ) -> AsyncIterator[Completion]:
         try:
             async for chunk in chunks:
                 chunk.model = client_model
                 yield chunk
-        except Exception as exc:
-            raise _wrap(provider_id, exc) from None
         finally:
             aclose = getattr(chunks, "aclose", None)
             if aclose is not None:
@@ -198,12 +179,9 @@ class InferenceRouter:
 
     async def openai_embeddings(self, params: EmbeddingsRequest) -> EmbeddingsResponse:
         model, provider = await self._resolve(params.model, ModelType.embedding)
-        try:
-            result = metered(
-                await provider.openai_embeddings(params.model_copy(update={"model": model.provider_resource_id}))
-            )
-        except Exception as exc:
-            raise _wrap(model.provider_id, exc) from None
+        result = metered(
+            await provider.openai_embeddings(params.model_copy(update={"model": model.provider_resource_id}))
+        )
         result.model = params.model
         return result
 

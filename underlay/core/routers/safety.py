@@ -1,8 +1,9 @@
 """The safety router: shields CRUD, ``run-shield``, moderations, and the checks guardrails call.
 
-Thin like the other routers: resolve the shield, call its provider, wrap stray exceptions as a 502
-naming the provider. ``check`` adds what guardrails need on top: a timeout and the failure policy, so
-that a broken shield never silently lets content through unless the operator chose "open".
+Thin like the other routers: resolve the shield and call its provider (whose stray exceptions arrive
+as typed errors naming it, from :mod:`underlay.core.boundary`). ``check`` adds what guardrails need on
+top: a timeout and the failure policy, so that a broken shield never silently lets content through
+unless the operator chose "open".
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ import logging
 import re
 from typing import Any
 
-from underlay.api.errors import InvalidRequestError, NotFoundError, UnderlayError, UpstreamError
+from underlay.api.errors import InvalidRequestError, NotFoundError
 from underlay.api.ids import new_id
 from underlay.api.safety import (
     DeletedShield,
@@ -21,6 +22,7 @@ from underlay.api.safety import (
     RegisterShieldRequest,
     RunShieldRequest,
     RunShieldResponse,
+    SafetyProvider,
     SafetyViolation,
     Shield,
     ShieldList,
@@ -29,6 +31,7 @@ from underlay.api.safety import (
     ViolationLevel,
     moderation_result,
 )
+from underlay.core.config import SafetySettings
 from underlay.core.routing.shields import ShieldsRoutingTable
 
 log = logging.getLogger("underlay.safety")
@@ -43,7 +46,9 @@ means "the default moderation shield", so such clients work unchanged instead of
 
 
 class SafetyRouter:
-    def __init__(self, table: ShieldsRoutingTable, providers: dict[str, Any], settings: Any) -> None:
+    def __init__(
+        self, table: ShieldsRoutingTable, providers: dict[str, SafetyProvider], settings: SafetySettings
+    ) -> None:
         self.table = table
         self.providers = providers
         self.settings = settings
@@ -82,14 +87,8 @@ class SafetyRouter:
     # -- running ----------------------------------------------------------------------------------
 
     async def _run(self, shield: Shield, messages: list[ShieldMessage], params: dict[str, Any]) -> RunShieldResponse:
-        provider = self.providers[shield.provider_id]
-        try:
-            return await provider.run_shield(shield, messages, {**shield.params, **params})
-        except UnderlayError:
-            raise
-        except Exception as exc:
-            log.exception("safety provider %s failed", shield.provider_id)
-            raise UpstreamError(shield.provider_id, f"{type(exc).__name__}: {exc}") from None
+        provider = self.providers[shield.provider_id]  # its failures arrive typed (underlay.core.boundary)
+        return await provider.run_shield(shield, messages, {**shield.params, **params})
 
     async def run_shield(self, params: RunShieldRequest) -> RunShieldResponse:
         shield = await self.table.get(params.shield_id)

@@ -18,6 +18,7 @@ from underlay.api.telemetry import (
     TraceList,
     TraceListQuery,
 )
+from underlay.core.telemetry.runtime import Telemetry
 from underlay.core.telemetry.span_store import SpanStore
 
 _MAX_TREE_SPANS = 10_000
@@ -63,12 +64,12 @@ def trace_model(row: dict[str, Any]) -> Trace:
 
 
 class TelemetryRouter:
-    def __init__(self, telemetry: Any) -> None:
+    def __init__(self, telemetry: Telemetry | None) -> None:
         self.telemetry = telemetry
 
     async def _store(self) -> SpanStore:
-        store = getattr(self.telemetry, "store", None)
-        if store is None:
+        store = self.telemetry.store if self.telemetry is not None else None
+        if self.telemetry is None or store is None:
             raise TraceStorageOffError(
                 "Traces are not stored on this server; set telemetry.enabled: true and telemetry.store_spans: true "
                 "in the run config.",

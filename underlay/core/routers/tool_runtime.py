@@ -308,6 +308,7 @@ class ToolRuntimeRouter:
         self._refuse_loop()
         principal = current_principal().id
         answers = list(elicitation_responses or [])
+        connection: McpConnection | None
         if mcp_endpoint is not None:
             provider, connection = self._endpoint(mcp_endpoint, transport, headers, authorization)
             context = ToolCallContext(

@@ -16,7 +16,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from underlay.api.errors import InvalidRequestError, UnderlayError, UpstreamError
+from underlay.api.errors import InvalidRequestError, UpstreamError
 from underlay.api.inference import EmbeddingsRequest
 from underlay.api.vector_io import (
     Chunk,
@@ -30,14 +30,6 @@ from underlay.api.vector_io import (
 from underlay.core.stores.vector_stores import VectorStoreRows
 
 log = logging.getLogger("underlay.vector_io")
-
-
-def provider_error(provider_id: str, exc: Exception) -> UnderlayError:
-    """A backend's own exception as a 502 naming it; our typed errors pass through."""
-    if isinstance(exc, UnderlayError):
-        return exc
-    log.exception("vector-io provider %s failed", provider_id)
-    return UpstreamError(provider_id, f"{type(exc).__name__}: {exc}")
 
 
 class VectorIORouter:
@@ -91,7 +83,7 @@ class VectorIORouter:
 
     async def insert_chunks(self, params: InsertChunksRequest) -> dict[str, Any]:
         store = await self.rows.get_store(params.vector_store_id, "update")
-        provider_id, provider = self.provider(store["provider_id"])
+        _, provider = self.provider(store["provider_id"])
         dimension = int(store["embedding_dimension"])
         missing = [i for i, c in enumerate(params.chunks) if c.embedding is None]
         chunks = list(params.chunks)
@@ -106,15 +98,12 @@ class VectorIORouter:
                     f"{dimension}-dimensional embeddings.",
                     param=f"chunks[{i}].embedding",
                 )
-        try:
-            await provider.insert_chunks(store["id"], chunks)
-        except Exception as exc:
-            raise provider_error(provider_id, exc) from None
+        await provider.insert_chunks(store["id"], chunks)  # its failures arrive typed (underlay.core.boundary)
         return {"object": "vector_io.insert", "vector_store_id": store["id"], "inserted": len(chunks)}
 
     async def query_chunks(self, params: QueryChunksRequest) -> QueryChunksResponse:
         store = await self.rows.get_store(params.vector_store_id)
-        provider_id, provider = self.provider(store["provider_id"])
+        _, provider = self.provider(store["provider_id"])
         mode = params.search_mode
         if mode in ("keyword", "hybrid") and not params.query:
             raise InvalidRequestError(f"search_mode '{mode}' needs query text.", param="query")
@@ -131,21 +120,16 @@ class VectorIORouter:
                 param="embedding",
             )
         hidden = await self.rows.not_ready(store["id"])
-        try:
-            results = await provider.query(
-                store["id"],
-                mode=mode,
-                k=params.max_num_results,
-                embedding=embedding if mode != "keyword" else None,
-                query_text=params.query if mode != "vector" else None,
-                filters=params.filters,
-                hybrid=params.ranking_options or (HybridOptions() if mode == "hybrid" else None),
-                exclude_documents=hidden or None,
-            )
-        except UnderlayError:
-            raise
-        except Exception as exc:
-            raise provider_error(provider_id, exc) from None
+        results = await provider.query(
+            store["id"],
+            mode=mode,
+            k=params.max_num_results,
+            embedding=embedding if mode != "keyword" else None,
+            query_text=params.query if mode != "vector" else None,
+            filters=params.filters,
+            hybrid=params.ranking_options or (HybridOptions() if mode == "hybrid" else None),
+            exclude_documents=hidden or None,
+        )
         hidden_set = set(hidden)
         data = [
             ScoredChunk(chunk=_without_embedding(r.chunk), score=r.score)

@@ -22,9 +22,9 @@ import asyncio
 import logging
 import secrets
 import time
-from typing import Any
+from typing import Any, Literal
 
-from underlay.api.errors import InvalidRequestError, NotFoundError, UnderlayError
+from underlay.api.errors import InvalidRequestError, NotFoundError
 from underlay.api.inference import ChatCompletion, ChatCompletionRequest
 from underlay.api.models import ModelType
 from underlay.api.vector_io import HybridOptions, ScoredChunk
@@ -53,9 +53,10 @@ from underlay.api.vector_stores import (
     VectorStoreObject,
     resolve_chunking,
 )
+from underlay.core.boundary import provider_failure
 from underlay.core.ingestion.pipeline import JOB_KIND, IngestionPipeline
 from underlay.core.jobs import JobRunner
-from underlay.core.routers.vector_io import VectorIORouter, provider_error
+from underlay.core.routers.vector_io import VectorIORouter
 from underlay.core.stores.vector_stores import FileStats, VectorStoreRows
 
 log = logging.getLogger("underlay.vector_stores")
@@ -168,6 +169,7 @@ class VectorStoresRouter:
 
     def _store_object(self, row: dict[str, Any], stats: FileStats) -> VectorStoreObject:
         expires_at = row.get("expires_at")
+        status: Literal["expired", "in_progress", "completed"]
         if expires_at is not None and expires_at <= _now():
             status = "expired"
         elif stats.in_progress:
@@ -288,11 +290,8 @@ class VectorStoresRouter:
                 await self.jobs.cancel(row["job_id"])
             except NotFoundError:
                 pass
-        provider_id, provider = self.vector_io.provider(store["provider_id"])
-        try:
-            await provider.delete_document(vs_id, file_id)
-        except Exception as exc:
-            raise provider_error(provider_id, exc) from None
+        _, provider = self.vector_io.provider(store["provider_id"])
+        await provider.delete_document(vs_id, file_id)  # its failures arrive typed (underlay.core.boundary)
         if any_owner:
             await self.rows.delete_attachment_any_owner(vs_id, file_id)
         else:
@@ -315,10 +314,7 @@ class VectorStoresRouter:
         filenames = [await self._check_file_exists(f) for f in params.file_ids]
         vs_id = f"vs_{secrets.token_hex(12)}"
         now = _now()
-        try:
-            await provider.create_index(vs_id, dimension)
-        except Exception as exc:
-            raise provider_error(provider_id, exc) from None
+        await provider.create_index(vs_id, dimension)
         row = {
             "id": vs_id,
             "created_at": now,
@@ -377,11 +373,8 @@ class VectorStoresRouter:
             if attachment.get("job_id"):
                 await self.jobs.cancel(attachment["job_id"])
         await self.rows.delete_store(vector_store_id)
-        provider_id, provider = self.vector_io.provider(row["provider_id"])
-        try:
-            await provider.delete_index(vector_store_id)
-        except Exception as exc:
-            raise provider_error(provider_id, exc) from None
+        _, provider = self.vector_io.provider(row["provider_id"])
+        await provider.delete_index(vector_store_id)
         return VectorStoreDeleted(id=vector_store_id)
 
     # ---- files ------------------------------------------------------------------------------------------
@@ -436,10 +429,8 @@ class VectorStoresRouter:
         if row["status"] == "completed":
             try:
                 await self.pipeline.rewrite_attributes(store, file_id, attributes)
-            except UnderlayError:
-                raise
-            except Exception as exc:
-                raise provider_error(store["provider_id"], exc) from None
+            except Exception as exc:  # the backend's own failures arrive typed; anything else still names it
+                raise provider_failure(store["provider_id"], exc) from None
         # An in-progress file picks the new attributes up when its job finishes.
         return self._file_object(row)
 
@@ -476,6 +467,7 @@ class VectorStoresRouter:
 
     async def _batch_object(self, row: dict[str, Any]) -> VectorStoreFileBatchObject:
         stats = (await self.rows.file_stats([row["vector_store_id"]], batch_id=row["id"]))[row["vector_store_id"]]
+        status: Literal["cancelled", "in_progress", "failed", "completed"]
         if row.get("cancelled"):
             status = "cancelled"
         elif stats.in_progress:
@@ -498,7 +490,11 @@ class VectorStoresRouter:
         store = await self._active_store(vector_store_id, "update")
         entries = params.entries()
         seen: set[str] = set()
-        unique = [e for e in entries if not (e.file_id in seen or seen.add(e.file_id))]
+        unique = []
+        for candidate in entries:  # the first of each file id, in order
+            if candidate.file_id not in seen:
+                seen.add(candidate.file_id)
+                unique.append(candidate)
         filenames = [await self._check_file_exists(e.file_id) for e in unique]
         batch_id = f"vsfb_{secrets.token_hex(12)}"
         row = {
@@ -596,24 +592,19 @@ class VectorStoresRouter:
             hidden = not_ready
         else:
             hidden = await self.rows.not_ready(vector_store_id)
-        provider_id, provider = self.vector_io.provider(store["provider_id"])
+        _, provider = self.vector_io.provider(store["provider_id"])
         best: dict[str, ScoredChunk] = {}
         for query, embedding in zip(queries, embeddings, strict=True):
-            try:
-                results = await provider.query(
-                    vector_store_id,
-                    mode=mode,
-                    k=params.max_num_results,
-                    embedding=embedding,
-                    query_text=query if mode != "vector" else None,
-                    filters=params.filters,
-                    hybrid=hybrid,
-                    exclude_documents=hidden or None,
-                )
-            except UnderlayError:
-                raise
-            except Exception as exc:
-                raise provider_error(provider_id, exc) from None
+            results = await provider.query(
+                vector_store_id,
+                mode=mode,
+                k=params.max_num_results,
+                embedding=embedding,
+                query_text=query if mode != "vector" else None,
+                filters=params.filters,
+                hybrid=hybrid,
+                exclude_documents=hidden or None,
+            )
             for result in results:
                 known = best.get(result.chunk.chunk_id)
                 if known is None or result.score > known.score:

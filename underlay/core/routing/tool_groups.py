@@ -14,7 +14,7 @@ Three kinds of group, looked up in this order:
 from __future__ import annotations
 
 import logging
-from typing import Any
+from typing import Any, Literal
 from urllib.parse import urlsplit
 
 from underlay.api.errors import ConflictError, ForbiddenError, NotFoundError
@@ -28,7 +28,7 @@ _PREFIX = "toolgroups:"
 _HINT = "GET /v1/toolgroups lists the tool groups available."
 
 
-def default_transport(uri: str) -> str:
+def default_transport(uri: str) -> Literal["streamable_http", "sse"]:
     """A URL whose path ends in ``/sse`` is a legacy HTTP+SSE server; anything else streamable HTTP."""
     return "sse" if urlsplit(uri).path.rstrip("/").endswith("/sse") else "streamable_http"
 
@@ -39,7 +39,7 @@ def connection_for(group: ToolGroup) -> McpConnection | None:
         return None
     uri = group.mcp_endpoint.uri
     transport = group.transport or default_transport(uri)
-    return McpConnection(name=group.identifier, transport=transport, uri=uri)  # type: ignore[arg-type]
+    return McpConnection(name=group.identifier, transport=transport, uri=uri)
 
 
 class ToolGroupsRoutingTable:

@@ -136,7 +136,9 @@ KVStoreConfig = Annotated[
 ]
 """Any KV store config; the ``type`` key picks the backend."""
 
-_KV_CONFIG_ADAPTER: TypeAdapter[Any] = TypeAdapter(KVStoreConfig)
+_KV_CONFIG_ADAPTER: TypeAdapter[SqliteKVStoreConfig | PostgresKVStoreConfig | RedisKVStoreConfig] = TypeAdapter(
+    KVStoreConfig
+)
 
 
 def parse_kvstore_config(

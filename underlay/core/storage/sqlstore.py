@@ -117,7 +117,7 @@ class PostgresSqlStoreConfig(BaseModel):
 SqlStoreConfig = Annotated[SqliteSqlStoreConfig | PostgresSqlStoreConfig, Field(discriminator="type")]
 """Any SQL store config; the ``type`` key picks the backend."""
 
-_SQL_CONFIG_ADAPTER: TypeAdapter[Any] = TypeAdapter(SqlStoreConfig)
+_SQL_CONFIG_ADAPTER: TypeAdapter[SqliteSqlStoreConfig | PostgresSqlStoreConfig] = TypeAdapter(SqlStoreConfig)
 
 
 def parse_sqlstore_config(data: Mapping[str, Any]) -> SqliteSqlStoreConfig | PostgresSqlStoreConfig:
@@ -792,7 +792,7 @@ def _create_or_migrate(conn: Connection, name: str, definitions: dict[str, Colum
             column_sql = _sa_type(d.type).compile(dialect=conn.dialect)
             conn.exec_driver_sql(f"ALTER TABLE {quote(name)} ADD COLUMN {quote(col)} {column_sql}")
             ddl_table.append_column(Column(col, _sa_type(d.type)), replace_existing=True)
-        existing_indexes = {ix["name"] for ix in inspector.get_indexes(name) if ix.get("name")}
+        existing_indexes = {n for ix in inspector.get_indexes(name) if (n := ix.get("name"))}
     for col, d in definitions.items():
         if d.unique or d.index:
             options: dict[str, Any] = {}
@@ -890,14 +890,16 @@ def _condition(table: Table, item: Filter) -> ColumnElement[bool]:
         return col.is_(None) if value is None else col == value
     if op == "ne":
         return col.is_not(None) if value is None else or_(col != value, col.is_(None))
+    # Comparisons call the column's operator methods directly: with ``value`` untyped, ``col > value``
+    # would also consult ``value``'s reflected operator and lose SQLAlchemy's ColumnElement[bool] type.
     if op == "gt":
-        return col > value
+        return col.__gt__(value)
     if op == "gte":
-        return col >= value
+        return col.__ge__(value)
     if op == "lt":
-        return col < value
+        return col.__lt__(value)
     if op == "lte":
-        return col <= value
+        return col.__le__(value)
     if op == "in":
         return col.in_(list(value))
     if op == "not_in":

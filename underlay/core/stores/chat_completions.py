@@ -3,19 +3,19 @@
 from __future__ import annotations
 
 import time
-from typing import Any
+from typing import Any, Literal
 
 from underlay.api.errors import NotFoundError
 from underlay.api.inference import ChatCompletion, StoredChatCompletion
 from underlay.core.access import explain_miss, require_create, rows_where
 from underlay.core.identity import current_principal
-from underlay.core.storage.sqlstore import OWNER_COLUMNS, ColumnDefinition, ColumnType, Where
+from underlay.core.storage.sqlstore import OWNER_COLUMNS, ColumnDefinition, ColumnType, SqlStore, Where
 
 TABLE = "chat_completions"
 
 
 class ChatCompletionStore:
-    def __init__(self, sqlstore: Any) -> None:
+    def __init__(self, sqlstore: SqlStore) -> None:
         self.sql = sqlstore
 
     async def initialize(self) -> None:
@@ -86,7 +86,13 @@ class ChatCompletionStore:
         return await self.get(completion_id)
 
     async def list(
-        self, *, after: str | None, limit: int, order: str, model: str | None, metadata: dict[str, str] | None
+        self,
+        *,
+        after: str | None,
+        limit: int,
+        order: Literal["asc", "desc"],
+        model: str | None,
+        metadata: dict[str, str] | None,
     ) -> dict[str, Any]:
         where = self._allowed(**({"model": model} if model else {}))
         if metadata:
@@ -106,7 +112,9 @@ class ChatCompletionStore:
             "has_more": has_more,
         }
 
-    async def messages(self, completion_id: str, *, after: str | None, limit: int, order: str) -> dict[str, Any]:
+    async def messages(
+        self, completion_id: str, *, after: str | None, limit: int, order: Literal["asc", "desc"]
+    ) -> dict[str, Any]:
         stored = await self.get(completion_id)
         messages = [{**m, "id": m.get("id") or f"{completion_id}-{i}"} for i, m in enumerate(stored.input_messages)]
         if order == "desc":

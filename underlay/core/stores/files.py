@@ -9,13 +9,13 @@ default: the owner) inside the query.
 from __future__ import annotations
 
 import time
-from typing import Any
+from typing import Any, Literal
 
 from underlay.api.errors import NotFoundError
 from underlay.api.files import FileObject
 from underlay.core.access import fetch_for, require_create, rows_where
 from underlay.core.identity import current_principal
-from underlay.core.storage.sqlstore import OWNER_COLUMNS, ColumnDefinition, ColumnType, Filter, Where
+from underlay.core.storage.sqlstore import OWNER_COLUMNS, ColumnDefinition, ColumnType, Filter, SqlStore, Where
 
 TABLE = "files"
 
@@ -25,7 +25,7 @@ def _file_not_found(file_id: str) -> NotFoundError:
 
 
 class FileStore:
-    def __init__(self, sqlstore: Any) -> None:
+    def __init__(self, sqlstore: SqlStore) -> None:
         self.sql = sqlstore
 
     async def initialize(self) -> None:
@@ -86,7 +86,9 @@ class FileStore:
     async def get(self, file_id: str) -> FileObject:
         return self.to_model(await self.get_row(file_id))
 
-    async def list_files(self, *, after: str | None, limit: int, order: str, purpose: str | None) -> dict[str, Any]:
+    async def list_files(
+        self, *, after: str | None, limit: int, order: Literal["asc", "desc"], purpose: str | None
+    ) -> dict[str, Any]:
         where = self._allowed_live(*([Where.eq("purpose", purpose)] if purpose else []))
         rows, has_more = await self.sql.fetch_page(
             TABLE, where, order_column="created_ns", order=order, limit=limit, after_id=after

@@ -32,7 +32,7 @@ from typing import Any, Literal
 from underlay.api.errors import InvalidRequestError, NotFoundError
 from underlay.core.access import fetch_for, owner_of, require_create, rows_where
 from underlay.core.identity import current_principal
-from underlay.core.storage.sqlstore import OWNER_COLUMNS, ColumnDefinition, ColumnType, Page, Where
+from underlay.core.storage.sqlstore import OWNER_COLUMNS, ColumnDefinition, ColumnType, Page, SqlStore, Where
 
 STORES = "vector_stores"
 FILES = "vector_store_files"
@@ -88,7 +88,7 @@ class FileStats:
 
 
 class VectorStoreRows:
-    def __init__(self, sqlstore: Any) -> None:
+    def __init__(self, sqlstore: SqlStore) -> None:
         self.sql = sqlstore
         self._ready = False
         self._store_owners: dict[str, dict[str, Any]] = {}  # an owner never changes; rows copy it

@@ -1,10 +1,11 @@
-"""Spans around router and provider calls, added to the objects rather than written into each one.
+"""Spans around router and provider calls: the machinery, and its use on routers.
 
-Why patch instances: routers and providers are plain classes written by many hands (third parties
-too). Replacing each public ``async`` method on the *instance* with a traced one gives every call a
-span with the same attributes, keeps ``isinstance`` and identity intact, and leaves the classes
-untouched. A method that returns an async iterator (a stream) keeps its span open until the stream
-ends, which is where time to first token and tokens per second are measured.
+Providers are reached through :class:`underlay.core.boundary.ProviderHandle`, which calls
+:func:`traced_call` for each of their async methods (and maps their exceptions). Routers are our own
+classes and are still wrapped in place by :func:`instrument`: each public ``async`` method on the
+*instance* is replaced with a traced one, which keeps ``isinstance`` and identity intact. A method that
+returns an async iterator (a stream) keeps its span open until the stream ends, which is where time to
+first token and tokens per second are measured.
 """
 
 from __future__ import annotations
@@ -46,7 +47,7 @@ def instrument(obj: Any, telemetry: Telemetry, *, layer: str, api: str, provider
         if not (inspect.iscoroutinefunction(attr) or inspect.isasyncgenfunction(attr)):
             continue
         bound = getattr(obj, name)
-        wrapped = _traced(bound, name, telemetry, layer=layer, api=api, provider_id=provider_id)
+        wrapped = traced_call(bound, name, telemetry, layer=layer, api=api, provider_id=provider_id)
         try:
             setattr(obj, name, wrapped)
         except (AttributeError, TypeError):  # __slots__ or a frozen object: leave it untraced
@@ -92,7 +93,8 @@ def _usage(result: Any) -> tuple[int | None, int | None]:
     return prompt, completion
 
 
-def _is_stream(result: Any) -> bool:
+def is_stream(result: Any) -> bool:
+    """Whether a call's result is a stream (an async iterator) rather than a value."""
     # The isinstance test first: a missed attribute on a pydantic model costs microseconds (it raises inside).
     return not isinstance(result, BaseModel | dict | list | str | bytes) and hasattr(result, "__aiter__")
 
@@ -193,7 +195,7 @@ class _Call:
         span.end()
 
 
-def _traced(
+def traced_call(
     fn: Callable[..., Any],
     method: str,
     telemetry: Telemetry,
@@ -201,7 +203,13 @@ def _traced(
     layer: str,
     api: str,
     provider_id: str | None,
+    errors: Callable[[Exception], BaseException] | None = None,
 ) -> Callable[..., Any]:
+    """``fn`` with a span around each call (and around the stream it returns, to its end).
+
+    ``errors`` maps an exception the call raises to the one its caller sees; the span records the
+    original, so a trace shows what really failed.
+    """
     tracer = telemetry.tracer
     name = f"{layer} {provider_id or api}.{method}"
     static: dict[str, Any] = {"underlay.layer": layer, "underlay.api": api}
@@ -227,7 +235,7 @@ def _traced(
             call, token = begin(args, kwargs)
             if token is not None:
                 otel_context.detach(token)
-            return _relay(call, fn(*args, **kwargs))
+            return relay_stream(call, fn(*args, **kwargs), errors)
 
         traced_gen.__wrapped__ = fn  # type: ignore[attr-defined]
         return traced_gen
@@ -240,11 +248,15 @@ def _traced(
             if token is not None:
                 otel_context.detach(token)
             call.finish(exc)
+            if errors is not None and isinstance(exc, Exception):
+                mapped = errors(exc)
+                if mapped is not exc:
+                    raise mapped from None
             raise
         if token is not None:
             otel_context.detach(token)
-        if _is_stream(result):
-            return _relay(call, result)
+        if is_stream(result):
+            return relay_stream(call, result, errors)
         call.finish(None, result)
         return result
 
@@ -252,8 +264,13 @@ def _traced(
     return traced
 
 
-async def _relay(call: _Call, stream: Any) -> AsyncIterator[Any]:
-    """Pass a stream through, keeping its span open until it ends (or the client goes away)."""
+async def relay_stream(
+    call: _Call, stream: Any, errors: Callable[[Exception], BaseException] | None = None
+) -> AsyncIterator[Any]:
+    """Pass a stream through, keeping its span open until it ends (or the client goes away).
+
+    An exception mid-stream ends the span with it, then reaches the consumer through ``errors``.
+    """
     first_at: float | None = None
     items = 0
     last: Any = None
@@ -269,6 +286,10 @@ async def _relay(call: _Call, stream: Any) -> AsyncIterator[Any]:
     except BaseException as exc:
         if not isinstance(exc, GeneratorExit):
             error = exc
+        if errors is not None and isinstance(exc, Exception):
+            mapped = errors(exc)
+            if mapped is not exc:
+                raise mapped from None
         raise
     finally:
         aclose = getattr(stream, "aclose", None)

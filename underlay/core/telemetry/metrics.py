@@ -142,7 +142,7 @@ class Metrics:
         self.tool_calls = make("underlay.tool.calls", "Tool calls by tool and outcome.")
         self.vector_operations = make("underlay.vector.operations", "Vector store operations by outcome.")
         self.registry = CollectorRegistry(auto_describe=False)
-        self.registry.register(_Collector(self))  # type: ignore[arg-type]
+        self.registry.register(_Collector(self))
 
     def export_to(self, provider: Any) -> None:
         """Also feed an OpenTelemetry ``MeterProvider`` (whose readers push over OTLP)."""

@@ -2,7 +2,7 @@
 
 The stack starts this right after opening its stores and stops it before closing them, so buffered
 spans are written on a graceful shutdown. With ``telemetry.enabled: false`` nothing here is created
-and the stack's routers and providers are left unwrapped: the hot path pays nothing.
+and the stack's routers are left unwrapped and providers get no spans: the hot path pays nothing.
 """
 
 from __future__ import annotations
@@ -93,7 +93,10 @@ class Telemetry:
         return instrument(router, self, layer="router", api=api)
 
     def instrument_provider(self, api: str, provider_id: str, provider: Any) -> Any:
-        return instrument(provider, self, layer="provider", api=api, provider_id=provider_id)
+        """``provider`` behind the provider boundary, traced by this telemetry (see :mod:`underlay.core.boundary`)."""
+        from underlay.core.boundary import wrap_provider
+
+        return wrap_provider(provider, api=api, provider_id=provider_id, telemetry=self)
 
     async def flush(self) -> None:
         """Write buffered spans now (tests and shutdown); exporters flush on their own schedule."""

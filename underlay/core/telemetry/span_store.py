@@ -18,11 +18,11 @@ import logging
 import time
 from collections import deque
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, Literal
 
 from underlay.core.access import rows_where
 from underlay.core.identity import ANONYMOUS, Principal, current_principal
-from underlay.core.storage.sqlstore import OWNER_COLUMNS, ColumnDefinition, ColumnType, Where
+from underlay.core.storage.sqlstore import OWNER_COLUMNS, ColumnDefinition, ColumnType, SqlStore, Where
 from underlay.core.telemetry.config import RetentionConfig
 
 log = logging.getLogger("underlay.telemetry")
@@ -104,7 +104,7 @@ def span_row(span: Any, principal: Principal) -> dict[str, Any]:
 class SpanStore:
     """The ``telemetry_spans`` table: batched writes, owner-filtered reads, retention."""
 
-    def __init__(self, sqlstore: Any, retention: RetentionConfig | None = None) -> None:
+    def __init__(self, sqlstore: SqlStore, retention: RetentionConfig | None = None) -> None:
         self.sql = sqlstore
         self.retention = retention or RetentionConfig()
 
@@ -132,7 +132,7 @@ class SpanStore:
         http_status: int | None = None,
         limit: int = 20,
         after: str | None = None,
-        order: str = "desc",
+        order: Literal["asc", "desc"] = "desc",
     ) -> tuple[list[dict[str, Any]], bool]:
         where = [*self._owned(), Where.eq("is_root", True)]
         if since_ns is not None:
