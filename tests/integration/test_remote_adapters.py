@@ -51,7 +51,7 @@ from underlay.api.inference import (
     CompletionRequest,
     EmbeddingsRequest,
 )
-from underlay.providers.registry import BUILTIN_PROVIDERS
+from underlay.core.registry import builtin_providers
 from underlay.providers.remote.inference import llama_cpp_server, ollama, openai, passthrough, vllm
 from underlay.providers.utils.openai_compat import OpenAICompatInferenceProvider
 
@@ -832,7 +832,7 @@ async def test_config_errors_name_the_fix(monkeypatch: pytest.MonkeyPatch) -> No
 
 
 @pytest.mark.parametrize(
-    "spec", [s for s in BUILTIN_PROVIDERS if s.api == "inference" and s.provider_type.startswith("remote::")]
+    "spec", [s for s in builtin_providers() if s.api == "inference" and s.provider_type.startswith("remote::")]
 )
 async def test_registry_specs_load_and_build(spec: Any, fault: FaultServer) -> None:
     """Each remote spec's dotted config class and factory resolve, and the factory builds a provider

@@ -1,46 +1,74 @@
-"""Provider discovery: the built-in specs plus the ``underlay.providers`` entry-point group.
+"""Provider discovery: every provider, built-in or third-party, comes from the ``underlay.providers`` entry points.
+
+Why one path: a built-in provider is declared exactly as an outside package declares one (a
+``ProviderSpec`` named in its distribution's entry points; ours are in ``pyproject.toml``), so the
+plugin path is the path every request already exercises, and core imports no provider module.
 
 An entry point may name a ``ProviderSpec``, a list of them, or a zero-argument callable returning
-either. A broken third-party entry point is reported, never fatal to the server.
+either. The ``underlay`` distribution's entry points are the built-ins and load first; a third-party
+spec may not replace one. A broken third-party entry point is reported, never fatal to the server.
 """
 
 from __future__ import annotations
 
 import importlib
 import logging
-from importlib.metadata import entry_points
+from importlib.metadata import EntryPoint, entry_points
 from typing import Any
 
 from underlay.api.providers import ProviderSpec
-from underlay.providers.registry import BUILTIN_PROVIDERS
 
 ENTRY_POINT_GROUP = "underlay.providers"
+BUILTIN_DISTRIBUTION = "underlay"
 log = logging.getLogger("underlay.registry")
 
 
-def _external_specs() -> list[ProviderSpec]:
+def _is_builtin(entry_point: EntryPoint) -> bool:
+    dist = entry_point.dist
+    return dist is not None and dist.name.lower() == BUILTIN_DISTRIBUTION
+
+
+def _load(entry_point: EntryPoint) -> list[ProviderSpec]:
+    loaded: Any = entry_point.load()
+    if callable(loaded) and not isinstance(loaded, ProviderSpec):
+        loaded = loaded()
+    items = loaded if isinstance(loaded, list | tuple) else [loaded]
+    for item in items:
+        if not isinstance(item, ProviderSpec):
+            raise TypeError(f"expected ProviderSpec, got {type(item).__name__}")
+    return list(items)
+
+
+def _specs(builtin: bool) -> list[ProviderSpec]:
     specs: list[ProviderSpec] = []
-    for ep in entry_points(group=ENTRY_POINT_GROUP):
+    for entry_point in entry_points(group=ENTRY_POINT_GROUP):
+        if _is_builtin(entry_point) != builtin:
+            continue
         try:
-            loaded: Any = ep.load()
-            if callable(loaded) and not isinstance(loaded, ProviderSpec):
-                loaded = loaded()
-            items = loaded if isinstance(loaded, list | tuple) else [loaded]
-            for item in items:
-                if not isinstance(item, ProviderSpec):
-                    raise TypeError(f"expected ProviderSpec, got {type(item).__name__}")
-                specs.append(item)
-        except Exception as exc:  # a third-party plugin must not take the server down
-            log.warning("skipping provider entry point %s: %s", ep.name, exc)
+            specs.extend(_load(entry_point))
+        except Exception as exc:  # a plugin (or a stale install of ours) must not take the server down
+            log.warning("skipping provider entry point %s: %s", entry_point.name, exc)
+    return specs
+
+
+def builtin_providers() -> list[ProviderSpec]:
+    """The specs the ``underlay`` distribution declares, in ``pyproject.toml`` order."""
+    specs = _specs(builtin=True)
+    if not specs:
+        log.error(
+            "no built-in providers found: the '%s' entry points of the underlay package are missing; "
+            "install it (pip install -e .) rather than running it from a bare source tree",
+            ENTRY_POINT_GROUP,
+        )
     return specs
 
 
 def available_providers() -> dict[tuple[str, str], ProviderSpec]:
     """Every known provider, keyed by ``(api, provider_type)``; external specs may not shadow built-ins."""
     registry: dict[tuple[str, str], ProviderSpec] = {}
-    for spec in BUILTIN_PROVIDERS:
+    for spec in builtin_providers():
         registry[(spec.api, spec.provider_type)] = spec
-    for spec in _external_specs():
+    for spec in _specs(builtin=False):
         key = (spec.api, spec.provider_type)
         if key in registry:
             log.warning("entry point tries to replace built-in provider %s; ignored", spec.provider_type)

@@ -1,1 +1,61 @@
-"""In-process vector-io backends: ``inline::sqlite-vec`` (the local default) and ``inline::faiss``."""
+"""In-process vector-io backends: ``inline::sqlite-vec`` (the local default), FAISS, Milvus Lite, Qdrant's
+local mode and Chroma's persistent client.
+
+The specs are declared here, in a module that imports nothing heavy, because the ``underlay.providers``
+entry points of ``pyproject.toml`` name them: a backend whose package is missing still has a spec that
+says which extra to install.
+"""
+
+from __future__ import annotations
+
+from underlay.api.providers import ProviderSpec
+
+SQLITE_VEC = ProviderSpec(
+    api="vector_io",
+    provider_type="inline::sqlite-vec",
+    config_class="underlay.providers.inline.vector_io.sqlite_vec:Config",
+    factory="underlay.providers.inline.vector_io.sqlite_vec:create_provider",
+    pip_packages=("sqlite-vec", "pysqlite3-binary", "numpy"),
+    extras=("vector",),
+    description="SQLite with sqlite-vec and FTS5 (the local default).",
+)
+
+FAISS = ProviderSpec(
+    api="vector_io",
+    provider_type="inline::faiss",
+    config_class="underlay.providers.inline.vector_io.faiss:Config",
+    factory="underlay.providers.inline.vector_io.faiss:create_provider",
+    pip_packages=("faiss-cpu",),
+    extras=("vector",),
+    description="FAISS in-process, persisted to disk.",
+)
+
+MILVUS = ProviderSpec(
+    api="vector_io",
+    provider_type="inline::milvus",
+    config_class="underlay.providers.inline.vector_io.milvus:Config",
+    factory="underlay.providers.inline.vector_io.milvus:create_provider",
+    pip_packages=("pymilvus", "milvus-lite"),
+    extras=("vector",),
+    description="Milvus Lite, embedded.",
+)
+
+QDRANT = ProviderSpec(
+    api="vector_io",
+    provider_type="inline::qdrant",
+    config_class="underlay.providers.inline.vector_io.qdrant:Config",
+    factory="underlay.providers.inline.vector_io.qdrant:create_provider",
+    pip_packages=("qdrant-client",),
+    extras=("vector",),
+    description="Qdrant's local mode, embedded.",
+)
+
+CHROMADB = ProviderSpec(
+    api="vector_io",
+    provider_type="inline::chromadb",
+    config_class="underlay.providers.inline.vector_io.chromadb:Config",
+    factory="underlay.providers.inline.vector_io.chromadb:create_provider",
+    pip_packages=("chromadb",),
+    extras=("vector",),
+    description="Chroma's persistent client, embedded.",
+)

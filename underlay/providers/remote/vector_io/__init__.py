@@ -1,1 +1,49 @@
-"""Vector-io backends on other services: PostgreSQL with pgvector, Milvus, Qdrant and Chroma servers."""
+"""Vector-io backends on other services: PostgreSQL with pgvector, Milvus, Qdrant and Chroma servers.
+
+The specs are declared here, in a module that imports nothing heavy, because the ``underlay.providers``
+entry points of ``pyproject.toml`` name them.
+"""
+
+from __future__ import annotations
+
+from underlay.api.providers import ProviderSpec
+
+PGVECTOR = ProviderSpec(
+    api="vector_io",
+    provider_type="remote::pgvector",
+    config_class="underlay.providers.remote.vector_io.pgvector:Config",
+    factory="underlay.providers.remote.vector_io.pgvector:create_provider",
+    pip_packages=("asyncpg",),
+    extras=("vector",),
+    description="PostgreSQL with pgvector and full-text search.",
+)
+
+MILVUS = ProviderSpec(
+    api="vector_io",
+    provider_type="remote::milvus",
+    config_class="underlay.providers.remote.vector_io.milvus:Config",
+    factory="underlay.providers.remote.vector_io.milvus:create_provider",
+    pip_packages=("pymilvus",),
+    extras=("vector",),
+    description="A Milvus server.",
+)
+
+QDRANT = ProviderSpec(
+    api="vector_io",
+    provider_type="remote::qdrant",
+    config_class="underlay.providers.remote.vector_io.qdrant:Config",
+    factory="underlay.providers.remote.vector_io.qdrant:create_provider",
+    pip_packages=("qdrant-client",),
+    extras=("vector",),
+    description="A Qdrant server.",
+)
+
+CHROMADB = ProviderSpec(
+    api="vector_io",
+    provider_type="remote::chromadb",
+    config_class="underlay.providers.remote.vector_io.chromadb:Config",
+    factory="underlay.providers.remote.vector_io.chromadb:create_provider",
+    pip_packages=("chromadb",),
+    extras=("vector",),
+    description="A Chroma server.",
+)
