@@ -1,7 +1,8 @@
-"""Conversations API shapes in process: item normalisation, pagination, ``include`` and validation errors.
+"""The Conversations API in process: life cycle, item normalisation, pagination, ``include``, validation.
 
-The app needs no model (``apis: [conversations]``); the create → update → delete life cycle keeps its
-real-server test in ``tests/integration/test_conversations_api.py``.
+The app needs no model (``apis: [conversations]``). On a real server the API keeps its end-to-end test
+in ``tests/integration/test_openai_strict_sdk.py::test_conversations`` (every call, strict SDK
+validation), and Responses continue conversations in ``tests/integration/test_responses_api.py``.
 """
 
 from __future__ import annotations
@@ -24,6 +25,29 @@ async def app(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[InProce
 @pytest.fixture(scope="module")
 def client(app: InProcessServer) -> openai.AsyncOpenAI:
     return app.openai()
+
+
+async def test_create_retrieve_update_delete(client: openai.AsyncOpenAI) -> None:
+    conversation = await client.conversations.create(
+        items=[{"role": "user", "content": "Hello"}, {"type": "message", "role": "assistant", "content": "Hi!"}],
+        metadata={"topic": "greeting"},
+    )
+    assert conversation.id.startswith("conv_") and conversation.object == "conversation"
+    assert conversation.metadata == {"topic": "greeting"}
+    fetched = await client.conversations.retrieve(conversation.id)
+    assert fetched.id == conversation.id and fetched.created_at == conversation.created_at
+
+    updated = await client.conversations.update(conversation.id, metadata={"topic": "farewell", "n": "2"})
+    assert updated.metadata == {"topic": "farewell", "n": "2"}
+    assert (await client.conversations.retrieve(conversation.id)).metadata == {"topic": "farewell", "n": "2"}
+
+    deleted = await client.conversations.delete(conversation.id)
+    assert deleted.deleted and deleted.object == "conversation.deleted" and deleted.id == conversation.id
+    with pytest.raises(openai.NotFoundError) as caught:
+        await client.conversations.retrieve(conversation.id)
+    assert isinstance(caught.value.body, dict) and caught.value.body["code"] == "conversation_not_found"
+    with pytest.raises(openai.NotFoundError):
+        await client.conversations.items.list(conversation.id)
 
 
 async def test_items_are_normalized_in_openai_shapes(client: openai.AsyncOpenAI) -> None:

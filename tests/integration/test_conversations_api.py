@@ -1,8 +1,10 @@
-"""The Conversations API end to end with the openai SDK against a real server (no model needed), plus
-ownership checks on the store: another principal can neither see, page, change nor delete a conversation.
+"""Conversations ownership on the store itself: another principal can neither see, page, change nor
+delete a conversation.
 
-The item shapes, pagination, ``include`` and validation errors are checked in process, in
-``tests/inprocess/test_conversations_api.py``; the life cycle below keeps a real server.
+The API's shapes (life cycle, items, pagination, ``include``, validation errors) are checked in
+process, in ``tests/inprocess/test_conversations_api.py``; the Conversations API on a real server is
+covered by ``test_openai_strict_sdk.py::test_conversations`` and the Responses tests that continue a
+conversation.
 """
 
 from __future__ import annotations
@@ -11,50 +13,12 @@ from collections.abc import AsyncIterator, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-import openai
 import pytest
 
-from tests.integration.harness import RunningServer, start_server
 from underlay.api.errors import InvalidRequestError, NotFoundError
 from underlay.core.identity import Principal, principal_var
 from underlay.core.storage.sqlstore import sqlstore_from_config
 from underlay.core.stores.conversations import ConversationStore
-
-
-@pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningServer]:
-    running = start_server({"apis": ["conversations"]}, tmp_path_factory.mktemp("conversations"))
-    yield running
-    running.stop()
-
-
-@pytest.fixture(scope="module")
-def client(server: RunningServer) -> openai.OpenAI:
-    return server.openai(timeout=30)
-
-
-def test_create_retrieve_update_delete(client: openai.OpenAI) -> None:
-    conversation = client.conversations.create(
-        items=[{"role": "user", "content": "Hello"}, {"type": "message", "role": "assistant", "content": "Hi!"}],
-        metadata={"topic": "greeting"},
-    )
-    assert conversation.id.startswith("conv_") and conversation.object == "conversation"
-    assert conversation.metadata == {"topic": "greeting"}
-    fetched = client.conversations.retrieve(conversation.id)
-    assert fetched.id == conversation.id and fetched.created_at == conversation.created_at
-
-    updated = client.conversations.update(conversation.id, metadata={"topic": "farewell", "n": "2"})
-    assert updated.metadata == {"topic": "farewell", "n": "2"}
-    assert client.conversations.retrieve(conversation.id).metadata == {"topic": "farewell", "n": "2"}
-
-    deleted = client.conversations.delete(conversation.id)
-    assert deleted.deleted and deleted.object == "conversation.deleted" and deleted.id == conversation.id
-    with pytest.raises(openai.NotFoundError) as caught:
-        client.conversations.retrieve(conversation.id)
-    assert caught.value.body["code"] == "conversation_not_found"
-    with pytest.raises(openai.NotFoundError):
-        client.conversations.items.list(conversation.id)
-
 
 # ---- ownership, on the store itself -------------------------------------------------------------------
 
