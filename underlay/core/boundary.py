@@ -109,7 +109,8 @@ class ProviderHandle:
         object.__setattr__(self, "_api", api)
         object.__setattr__(self, "_provider_id", provider_id)
         errors = error_mapper(api, provider_id)
-        for name, is_generator in _boundary_methods(type(inner)):
+        inner_class: type = type(inner)
+        for name, is_generator in _boundary_methods(inner_class):
             bound = getattr(inner, name)
             if telemetry is not None:
                 method = traced_call(
