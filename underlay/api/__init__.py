@@ -3,3 +3,24 @@
 Nothing here imports server, storage or provider code, so a third-party provider can depend on
 ``underlay.api`` alone.
 """
+
+__all__ = [
+    "context",
+    "conversations",
+    "errors",
+    "files",
+    "ids",
+    "inference",
+    "models",
+    "omit",
+    "pagination",
+    "providers",
+    "response_items",
+    "responses",
+    "routes",
+    "safety",
+    "telemetry",
+    "tool_runtime",
+    "vector_io",
+    "vector_stores",
+]

@@ -10,6 +10,8 @@ from __future__ import annotations
 from contextvars import ContextVar
 from typing import Any
 
+__all__ = ["PROVIDER_DATA_HEADER", "get_provider_data", "provider_data_var", "request_id_var"]
+
 PROVIDER_DATA_HEADER = "X-Underlay-Provider-Data"
 
 provider_data_var: ContextVar[dict[str, Any] | None] = ContextVar("underlay_provider_data", default=None)

@@ -16,6 +16,20 @@ from underlay.api.pagination import ListQuery
 from underlay.api.response_items import Includable, InputItem, check_metadata
 from underlay.api.routes import Route
 
+__all__ = [
+    "Conversation",
+    "ConversationDeleted",
+    "ConversationItemList",
+    "ConversationsApi",
+    "CreateConversationRequest",
+    "CreateItemsRequest",
+    "IncludeQuery",
+    "ItemListQuery",
+    "MAX_ITEMS_PER_CALL",
+    "ROUTES",
+    "UpdateConversationRequest",
+]
+
 MAX_ITEMS_PER_CALL = 20
 """OpenAI's limit on items added in one create call."""
 

@@ -8,6 +8,23 @@ from __future__ import annotations
 
 from typing import Any
 
+__all__ = [
+    "ConfigError",
+    "ConflictError",
+    "ForbiddenError",
+    "InvalidRequestError",
+    "NotFoundError",
+    "NotImplementedByProviderError",
+    "PayloadTooLargeError",
+    "ProviderError",
+    "RateLimitedError",
+    "ServiceUnavailableError",
+    "UnauthenticatedError",
+    "UnderlayError",
+    "UpstreamError",
+    "UpstreamTimeoutError",
+]
+
 
 class UnderlayError(Exception):
     """Base class for every error that reaches a client."""

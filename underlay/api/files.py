@@ -22,6 +22,23 @@ from underlay.api.omit import omit_when_none
 from underlay.api.pagination import blank_as_absent
 from underlay.api.routes import Route
 
+__all__ = [
+    "ExpiresAfter",
+    "FileDeleted",
+    "FileList",
+    "FileListQuery",
+    "FileObject",
+    "FilePurpose",
+    "FileUploadForm",
+    "FilesProvider",
+    "MAX_EXPIRES_AFTER_SECONDS",
+    "MIN_EXPIRES_AFTER_SECONDS",
+    "ROUTES",
+    "STORAGE_KEY_PATTERN",
+    "UploadPurpose",
+    "check_storage_key",
+]
+
 UploadPurpose = Literal["assistants", "batch", "fine-tune", "user_data", "evals", "vision"]
 """Purposes a client may upload with (OpenAI's list)."""
 

@@ -5,6 +5,8 @@ from __future__ import annotations
 import secrets
 import time
 
+__all__ = ["new_id", "now"]
+
 
 def new_id(prefix: str, nbytes: int = 12) -> str:
     """A random id such as ``chatcmpl-3f9a...``; ``prefix`` includes no separator."""

@@ -9,6 +9,17 @@ from pydantic import BaseModel, Field
 
 from underlay.api.routes import Route
 
+__all__ = [
+    "DeletedModel",
+    "Model",
+    "ModelList",
+    "ModelType",
+    "ModelsApi",
+    "OpenAIModel",
+    "ROUTES",
+    "RegisterModelRequest",
+]
+
 
 class ModelType(StrEnum):
     llm = "llm"

@@ -13,6 +13,8 @@ from typing import Any
 
 from pydantic import SerializerFunctionWrapHandler, model_serializer
 
+__all__ = ["omit_when_none", "without_none"]
+
 
 def omit_when_none(*fields: str) -> Any:
     """A model serializer that drops ``fields`` from the output when their value is ``None``.

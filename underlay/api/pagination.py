@@ -13,6 +13,8 @@ from pydantic import BaseModel, Field, field_validator
 
 from underlay.api.omit import omit_when_none, without_none
 
+__all__ = ["ListPage", "ListQuery", "blank_as_absent", "page_of"]
+
 T = TypeVar("T")
 
 

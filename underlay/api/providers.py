@@ -8,6 +8,8 @@ from typing import Any, Protocol, runtime_checkable
 
 from pydantic import BaseModel
 
+__all__ = ["Api", "Provider", "ProviderInfo", "ProviderSpec"]
+
 
 class Api(StrEnum):
     """The APIs a run config can switch on. External packages may add more by entry point."""

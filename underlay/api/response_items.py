@@ -16,6 +16,37 @@ from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag
 
 from underlay.api.ids import new_id
 
+__all__ = [
+    "COMPACTION_MAX_CHARS",
+    "CompactionItem",
+    "ContentPart",
+    "FileSearchCallItem",
+    "FileSearchResult",
+    "FunctionCallItem",
+    "FunctionCallOutputItem",
+    "Includable",
+    "InputFile",
+    "InputImage",
+    "InputItem",
+    "InputText",
+    "ItemReference",
+    "ItemStatus",
+    "McpApprovalRequestItem",
+    "McpApprovalResponseItem",
+    "McpCallItem",
+    "McpListToolsItem",
+    "McpToolInfo",
+    "MessageItem",
+    "OutputText",
+    "ReasoningItem",
+    "Refusal",
+    "WebSearchCallItem",
+    "check_metadata",
+    "item_id",
+    "normalize_item",
+    "shape_for_client",
+]
+
 
 class _Open(BaseModel):
     model_config = ConfigDict(extra="allow")

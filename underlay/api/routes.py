@@ -8,6 +8,8 @@ from typing import Protocol, TypeVar
 
 from pydantic import BaseModel
 
+__all__ = ["BinaryContent", "MultipartUpload", "Route"]
+
 FormT = TypeVar("FormT", bound=BaseModel, covariant=True)
 
 

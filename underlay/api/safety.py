@@ -18,6 +18,27 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from underlay.api.routes import Route
 
+__all__ = [
+    "DeletedShield",
+    "MODERATION_CATEGORIES",
+    "ModerationRequest",
+    "ModerationResponse",
+    "ModerationResult",
+    "ROUTES",
+    "RegisterShieldRequest",
+    "RunShieldRequest",
+    "RunShieldResponse",
+    "SafetyApi",
+    "SafetyProvider",
+    "SafetyViolation",
+    "Shield",
+    "ShieldList",
+    "ShieldMessage",
+    "ShieldObject",
+    "ViolationLevel",
+    "moderation_result",
+]
+
 MODERATION_CATEGORIES: tuple[str, ...] = (
     "harassment",
     "harassment/threatening",

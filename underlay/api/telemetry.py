@@ -15,6 +15,8 @@ from pydantic import BaseModel, ConfigDict, Field
 from underlay.api.pagination import ListQuery
 from underlay.api.routes import Route
 
+__all__ = ["ROUTES", "Span", "SpanList", "SpanTree", "SpanTreeQuery", "Trace", "TraceList", "TraceListQuery"]
+
 
 class Span(BaseModel):
     object: Literal["telemetry.span"] = "telemetry.span"

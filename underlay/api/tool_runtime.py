@@ -30,6 +30,34 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from underlay.api.routes import Route
 
+__all__ = [
+    "ContentPart",
+    "ElicitationResponse",
+    "InvokeToolRequest",
+    "ListRuntimeToolsQuery",
+    "ListToolsQuery",
+    "McpConnection",
+    "McpStdioCommand",
+    "McpTransport",
+    "MediaContentPart",
+    "OAuthCallbackQuery",
+    "OAuthCallbackResult",
+    "ROUTES",
+    "RegisterToolGroupRequest",
+    "ResourceContentPart",
+    "TextContentPart",
+    "ToolCallContext",
+    "ToolDef",
+    "ToolGroup",
+    "ToolGroupDeleted",
+    "ToolGroupList",
+    "ToolGroupSource",
+    "ToolInvocationResult",
+    "ToolList",
+    "ToolRuntimeProvider",
+    "URL",
+]
+
 McpTransport = Literal["streamable_http", "sse", "stdio"]
 ToolGroupSource = Literal["config", "builtin", "api"]
 

@@ -17,6 +17,23 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from underlay.api.routes import Route
 
+__all__ = [
+    "AttributeValue",
+    "Chunk",
+    "ComparisonFilter",
+    "CompoundFilter",
+    "Filter",
+    "HybridOptions",
+    "IndexInfo",
+    "InsertChunksRequest",
+    "QueryChunksRequest",
+    "QueryChunksResponse",
+    "ROUTES",
+    "ScoredChunk",
+    "SearchMode",
+    "VectorIOProvider",
+]
+
 AttributeValue = str | float | bool | int
 
 

@@ -25,6 +25,47 @@ from underlay.api.pagination import ListQuery
 from underlay.api.routes import Route
 from underlay.api.vector_io import AttributeValue, Filter, SearchMode
 
+__all__ = [
+    "Attributes",
+    "AutoChunkingStrategy",
+    "BatchFile",
+    "ChunkingStrategyParam",
+    "CreateFileBatchRequest",
+    "CreateVectorStoreFileRequest",
+    "CreateVectorStoreRequest",
+    "ExpiresAfter",
+    "FileContentItem",
+    "FileCounts",
+    "FileId",
+    "FileStatus",
+    "LastError",
+    "MAX_ATTRIBUTES",
+    "MAX_BATCH_FILES",
+    "MAX_METADATA",
+    "ROUTES",
+    "RankingOptions",
+    "SearchContent",
+    "SearchRequest",
+    "SearchResult",
+    "SearchResultsPage",
+    "StaticChunking",
+    "StaticChunkingStrategy",
+    "StaticChunkingStrategyObject",
+    "UpdateVectorStoreFileRequest",
+    "UpdateVectorStoreRequest",
+    "VectorStoreDeleted",
+    "VectorStoreFileBatchObject",
+    "VectorStoreFileContent",
+    "VectorStoreFileDeleted",
+    "VectorStoreFileList",
+    "VectorStoreFileListQuery",
+    "VectorStoreFileObject",
+    "VectorStoreList",
+    "VectorStoreListQuery",
+    "VectorStoreObject",
+    "resolve_chunking",
+]
+
 MAX_ATTRIBUTES = 16
 MAX_METADATA = 16
 MAX_BATCH_FILES = 2000

@@ -64,6 +64,26 @@ from underlay.api.inference import (
 )
 from underlay.providers.utils.upstream_http import Failure, LineReader, classify, describe, env_proxy, new_session
 
+__all__ = [
+    "CONTEXT_LENGTH_KEYS",
+    "Credential",
+    "OpenAICompatConfig",
+    "OpenAICompatInferenceProvider",
+    "OpenAICompatSettings",
+    "REQUEST_ID_HEADER",
+    "RETRYABLE_STATUSES",
+    "SSEStream",
+    "TimeoutSettings",
+    "body_message",
+    "check_http_url",
+    "floats_to_base64",
+    "guess_model_type",
+    "normalize_finish_reasons",
+    "retry_after_seconds",
+    "upstream_message",
+    "with_v1",
+]
+
 log = logging.getLogger(__name__)
 
 #: Statuses that usually mean "try again shortly"; anything else is the upstream's final answer.
