@@ -9,9 +9,11 @@ to provider authors).
 
 from __future__ import annotations
 
+import ast
 import importlib
 import importlib.util
 import pkgutil
+from pathlib import Path
 
 import pytest
 
@@ -81,6 +83,7 @@ SURFACE: dict[str, list[str]] = {
         "FileObject",
         "FilePurpose",
         "FileUploadForm",
+        "FilesApi",
         "FilesProvider",
         "MAX_EXPIRES_AFTER_SECONDS",
         "MIN_EXPIRES_AFTER_SECONDS",
@@ -124,6 +127,7 @@ SURFACE: dict[str, list[str]] = {
         "FunctionDefinition",
         "ImagePart",
         "ImageURL",
+        "InferenceApi",
         "InferenceProvider",
         "InputAudio",
         "JSONSchemaSpec",
@@ -251,6 +255,7 @@ SURFACE: dict[str, list[str]] = {
         "ResponseStatus",
         "ResponseTool",
         "ResponseUsage",
+        "ResponsesApi",
         "ResponsesProvider",
         "RetrieveResponseQuery",
         "SUPPORTED_TOOL_TYPES",
@@ -267,6 +272,7 @@ SURFACE: dict[str, list[str]] = {
     ],
     "underlay.api.routes": [
         "BinaryContent",
+        "Handler",
         "MultipartUpload",
         "Route",
     ],
@@ -296,6 +302,7 @@ SURFACE: dict[str, list[str]] = {
         "SpanList",
         "SpanTree",
         "SpanTreeQuery",
+        "TelemetryApi",
         "Trace",
         "TraceList",
         "TraceListQuery",
@@ -324,6 +331,7 @@ SURFACE: dict[str, list[str]] = {
         "ToolGroupSource",
         "ToolInvocationResult",
         "ToolList",
+        "ToolRuntimeApi",
         "ToolRuntimeProvider",
         "URL",
     ],
@@ -341,6 +349,7 @@ SURFACE: dict[str, list[str]] = {
         "ROUTES",
         "ScoredChunk",
         "SearchMode",
+        "VectorIOApi",
         "VectorIOProvider",
     ],
     "underlay.api.vector_stores": [
@@ -381,6 +390,7 @@ SURFACE: dict[str, list[str]] = {
         "VectorStoreList",
         "VectorStoreListQuery",
         "VectorStoreObject",
+        "VectorStoresApi",
         "resolve_chunking",
     ],
     "underlay.providers.utils.openai_compat": [
@@ -421,3 +431,37 @@ def test_every_contract_module_is_pinned() -> None:
     modules = {f"underlay.api.{info.name}" for info in pkgutil.iter_modules(underlay.api.__path__)}
     assert modules == {name for name in SURFACE if name.startswith("underlay.api.")}
     assert sorted(underlay.api.__all__) == sorted(name.rpartition(".")[2] for name in modules)
+
+
+def undeclared_imports(source: str) -> list[str]:
+    """What ``source`` takes from Underlay outside the declared surface (empty when it keeps to it)."""
+    found: list[str] = []
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, ast.Import):
+            found += [alias.name for alias in node.names if alias.name.split(".")[0] == "underlay"]
+        elif isinstance(node, ast.ImportFrom) and (node.module or "").split(".")[0] == "underlay":
+            if node.module not in SURFACE:
+                found.append(str(node.module))
+                continue
+            public = importlib.import_module(node.module).__all__
+            found += [f"{node.module}.{alias.name}" for alias in node.names if alias.name not in public]
+    return found
+
+
+def test_the_suites_external_provider_keeps_to_the_surface() -> None:
+    """tests/fixtures/external_provider stands for a third-party package: it imports declared names only."""
+    fixture = Path(__file__).resolve().parents[1] / "fixtures" / "external_provider"
+    sources = sorted(fixture.rglob("*.py"))
+    assert sources
+    for path in sources:
+        assert undeclared_imports(path.read_text()) == [], path
+
+
+def test_undeclared_imports_are_found() -> None:
+    source = (
+        "from underlay.api.errors import UpstreamError, UnderlayError\n"
+        "from underlay.core.config import ConfigError\n"
+        "from underlay.api.pagination import T\n"
+        "import underlay.server.app\n"
+    )
+    assert undeclared_imports(source) == ["underlay.core.config", "underlay.api.pagination.T", "underlay.server.app"]
