@@ -131,6 +131,36 @@ def test_a_configured_self_reference_stops_instead_of_looping(server: RunningSer
     assert "Traceback" not in server.log_path.read_text()
 
 
+def test_a_cycle_through_another_underlay_server_stops(tmp_path: Path) -> None:
+    """A's group points at B's /mcp and B's at A's: a listing goes A, B, then back to A, which refuses
+    (its hop id came back), and B leaves that group out; nothing recurses."""
+    port_a, port_b = free_port(), free_port()
+
+    def config(peer: int) -> dict[str, Any]:
+        base = _config()
+        base["providers"]["tool_runtime"][0]["config"] = {"connect_timeout": 5, "timeout": 10, "list_timeout": 10}
+        base["tool_groups"] = [
+            {"toolgroup_id": "peer", "provider_id": "mcp", "mcp_endpoint": f"http://127.0.0.1:{peer}/mcp"}
+        ]
+        return base
+
+    a = start_server(config(port_b), tmp_path / "a", port=port_a)
+    try:
+        b = start_server(config(port_a), tmp_path / "b", port=port_b)
+        try:
+            listing = httpx.get(f"{a.v1}/tool-runtime/list-tools", params={"toolgroup_id": "peer"}, timeout=60)
+            assert listing.status_code == 200, listing.text
+            assert listing.json()["data"] == []  # B offers no tools of its own, and A's were refused
+            assert "own MCP client" in b.log_path.read_text()  # B logged A's refusal of the cycle
+            for server in (a, b):
+                assert httpx.get(f"{server.v1}/health", timeout=10).status_code == 200
+                assert "Traceback" not in server.log_path.read_text()
+        finally:
+            b.stop()
+    finally:
+        a.stop()
+
+
 def test_a_failing_server_is_retried_with_backoff(server: RunningServer) -> None:
     errors = [_invoke(server, "add", {"a": 1, "b": 2}, toolgroup_id="gone") for _ in range(4)]
     assert all(e["error_code"] == "mcp_unavailable" for e in errors), errors
