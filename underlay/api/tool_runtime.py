@@ -19,7 +19,11 @@ as 502 and a slow one as 504, naming the provider, since there is no result to c
 Per-request authorization: an MCP group's headers from the run config are sent on every request; a
 caller overrides or adds to them per request with ``headers``/``authorization`` on invoke, or for any
 call with the ``X-Underlay-Provider-Data`` header ``{"mcp_headers": {"<toolgroup id or server URL>":
-{"Authorization": "Bearer ..."}}}``.
+{"Authorization": "Bearer ..."}}}``. With the MCP provider's ``oauth`` settings, a server answering 401
+is authorized per the MCP specification: per principal (an ``mcp_authorization_required`` result names
+the URL to open; ``GET /v1/tool-runtime/oauth/callback`` finishes it) or with operator client
+credentials. A server's question during a call (elicitation) comes back as ``elicitation_required``
+and is answered with ``elicitation_responses`` on the next call.
 """
 
 from __future__ import annotations
@@ -28,7 +32,7 @@ from typing import Annotated, Any, Literal, Protocol
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from underlay.api.routes import Route
+from underlay.api.routes import Handler, Route
 
 __all__ = [
     "ContentPart",
@@ -54,6 +58,7 @@ __all__ = [
     "ToolGroupSource",
     "ToolInvocationResult",
     "ToolList",
+    "ToolRuntimeApi",
     "ToolRuntimeProvider",
     "URL",
 ]
@@ -358,16 +363,42 @@ class ToolRuntimeProvider(Protocol):
 # ---------------------------------------------------------------------------------------------------
 
 
-def _route(method: str, path: str, handler: str, summary: str, **kwargs: Any) -> Route:
+class ToolRuntimeApi(Protocol):
+    """What the tool runtime router serves: one method per route in ``ROUTES``.
+
+    The route table names these methods, so a missing or misspelled handler fails the type check;
+    :class:`underlay.core.routers.tool_runtime.ToolRuntimeRouter` implements it.
+    """
+
+    async def handle_list_tool_groups(self) -> ToolGroupList: ...
+
+    async def handle_register_tool_group(self, params: RegisterToolGroupRequest) -> ToolGroup: ...
+
+    async def handle_get_tool_group(self, toolgroup_id: str) -> ToolGroup: ...
+
+    async def handle_unregister_tool_group(self, toolgroup_id: str) -> ToolGroupDeleted: ...
+
+    async def handle_list_tools(self, query: ListToolsQuery) -> ToolList: ...
+
+    async def handle_get_tool(self, tool_name: str) -> ToolDef: ...
+
+    async def handle_invoke_tool(self, params: InvokeToolRequest) -> ToolInvocationResult: ...
+
+    async def handle_oauth_callback(self, query: OAuthCallbackQuery) -> OAuthCallbackResult: ...
+
+    async def handle_list_runtime_tools(self, query: ListRuntimeToolsQuery) -> ToolList: ...
+
+
+def _route(method: str, path: str, handler: Handler, summary: str, **kwargs: Any) -> Route:
     return Route(method, path, handler, summary=summary, tags=("tool_runtime",), **kwargs)
 
 
 ROUTES: list[Route] = [
-    _route("GET", "/v1/toolgroups", "handle_list_tool_groups", "List tool groups", response=ToolGroupList),
+    _route("GET", "/v1/toolgroups", ToolRuntimeApi.handle_list_tool_groups, "List tool groups", response=ToolGroupList),
     _route(
         "POST",
         "/v1/toolgroups",
-        "handle_register_tool_group",
+        ToolRuntimeApi.handle_register_tool_group,
         "Register a tool group (an MCP server)",
         body=RegisterToolGroupRequest,
         response=ToolGroup,
@@ -375,23 +406,23 @@ ROUTES: list[Route] = [
     _route(
         "GET",
         "/v1/toolgroups/{toolgroup_id:path}",
-        "handle_get_tool_group",
+        ToolRuntimeApi.handle_get_tool_group,
         "Retrieve a tool group",
         response=ToolGroup,
     ),
     _route(
         "DELETE",
         "/v1/toolgroups/{toolgroup_id:path}",
-        "handle_unregister_tool_group",
+        ToolRuntimeApi.handle_unregister_tool_group,
         "Unregister a tool group",
         response=ToolGroupDeleted,
     ),
-    _route("GET", "/v1/tools", "handle_list_tools", "List tools", query=ListToolsQuery, response=ToolList),
-    _route("GET", "/v1/tools/{tool_name}", "handle_get_tool", "Retrieve a tool", response=ToolDef),
+    _route("GET", "/v1/tools", ToolRuntimeApi.handle_list_tools, "List tools", query=ListToolsQuery, response=ToolList),
+    _route("GET", "/v1/tools/{tool_name}", ToolRuntimeApi.handle_get_tool, "Retrieve a tool", response=ToolDef),
     _route(
         "POST",
         "/v1/tool-runtime/invoke",
-        "handle_invoke_tool",
+        ToolRuntimeApi.handle_invoke_tool,
         "Invoke a tool",
         body=InvokeToolRequest,
         response=ToolInvocationResult,
@@ -399,7 +430,7 @@ ROUTES: list[Route] = [
     _route(
         "GET",
         "/v1/tool-runtime/oauth/callback",
-        "handle_oauth_callback",
+        ToolRuntimeApi.handle_oauth_callback,
         "Finish an MCP server's OAuth authorization (the authorization server redirects here)",
         query=OAuthCallbackQuery,
         response=OAuthCallbackResult,
@@ -407,7 +438,7 @@ ROUTES: list[Route] = [
     _route(
         "GET",
         "/v1/tool-runtime/list-tools",
-        "handle_list_runtime_tools",
+        ToolRuntimeApi.handle_list_runtime_tools,
         "List the tools of a group or an MCP server",
         query=ListRuntimeToolsQuery,
         response=ToolList,
