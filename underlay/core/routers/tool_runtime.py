@@ -487,10 +487,11 @@ def _incoming_hops() -> list[str]:
     a cycle through other Underlay servers (A to B to A) is caught too, not only a direct self-reference."""
     hops = get_provider_data().get(HOP_KEY)
     if isinstance(hops, str):
-        return [hops]
-    if isinstance(hops, list):
-        return [h for h in hops[:MAX_HOPS] if isinstance(h, str)]
-    return []
+        hops = [hops]
+    if not isinstance(hops, list):
+        return []
+    # Caller-sent values are forwarded, so only short strings pass (ours are 24 hex digits).
+    return [h for h in hops[:MAX_HOPS] if isinstance(h, str) and len(h) <= 64]
 
 
 def _with_hop(headers: dict[str, str]) -> dict[str, str]:
