@@ -14,7 +14,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from underlay.api.omit import omit_when_none
 from underlay.api.pagination import ListQuery
 from underlay.api.response_items import Includable, InputItem, check_metadata
-from underlay.api.routes import Route
+from underlay.api.routes import Handler, Route
 
 __all__ = [
     "Conversation",
@@ -101,7 +101,29 @@ class ConversationItemList(BaseModel):
 
 
 class ConversationsApi(Protocol):
-    """What other APIs (Responses) call on the conversations router, as the current principal."""
+    """The conversations router: one method per route below, then what the Responses engine calls on it
+    (as the current principal). :class:`underlay.core.routers.conversations.ConversationsRouter` implements it.
+    """
+
+    async def create_conversation(self, params: CreateConversationRequest) -> Conversation: ...
+
+    async def retrieve_conversation(self, conversation_id: str) -> Conversation: ...
+
+    async def update_conversation(self, conversation_id: str, params: UpdateConversationRequest) -> Conversation: ...
+
+    async def delete_conversation(self, conversation_id: str) -> ConversationDeleted: ...
+
+    async def create_items(
+        self, conversation_id: str, params: CreateItemsRequest, query: IncludeQuery
+    ) -> ConversationItemList: ...
+
+    async def list_items(self, conversation_id: str, query: ItemListQuery) -> ConversationItemList: ...
+
+    async def retrieve_item(self, conversation_id: str, item_id: str, query: IncludeQuery) -> dict[str, Any]: ...
+
+    async def delete_item(self, conversation_id: str, item_id: str) -> Conversation: ...
+
+    # -- what other APIs (Responses) call ---------------------------------------------------------
 
     async def get_conversation(self, conversation_id: str) -> Conversation: ...
 
@@ -114,7 +136,7 @@ class ConversationsApi(Protocol):
         ...
 
 
-def _route(method: str, path: str, handler: str, summary: str, **kwargs: Any) -> Route:
+def _route(method: str, path: str, handler: Handler, summary: str, **kwargs: Any) -> Route:
     return Route(method, path, handler, summary=summary, tags=("conversations",), **kwargs)
 
 
@@ -124,25 +146,25 @@ ROUTES: list[Route] = [
     _route(
         "POST",
         "/v1/conversations",
-        "create_conversation",
+        ConversationsApi.create_conversation,
         "Create a conversation",
         body=CreateConversationRequest,
         response=Conversation,
     ),
-    _route("GET", _C, "retrieve_conversation", "Retrieve a conversation", response=Conversation),
+    _route("GET", _C, ConversationsApi.retrieve_conversation, "Retrieve a conversation", response=Conversation),
     _route(
         "POST",
         _C,
-        "update_conversation",
+        ConversationsApi.update_conversation,
         "Update a conversation's metadata",
         body=UpdateConversationRequest,
         response=Conversation,
     ),
-    _route("DELETE", _C, "delete_conversation", "Delete a conversation", response=ConversationDeleted),
+    _route("DELETE", _C, ConversationsApi.delete_conversation, "Delete a conversation", response=ConversationDeleted),
     _route(
         "POST",
         f"{_C}/items",
-        "create_items",
+        ConversationsApi.create_items,
         "Add items to a conversation",
         body=CreateItemsRequest,
         query=IncludeQuery,
@@ -151,7 +173,7 @@ ROUTES: list[Route] = [
     _route(
         "GET",
         f"{_C}/items",
-        "list_items",
+        ConversationsApi.list_items,
         "List a conversation's items",
         query=ItemListQuery,
         response=ConversationItemList,
@@ -159,14 +181,14 @@ ROUTES: list[Route] = [
     _route(
         "GET",
         f"{_C}/items/{{item_id}}",
-        "retrieve_item",
+        ConversationsApi.retrieve_item,
         "Retrieve a conversation item",
         query=IncludeQuery,
     ),
     _route(
         "DELETE",
         f"{_C}/items/{{item_id}}",
-        "delete_item",
+        ConversationsApi.delete_item,
         "Delete a conversation item",
         response=Conversation,
     ),

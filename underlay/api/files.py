@@ -14,13 +14,13 @@ from __future__ import annotations
 
 import re
 from collections.abc import AsyncIterator
-from typing import Literal, Protocol
+from typing import Any, Literal, Protocol
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from underlay.api.omit import omit_when_none
 from underlay.api.pagination import blank_as_absent
-from underlay.api.routes import Route
+from underlay.api.routes import BinaryContent, MultipartUpload, Route
 
 __all__ = [
     "ExpiresAfter",
@@ -30,6 +30,7 @@ __all__ = [
     "FileObject",
     "FilePurpose",
     "FileUploadForm",
+    "FilesApi",
     "FilesProvider",
     "MAX_EXPIRES_AFTER_SECONDS",
     "MIN_EXPIRES_AFTER_SECONDS",
@@ -164,11 +165,29 @@ class FilesProvider(Protocol):
     async def delete(self, key: str) -> None: ...
 
 
+class FilesApi(Protocol):
+    """What the files router serves: one method per route in ``ROUTES``.
+
+    The route table names these methods, so a missing or misspelled handler fails the type check;
+    :class:`underlay.core.routers.files.FilesRouter` implements it.
+    """
+
+    async def upload_file(self, upload: MultipartUpload[FileUploadForm]) -> FileObject: ...
+
+    async def list_files(self, query: FileListQuery) -> dict[str, Any]: ...
+
+    async def retrieve_file(self, file_id: str) -> FileObject: ...
+
+    async def retrieve_file_content(self, file_id: str) -> BinaryContent: ...
+
+    async def delete_file(self, file_id: str) -> FileDeleted: ...
+
+
 ROUTES: list[Route] = [
     Route(
         "POST",
         "/v1/files",
-        "upload_file",
+        FilesApi.upload_file,
         body=FileUploadForm,
         response=FileObject,
         multipart=True,
@@ -179,23 +198,33 @@ ROUTES: list[Route] = [
     Route(
         "GET",
         "/v1/files",
-        "list_files",
+        FilesApi.list_files,
         query=FileListQuery,
         response=FileList,
         summary="List files",
         tags=("files",),
     ),
     Route(
-        "GET", "/v1/files/{file_id}", "retrieve_file", response=FileObject, summary="Retrieve a file", tags=("files",)
+        "GET",
+        "/v1/files/{file_id}",
+        FilesApi.retrieve_file,
+        response=FileObject,
+        summary="Retrieve a file",
+        tags=("files",),
     ),
     Route(
         "GET",
         "/v1/files/{file_id}/content",
-        "retrieve_file_content",
+        FilesApi.retrieve_file_content,
         summary="Download a file's content",
         tags=("files",),
     ),
     Route(
-        "DELETE", "/v1/files/{file_id}", "delete_file", response=FileDeleted, summary="Delete a file", tags=("files",)
+        "DELETE",
+        "/v1/files/{file_id}",
+        FilesApi.delete_file,
+        response=FileDeleted,
+        summary="Delete a file",
+        tags=("files",),
     ),
 ]

@@ -47,6 +47,7 @@ __all__ = [
     "FunctionDefinition",
     "ImagePart",
     "ImageURL",
+    "InferenceApi",
     "InferenceProvider",
     "InputAudio",
     "JSONSchemaSpec",
@@ -584,11 +585,39 @@ class InferenceProvider(Protocol):
     async def openai_embeddings(self, params: EmbeddingsRequest) -> EmbeddingsResponse: ...
 
 
+class InferenceApi(Protocol):
+    """What the inference router serves: one method per route in ``ROUTES``.
+
+    The route table names these methods, so a missing or misspelled handler fails the type check;
+    :class:`underlay.core.routers.inference.InferenceRouter` implements it.
+    """
+
+    async def openai_chat_completion(
+        self, params: ChatCompletionRequest
+    ) -> ChatCompletion | AsyncIterator[ChatCompletionChunk]: ...
+
+    async def list_chat_completions(self, query: ChatCompletionListQuery) -> dict[str, Any]: ...
+
+    async def get_chat_completion(self, completion_id: str) -> StoredChatCompletion: ...
+
+    async def update_chat_completion(
+        self, completion_id: str, params: UpdateChatCompletionRequest
+    ) -> StoredChatCompletion: ...
+
+    async def list_chat_completion_messages(self, completion_id: str, query: MessageListQuery) -> dict[str, Any]: ...
+
+    async def delete_chat_completion(self, completion_id: str) -> DeletedChatCompletion: ...
+
+    async def openai_completion(self, params: CompletionRequest) -> Completion | AsyncIterator[Completion]: ...
+
+    async def openai_embeddings(self, params: EmbeddingsRequest) -> EmbeddingsResponse: ...
+
+
 ROUTES: list[Route] = [
     Route(
         "POST",
         "/v1/chat/completions",
-        "openai_chat_completion",
+        InferenceApi.openai_chat_completion,
         body=ChatCompletionRequest,
         response=ChatCompletion,
         streaming=True,
@@ -598,7 +627,7 @@ ROUTES: list[Route] = [
     Route(
         "GET",
         "/v1/chat/completions",
-        "list_chat_completions",
+        InferenceApi.list_chat_completions,
         query=ChatCompletionListQuery,
         summary="List stored chat completions",
         tags=("inference",),
@@ -606,7 +635,7 @@ ROUTES: list[Route] = [
     Route(
         "GET",
         "/v1/chat/completions/{completion_id}",
-        "get_chat_completion",
+        InferenceApi.get_chat_completion,
         response=StoredChatCompletion,
         summary="Retrieve a stored chat completion",
         tags=("inference",),
@@ -614,7 +643,7 @@ ROUTES: list[Route] = [
     Route(
         "POST",
         "/v1/chat/completions/{completion_id}",
-        "update_chat_completion",
+        InferenceApi.update_chat_completion,
         body=UpdateChatCompletionRequest,
         response=StoredChatCompletion,
         summary="Update a stored chat completion's metadata",
@@ -623,7 +652,7 @@ ROUTES: list[Route] = [
     Route(
         "GET",
         "/v1/chat/completions/{completion_id}/messages",
-        "list_chat_completion_messages",
+        InferenceApi.list_chat_completion_messages,
         query=MessageListQuery,
         summary="List the input messages of a stored chat completion",
         tags=("inference",),
@@ -631,7 +660,7 @@ ROUTES: list[Route] = [
     Route(
         "DELETE",
         "/v1/chat/completions/{completion_id}",
-        "delete_chat_completion",
+        InferenceApi.delete_chat_completion,
         response=DeletedChatCompletion,
         summary="Delete a stored chat completion",
         tags=("inference",),
@@ -639,7 +668,7 @@ ROUTES: list[Route] = [
     Route(
         "POST",
         "/v1/completions",
-        "openai_completion",
+        InferenceApi.openai_completion,
         body=CompletionRequest,
         response=Completion,
         streaming=True,
@@ -649,7 +678,7 @@ ROUTES: list[Route] = [
     Route(
         "POST",
         "/v1/embeddings",
-        "openai_embeddings",
+        InferenceApi.openai_embeddings,
         body=EmbeddingsRequest,
         response=EmbeddingsResponse,
         summary="Create embeddings",

@@ -133,11 +133,11 @@ class ModelsApi(Protocol):
 
 
 ROUTES: list[Route] = [
-    Route("GET", "/v1/models", "list_models", response=ModelList, summary="List models", tags=("models",)),
+    Route("GET", "/v1/models", ModelsApi.list_models, response=ModelList, summary="List models", tags=("models",)),
     Route(
         "GET",
         "/v1/models/{model_id:path}",
-        "retrieve_model",
+        ModelsApi.retrieve_model,
         response=OpenAIModel,
         summary="Retrieve a model",
         tags=("models",),
@@ -145,7 +145,7 @@ ROUTES: list[Route] = [
     Route(
         "POST",
         "/v1/models",
-        "register_model",
+        ModelsApi.register_model,
         body=RegisterModelRequest,
         response=OpenAIModel,
         summary="Register a model with a provider",
@@ -154,7 +154,7 @@ ROUTES: list[Route] = [
     Route(
         "DELETE",
         "/v1/models/{model_id:path}",
-        "delete_model",
+        ModelsApi.delete_model,
         response=DeletedModel,
         summary="Unregister a model",
         tags=("models",),

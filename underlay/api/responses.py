@@ -22,7 +22,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validat
 from underlay.api.omit import omit_when_none
 from underlay.api.pagination import ListQuery
 from underlay.api.response_items import Includable, InputItem, check_metadata
-from underlay.api.routes import Route
+from underlay.api.routes import Handler, Route
 
 __all__ = [
     "AnnotationAddedEvent",
@@ -67,6 +67,7 @@ __all__ = [
     "ResponseStatus",
     "ResponseTool",
     "ResponseUsage",
+    "ResponsesApi",
     "ResponsesProvider",
     "RetrieveResponseQuery",
     "SUPPORTED_TOOL_TYPES",
@@ -706,7 +707,31 @@ class ResponsesProvider(Protocol):
     async def compact_response(self, params: CompactRequest) -> CompactedResponse: ...
 
 
-def _route(method: str, path: str, handler: str, summary: str, **kwargs: Any) -> Route:
+class ResponsesApi(Protocol):
+    """What the responses router serves: one method per route in ``ROUTES``.
+
+    The route table names these methods, so a missing or misspelled handler fails the type check;
+    :class:`underlay.core.routers.responses.ResponsesRouter` implements it.
+    """
+
+    async def create_response(self, params: CreateResponseRequest) -> ResponseObject | AsyncIterator[ResponseEvent]: ...
+
+    async def list_responses(self, query: ListResponsesQuery) -> ResponseList: ...
+
+    async def compact_response(self, params: CompactRequest) -> CompactedResponse: ...
+
+    async def get_response(
+        self, response_id: str, query: RetrieveResponseQuery
+    ) -> ResponseObject | AsyncIterator[ResponseEvent]: ...
+
+    async def delete_response(self, response_id: str) -> ResponseDeleted: ...
+
+    async def cancel_response(self, response_id: str) -> ResponseObject: ...
+
+    async def list_input_items(self, response_id: str, query: InputItemsQuery) -> InputItemList: ...
+
+
+def _route(method: str, path: str, handler: Handler, summary: str, **kwargs: Any) -> Route:
     return Route(method, path, handler, summary=summary, tags=("responses",), **kwargs)
 
 
@@ -716,17 +741,17 @@ ROUTES: list[Route] = [
     _route(
         "POST",
         "/v1/responses",
-        "create_response",
+        ResponsesApi.create_response,
         "Create a response",
         body=CreateResponseRequest,
         response=ResponseObject,
         streaming=True,
     ),
-    _route("GET", "/v1/responses", "list_responses", "List stored responses", query=ListResponsesQuery),
+    _route("GET", "/v1/responses", ResponsesApi.list_responses, "List stored responses", query=ListResponsesQuery),
     _route(
         "POST",
         "/v1/responses/compact",
-        "compact_response",
+        ResponsesApi.compact_response,
         "Condense a context into one compaction item",
         body=CompactRequest,
         response=CompactedResponse,
@@ -734,18 +759,20 @@ ROUTES: list[Route] = [
     _route(
         "GET",
         _R,
-        "get_response",
+        ResponsesApi.get_response,
         "Retrieve a response (stream=true follows a background response)",
         query=RetrieveResponseQuery,
         response=ResponseObject,
         streaming=True,
     ),
-    _route("DELETE", _R, "delete_response", "Delete a stored response", response=ResponseDeleted),
-    _route("POST", f"{_R}/cancel", "cancel_response", "Cancel a background response", response=ResponseObject),
+    _route("DELETE", _R, ResponsesApi.delete_response, "Delete a stored response", response=ResponseDeleted),
+    _route(
+        "POST", f"{_R}/cancel", ResponsesApi.cancel_response, "Cancel a background response", response=ResponseObject
+    ),
     _route(
         "GET",
         f"{_R}/input_items",
-        "list_input_items",
+        ResponsesApi.list_input_items,
         "List a response's input items",
         query=InputItemsQuery,
         response=InputItemList,

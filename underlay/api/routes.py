@@ -2,22 +2,28 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Protocol, TypeVar
+from typing import Any, Protocol, TypeVar
 
 from pydantic import BaseModel
 
-__all__ = ["BinaryContent", "MultipartUpload", "Route"]
+__all__ = ["BinaryContent", "Handler", "MultipartUpload", "Route"]
 
 FormT = TypeVar("FormT", bound=BaseModel, covariant=True)
+
+Handler = Callable[..., Awaitable[Any]]
+"""A route's handler: a method of the API's router Protocol (``ModelsApi.list_models``), never a string,
+so the type checker sees a missing or misspelled one. The server calls the method of that name on the
+running router."""
 
 
 @dataclass(frozen=True)
 class Route:
     """One HTTP endpoint of an API.
 
-    The server calls ``handler`` on the API's router with the path parameters as keyword arguments,
+    The server calls ``handler`` (a method of the API's router Protocol) on the API's router with the path
+    parameters as keyword arguments,
     plus ``params=<body model>`` when ``body`` is set and ``query=<query model>`` when ``query`` is set.
     When ``streaming`` is true and the handler returns an async iterator, the server sends SSE.
 
@@ -32,7 +38,7 @@ class Route:
 
     method: str
     path: str
-    handler: str
+    handler: Handler
     body: type[BaseModel] | None = None
     query: type[BaseModel] | None = None
     response: type | None = None

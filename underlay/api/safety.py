@@ -229,7 +229,7 @@ ROUTES: list[Route] = [
     Route(
         "POST",
         "/v1/moderations",
-        "create_moderation",
+        SafetyApi.create_moderation,
         body=ModerationRequest,
         response=ModerationResponse,
         summary="Classify text with a shield (OpenAI's Moderations API)",
@@ -238,17 +238,17 @@ ROUTES: list[Route] = [
     Route(
         "POST",
         "/v1/safety/run-shield",
-        "run_shield",
+        SafetyApi.run_shield,
         body=RunShieldRequest,
         response=RunShieldResponse,
         summary="Run a shield over messages",
         tags=_TAGS,
     ),
-    Route("GET", "/v1/shields", "list_shields", response=ShieldList, summary="List shields", tags=_TAGS),
+    Route("GET", "/v1/shields", SafetyApi.list_shields, response=ShieldList, summary="List shields", tags=_TAGS),
     Route(
         "GET",
         "/v1/shields/{shield_id:path}",
-        "retrieve_shield",
+        SafetyApi.retrieve_shield,
         response=ShieldObject,
         summary="Retrieve a shield",
         tags=_TAGS,
@@ -256,7 +256,7 @@ ROUTES: list[Route] = [
     Route(
         "POST",
         "/v1/shields",
-        "register_shield",
+        SafetyApi.register_shield,
         body=RegisterShieldRequest,
         response=ShieldObject,
         summary="Register a shield with a safety provider",
@@ -265,7 +265,7 @@ ROUTES: list[Route] = [
     Route(
         "DELETE",
         "/v1/shields/{shield_id:path}",
-        "delete_shield",
+        SafetyApi.delete_shield,
         response=DeletedShield,
         summary="Unregister a shield",
         tags=_TAGS,

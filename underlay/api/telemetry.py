@@ -8,14 +8,24 @@ OpenTelemetry, plus a duration in milliseconds.
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Any, Literal, Protocol
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from underlay.api.pagination import ListQuery
-from underlay.api.routes import Route
+from underlay.api.routes import Handler, Route
 
-__all__ = ["ROUTES", "Span", "SpanList", "SpanTree", "SpanTreeQuery", "Trace", "TraceList", "TraceListQuery"]
+__all__ = [
+    "ROUTES",
+    "Span",
+    "SpanList",
+    "SpanTree",
+    "SpanTreeQuery",
+    "TelemetryApi",
+    "Trace",
+    "TraceList",
+    "TraceListQuery",
+]
 
 
 class Span(BaseModel):
@@ -89,18 +99,42 @@ class SpanTreeQuery(BaseModel):
     max_depth: int | None = Field(default=None, ge=0, le=100, description="Levels below the span to include.")
 
 
-def _route(method: str, path: str, handler: str, summary: str, **kwargs: Any) -> Route:
+class TelemetryApi(Protocol):
+    """What the telemetry router serves: one method per route in ``ROUTES``.
+
+    The route table names these methods, so a missing or misspelled handler fails the type check;
+    :class:`underlay.core.routers.telemetry.TelemetryRouter` implements it.
+    """
+
+    async def list_traces(self, query: TraceListQuery) -> TraceList: ...
+
+    async def get_trace(self, trace_id: str) -> Trace: ...
+
+    async def get_trace_spans(self, trace_id: str) -> SpanList: ...
+
+    async def get_span_tree(self, span_id: str, query: SpanTreeQuery | None = None) -> SpanTree: ...
+
+
+def _route(method: str, path: str, handler: Handler, summary: str, **kwargs: Any) -> Route:
     return Route(method, path, handler, summary=summary, tags=("telemetry",), **kwargs)
 
 
 ROUTES: list[Route] = [
-    _route("GET", "/v1/telemetry/traces", "list_traces", "List traces", query=TraceListQuery, response=TraceList),
-    _route("GET", "/v1/telemetry/traces/{trace_id}", "get_trace", "Retrieve a trace", response=Trace),
-    _route("GET", "/v1/telemetry/traces/{trace_id}/spans", "get_trace_spans", "A trace's spans", response=SpanList),
+    _route(
+        "GET", "/v1/telemetry/traces", TelemetryApi.list_traces, "List traces", query=TraceListQuery, response=TraceList
+    ),
+    _route("GET", "/v1/telemetry/traces/{trace_id}", TelemetryApi.get_trace, "Retrieve a trace", response=Trace),
+    _route(
+        "GET",
+        "/v1/telemetry/traces/{trace_id}/spans",
+        TelemetryApi.get_trace_spans,
+        "A trace's spans",
+        response=SpanList,
+    ),
     _route(
         "GET",
         "/v1/telemetry/spans/{span_id}/tree",
-        "get_span_tree",
+        TelemetryApi.get_span_tree,
         "A span and its descendants",
         query=SpanTreeQuery,
         response=SpanTree,

@@ -31,6 +31,7 @@ __all__ = [
     "ROUTES",
     "ScoredChunk",
     "SearchMode",
+    "VectorIOApi",
     "VectorIOProvider",
 ]
 
@@ -154,11 +155,23 @@ class QueryChunksResponse(BaseModel):
     data: list[ScoredChunk]
 
 
+class VectorIOApi(Protocol):
+    """What the vector io router serves: one method per route in ``ROUTES``.
+
+    The route table names these methods, so a missing or misspelled handler fails the type check;
+    :class:`underlay.core.routers.vector_io.VectorIORouter` implements it.
+    """
+
+    async def insert_chunks(self, params: InsertChunksRequest) -> dict[str, Any]: ...
+
+    async def query_chunks(self, params: QueryChunksRequest) -> QueryChunksResponse: ...
+
+
 ROUTES: list[Route] = [
     Route(
         "POST",
         "/v1/vector-io/insert",
-        "insert_chunks",
+        VectorIOApi.insert_chunks,
         body=InsertChunksRequest,
         summary="Insert pre-embedded chunks into a vector store",
         tags=("vector-io",),
@@ -166,7 +179,7 @@ ROUTES: list[Route] = [
     Route(
         "POST",
         "/v1/vector-io/query",
-        "query_chunks",
+        VectorIOApi.query_chunks,
         body=QueryChunksRequest,
         response=QueryChunksResponse,
         summary="Query a vector store's chunks directly",

@@ -16,13 +16,13 @@ alongside, where the SDK ignores or passes them through:
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, Protocol
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from underlay.api.omit import omit_when_none
 from underlay.api.pagination import ListQuery
-from underlay.api.routes import Route
+from underlay.api.routes import Handler, Route
 from underlay.api.vector_io import AttributeValue, Filter, SearchMode
 
 __all__ = [
@@ -63,6 +63,7 @@ __all__ = [
     "VectorStoreList",
     "VectorStoreListQuery",
     "VectorStoreObject",
+    "VectorStoresApi",
     "resolve_chunking",
 ]
 
@@ -418,7 +419,61 @@ class SearchResultsPage(BaseModel):
     next_page: str | None = None
 
 
-def _route(method: str, path: str, handler: str, summary: str, **kwargs: Any) -> Route:
+class VectorStoresApi(Protocol):
+    """What the vector stores router serves: one method per route in ``ROUTES``.
+
+    The route table names these methods, so a missing or misspelled handler fails the type check;
+    :class:`underlay.core.routers.vector_stores.VectorStoresRouter` implements it.
+    """
+
+    async def create_vector_store(self, params: CreateVectorStoreRequest) -> VectorStoreObject: ...
+
+    async def list_vector_stores(self, query: VectorStoreListQuery) -> VectorStoreList: ...
+
+    async def retrieve_vector_store(self, vector_store_id: str) -> VectorStoreObject: ...
+
+    async def update_vector_store(
+        self, vector_store_id: str, params: UpdateVectorStoreRequest
+    ) -> VectorStoreObject: ...
+
+    async def delete_vector_store(self, vector_store_id: str) -> VectorStoreDeleted: ...
+
+    async def search_vector_store(self, vector_store_id: str, params: SearchRequest) -> SearchResultsPage: ...
+
+    async def create_vector_store_file(
+        self, vector_store_id: str, params: CreateVectorStoreFileRequest
+    ) -> VectorStoreFileObject: ...
+
+    async def list_vector_store_files(
+        self, vector_store_id: str, query: VectorStoreFileListQuery
+    ) -> VectorStoreFileList: ...
+
+    async def retrieve_vector_store_file(self, vector_store_id: str, file_id: str) -> VectorStoreFileObject: ...
+
+    async def update_vector_store_file(
+        self, vector_store_id: str, file_id: str, params: UpdateVectorStoreFileRequest
+    ) -> VectorStoreFileObject: ...
+
+    async def delete_vector_store_file(self, vector_store_id: str, file_id: str) -> VectorStoreFileDeleted: ...
+
+    async def retrieve_vector_store_file_content(
+        self, vector_store_id: str, file_id: str
+    ) -> VectorStoreFileContent: ...
+
+    async def create_file_batch(
+        self, vector_store_id: str, params: CreateFileBatchRequest
+    ) -> VectorStoreFileBatchObject: ...
+
+    async def retrieve_file_batch(self, vector_store_id: str, batch_id: str) -> VectorStoreFileBatchObject: ...
+
+    async def cancel_file_batch(self, vector_store_id: str, batch_id: str) -> VectorStoreFileBatchObject: ...
+
+    async def list_file_batch_files(
+        self, vector_store_id: str, batch_id: str, query: VectorStoreFileListQuery
+    ) -> VectorStoreFileList: ...
+
+
+def _route(method: str, path: str, handler: Handler, summary: str, **kwargs: Any) -> Route:
     return Route(method, path, handler, summary=summary, tags=("vector_stores",), **kwargs)
 
 
@@ -428,7 +483,7 @@ ROUTES: list[Route] = [
     _route(
         "POST",
         "/v1/vector_stores",
-        "create_vector_store",
+        VectorStoresApi.create_vector_store,
         "Create a vector store",
         body=CreateVectorStoreRequest,
         response=VectorStoreObject,
@@ -436,25 +491,25 @@ ROUTES: list[Route] = [
     _route(
         "GET",
         "/v1/vector_stores",
-        "list_vector_stores",
+        VectorStoresApi.list_vector_stores,
         "List vector stores",
         query=VectorStoreListQuery,
         response=VectorStoreList,
     ),
-    _route("GET", _VS, "retrieve_vector_store", "Retrieve a vector store", response=VectorStoreObject),
+    _route("GET", _VS, VectorStoresApi.retrieve_vector_store, "Retrieve a vector store", response=VectorStoreObject),
     _route(
         "POST",
         _VS,
-        "update_vector_store",
+        VectorStoresApi.update_vector_store,
         "Modify a vector store",
         body=UpdateVectorStoreRequest,
         response=VectorStoreObject,
     ),
-    _route("DELETE", _VS, "delete_vector_store", "Delete a vector store", response=VectorStoreDeleted),
+    _route("DELETE", _VS, VectorStoresApi.delete_vector_store, "Delete a vector store", response=VectorStoreDeleted),
     _route(
         "POST",
         f"{_VS}/search",
-        "search_vector_store",
+        VectorStoresApi.search_vector_store,
         "Search a vector store",
         body=SearchRequest,
         response=SearchResultsPage,
@@ -462,7 +517,7 @@ ROUTES: list[Route] = [
     _route(
         "POST",
         f"{_VS}/files",
-        "create_vector_store_file",
+        VectorStoresApi.create_vector_store_file,
         "Attach a file to a vector store",
         body=CreateVectorStoreFileRequest,
         response=VectorStoreFileObject,
@@ -470,7 +525,7 @@ ROUTES: list[Route] = [
     _route(
         "GET",
         f"{_VS}/files",
-        "list_vector_store_files",
+        VectorStoresApi.list_vector_store_files,
         "List a vector store's files",
         query=VectorStoreFileListQuery,
         response=VectorStoreFileList,
@@ -478,14 +533,14 @@ ROUTES: list[Route] = [
     _route(
         "GET",
         f"{_VS}/files/{{file_id}}",
-        "retrieve_vector_store_file",
+        VectorStoresApi.retrieve_vector_store_file,
         "Retrieve a vector store file",
         response=VectorStoreFileObject,
     ),
     _route(
         "POST",
         f"{_VS}/files/{{file_id}}",
-        "update_vector_store_file",
+        VectorStoresApi.update_vector_store_file,
         "Update a vector store file's attributes",
         body=UpdateVectorStoreFileRequest,
         response=VectorStoreFileObject,
@@ -493,21 +548,21 @@ ROUTES: list[Route] = [
     _route(
         "DELETE",
         f"{_VS}/files/{{file_id}}",
-        "delete_vector_store_file",
+        VectorStoresApi.delete_vector_store_file,
         "Remove a file from a vector store",
         response=VectorStoreFileDeleted,
     ),
     _route(
         "GET",
         f"{_VS}/files/{{file_id}}/content",
-        "retrieve_vector_store_file_content",
+        VectorStoresApi.retrieve_vector_store_file_content,
         "A vector store file's chunks",
         response=VectorStoreFileContent,
     ),
     _route(
         "POST",
         f"{_VS}/file_batches",
-        "create_file_batch",
+        VectorStoresApi.create_file_batch,
         "Attach several files at once",
         body=CreateFileBatchRequest,
         response=VectorStoreFileBatchObject,
@@ -515,21 +570,21 @@ ROUTES: list[Route] = [
     _route(
         "GET",
         f"{_VS}/file_batches/{{batch_id}}",
-        "retrieve_file_batch",
+        VectorStoresApi.retrieve_file_batch,
         "Retrieve a file batch",
         response=VectorStoreFileBatchObject,
     ),
     _route(
         "POST",
         f"{_VS}/file_batches/{{batch_id}}/cancel",
-        "cancel_file_batch",
+        VectorStoresApi.cancel_file_batch,
         "Cancel a file batch",
         response=VectorStoreFileBatchObject,
     ),
     _route(
         "GET",
         f"{_VS}/file_batches/{{batch_id}}/files",
-        "list_file_batch_files",
+        VectorStoresApi.list_file_batch_files,
         "List the files of a batch",
         query=VectorStoreFileListQuery,
         response=VectorStoreFileList,

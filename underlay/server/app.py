@@ -99,7 +99,7 @@ def parse_query(model: type[BaseModel], request: Request) -> BaseModel:
 
 def make_endpoint(api: str, route: Route) -> Any:
     path_params = _PATH_PARAM.findall(route.path)
-    handler_name = route.handler
+    handler_name = route.handler.__name__  # the Protocol method; the running router has the same name
     query_model = route.query
 
     async def endpoint(request: Request, **kwargs: Any) -> Response:

@@ -12,6 +12,7 @@ from underlay.api.conversations import (
     Conversation,
     ConversationDeleted,
     ConversationItemList,
+    ConversationsApi,
     CreateConversationRequest,
     CreateItemsRequest,
     IncludeQuery,
@@ -35,7 +36,7 @@ def _normalized(items: list[Any], param: str) -> list[dict[str, Any]]:
     return out
 
 
-class ConversationsRouter:
+class ConversationsRouter(ConversationsApi):
     def __init__(self, store: ConversationStore) -> None:
         self.store = store
 

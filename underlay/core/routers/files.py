@@ -32,6 +32,7 @@ from underlay.api.files import (
     FileListQuery,
     FileObject,
     FilePurpose,
+    FilesApi,
     FilesProvider,
     FileUploadForm,
 )
@@ -59,7 +60,7 @@ def guess_media_type(filename: str) -> str:
     return mimetypes.guess_type(filename, strict=False)[0] or "application/octet-stream"
 
 
-class FilesRouter:
+class FilesRouter(FilesApi):
     def __init__(self, store: FileStore, providers: dict[str, FilesProvider], settings: FilesSettings) -> None:
         if not providers:
             raise ValueError("The files router needs at least one files provider.")

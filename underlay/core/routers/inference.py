@@ -24,6 +24,7 @@ from underlay.api.inference import (
     EmbeddingsRequest,
     EmbeddingsResponse,
     FunctionCall,
+    InferenceApi,
     InferenceProvider,
     MessageListQuery,
     ResponseMessage,
@@ -40,7 +41,7 @@ from underlay.core.routing.models import ModelsRoutingTable
 from underlay.core.stores.chat_completions import ChatCompletionStore
 
 
-class InferenceRouter:
+class InferenceRouter(InferenceApi):
     def __init__(
         self,
         models: ModelsRoutingTable,

@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 from underlay.api.errors import InvalidRequestError
-from underlay.api.models import DeletedModel, Model, ModelList, OpenAIModel, RegisterModelRequest
+from underlay.api.models import DeletedModel, Model, ModelList, ModelsApi, OpenAIModel, RegisterModelRequest
 from underlay.core.routing.models import ModelsRoutingTable
 
 
-class ModelsRouter:
+class ModelsRouter(ModelsApi):
     def __init__(self, table: ModelsRoutingTable) -> None:
         self.table = table
 

@@ -20,13 +20,14 @@ from underlay.api.responses import (
     ResponseEvent,
     ResponseList,
     ResponseObject,
+    ResponsesApi,
     ResponsesProvider,
     RetrieveResponseQuery,
 )
 from underlay.core.access import acting_for, require_create
 
 
-class ResponsesRouter:
+class ResponsesRouter(ResponsesApi):
     def __init__(self, providers: dict[str, Any]) -> None:
         self.provider: ResponsesProvider = next(iter(providers.values()))
 

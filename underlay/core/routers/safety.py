@@ -22,6 +22,7 @@ from underlay.api.safety import (
     RegisterShieldRequest,
     RunShieldRequest,
     RunShieldResponse,
+    SafetyApi,
     SafetyProvider,
     SafetyViolation,
     Shield,
@@ -45,7 +46,7 @@ Clients written for OpenAI send one of these; unless a shield is registered unde
 means "the default moderation shield", so such clients work unchanged instead of getting a 404."""
 
 
-class SafetyRouter:
+class SafetyRouter(SafetyApi):
     def __init__(
         self, table: ShieldsRoutingTable, providers: dict[str, SafetyProvider], settings: SafetySettings
     ) -> None:

@@ -14,6 +14,7 @@ from underlay.api.telemetry import (
     SpanList,
     SpanTree,
     SpanTreeQuery,
+    TelemetryApi,
     Trace,
     TraceList,
     TraceListQuery,
@@ -63,7 +64,7 @@ def trace_model(row: dict[str, Any]) -> Trace:
     )
 
 
-class TelemetryRouter:
+class TelemetryRouter(TelemetryApi):
     def __init__(self, telemetry: Telemetry | None) -> None:
         self.telemetry = telemetry
 

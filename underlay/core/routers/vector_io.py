@@ -25,6 +25,7 @@ from underlay.api.vector_io import (
     QueryChunksRequest,
     QueryChunksResponse,
     ScoredChunk,
+    VectorIOApi,
     VectorIOProvider,
 )
 from underlay.core.stores.vector_stores import VectorStoreRows
@@ -32,7 +33,7 @@ from underlay.core.stores.vector_stores import VectorStoreRows
 log = logging.getLogger("underlay.vector_io")
 
 
-class VectorIORouter:
+class VectorIORouter(VectorIOApi):
     def __init__(self, providers: dict[str, VectorIOProvider], rows: VectorStoreRows, inference: Any | None) -> None:
         self.providers = providers
         self.rows = rows

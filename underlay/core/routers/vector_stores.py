@@ -51,6 +51,7 @@ from underlay.api.vector_stores import (
     VectorStoreList,
     VectorStoreListQuery,
     VectorStoreObject,
+    VectorStoresApi,
     resolve_chunking,
 )
 from underlay.core.boundary import provider_failure
@@ -78,7 +79,7 @@ def _filename(meta: Any, default: str) -> str:
     return str(value or default)
 
 
-class VectorStoresRouter:
+class VectorStoresRouter(VectorStoresApi):
     def __init__(
         self,
         rows: VectorStoreRows,

@@ -1,0 +1,121 @@
+"""The seams between the contract, the routers and the server are ones the type checker can see.
+
+Each API's route table names its handlers as methods of the API's router Protocol (not strings), and
+each router subclasses that Protocol, so a missing, misspelled or mis-typed handler fails ``mypy``
+(see ``test_static_checks``) instead of a request. These tests pin that shape, and show on a small
+module that mypy does reject both mistakes.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from underlay.api import (
+    conversations,
+    files,
+    inference,
+    models,
+    responses,
+    safety,
+    telemetry,
+    tool_runtime,
+    vector_io,
+    vector_stores,
+)
+from underlay.core.apis import API_TABLE
+from underlay.core.routers.conversations import ConversationsRouter
+from underlay.core.routers.files import FilesRouter
+from underlay.core.routers.inference import InferenceRouter
+from underlay.core.routers.models import ModelsRouter
+from underlay.core.routers.responses import ResponsesRouter
+from underlay.core.routers.safety import SafetyRouter
+from underlay.core.routers.telemetry import TelemetryRouter
+from underlay.core.routers.tool_runtime import ToolRuntimeRouter
+from underlay.core.routers.vector_io import VectorIORouter
+from underlay.core.routers.vector_stores import VectorStoresRouter
+
+ROOT = Path(__file__).resolve().parents[2]
+
+SEAMS: dict[str, tuple[type, type]] = {
+    "inference": (inference.InferenceApi, InferenceRouter),
+    "models": (models.ModelsApi, ModelsRouter),
+    "files": (files.FilesApi, FilesRouter),
+    "vector_io": (vector_io.VectorIOApi, VectorIORouter),
+    "vector_stores": (vector_stores.VectorStoresApi, VectorStoresRouter),
+    "conversations": (conversations.ConversationsApi, ConversationsRouter),
+    "responses": (responses.ResponsesApi, ResponsesRouter),
+    "tool_runtime": (tool_runtime.ToolRuntimeApi, ToolRuntimeRouter),
+    "safety": (safety.SafetyApi, SafetyRouter),
+    "telemetry": (telemetry.TelemetryApi, TelemetryRouter),
+}
+
+
+def test_every_api_has_a_seam() -> None:
+    assert set(SEAMS) == set(API_TABLE)
+
+
+@pytest.mark.parametrize("api", sorted(SEAMS))
+def test_route_handlers_are_methods_of_the_api_protocol(api: str) -> None:
+    protocol, _ = SEAMS[api]
+    for route in API_TABLE[api].routes:
+        assert callable(route.handler), f"{api} {route.method} {route.path}: handler is {route.handler!r}"
+        assert route.handler.__qualname__ == f"{protocol.__name__}.{route.handler.__name__}", route.path
+        assert getattr(protocol, route.handler.__name__) is route.handler
+
+
+@pytest.mark.parametrize("api", sorted(SEAMS))
+def test_router_implements_the_api_protocol(api: str) -> None:
+    protocol, router = SEAMS[api]
+    assert protocol in router.__mro__, f"{router.__name__} does not subclass {protocol.__name__}"
+    for route in API_TABLE[api].routes:
+        name = route.handler.__name__
+        # The router's own method serves the route, not the Protocol's empty stub.
+        assert getattr(router, name) is not getattr(protocol, name), f"{router.__name__}.{name} is not implemented"
+
+
+def test_mypy_rejects_a_misspelled_handler_and_a_missing_method(tmp_path: Path) -> None:
+    module = tmp_path / "seam_mistakes.py"
+    module.write_text(
+        textwrap.dedent(
+            """
+            from underlay.api.models import DeletedModel, ModelList, ModelsApi, OpenAIModel, RegisterModelRequest
+            from underlay.api.routes import Route
+
+            ROUTES = [Route("GET", "/v1/models", ModelsApi.list_modles)]
+
+
+            class Router(ModelsApi):
+                async def list_models(self) -> ModelList:
+                    return ModelList(data=[])
+
+                async def retrieve_model(self, model_id: str) -> OpenAIModel:
+                    raise NotImplementedError
+
+                async def register_model(self, params: RegisterModelRequest) -> OpenAIModel:
+                    raise NotImplementedError
+
+                async def delete_modle(self, model_id: str) -> DeletedModel:
+                    raise NotImplementedError
+
+
+            router = Router()
+            """
+        )
+    )
+    result = subprocess.run(
+        [sys.executable, "-m", "mypy", "--strict", "--no-error-summary", str(module)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=540,
+        check=False,
+    )
+    report = result.stdout + result.stderr
+    assert result.returncode == 1, report
+    assert 'has no attribute "list_modles"' in report, report
+    assert 'Cannot instantiate abstract class "Router" with abstract attribute "delete_model"' in report, report
