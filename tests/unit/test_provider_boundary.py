@@ -22,7 +22,9 @@ from underlay.api.errors import (
     UpstreamError,
     UpstreamTimeoutError,
 )
+from underlay.api.inference import ChatCompletionChunk, ChatCompletionRequest, ChoiceDelta, ChunkChoice, Usage
 from underlay.core.boundary import MAX_DETAIL, ProviderHandle, unwrap, wrap_provider
+from underlay.core.quotas.usage import UsageLedger, ledger_var
 from underlay.core.telemetry.config import TelemetryConfig
 from underlay.core.telemetry.runtime import Telemetry
 
@@ -214,3 +216,45 @@ async def test_the_stack_puts_every_provider_behind_the_boundary(tmp_path: Path)
         assert caught.value.code == "file_content_missing"
     finally:
         await stack.stop()
+
+
+class Model:
+    """An inference provider that records the request it got and streams one chunk, then its usage."""
+
+    def __init__(self) -> None:
+        self.provider_id = "llm"
+        self.seen: list[ChatCompletionRequest] = []
+
+    async def openai_chat_completion(self, params: ChatCompletionRequest) -> AsyncIterator[ChatCompletionChunk]:
+        self.seen.append(params)
+        return self._chunks(params)
+
+    async def _chunks(self, params: ChatCompletionRequest) -> AsyncIterator[ChatCompletionChunk]:
+        yield ChatCompletionChunk(
+            id="c", created=0, model="m", choices=[ChunkChoice(index=0, delta=ChoiceDelta(content="hi"))]
+        )
+        if params.stream_options is not None and params.stream_options.include_usage:
+            usage = Usage(prompt_tokens=3, completion_tokens=4, total_tokens=7)
+            yield ChatCompletionChunk(id="c", created=0, model="m", choices=[], usage=usage)
+
+
+@pytest.mark.parametrize("traced", [False, True], ids=["plain", "traced"])
+async def test_the_boundary_charges_reported_usage_to_the_request(traced: bool) -> None:
+    telemetry = _telemetry()[0] if traced else None
+    backend = Model()
+    provider = wrap_provider(backend, api="inference", provider_id="llm", telemetry=telemetry)
+    request = ChatCompletionRequest(model="m", messages=[{"role": "user", "content": "x"}], stream=True)
+    ledger = UsageLedger()
+    token = ledger_var.set(ledger)
+    try:
+        chunks = [c async for c in await provider.openai_chat_completion(request)]
+    finally:
+        ledger_var.reset(token)
+    assert backend.seen[0].stream_options is not None  # the quota asked the model for its usage chunk...
+    assert [c.choices[0].delta.content for c in chunks] == ["hi"]  # ...which the client, not asking, never sees
+    assert ledger.tokens == 7 and request.stream_options is None
+    if telemetry is not None:  # the span and the token metrics still saw the usage chunk
+        text = telemetry.metrics.prometheus_text().decode()
+        assert 'underlay_inference_tokens_total{model="m",provider="llm",type="completion"} 4.0' in text
+    outside = [c async for c in await provider.openai_chat_completion(request)]  # no metered request: as is
+    assert backend.seen[1] is request and len(outside) == 1 and ledger.tokens == 7

@@ -33,6 +33,7 @@ from typing import TYPE_CHECKING, Any, NoReturn, TypeVar, cast
 import httpx
 
 from underlay.api.errors import ServiceUnavailableError, UnderlayError, UpstreamError, UpstreamTimeoutError
+from underlay.core.quotas.usage import metered, with_stream_usage
 from underlay.core.telemetry.instrument import SKIP, is_stream, traced_call
 
 if TYPE_CHECKING:
@@ -47,6 +48,15 @@ PASS_THROUGH = frozenset({"tool_runtime", "responses"})
 
 CONTRACT_ERRORS: dict[str, tuple[type[BaseException], ...]] = {"files": (FileNotFoundError,)}
 """Exceptions an API's provider contract names, which reach the router unmapped."""
+
+METERED: dict[str, frozenset[str]] = {
+    "inference": frozenset({"openai_chat_completion", "openai_completion", "openai_embeddings"})
+}
+"""Methods whose reported token usage is charged to the current request's quota ledger.
+
+Outside the span: a stream's usage chunk that only the quota asked for (see
+:func:`underlay.core.quotas.usage.with_stream_usage`) is still seen by the span and the token metrics.
+"""
 
 MAX_DETAIL = 2000
 """The most characters of a foreign exception's text that reach an error message (bounded work, bounded echo)."""
@@ -112,15 +122,17 @@ class ProviderHandle:
         inner_class: type = type(inner)
         for name, is_generator in _boundary_methods(inner_class):
             bound = getattr(inner, name)
+            method = bound
             if telemetry is not None:
                 method = traced_call(
                     bound, name, telemetry, layer="provider", api=api, provider_id=provider_id, errors=errors
                 )
             elif errors is not None:
                 method = _guarded_generator(bound, errors) if is_generator else _guarded(bound, errors)
-            else:
-                continue  # nothing to add: the provider's own bound method is found through __getattr__
-            object.__setattr__(self, name, method)  # found before __getattr__: no lookup cost per call
+            if name in METERED.get(api, ()) and not is_generator:
+                method = _metering(method)
+            if method is not bound:  # else the provider's own bound method is found through __getattr__
+                object.__setattr__(self, name, method)  # found before __getattr__: no lookup cost per call
 
     @property
     def inner(self) -> Any:
@@ -157,6 +169,20 @@ def _raise_mapped(exc: Exception, errors: Mapper) -> NoReturn:
     if mapped is exc:
         raise exc
     raise mapped from None
+
+
+def _metering(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """``fn`` charging the usage it reports to the current request (streams as their usage chunk passes).
+
+    Its first argument is the request; inside a metered request a stream is asked for its usage chunk,
+    which reaches the client only when the client asked for it.
+    """
+
+    async def charged(params: Any, *args: Any, **kwargs: Any) -> Any:
+        return metered(await fn(with_stream_usage(params), *args, **kwargs), params)
+
+    charged.__wrapped__ = fn  # type: ignore[attr-defined]
+    return charged
 
 
 def _guarded(fn: Callable[..., Any], errors: Mapper) -> Callable[..., Any]:

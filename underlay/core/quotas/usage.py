@@ -1,9 +1,10 @@
 """Token usage reported by model calls, collected per request for the quota layer to charge.
 
-The quota middleware opens a :class:`UsageLedger` for each metered request; the inference router passes
-every provider result through :func:`metered`, which adds the reported usage to the ledger (for a
-stream, as its usage chunk goes by). The middleware charges the total once the response has been sent.
-Calls made outside a metered request (background jobs, quotas off) pass through untouched.
+The quota middleware opens a :class:`UsageLedger` for each metered request; the provider boundary
+(:mod:`underlay.core.boundary`) passes every inference provider result through :func:`metered`, which
+adds the reported usage to the ledger (for a stream, as its usage chunk goes by). The middleware
+charges the total once the response has been sent. Calls made outside a metered request (background
+jobs, quotas off) pass through untouched.
 
 Streams: a client that did not ask for usage still costs tokens, so :func:`with_stream_usage` asks the
 provider for the usage chunk and :func:`metered` keeps it from a client that did not ask for it.

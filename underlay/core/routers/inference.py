@@ -1,8 +1,8 @@
 """The inference router: resolve the model, call its provider, restore the client's model id, store.
 
-Thin by design: lookup, type check, call, and storing completions when asked. A provider's own
-exceptions are mapped to typed errors naming it at the provider boundary (:mod:`underlay.core.boundary`),
-mid-stream included, so none reaches the client as a traceback.
+Thin by design: lookup, type check, call, and storing completions when asked. The provider boundary
+(:mod:`underlay.core.boundary`) maps a provider's own exceptions to typed errors naming it, mid-stream
+included, so none reaches the client as a traceback, and charges the usage it reports to the quota.
 """
 
 from __future__ import annotations
@@ -36,7 +36,6 @@ from underlay.api.inference import (
 from underlay.api.models import Model, ModelType
 from underlay.api.omit import without_none
 from underlay.core.access import require_create
-from underlay.core.quotas.usage import metered, with_stream_usage
 from underlay.core.routing.models import ModelsRoutingTable
 from underlay.core.stores.chat_completions import ChatCompletionStore
 
@@ -91,7 +90,7 @@ class InferenceRouter(InferenceApi):
         if should_store:
             require_create("chat_completion", "")  # refused before the model runs, not when storing
             inputs = [m.model_dump(mode="json", exclude_none=True) for m in params.messages]
-        result = metered(await provider.openai_chat_completion(with_stream_usage(upstream)), upstream)
+        result = await provider.openai_chat_completion(upstream)  # charged to the quota at the boundary
         if isinstance(result, ChatCompletion):
             result.model = client_model
             if guard is not None:
@@ -160,7 +159,7 @@ class InferenceRouter(InferenceApi):
         model.check_output_tokens("max_tokens", params.max_tokens)
         client_model = params.model
         upstream = params.model_copy(update={"model": model.provider_resource_id})
-        result = metered(await provider.openai_completion(with_stream_usage(upstream)), upstream)
+        result = await provider.openai_completion(upstream)
         if isinstance(result, Completion):
             result.model = client_model
             return result
@@ -180,9 +179,7 @@ class InferenceRouter(InferenceApi):
 
     async def openai_embeddings(self, params: EmbeddingsRequest) -> EmbeddingsResponse:
         model, provider = await self._resolve(params.model, ModelType.embedding)
-        result = metered(
-            await provider.openai_embeddings(params.model_copy(update={"model": model.provider_resource_id}))
-        )
+        result = await provider.openai_embeddings(params.model_copy(update={"model": model.provider_resource_id}))
         result.model = params.model
         return result
 
