@@ -21,6 +21,8 @@ Printed per category and overall:
 * *markup leaks*: template markup (``<tool_call>``, ``<tools>``, ``<|im_start|>`` ...) in the
   content; the target is 0;
 * *truncations*: ``finish_reason`` ``length`` (``--max-tokens`` reached);
+* *calls written out as text*: content that is a JSON ``{"name", "arguments"}`` object (bare or
+  fenced), i.e. a call the model wrote as an answer, usually to a tool that does not exist;
 * latency p50/p90 per request.
 
 The data come from the ``bfcl-eval`` wheel on PyPI (Apache-2.0), pinned by version and sha256: pass
@@ -223,6 +225,17 @@ def args_match(got: dict[str, Any], want: dict[str, Any]) -> bool:
     return True
 
 
+def call_shaped(content: str) -> bool:
+    """Whether the content is a call written out as JSON (bare or fenced) rather than an answer."""
+    text = content.strip()
+    fenced = re.match(r"```[\w-]*\s*\n(.*?)\n?\s*```\s*\Z", text, re.DOTALL)
+    try:
+        value = json.loads(fenced.group(1) if fenced else text)
+    except json.JSONDecodeError:
+        return False
+    return isinstance(value, dict) and "name" in value and ("arguments" in value or "parameters" in value)
+
+
 def score(case: dict[str, Any], message: Any, finish: str | None) -> dict[str, Any]:
     calls = message.tool_calls or []
     content = message.content or ""
@@ -231,6 +244,7 @@ def score(case: dict[str, Any], message: Any, finish: str | None) -> dict[str, A
         "kind": case["kind"],
         "called": bool(calls),
         "leak": any(m in content for m in MARKUP),
+        "call_text": call_shaped(content),
         "truncated": finish == "length",
         "finish": finish,
         "content": content[:300],
@@ -317,7 +331,11 @@ def report(rows: list[dict[str, Any]], latencies: list[float]) -> dict[str, Any]
     leaks = sum(r["leak"] for r in rows)
     truncated = sum(r["truncated"] for r in rows)
     errors = sum(1 for r in rows if r.get("error"))
-    print(f"markup leaks: {leaks} (target 0)   truncations: {truncated}   errors: {errors}")
+    call_text = sum(1 for r in rows if r.get("call_text"))
+    print(
+        f"markup leaks: {leaks} (target 0)   truncations: {truncated}   errors: {errors}   "
+        f"calls written out as JSON text instead of a call: {call_text}"
+    )
     print(
         f"latency per request: p50 {statistics.median(latencies):.2f}s  p90 {percentile(latencies, 90):.2f}s  "
         f"(n={len(latencies)})"
@@ -335,6 +353,7 @@ def report(rows: list[dict[str, Any]], latencies: list[float]) -> dict[str, Any]
         "markup_leaks": leaks,
         "truncations": truncated,
         "errors": errors,
+        "call_text": call_text,
         "p50_s": round(statistics.median(latencies), 3),
         "p90_s": round(percentile(latencies, 90), 3),
     }

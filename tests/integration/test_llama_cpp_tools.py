@@ -18,7 +18,6 @@ import openai
 import pytest
 
 from tests.integration.harness import QWEN, RunningServer, local_config, start_server
-from underlay.providers.utils.tool_calls import MARKUP
 
 pytestmark = pytest.mark.slow
 
@@ -43,6 +42,8 @@ TIME = {
     },
 }
 TOOLS = [WEATHER, TIME]
+#: Qwen's chat-template markup; none of it may ever reach a client as content.
+MARKUP = ("<tool_call>", "</tool_call>", "<tools>", "</tools>", "<tool_response>", "<|im_start|>", "<|im_end|>")
 ASK_WEATHER = [{"role": "user", "content": "What's the weather in Paris right now?"}]
 #: Prompts that get a small model to write its prompt's markup back (found by trying them before the fix).
 ASK_ABOUT_TOOLS = [
@@ -164,12 +165,18 @@ def test_responses_asked_about_its_tools_answers_without_markup(client: openai.O
 
 
 def test_a_verbatim_loop_ends_instead_of_running_to_the_limit(client: openai.OpenAI) -> None:
-    sentence = "The quick brown fox jumps over the lazy dog near the river bank."
-    messages = [{"role": "user", "content": f"Write this sentence 30 times, nothing else: {sentence}"}]
-    reply = client.chat.completions.create(model=QWEN, messages=messages, tools=TOOLS, temperature=0, max_tokens=400)
+    # Shown its own repetitive turn and asked for more, the model repeats the line until the limit.
+    sentence = "The cat sat on the mat and looked at the door."
+    messages = [
+        {"role": "user", "content": "Say the sentence about the cat six times."},
+        {"role": "assistant", "content": "\n".join([sentence] * 6)},
+        {"role": "user", "content": "Now forty times, the same way."},
+    ]
+    kwargs: dict[str, Any] = {"model": QWEN, "messages": messages, "tools": [TIME], "temperature": 0, "max_tokens": 300}
+    reply = client.chat.completions.create(**kwargs)
     choice = reply.choices[0]
-    assert choice.finish_reason == "stop" and not choice.message.tool_calls
-    assert reply.usage.completion_tokens < 100, reply.usage
-    assert choice.message.content.count("lazy dog") == 3
-    content, _, finish = stream(client, model=QWEN, messages=messages, tools=TOOLS, temperature=0, max_tokens=400)
+    assert choice.finish_reason == "stop" and not choice.message.tool_calls, choice
+    assert choice.message.content.count(sentence) == 3
+    assert reply.usage.completion_tokens < 60, reply.usage
+    content, _, finish = stream(client, **kwargs)
     assert finish == "stop" and content == choice.message.content
