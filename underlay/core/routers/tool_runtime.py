@@ -96,6 +96,8 @@ PROVIDER_DATA_HEADER = "X-Underlay-Provider-Data"
 HOP_KEY = "underlay_mcp_hop"
 HOP_ID = secrets.token_hex(12)
 """This process's hop id: sent on every outgoing MCP request, refused when it comes back."""
+MAX_HOPS = 8
+"""Hop ids carried along (the ids of the Underlay servers a request already passed through)."""
 LOOP_MARK = "mcp_loop_detected"
 LOOP_MESSAGE = (
     f"[{LOOP_MARK}] This request came from this Underlay server's own MCP client: a tool group points back "
@@ -207,8 +209,15 @@ class ToolRuntimeRouter(ToolRuntimeApi):
     @staticmethod
     def _refuse_loop() -> None:
         """A listing or call that came from this very process's MCP client is a loop: stop it here."""
-        if get_provider_data().get(HOP_KEY) == HOP_ID:
+        hops = _incoming_hops()
+        if HOP_ID in hops:
             raise InvalidRequestError(LOOP_MESSAGE, code="mcp_loop")
+        if len(hops) >= MAX_HOPS:
+            raise InvalidRequestError(
+                f"[{LOOP_MARK}] This request already passed through {len(hops)} Underlay servers' MCP clients; "
+                "tool groups chained this deep are refused.",
+                code="mcp_loop",
+            )
 
     # -- tools ------------------------------------------------------------------------------------
 
@@ -473,8 +482,21 @@ class ToolRuntimeRouter(ToolRuntimeApi):
         )
 
 
+def _incoming_hops() -> list[str]:
+    """The hop ids the current request arrived with: the Underlay servers it already passed through, so
+    a cycle through other Underlay servers (A to B to A) is caught too, not only a direct self-reference."""
+    hops = get_provider_data().get(HOP_KEY)
+    if isinstance(hops, str):
+        hops = [hops]
+    if not isinstance(hops, list):
+        return []
+    # Caller-sent values are forwarded, so only short strings pass (ours are 24 hex digits).
+    return [h for h in hops[:MAX_HOPS] if isinstance(h, str) and len(h) <= 64]
+
+
 def _with_hop(headers: dict[str, str]) -> dict[str, str]:
-    """Add this process's hop id to the provider-data header (kept JSON; a caller's values stay)."""
+    """Add the hop ids (the incoming ones, then this process's) to the provider-data header (kept JSON;
+    a caller's values stay)."""
     data: dict[str, Any] = {}
     name = PROVIDER_DATA_HEADER
     for key, value in headers.items():
@@ -487,7 +509,8 @@ def _with_hop(headers: dict[str, str]) -> dict[str, str]:
             if not isinstance(parsed, dict):
                 return headers
             data = parsed
-    return {**headers, name: json.dumps({**data, HOP_KEY: HOP_ID}, separators=(",", ":"))}
+    hops = [*_incoming_hops(), HOP_ID][-MAX_HOPS:]
+    return {**headers, name: json.dumps({**data, HOP_KEY: hops}, separators=(",", ":"))}
 
 
 def _check_url(uri: str, param: str) -> None:
