@@ -54,8 +54,8 @@ METERED: dict[str, frozenset[str]] = {
 }
 """Methods whose reported token usage is charged to the current request's quota ledger.
 
-Outside the span: a stream's usage chunk that only the quota asked for (see
-:func:`underlay.core.quotas.usage.with_stream_usage`) is still seen by the span and the token metrics.
+The charge wraps the traced call, so the span and the token metrics still see a stream's usage chunk
+that only the quota asked for (see :func:`underlay.core.quotas.usage.with_stream_usage`).
 """
 
 MAX_DETAIL = 2000
@@ -73,8 +73,10 @@ def provider_failure(provider_id: str, exc: Exception) -> UnderlayError:
         text = f"{text[:MAX_DETAIL]}… ({len(text)} characters)"
     detail = f"{type(exc).__name__}: {text}" if text else type(exc).__name__
     if isinstance(exc, TimeoutError | httpx.TimeoutException):
+        log.warning("provider %s did not answer in time: %s", provider_id, detail)
         return UpstreamTimeoutError(provider_id, f"did not answer in time ({detail})")
     if isinstance(exc, ConnectionError | httpx.NetworkError):
+        log.warning("provider %s cannot be reached: %s", provider_id, detail)
         return ServiceUnavailableError(provider_id, f"cannot be reached ({detail})")
     log.error("provider %s failed", provider_id, exc_info=exc)  # a bug or an unexpected answer: keep the trace
     return UpstreamError(provider_id, detail)
@@ -115,9 +117,9 @@ class ProviderHandle:
     """A provider seen through the boundary; attribute reads and writes reach the provider itself."""
 
     def __init__(self, inner: Any, *, api: str, provider_id: str, telemetry: Telemetry | None = None) -> None:
-        object.__setattr__(self, "_inner", inner)
-        object.__setattr__(self, "_api", api)
-        object.__setattr__(self, "_provider_id", provider_id)
+        object.__setattr__(self, "_handle_inner", inner)
+        object.__setattr__(self, "_handle_api", api)
+        object.__setattr__(self, "_handle_provider_id", provider_id)
         errors = error_mapper(api, provider_id)
         inner_class: type = type(inner)
         for name, is_generator in _boundary_methods(inner_class):
@@ -137,21 +139,21 @@ class ProviderHandle:
     @property
     def inner(self) -> Any:
         """The provider object itself."""
-        return object.__getattribute__(self, "_inner")
+        return object.__getattribute__(self, "_handle_inner")
 
     @property  # type: ignore[misc]
     def __class__(self) -> type:  # noqa: D105 - isinstance(handle, ProviderClass) keeps working
-        return type(object.__getattribute__(self, "_inner"))
+        return type(object.__getattribute__(self, "_handle_inner"))
 
     def __getattr__(self, name: str) -> Any:
-        return getattr(object.__getattribute__(self, "_inner"), name)
+        return getattr(object.__getattribute__(self, "_handle_inner"), name)
 
     def __setattr__(self, name: str, value: Any) -> None:
-        setattr(object.__getattribute__(self, "_inner"), name, value)
+        setattr(object.__getattribute__(self, "_handle_inner"), name, value)
 
     def __repr__(self) -> str:
-        inner = object.__getattribute__(self, "_inner")
-        return f"<ProviderHandle {object.__getattribute__(self, '_provider_id')} of {inner!r}>"
+        inner = object.__getattribute__(self, "_handle_inner")
+        return f"<ProviderHandle {object.__getattribute__(self, '_handle_provider_id')} of {inner!r}>"
 
 
 def wrap_provider(inner: P, *, api: str, provider_id: str, telemetry: Telemetry | None = None) -> P:
