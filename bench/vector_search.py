@@ -186,7 +186,7 @@ async def open_pgvector_exact(path: Path) -> Any:
 
 async def open_qdrant(path: Path) -> Any:
     _need("qdrant_client")
-    m = _provider_module("underlay.providers.inline.vector_io.qdrant")
+    m = _provider_module("underlay.providers.vector_io.qdrant.inline")
     return await _open(m, "qdrant", m.Config(path=str(path / "qdrant")))
 
 
@@ -201,7 +201,7 @@ async def open_qdrant_remote(path: Path) -> Any:
         await asyncio.to_thread(lambda: urllib.request.urlopen(f"{url.rstrip('/')}/readyz", timeout=3).close())
     except OSError as exc:
         raise Skip(f"the Qdrant server at {url} does not answer ({exc})") from None
-    m = _provider_module("underlay.providers.remote.vector_io.qdrant")
+    m = _provider_module("underlay.providers.vector_io.qdrant.remote")
     return await _open(m, "qdrant-remote", m.Config(url=url, keyword_db_path=str(path / "keyword.db")))
 
 

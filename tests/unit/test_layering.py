@@ -4,7 +4,8 @@
   on it alone.
 - ``underlay.shared`` (helpers both sides need) imports only the contract.
 - A provider imports the contract, ``underlay.shared``, ``underlay.providers.utils`` and its own package
-  (``underlay.providers.<inline|remote>.<api>.<name>``, plus the ``<api>`` package that declares its spec).
+  (``underlay.providers.<inline|remote>.<api>.<name>`` plus the ``<api>`` package that declares its spec,
+  or in the backend layout the whole ``underlay.providers.<api>.<backend>`` package).
 - ``underlay.core`` never imports a provider (it finds them by spec, through the ``underlay.providers``
   entry points) nor a front door (server, CLI, client).
 
@@ -73,8 +74,15 @@ def provider_roots() -> set[str]:
     """The package (or module) of each built-in provider: where its spec's factory lives."""
     from underlay.core.registry import available_providers
 
-    factories = (spec.factory.partition(":")[0] for spec in available_providers().values())
-    return {name for name in factories if within(name, "underlay.providers")}
+    roots = set()
+    for spec in available_providers().values():
+        name = spec.factory.partition(":")[0]
+        parts = name.split(".")
+        if not within(name, "underlay.providers"):
+            continue  # a third-party provider installed here
+        # ``providers/<api>/<backend>/``: the whole backend package is one provider's home.
+        roots.add(name if parts[2] in ("inline", "remote") else ".".join(parts[:4]))
+    return roots
 
 
 def provider_home(module: str, roots: set[str]) -> tuple[str, ...]:
@@ -137,7 +145,12 @@ def test_the_layer_rules_hold_apart_from_the_named_exceptions() -> None:
 def test_the_checker_sees_each_kind_of_violation() -> None:
     """The rules above are only as good as the checker: each kind of wrong import is caught, wherever it sits."""
     provider = "underlay.providers.remote.inference.example"
-    roots = {provider, "underlay.providers.remote.inference.vllm", "underlay.providers.inline.responses"}
+    roots = {
+        provider,
+        "underlay.providers.remote.inference.vllm",
+        "underlay.providers.inline.responses",
+        "underlay.providers.vector_io.qdrant",
+    }
     source = (
         "import underlay.core.config\n"
         "def later():\n"

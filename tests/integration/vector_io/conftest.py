@@ -102,7 +102,7 @@ async def open_pgvector_exact(path: Path) -> VectorIOProvider:
 
 async def open_qdrant(path: Path) -> VectorIOProvider:
     """inline::qdrant: qdrant-client's local mode in a directory (locked: one process at a time)."""
-    from underlay.providers.inline.vector_io import qdrant
+    from underlay.providers.vector_io.qdrant import inline as qdrant
 
     config = qdrant.Config(path=str(path / "qdrant"))
     return await _initialized(await qdrant.create_provider("qdrant", config, {}))

@@ -22,7 +22,7 @@ def closed_port() -> int:
 
 
 def qdrant(port: int, tmp: Any) -> Any:
-    from underlay.providers.remote.vector_io import qdrant
+    from underlay.providers.vector_io.qdrant import remote as qdrant
 
     return qdrant, qdrant.Config(url=f"http://127.0.0.1:{port}", timeout=3, keyword_db_path=str(tmp / "kw.db"))
 

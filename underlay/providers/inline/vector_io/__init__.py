@@ -1,5 +1,5 @@
-"""In-process vector-io backends: ``inline::sqlite-vec`` (the local default), FAISS, Milvus Lite, Qdrant's
-local mode and Chroma's persistent client.
+"""In-process vector-io backends: ``inline::sqlite-vec`` (the local default), FAISS, Milvus Lite and
+Chroma's persistent client (Qdrant's local mode is in ``underlay.providers.vector_io.qdrant``).
 
 The specs are declared here, in a module that imports nothing heavy, because the ``underlay.providers``
 entry points of ``pyproject.toml`` name them: a backend whose package is missing still has a spec that
@@ -40,15 +40,6 @@ MILVUS = ProviderSpec(
     description="Milvus Lite, embedded.",
 )
 
-QDRANT = ProviderSpec(
-    api="vector_io",
-    provider_type="inline::qdrant",
-    config_class="underlay.providers.inline.vector_io.qdrant:Config",
-    factory="underlay.providers.inline.vector_io.qdrant:create_provider",
-    pip_packages=("qdrant-client",),
-    extras=("vector",),
-    description="Qdrant's local mode, embedded.",
-)
 
 CHROMADB = ProviderSpec(
     api="vector_io",

@@ -1,4 +1,5 @@
-"""Vector-io backends on other services: PostgreSQL with pgvector, Milvus, Qdrant and Chroma servers.
+"""Vector-io backends on other services: PostgreSQL with pgvector, Milvus and Chroma servers (a Qdrant
+server is in ``underlay.providers.vector_io.qdrant``).
 
 The specs are declared here, in a module that imports nothing heavy, because the ``underlay.providers``
 entry points of ``pyproject.toml`` name them.
@@ -28,15 +29,6 @@ MILVUS = ProviderSpec(
     description="A Milvus server.",
 )
 
-QDRANT = ProviderSpec(
-    api="vector_io",
-    provider_type="remote::qdrant",
-    config_class="underlay.providers.remote.vector_io.qdrant:Config",
-    factory="underlay.providers.remote.vector_io.qdrant:create_provider",
-    pip_packages=("qdrant-client",),
-    extras=("vector",),
-    description="A Qdrant server.",
-)
 
 CHROMADB = ProviderSpec(
     api="vector_io",

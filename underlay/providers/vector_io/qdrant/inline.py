@@ -3,7 +3,7 @@
 Local mode keeps each collection in process memory and persists it under ``path``; it is exact (no
 HNSW) and suits a single process: the directory is locked, so two workers cannot share it. Keyword
 search is an FTS5 index in ``keyword_db_path`` (by default ``underlay_keyword.db`` inside ``path``);
-see ``underlay.providers.utils.vector.qdrant_store`` for what runs where.
+see ``underlay.providers.vector_io.qdrant.store`` for what runs where.
 """
 
 from __future__ import annotations
@@ -13,8 +13,8 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 
-from underlay.providers.utils.vector.qdrant_store import QdrantVectorIO
 from underlay.providers.utils.vector.sqlite import state_path
+from underlay.providers.vector_io.qdrant.store import QdrantVectorIO
 
 
 class Config(BaseModel):

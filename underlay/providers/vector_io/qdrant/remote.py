@@ -4,7 +4,7 @@ Vectors, chunks and filters live in Qdrant (HNSW search, ``hnsw_ef`` raised to k
 ``exact: true`` scans instead). Qdrant does not rank by BM25, so keyword search uses an FTS5 index
 in ``keyword_db_path`` on this machine: every Underlay instance that writes to the same collections
 must share that file (one host, or one instance writing), or keyword search on the others misses
-their chunks. See ``underlay.providers.utils.vector.qdrant_store`` for what runs where.
+their chunks. See ``underlay.providers.vector_io.qdrant.store`` for what runs where.
 """
 
 from __future__ import annotations
@@ -13,8 +13,8 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationInfo, field_validator
 
-from underlay.providers.utils.vector.qdrant_store import QdrantVectorIO
 from underlay.providers.utils.vector.sqlite import state_path
+from underlay.providers.vector_io.qdrant.store import QdrantVectorIO
 
 
 class Config(BaseModel):
