@@ -686,8 +686,9 @@ class ResponsesProvider(Protocol):
 
     async def shutdown(self) -> None: ...
 
-    def attach(self, store: ResponseStateStore, jobs: JobQueue, routers: dict[str, Any]) -> None:
-        """Called by the control plane once the stores exist; ``routers`` fills in optional APIs built later."""
+    def attach(self, store: ResponseStateStore, jobs: JobQueue) -> None:
+        """Called by the control plane once the stores exist. The routers of the APIs the provider uses
+        (required and optional) are built before it and reach it with its ``deps`` at construction."""
         ...
 
     async def create_response(self, params: CreateResponseRequest) -> ResponseObject | AsyncIterator[ResponseEvent]: ...

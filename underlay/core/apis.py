@@ -1,14 +1,16 @@
 """The table of APIs: each API's route table, the APIs it needs, and how its router is built.
 
 The stack builds routers in dependency order from this table and the server mounts the route tables
-from it, so adding an API is one entry here plus its contract module and router.
+from it, so adding an API is one entry here plus its contract module and router. Each builder hands a
+router everything it uses through its constructor, reading what was built before it through the
+stack's typed accessors; nothing is set on a router after it is built.
 """
 
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from underlay.api import conversations as conversations_api
 from underlay.api import files as files_api
@@ -23,40 +25,72 @@ from underlay.api import vector_stores as vector_stores_api
 from underlay.api.routes import Route
 
 if TYPE_CHECKING:
+    from underlay.core.routers.conversations import ConversationsRouter
+    from underlay.core.routers.files import FilesRouter
+    from underlay.core.routers.inference import InferenceRouter
+    from underlay.core.routers.models import ModelsRouter
+    from underlay.core.routers.responses import ResponsesRouter
+    from underlay.core.routers.safety import SafetyRouter
+    from underlay.core.routers.telemetry import TelemetryRouter
+    from underlay.core.routers.tool_runtime import ToolRuntimeRouter
+    from underlay.core.routers.vector_io import VectorIORouter
+    from underlay.core.routers.vector_stores import VectorStoresRouter
     from underlay.core.stack import Stack
+
+RouterT = TypeVar("RouterT")
 
 
 @dataclass(frozen=True)
 class ApiEntry:
     routes: list[Route]
-    build_router: Callable[[Stack, dict[str, Any]], Awaitable[Any]]
+    build_router: Callable[[Stack, dict[str, Any]], Awaitable[object]]
     depends_on: tuple[str, ...] = ()
     """APIs whose routers must exist first (they are switched on with this one)."""
     optional_depends_on: tuple[str, ...] = ()
     """APIs whose routers must exist first when they are switched on anyway (never switched on by this one)."""
 
 
-async def _inference_router(stack: Stack, providers: dict[str, Any]) -> Any:
+def _built(router: RouterT | None, api: str, needed_by: str) -> RouterT:
+    """A router ``needed_by`` depends on; ``depends_on`` in the table guarantees it was built first."""
+    if router is None:
+        raise RuntimeError(f"the {needed_by} router is built after {api} (see depends_on in API_TABLE)")
+    return router
+
+
+async def _inference_router(stack: Stack, providers: dict[str, Any]) -> InferenceRouter:
+    """The inference router, with the safety router for guardrails when that API is on.
+
+    Guardrails make the two depend on each other: chat completions run shields, and model-backed shields
+    (llama-guard, guard-prompt) run chat completions. So when safety is on it is built here, between
+    an unguarded inference router, which those shields call (always with ``guardrails: []``), and the
+    guarded one, which is the inference API's router. Both share the routing table, providers and store.
+    """
     from underlay.core.routers.inference import InferenceRouter
     from underlay.core.routing.models import ModelsRoutingTable
     from underlay.core.stores.chat_completions import ChatCompletionStore
 
     settings = stack.config.inference
-    stack.models = ModelsRoutingTable(stack.kvstore, providers, settings.model_discovery_timeout)
-    await stack.models.initialize([stack.configured_model(m) for m in stack.config.models])
-    completions = ChatCompletionStore(stack.sqlstore)
+    models = ModelsRoutingTable(stack.kv(), providers, settings.model_discovery_timeout)
+    stack.models = models
+    await models.initialize([stack.configured_model(m) for m in stack.config.models])
+    completions = ChatCompletionStore(stack.sql())
     await completions.initialize()
-    return InferenceRouter(stack.models, providers, completions, store_all=settings.store_chat_completions)
+    if "safety" not in stack.apis:
+        return InferenceRouter(models, providers, completions, store_all=settings.store_chat_completions)
+    unguarded = InferenceRouter(models, providers, completions, store_all=settings.store_chat_completions)
+    stack.instrument_router("inference", unguarded)
+    await stack.build_api("safety", deps={"inference": unguarded})
+    safety = _built(stack.safety_router, "safety", "inference")
+    return InferenceRouter(models, providers, completions, store_all=settings.store_chat_completions, safety=safety)
 
 
-async def _models_router(stack: Stack, providers: dict[str, Any]) -> Any:
+async def _models_router(stack: Stack, providers: dict[str, Any]) -> ModelsRouter:
     from underlay.core.routers.models import ModelsRouter
 
-    assert stack.models is not None
-    return ModelsRouter(stack.models)
+    return ModelsRouter(_built(stack.models, "inference", "models"))
 
 
-async def _files_router(stack: Stack, providers: dict[str, Any]) -> Any:
+async def _files_router(stack: Stack, providers: dict[str, Any]) -> FilesRouter:
     from underlay.core.config import ConfigError
     from underlay.core.routers.files import FilesRouter
     from underlay.core.stores.files import FileStore
@@ -66,32 +100,32 @@ async def _files_router(stack: Stack, providers: dict[str, Any]) -> Any:
             f"{stack.config.source}: providers.files: the files API needs a provider; add "
             "{provider_id: localfs, provider_type: inline::localfs, config: {root: files}}"
         )
-    store = FileStore(stack.sqlstore)
+    store = FileStore(stack.sql())
     await store.initialize()
     router = FilesRouter(store, providers, stack.config.files)
     await router.initialize()
     return router
 
 
-async def _vector_io_router(stack: Stack, providers: dict[str, Any]) -> Any:
+async def _vector_io_router(stack: Stack, providers: dict[str, Any]) -> VectorIORouter:
     from underlay.core.routers.vector_io import VectorIORouter
     from underlay.core.stores.vector_stores import VectorStoreRows
 
-    router = VectorIORouter(providers, VectorStoreRows(stack.sqlstore), stack.routers.get("inference"))
+    router = VectorIORouter(providers, VectorStoreRows(stack.sql()), stack.inference_router)
     await router.initialize()
     return router
 
 
-async def _vector_stores_router(stack: Stack, providers: dict[str, Any]) -> Any:
+async def _vector_stores_router(stack: Stack, providers: dict[str, Any]) -> VectorStoresRouter:
     from underlay.core.routers.vector_stores import VectorStoresRouter
 
     settings = stack.config.vector_stores
-    vector_io = stack.routers["vector_io"]
+    vector_io = _built(stack.vector_io_router, "vector_io", "vector_stores")
     router = VectorStoresRouter(
         vector_io.rows,
         vector_io,
-        stack.routers.get("inference"),
-        stack.routers.get("files"),
+        stack.inference_router,
+        stack.files_router,
         stack.job_runner(),
         default_embedding_model=settings.default_embedding_model,
         rewrite_model=settings.rewrite_model,
@@ -102,25 +136,25 @@ async def _vector_stores_router(stack: Stack, providers: dict[str, Any]) -> Any:
     return router
 
 
-async def _conversations_router(stack: Stack, providers: dict[str, Any]) -> Any:
+async def _conversations_router(stack: Stack, providers: dict[str, Any]) -> ConversationsRouter:
     from underlay.core.routers.conversations import ConversationsRouter
     from underlay.core.stores.conversations import ConversationStore
 
-    store = ConversationStore(stack.sqlstore)
+    store = ConversationStore(stack.sql())
     await store.initialize()
     return ConversationsRouter(store)
 
 
-async def _tool_runtime_router(stack: Stack, providers: dict[str, Any]) -> Any:
+async def _tool_runtime_router(stack: Stack, providers: dict[str, Any]) -> ToolRuntimeRouter:
     from underlay.core.routers.tool_runtime import ToolRuntimeRouter
     from underlay.core.routing.tool_groups import ToolGroupsRoutingTable
 
-    table = ToolGroupsRoutingTable(stack.kvstore, providers)
+    table = ToolGroupsRoutingTable(stack.kv(), providers)
     await table.initialize(stack.config.tool_groups, stack.config.source)
     return ToolRuntimeRouter(table, providers)
 
 
-async def _responses_router(stack: Stack, providers: dict[str, Any]) -> Any:
+async def _responses_router(stack: Stack, providers: dict[str, Any]) -> ResponsesRouter:
     from underlay.core.config import ConfigError
     from underlay.core.routers.responses import ResponsesRouter
     from underlay.core.stores.responses import ResponseStore
@@ -130,20 +164,21 @@ async def _responses_router(stack: Stack, providers: dict[str, Any]) -> Any:
             f"{stack.config.source}: providers.responses: the responses API needs a provider; add "
             "{provider_id: builtin, provider_type: inline::builtin}"
         )
-    store = ResponseStore(stack.sqlstore)
+    store = ResponseStore(stack.sql())
     await store.initialize()
     jobs = stack.job_runner()
-    for provider in providers.values():  # optional APIs built after this one are found in stack.routers later
-        provider.attach(store, jobs, stack.routers)
+    for provider in providers.values():  # the routers it uses came with its deps (all built before it)
+        provider.attach(store, jobs)
     return ResponsesRouter(providers)
 
 
-async def _safety_router(stack: Stack, providers: dict[str, Any]) -> Any:
+async def _safety_router(stack: Stack, providers: dict[str, Any]) -> SafetyRouter:
+    """Built by :func:`_inference_router` (guardrails need it there), after the unguarded inference router."""
     from underlay.api.safety import Shield
     from underlay.core.routers.safety import SafetyRouter
     from underlay.core.routing.shields import ShieldsRoutingTable
 
-    table = ShieldsRoutingTable(stack.kvstore, providers)
+    table = ShieldsRoutingTable(stack.kv(), providers)
     await table.initialize(
         [
             Shield(
@@ -155,12 +190,10 @@ async def _safety_router(stack: Stack, providers: dict[str, Any]) -> Any:
             for s in stack.config.shields
         ]
     )
-    router = SafetyRouter(table, providers, stack.config.safety)
-    stack.routers["inference"].safety = router  # chat completions' guardrails run through it
-    return router
+    return SafetyRouter(table, providers, stack.config.safety)
 
 
-async def _telemetry_router(stack: Stack, providers: dict[str, Any]) -> Any:
+async def _telemetry_router(stack: Stack, providers: dict[str, Any]) -> TelemetryRouter:
     from underlay.core.routers.telemetry import TelemetryRouter
 
     return TelemetryRouter(stack.telemetry)
@@ -175,7 +208,13 @@ API_TABLE: dict[str, ApiEntry] = {
         vector_stores_api.ROUTES, _vector_stores_router, depends_on=("inference", "files", "vector_io")
     ),
     "conversations": ApiEntry(conversations_api.ROUTES, _conversations_router),
-    "responses": ApiEntry(responses_api.ROUTES, _responses_router, depends_on=("inference", "conversations")),
+    # The routers its provider may use are built first, so they reach it with its deps at construction.
+    "responses": ApiEntry(
+        responses_api.ROUTES,
+        _responses_router,
+        depends_on=("inference", "conversations"),
+        optional_depends_on=("vector_stores", "tool_runtime", "files", "safety"),
+    ),
     # builtin::file_search searches vector stores when that API is on; without it the tool says so.
     "tool_runtime": ApiEntry(tool_runtime_api.ROUTES, _tool_runtime_router, optional_depends_on=("vector_stores",)),
     "safety": ApiEntry(safety_api.ROUTES, _safety_router, depends_on=("inference",)),

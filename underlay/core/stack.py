@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 import os
-from typing import Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from pydantic import BaseModel, TypeAdapter, ValidationError
 
@@ -23,7 +23,24 @@ from underlay.core.jobs import JobRunner
 from underlay.core.registry import available_providers, import_object
 from underlay.core.routing.models import ModelsRoutingTable
 
+if TYPE_CHECKING:
+    from underlay.core.routers.conversations import ConversationsRouter
+    from underlay.core.routers.files import FilesRouter
+    from underlay.core.routers.inference import InferenceRouter
+    from underlay.core.routers.models import ModelsRouter
+    from underlay.core.routers.responses import ResponsesRouter
+    from underlay.core.routers.safety import SafetyRouter
+    from underlay.core.routers.telemetry import TelemetryRouter
+    from underlay.core.routers.tool_runtime import ToolRuntimeRouter
+    from underlay.core.routers.vector_io import VectorIORouter
+    from underlay.core.routers.vector_stores import VectorStoresRouter
+    from underlay.core.storage.kvstore import KVStore
+    from underlay.core.storage.sqlstore import SqlStore
+    from underlay.core.telemetry.runtime import Telemetry
+
 log = logging.getLogger("underlay.stack")
+
+RouterT = TypeVar("RouterT")
 
 
 def _with_state_dir(config: RunConfig, store: dict[str, Any]) -> dict[str, Any]:
@@ -43,12 +60,16 @@ class Stack:
         self.registry: dict[tuple[str, str], ProviderSpec] = {}
         self.providers: dict[str, dict[str, Any]] = {}
         self.provider_specs: dict[str, ProviderSpec] = {}
-        self.routers: dict[str, Any] = {}
-        self.kvstore: Any = None
-        self.sqlstore: Any = None
+        self.routers: dict[str, object] = {}
+        """Each switched-on API's router by API name, for dispatch by name (the server's routes); code that
+        needs one router uses the typed accessors below (``stack.inference_router`` ...)."""
+        self.apis: list[str] = []
+        """The switched-on APIs (the configured ones and their dependencies) in build order."""
+        self.kvstore: KVStore | None = None
+        self.sqlstore: SqlStore | None = None
         self.models: ModelsRoutingTable | None = None
         self.jobs: JobRunner | None = None
-        self.telemetry: Any = None
+        self.telemetry: Telemetry | None = None
         """The stack's :class:`underlay.core.telemetry.runtime.Telemetry`; ``None`` when switched off."""
         self.started = False
         """True once :meth:`start` finished: a stack whose start failed stops quietly (its error is the one line)."""
@@ -76,21 +97,122 @@ class Stack:
         unknown = [api for api in self.config.apis if api not in API_TABLE]
         if unknown:
             raise ConfigError(f"{source}: apis: unknown API '{unknown[0]}'; known APIs: {', '.join(sorted(API_TABLE))}")
-        for api in api_order(self.config.apis):
-            providers = await self._instantiate(api)
-            self.routers[api] = await API_TABLE[api].build_router(self, providers)
-            if self.telemetry is not None:  # spans around every router call (see telemetry.instrument)
-                self.telemetry.instrument_router(api, self.routers[api])
+        self.apis = api_order(self.config.apis)
+        for api in self.apis:
+            if api not in self.routers:  # a builder may have built one it depends on (inference builds safety)
+                await self.build_api(api)
         if self.jobs is not None:
             await self.jobs.start()  # after every router registered its job kinds
         self.started = True
+
+    async def build_api(self, api: str, deps: dict[str, object] | None = None) -> object:
+        """Instantiate ``api``'s providers and build its router, once its dependencies are built.
+
+        Routers get what they depend on through their constructors (see :mod:`underlay.core.apis`), so a
+        router is complete when it is registered here and nothing is patched onto it afterwards.
+        ``deps`` gives its providers routers that are not registered yet (the unguarded inference router
+        the safety API's model-backed shields call, built before the guarded one that chat uses).
+        """
+        providers = await self._instantiate(api, deps or {})
+        router = await API_TABLE[api].build_router(self, providers)
+        self.instrument_router(api, router)
+        self.routers[api] = router
+        return router
+
+    def instrument_router(self, api: str, router: object) -> None:
+        """Spans around every router call (see telemetry.instrument), when telemetry is on."""
+        if self.telemetry is not None:
+            self.telemetry.instrument_router(api, router)
+
+    def kv(self) -> KVStore:
+        """The KV store; opened by :meth:`start` before any router is built."""
+        if self.kvstore is None:
+            raise RuntimeError("the stack's KV store opens in Stack.start")
+        return self.kvstore
+
+    def sql(self) -> SqlStore:
+        """The SQL store; opened by :meth:`start` before any router is built."""
+        if self.sqlstore is None:
+            raise RuntimeError("the stack's SQL store opens in Stack.start")
+        return self.sqlstore
+
+    def _router(self, api: str, kind: type[RouterT]) -> RouterT | None:
+        router = self.routers.get(api)
+        if router is None:
+            return None
+        if not isinstance(router, kind):
+            raise TypeError(f"the {api} router is a {type(router).__name__}, not a {kind.__name__}")
+        return router
+
+    # One typed accessor per API: None when the API is off. (The imports are deferred so that importing
+    # the stack does not import every router.)
+
+    @property
+    def inference_router(self) -> InferenceRouter | None:
+        from underlay.core.routers.inference import InferenceRouter
+
+        return self._router("inference", InferenceRouter)
+
+    @property
+    def models_router(self) -> ModelsRouter | None:
+        from underlay.core.routers.models import ModelsRouter
+
+        return self._router("models", ModelsRouter)
+
+    @property
+    def files_router(self) -> FilesRouter | None:
+        from underlay.core.routers.files import FilesRouter
+
+        return self._router("files", FilesRouter)
+
+    @property
+    def vector_io_router(self) -> VectorIORouter | None:
+        from underlay.core.routers.vector_io import VectorIORouter
+
+        return self._router("vector_io", VectorIORouter)
+
+    @property
+    def vector_stores_router(self) -> VectorStoresRouter | None:
+        from underlay.core.routers.vector_stores import VectorStoresRouter
+
+        return self._router("vector_stores", VectorStoresRouter)
+
+    @property
+    def conversations_router(self) -> ConversationsRouter | None:
+        from underlay.core.routers.conversations import ConversationsRouter
+
+        return self._router("conversations", ConversationsRouter)
+
+    @property
+    def responses_router(self) -> ResponsesRouter | None:
+        from underlay.core.routers.responses import ResponsesRouter
+
+        return self._router("responses", ResponsesRouter)
+
+    @property
+    def tool_runtime_router(self) -> ToolRuntimeRouter | None:
+        from underlay.core.routers.tool_runtime import ToolRuntimeRouter
+
+        return self._router("tool_runtime", ToolRuntimeRouter)
+
+    @property
+    def safety_router(self) -> SafetyRouter | None:
+        from underlay.core.routers.safety import SafetyRouter
+
+        return self._router("safety", SafetyRouter)
+
+    @property
+    def telemetry_router(self) -> TelemetryRouter | None:
+        from underlay.core.routers.telemetry import TelemetryRouter
+
+        return self._router("telemetry", TelemetryRouter)
 
     def job_runner(self) -> JobRunner:
         """The process's durable-job runner, created on first use; it starts once all routers are built."""
         if self.jobs is None:
             settings = self.config.jobs
             self.jobs = JobRunner(
-                self.sqlstore,
+                self.sql(),
                 workers=settings.workers,
                 reserved=settings.reserved_workers,
                 lease_seconds=settings.lease_seconds,
@@ -117,7 +239,7 @@ class Stack:
             model = schema if isinstance(schema, type) and issubclass(schema, BaseModel) else BaseModel
             raise ConfigError(validation_error_line(self.config.source, exc, model, prefix=key)) from None
 
-    async def _instantiate(self, api: str) -> dict[str, Any]:
+    async def _instantiate(self, api: str, extra_deps: dict[str, object]) -> dict[str, Any]:
         source = self.config.source
         instances: dict[str, Any] = {}
         for index, entry in enumerate(self.config.providers.get(api, [])):
@@ -145,7 +267,9 @@ class Stack:
                 )
             except ValidationError as exc:
                 raise ConfigError(validation_error_line(source, exc, config_class, prefix=f"{key}.config")) from None
-            deps = {dep: self.routers[dep] for dep in spec.api_dependencies if dep in self.routers}
+            built = {**self.routers, **extra_deps}
+            wanted = (*spec.api_dependencies, *spec.optional_api_dependencies)
+            deps = {dep: built[dep] for dep in wanted if dep in built}
             try:
                 instance = await factory(entry.provider_id, provider_config, deps)
                 await instance.initialize()

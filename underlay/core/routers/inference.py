@@ -8,7 +8,7 @@ included, so none reaches the client as a traceback, and charges the usage it re
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from underlay.api.errors import InvalidRequestError
 from underlay.api.inference import (
@@ -39,6 +39,9 @@ from underlay.core.access import require_create
 from underlay.core.routing.models import ModelsRoutingTable
 from underlay.core.stores.chat_completions import ChatCompletionStore
 
+if TYPE_CHECKING:
+    from underlay.core.routers.safety import SafetyRouter
+
 
 class InferenceRouter(InferenceApi):
     def __init__(
@@ -47,13 +50,14 @@ class InferenceRouter(InferenceApi):
         providers: dict[str, InferenceProvider],
         completions_store: ChatCompletionStore,
         store_all: bool = False,
+        safety: SafetyRouter | None = None,
     ) -> None:
         self.models = models
         self.providers = providers
         self.completions_store = completions_store
         self.store_all = store_all
-        self.safety: Any = None
-        """The safety router, set when the safety API is on (it is built after inference); guardrails use it."""
+        self.safety = safety
+        """The safety router when the safety API is on: chat completions' guardrails run through it."""
 
     async def _resolve(self, model_id: str, expected: ModelType) -> tuple[Model, InferenceProvider]:
         model = await self.models.get(model_id)

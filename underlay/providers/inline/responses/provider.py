@@ -126,7 +126,7 @@ class BuiltinResponsesProvider:
         self.provider_id = provider_id
         self.config = config
         self.deps = dict(deps)
-        self.routers: dict[str, Any] = {}
+        """The routers it uses, by API (optional ones only when switched on); all built before it."""
         self.store: ResponseStateStore | None = None
         self.jobs: JobQueue | None = None
         self.tools = ServerTools(config, self._router)
@@ -143,10 +143,9 @@ class BuiltinResponsesProvider:
     async def health(self) -> dict[str, Any]:
         return {"status": "OK"}
 
-    def attach(self, store: ResponseStateStore, jobs: JobQueue, routers: dict[str, Any]) -> None:
+    def attach(self, store: ResponseStateStore, jobs: JobQueue) -> None:
         self.store = store
         self.jobs = jobs
-        self.routers = routers
         jobs.register(
             JOB_KIND,
             self._run_job,
@@ -156,7 +155,7 @@ class BuiltinResponsesProvider:
         )
 
     def _router(self, api: str) -> Any:
-        return self.deps.get(api) or self.routers.get(api)
+        return self.deps.get(api)
 
     @property
     def _store(self) -> ResponseStateStore:
