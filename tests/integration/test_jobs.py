@@ -396,3 +396,18 @@ async def test_rows_queued_before_ranks_existed_keep_their_turn(stores: Shared) 
     finally:
         await runner.stop()
     assert [job.id for job in claimed if job is not None] == [legacy.id, newer.id]
+
+
+async def test_an_idle_runner_stops_without_cancelling_anything(stores: Shared) -> None:
+    """With no job running, ``stop`` ends every worker and the lease sweeper on their own. The sweeper
+    used to sleep out its interval (half a lease), so every stop waited the whole grace period and then
+    cancelled it: each server with a job runner took five seconds longer to shut down."""
+    runner = stores.runner(0, workers=2)
+    await runner.start()
+    tasks = list(runner._tasks)
+    assert any(task.get_name() == "job-sweeper" for task in tasks)
+    await asyncio.sleep(0.2)  # let every task reach its wait, as in a running server
+    assert not any(task.done() for task in tasks)
+    await runner.stop(grace_seconds=2.0)  # far below the sweeper's 15 s interval
+    cancelled = [task.get_name() for task in tasks if task.cancelled()]
+    assert cancelled == [] and all(task.done() for task in tasks)

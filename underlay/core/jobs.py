@@ -224,6 +224,8 @@ class JobRunner:
         self._running: dict[str, JobContext] = {}
         self._wake = asyncio.Event()
         self._stopping = False
+        self._stopped = asyncio.Event()
+        """Set by :meth:`stop` (never cleared by workers, unlike ``_wake``): the sweeper waits on it."""
         self._initialized = False
 
     # ---- setup ------------------------------------------------------------------------------------
@@ -293,6 +295,7 @@ class JobRunner:
         if self._tasks:
             return
         self._stopping = False
+        self._stopped.clear()
         await self._rank_unranked()
         await self.reap_expired()
         for index in range(self.workers):
@@ -312,6 +315,7 @@ class JobRunner:
         """
         self._stopping = True
         self._wake.set()
+        self._stopped.set()
         if not self._tasks:
             return
         _, pending = await asyncio.wait(self._tasks, timeout=grace_seconds)
@@ -690,7 +694,11 @@ class JobRunner:
     async def _sweeper(self) -> None:
         interval = max(0.5, self.lease_seconds / 2)
         while not self._stopping:
-            await asyncio.sleep(interval)
+            # Wakes at once on stop: a plain sleep held every stop for its whole grace period.
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stopped.wait(), interval)
+            if self._stopping:
+                return
             try:
                 await self.reap_expired()
             except asyncio.CancelledError:
