@@ -124,7 +124,7 @@ async def _vector_stores_router(stack: Stack, providers: dict[str, Any]) -> Vect
     router = VectorStoresRouter(
         vector_io.rows,
         vector_io,
-        stack.inference_router,
+        _built(stack.inference_router, "inference", "vector_stores"),
         stack.files_router,
         stack.job_runner(),
         default_embedding_model=settings.default_embedding_model,

@@ -28,13 +28,16 @@ from underlay.api.vector_io import (
     VectorIOApi,
     VectorIOProvider,
 )
+from underlay.core.routers.inference import InferenceRouter
 from underlay.core.stores.vector_stores import VectorStoreRows
 
 log = logging.getLogger("underlay.vector_io")
 
 
 class VectorIORouter(VectorIOApi):
-    def __init__(self, providers: dict[str, VectorIOProvider], rows: VectorStoreRows, inference: Any | None) -> None:
+    def __init__(
+        self, providers: dict[str, VectorIOProvider], rows: VectorStoreRows, inference: InferenceRouter | None
+    ) -> None:
         self.providers = providers
         self.rows = rows
         self.inference = inference

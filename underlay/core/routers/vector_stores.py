@@ -57,6 +57,8 @@ from underlay.api.vector_stores import (
 from underlay.core.boundary import provider_failure
 from underlay.core.ingestion.pipeline import JOB_KIND, IngestionPipeline
 from underlay.core.jobs import JobRunner
+from underlay.core.routers.files import FilesRouter
+from underlay.core.routers.inference import InferenceRouter
 from underlay.core.routers.vector_io import VectorIORouter
 from underlay.core.stores.vector_stores import FileStats, VectorStoreRows
 
@@ -84,8 +86,8 @@ class VectorStoresRouter(VectorStoresApi):
         self,
         rows: VectorStoreRows,
         vector_io: VectorIORouter,
-        inference: Any,
-        files: Any,
+        inference: InferenceRouter,
+        files: FilesRouter | None,
         jobs: JobRunner,
         *,
         default_embedding_model: str | None = None,
