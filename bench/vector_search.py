@@ -207,13 +207,13 @@ async def open_qdrant_remote(path: Path) -> Any:
 
 async def open_chromadb(path: Path) -> Any:
     _need("chromadb")
-    m = _provider_module("underlay.providers.inline.vector_io.chromadb")
+    m = _provider_module("underlay.providers.vector_io.chromadb.inline")
     return await _open(m, "chromadb", m.Config(path=str(path / "chroma")))
 
 
 async def open_chromadb_remote(path: Path) -> Any:
     _need("chromadb")
-    m = _provider_module("underlay.providers.remote.vector_io.chromadb")
+    m = _provider_module("underlay.providers.vector_io.chromadb.remote")
     server = _start_server("the Chroma server (chroma run)", lambda: _servers().chroma())
     url = f"http://{server.host}:{server.port}"
     return await _open(m, "chromadb-remote", m.Config(url=url, keyword_db_path=str(path / "keyword.db")))

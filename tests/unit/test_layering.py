@@ -25,10 +25,6 @@ PACKAGE = Path(__file__).resolve().parents[2] / "underlay"
 # of issue 10 item 4 (``providers/<api>/<backend>/`` holding a backend's inline and remote specs).
 KNOWN: dict[tuple[str, str], str] = {
     (
-        "underlay.providers.remote.vector_io.chromadb",
-        "underlay.providers.inline.vector_io.chromadb",
-    ): "the Chroma server adapter reuses the embedded backend's class; one backend package will hold both",
-    (
         "underlay.providers.inline.safety.llama_guard",
         "underlay.providers.inline.safety.guard_prompt",
     ): "Llama Guard is the guard prompt with a fixed model check; one guard package will hold both",

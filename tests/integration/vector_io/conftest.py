@@ -110,7 +110,7 @@ async def open_qdrant(path: Path) -> VectorIOProvider:
 
 async def open_chromadb(path: Path) -> VectorIOProvider:
     """inline::chromadb: Chroma's PersistentClient in a directory."""
-    from underlay.providers.inline.vector_io import chromadb
+    from underlay.providers.vector_io.chromadb import inline as chromadb
 
     config = chromadb.Config(path=str(path / "chroma"))
     return await _initialized(await chromadb.create_provider("chromadb", config, {}))
@@ -119,7 +119,7 @@ async def open_chromadb(path: Path) -> VectorIOProvider:
 async def open_chromadb_remote(path: Path) -> VectorIOProvider:
     """remote::chromadb on the session's ``chroma run`` server; the keyword index is in the test directory."""
     from tests.integration.vector_io.servers import SERVERS
-    from underlay.providers.remote.vector_io import chromadb
+    from underlay.providers.vector_io.chromadb import remote as chromadb
 
     server = SERVERS.chroma()
     config = chromadb.Config(url=f"http://{server.host}:{server.port}", keyword_db_path=str(path / "keyword.db"))

@@ -28,7 +28,7 @@ def qdrant(port: int, tmp: Any) -> Any:
 
 
 def chromadb(port: int, tmp: Any) -> Any:
-    from underlay.providers.remote.vector_io import chromadb
+    from underlay.providers.vector_io.chromadb import remote as chromadb
 
     return chromadb, chromadb.Config(url=f"http://127.0.0.1:{port}", keyword_db_path=str(tmp / "kw.db"))
 

@@ -1,5 +1,5 @@
-"""In-process vector-io backends: ``inline::sqlite-vec`` (the local default), FAISS, Milvus Lite and
-Chroma's persistent client (Qdrant's local mode is in ``underlay.providers.vector_io.qdrant``).
+"""In-process vector-io backends: ``inline::sqlite-vec`` (the local default), FAISS and Milvus Lite
+(Qdrant's local mode and Chroma's persistent client are in ``underlay.providers.vector_io``).
 
 The specs are declared here, in a module that imports nothing heavy, because the ``underlay.providers``
 entry points of ``pyproject.toml`` name them: a backend whose package is missing still has a spec that
@@ -38,15 +38,4 @@ MILVUS = ProviderSpec(
     pip_packages=("pymilvus", "milvus-lite"),
     extras=("vector",),
     description="Milvus Lite, embedded.",
-)
-
-
-CHROMADB = ProviderSpec(
-    api="vector_io",
-    provider_type="inline::chromadb",
-    config_class="underlay.providers.inline.vector_io.chromadb:Config",
-    factory="underlay.providers.inline.vector_io.chromadb:create_provider",
-    pip_packages=("chromadb",),
-    extras=("vector",),
-    description="Chroma's persistent client, embedded.",
 )

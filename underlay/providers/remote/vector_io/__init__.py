@@ -1,5 +1,5 @@
-"""Vector-io backends on other services: PostgreSQL with pgvector, Milvus and Chroma servers (a Qdrant
-server is in ``underlay.providers.vector_io.qdrant``).
+"""Vector-io backends on other services: PostgreSQL with pgvector and Milvus servers (Qdrant and Chroma
+servers are in ``underlay.providers.vector_io``).
 
 The specs are declared here, in a module that imports nothing heavy, because the ``underlay.providers``
 entry points of ``pyproject.toml`` name them.
@@ -27,15 +27,4 @@ MILVUS = ProviderSpec(
     pip_packages=("pymilvus",),
     extras=("vector",),
     description="A Milvus server.",
-)
-
-
-CHROMADB = ProviderSpec(
-    api="vector_io",
-    provider_type="remote::chromadb",
-    config_class="underlay.providers.remote.vector_io.chromadb:Config",
-    factory="underlay.providers.remote.vector_io.chromadb:create_provider",
-    pip_packages=("chromadb",),
-    extras=("vector",),
-    description="A Chroma server.",
 )

@@ -3,7 +3,7 @@
 Chroma's telemetry is switched off and no collection has an embedding function (vectors always come
 from Underlay; Chroma's default function would download a model). Keyword search is an FTS5 index in
 ``keyword_db_path`` (by default ``underlay_keyword.db`` inside ``path``). See
-``underlay.providers.utils.vector.chroma_store`` for what runs where.
+``underlay.providers.vector_io.chromadb.store`` for what runs where.
 """
 
 from __future__ import annotations
@@ -14,8 +14,8 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 
-from underlay.providers.utils.vector.chroma_store import ChromaVectorIO
 from underlay.providers.utils.vector.sqlite import state_path
+from underlay.providers.vector_io.chromadb.store import ChromaVectorIO
 
 
 class Config(BaseModel):

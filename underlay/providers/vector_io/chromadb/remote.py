@@ -3,7 +3,7 @@
 Vectors, chunks and filters live in the server. Chroma does not rank by BM25, so keyword search uses
 an FTS5 index in ``keyword_db_path`` on this machine: every Underlay instance writing to the same
 collections must share that file (one host, or one writing instance), or keyword search on the others
-misses their chunks. See ``underlay.providers.utils.vector.chroma_store`` for what runs where.
+misses their chunks. See ``underlay.providers.vector_io.chromadb.store`` for what runs where.
 """
 
 from __future__ import annotations
@@ -14,9 +14,9 @@ from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationInfo, field_validator
 
-from underlay.providers.inline.vector_io.chromadb import hnsw_settings
-from underlay.providers.utils.vector.chroma_store import ChromaVectorIO
 from underlay.providers.utils.vector.sqlite import state_path
+from underlay.providers.vector_io.chromadb.inline import hnsw_settings
+from underlay.providers.vector_io.chromadb.store import ChromaVectorIO
 
 
 class Config(BaseModel):
