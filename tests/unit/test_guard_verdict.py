@@ -12,8 +12,8 @@ from underlay.api.errors import InvalidRequestError, UpstreamError
 from underlay.api.inference import ChatCompletion, ChatCompletionRequest, Choice, ResponseMessage
 from underlay.api.safety import Shield, ShieldMessage, moderation_result
 from underlay.core.config import ConfigError
-from underlay.providers.inline.safety import llama_guard
-from underlay.providers.inline.safety.guard_prompt import (
+from underlay.providers.safety.guard import llama_guard
+from underlay.providers.safety.guard.prompt import (
     HAZARDS,
     Config,
     GuardPromptSafetyProvider,

@@ -9,9 +9,9 @@
 - ``underlay.core`` never imports a provider (it finds them by spec, through the ``underlay.providers``
   entry points) nor a front door (server, CLI, client).
 
-Every import counts, including those inside functions and under ``TYPE_CHECKING``. The few violations
-that remain are named in ``KNOWN`` with the reason; any other fails the test, and so does an entry of
-``KNOWN`` that no longer occurs (so the list only shrinks).
+Every import counts, including those inside functions and under ``TYPE_CHECKING``. A violation that has
+to stay for a while is named in ``KNOWN`` with the reason (none today); any other fails the test, and
+so does an entry of ``KNOWN`` that no longer occurs (so the list only shrinks).
 """
 
 from __future__ import annotations
@@ -21,14 +21,9 @@ from pathlib import Path
 
 PACKAGE = Path(__file__).resolve().parents[2] / "underlay"
 
-# (importing module, imported module): why it is still allowed. Each goes away with the backend layout
-# of issue 10 item 4 (``providers/<api>/<backend>/`` holding a backend's inline and remote specs).
-KNOWN: dict[tuple[str, str], str] = {
-    (
-        "underlay.providers.inline.safety.llama_guard",
-        "underlay.providers.inline.safety.guard_prompt",
-    ): "Llama Guard is the guard prompt with a fixed model check; one guard package will hold both",
-}
+# (importing module, imported module): why it is still allowed. Empty since the last cross-provider
+# imports moved into backend packages (``providers/<api>/<backend>/``); keep it that way.
+KNOWN: dict[tuple[str, str], str] = {}
 
 
 def module_name(path: Path) -> str:

@@ -1,5 +1,5 @@
-"""In-process safety providers: PII detection, insecure-code rules, a guard prompt over any model, Llama
-Guard and the prompt-injection classifier; the specs the entry points name."""
+"""In-process safety providers: PII detection, insecure-code rules and the prompt-injection classifier;
+the specs the entry points name. (The guard prompt and Llama Guard are in ``underlay.providers.safety.guard``.)"""
 
 from __future__ import annotations
 
@@ -21,23 +21,6 @@ CODE_SCANNER = ProviderSpec(
     description="Insecure-code rules (injection, shell=True, secrets, weak hashes, TLS off...), each with a CWE.",
 )
 
-GUARD_PROMPT = ProviderSpec(
-    api="safety",
-    provider_type="inline::guard-prompt",
-    config_class="underlay.providers.inline.safety.guard_prompt:Config",
-    factory="underlay.providers.inline.safety.guard_prompt:create_provider",
-    api_dependencies=("inference",),
-    description="Any chat model asked a guard prompt with the MLCommons hazards (S1-S14); weak on small models.",
-)
-
-LLAMA_GUARD = ProviderSpec(
-    api="safety",
-    provider_type="inline::llama-guard",
-    config_class="underlay.providers.inline.safety.llama_guard:Config",
-    factory="underlay.providers.inline.safety.llama_guard:create_provider",
-    api_dependencies=("inference",),
-    description="A real Llama Guard model served by an inference provider (vLLM, Ollama...); refuses other models.",
-)
 
 PROMPT_GUARD = ProviderSpec(
     api="safety",

@@ -2,7 +2,7 @@
 
 Why its own name: this is a general chat model *asked* to act as a guard, not a guard model. On the
 public set in ``bench/safety.py`` the embedded Qwen 0.5B reaches recall 0.21, far below a trained Llama
-Guard, so calling it ``llama-guard`` overstated it. ``inline::llama-guard`` (``llama_guard.py``) is the
+Guard, so calling it ``llama-guard`` overstated it. ``inline::llama-guard`` (``llama_guard.py`` beside it) is the
 same call pointed at a real Llama Guard model served by an inference provider, and refuses any other.
 
 The prompt follows the Llama Guard 3 convention (categories S1-S14 of the MLCommons AI Safety hazard

@@ -8,7 +8,7 @@ told to rename it ``inline::guard-prompt``) and per request for a ``model`` para
 
 By default the conversation goes as is (``prompt_style: native``): a Llama Guard chat template builds
 the guard prompt and the S1-S14 list itself. ``instruction`` sends our guard prompt instead, for a
-server that serves the model without its template. Verdicts are read as in :mod:`.guard_prompt`.
+server that serves the model without its template. Verdicts are read as in :mod:`.prompt`.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from pydantic import Field
 
 from underlay.api.errors import ConfigError, InvalidRequestError
 from underlay.api.safety import RunShieldResponse, Shield, ShieldMessage
-from underlay.providers.inline.safety.guard_prompt import (
+from underlay.providers.safety.guard.prompt import (
     HAZARDS,
     OPENAI_CATEGORIES,
     GuardPromptSafetyProvider,
@@ -28,7 +28,7 @@ from underlay.providers.inline.safety.guard_prompt import (
     guard_prompt,
     parse_verdict,
 )
-from underlay.providers.inline.safety.guard_prompt import Config as GuardPromptConfig
+from underlay.providers.safety.guard.prompt import Config as GuardPromptConfig
 
 __all__ = ["HAZARDS", "OPENAI_CATEGORIES", "Verdict", "guard_prompt", "parse_verdict", "Config"]
 
