@@ -17,7 +17,7 @@ from __future__ import annotations
 import sys
 from collections.abc import AsyncIterator, Iterator, Mapping
 from contextlib import asynccontextmanager, contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -68,6 +68,7 @@ class InProcessServer:
     app: FastAPI
     http: httpx.AsyncClient
     """Raw requests; paths are relative to the server root (``/v1/models``)."""
+    _others: list[httpx.AsyncClient] = field(default_factory=list)
 
     @property
     def v1(self) -> str:
@@ -76,6 +77,19 @@ class InProcessServer:
     def openai(self, **kwargs: Any) -> openai.AsyncOpenAI:
         """The SDK over the same transport; no retries, so a failure shows on the first try."""
         return openai.AsyncOpenAI(base_url=self.v1, api_key="unused", max_retries=0, http_client=self.http, **kwargs)
+
+    def http_from(self, address: str) -> httpx.AsyncClient:
+        """Raw requests that the app sees coming from ``address`` (its ASGI ``client``), as a test of
+        per-address behaviour (anonymous quotas) needs; closed with the app."""
+        transport = httpx.ASGITransport(app=self.app, client=(address, 50000))
+        client = httpx.AsyncClient(transport=transport, base_url=BASE_URL, timeout=30)
+        self._others.append(client)
+        return client
+
+    def openai_from(self, address: str, **kwargs: Any) -> openai.AsyncOpenAI:
+        """The SDK, seen by the app as coming from ``address``; ``api_key`` may be given in ``kwargs``."""
+        options: dict[str, Any] = {"api_key": "unused", "max_retries": 0, **kwargs}
+        return openai.AsyncOpenAI(base_url=self.v1, http_client=self.http_from(address), **options)
 
 
 @asynccontextmanager
@@ -89,4 +103,9 @@ async def serve_in_process(
     async with app.router.lifespan_context(app):
         transport = httpx.ASGITransport(app=app)
         async with httpx.AsyncClient(transport=transport, base_url=BASE_URL, timeout=30) as http:
-            yield InProcessServer(app, http)
+            server = InProcessServer(app, http)
+            try:
+                yield server
+            finally:
+                for other in server._others:
+                    await other.aclose()
