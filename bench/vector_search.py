@@ -221,13 +221,13 @@ async def open_chromadb_remote(path: Path) -> Any:
 
 async def open_milvus(path: Path) -> Any:
     _need("pymilvus", "milvus_lite")
-    m = _provider_module("underlay.providers.inline.vector_io.milvus")
+    m = _provider_module("underlay.providers.vector_io.milvus.inline")
     return await _open(m, "milvus", m.Config(db_path=str(path / "milvus.db")))
 
 
 async def open_milvus_remote(path: Path) -> Any:
     _need("pymilvus", "milvus_lite")
-    m = _provider_module("underlay.providers.remote.vector_io.milvus")
+    m = _provider_module("underlay.providers.vector_io.milvus.remote")
     server = _start_server("the Milvus Lite server (milvus-lite server)", lambda: _servers().milvus())
     return await _open(m, "milvus-remote", m.Config(uri=server.uri, keyword_db_path=str(path / "keyword.db")))
 

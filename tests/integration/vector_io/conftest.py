@@ -128,7 +128,7 @@ async def open_chromadb_remote(path: Path) -> VectorIOProvider:
 
 async def open_milvus(path: Path) -> VectorIOProvider:
     """inline::milvus: Milvus Lite in this process (its data directory is locked to one process)."""
-    from underlay.providers.inline.vector_io import milvus
+    from underlay.providers.vector_io.milvus import inline as milvus
 
     config = milvus.Config(db_path=str(path / "milvus.db"))
     return await _initialized(await milvus.create_provider("milvus", config, {}))
@@ -141,8 +141,8 @@ async def open_milvus_remote(path: Path) -> VectorIOProvider:
     contract forbids (``test_milvus_native.py`` checks native BM25 on this server).
     """
     from tests.integration.vector_io.servers import SERVERS
-    from underlay.providers.remote.vector_io import milvus
-    from underlay.providers.utils.vector.milvus_store import LITE_GRPC_OPTIONS
+    from underlay.providers.vector_io.milvus import remote as milvus
+    from underlay.providers.vector_io.milvus.store import LITE_GRPC_OPTIONS
 
     config = milvus.Config(
         uri=SERVERS.milvus().uri,

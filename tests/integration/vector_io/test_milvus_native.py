@@ -24,8 +24,8 @@ from underlay.providers.utils.vector.filters import matches
 
 @pytest.fixture
 async def native(tmp_path: Path, corpus: Corpus) -> AsyncIterator[tuple[VectorIOProvider, str]]:
-    from underlay.providers.remote.vector_io import milvus
-    from underlay.providers.utils.vector.milvus_store import LITE_GRPC_OPTIONS
+    from underlay.providers.vector_io.milvus import remote as milvus
+    from underlay.providers.vector_io.milvus.store import LITE_GRPC_OPTIONS
 
     config = milvus.Config(
         uri=SERVERS.milvus().uri, keyword="native", grpc_options=LITE_GRPC_OPTIONS, flush_after_write=True

@@ -34,7 +34,7 @@ def chromadb(port: int, tmp: Any) -> Any:
 
 
 def milvus(port: int, tmp: Any) -> Any:
-    from underlay.providers.remote.vector_io import milvus
+    from underlay.providers.vector_io.milvus import remote as milvus
 
     return milvus, milvus.Config(uri=f"http://127.0.0.1:{port}", timeout=3)
 

@@ -1,5 +1,5 @@
-"""In-process vector-io backends: ``inline::sqlite-vec`` (the local default), FAISS and Milvus Lite
-(Qdrant's local mode and Chroma's persistent client are in ``underlay.providers.vector_io``).
+"""In-process vector-io backends: ``inline::sqlite-vec`` (the local default) and FAISS (Milvus Lite,
+Qdrant's local mode and Chroma's persistent client are in ``underlay.providers.vector_io``).
 
 The specs are declared here, in a module that imports nothing heavy, because the ``underlay.providers``
 entry points of ``pyproject.toml`` name them: a backend whose package is missing still has a spec that
@@ -28,14 +28,4 @@ FAISS = ProviderSpec(
     pip_packages=("faiss-cpu",),
     extras=("vector",),
     description="FAISS in-process, persisted to disk.",
-)
-
-MILVUS = ProviderSpec(
-    api="vector_io",
-    provider_type="inline::milvus",
-    config_class="underlay.providers.inline.vector_io.milvus:Config",
-    factory="underlay.providers.inline.vector_io.milvus:create_provider",
-    pip_packages=("pymilvus", "milvus-lite"),
-    extras=("vector",),
-    description="Milvus Lite, embedded.",
 )

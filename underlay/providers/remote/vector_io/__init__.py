@@ -1,5 +1,5 @@
-"""Vector-io backends on other services: PostgreSQL with pgvector and Milvus servers (Qdrant and Chroma
-servers are in ``underlay.providers.vector_io``).
+"""Vector-io backends on other services: PostgreSQL with pgvector (Milvus, Qdrant and Chroma servers are in
+``underlay.providers.vector_io``).
 
 The specs are declared here, in a module that imports nothing heavy, because the ``underlay.providers``
 entry points of ``pyproject.toml`` name them.
@@ -17,14 +17,4 @@ PGVECTOR = ProviderSpec(
     pip_packages=("asyncpg",),
     extras=("vector",),
     description="PostgreSQL with pgvector and full-text search.",
-)
-
-MILVUS = ProviderSpec(
-    api="vector_io",
-    provider_type="remote::milvus",
-    config_class="underlay.providers.remote.vector_io.milvus:Config",
-    factory="underlay.providers.remote.vector_io.milvus:create_provider",
-    pip_packages=("pymilvus",),
-    extras=("vector",),
-    description="A Milvus server.",
 )

@@ -6,7 +6,7 @@ and filters and document exclusion as expressions. Nothing is kept beside it, so
 Underlay instances can share the server. ``keyword: sidecar`` keeps BM25 in a local FTS5 index
 instead (for servers without BM25, or Milvus Lite's server, whose BM25 statistics follow the filter);
 then every instance writing to the collections must share that file. See
-``underlay.providers.utils.vector.milvus_store`` for the collection layout.
+``underlay.providers.vector_io.milvus.store`` for the collection layout.
 """
 
 from __future__ import annotations
@@ -15,8 +15,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationInfo, field_validator
 
-from underlay.providers.utils.vector.milvus_store import MilvusVectorIO
 from underlay.providers.utils.vector.sqlite import state_path
+from underlay.providers.vector_io.milvus.store import MilvusVectorIO
 
 
 class Config(BaseModel):

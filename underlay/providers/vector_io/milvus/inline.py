@@ -5,7 +5,7 @@ data under ``db_path``, which it locks: one process at a time. Vector search is 
 with filters and document exclusion as Milvus expressions. Keyword search is, by default, an FTS5
 index beside it (``keyword_db_path``): Milvus Lite's own BM25 ranks unflushed rows with statistics
 of the filtered rows only, so a filter would reorder results (``keyword: native`` uses it anyway).
-See ``underlay.providers.utils.vector.milvus_store`` for the collection layout.
+See ``underlay.providers.vector_io.milvus.store`` for the collection layout.
 """
 
 from __future__ import annotations
@@ -14,8 +14,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 
-from underlay.providers.utils.vector.milvus_store import LITE_GRPC_OPTIONS, MilvusVectorIO
 from underlay.providers.utils.vector.sqlite import state_path
+from underlay.providers.vector_io.milvus.store import LITE_GRPC_OPTIONS, MilvusVectorIO
 
 
 class Config(BaseModel):
