@@ -79,6 +79,8 @@ def _find_config(ref: str, page: str) -> Any:
 def _merge(base: Any, part: Any) -> Any:
     """Deep-merge ``part`` into ``base``; list entries with a known id replace the same id, others append."""
     if isinstance(base, dict) and isinstance(part, dict):
+        if base.get("type", part.get("type")) != part.get("type", base.get("type")):
+            return part  # another kind of thing (a postgres store for a sqlite one): replaced, not mixed
         merged = dict(base)
         for key, value in part.items():
             merged[key] = _merge(base[key], value) if key in base else value
@@ -117,6 +119,13 @@ def _validate_config(data: Any, source: str, tmp_path: Path) -> None:
     # A digest-shaped placeholder where the name says it holds a SHA-256, a word elsewhere.
     env = {name: "0" * 64 if "SHA" in name else "example" for name in _ENV_NAME.findall(json.dumps(data))}
     config = parse_run_config(data, source=source, env=env)
+    from pydantic import TypeAdapter
+
+    from underlay.core.storage.kvstore import KVStoreConfig
+    from underlay.core.storage.sqlstore import SqlStoreConfig
+
+    TypeAdapter(KVStoreConfig).validate_python(config.storage.kvstore)
+    TypeAdapter(SqlStoreConfig).validate_python(config.storage.sqlstore)
     registry = available_providers()
     for api, entries in config.providers.items():
         assert api in config.apis, f"{source}: providers.{api} needs '{api}' in apis"
