@@ -196,6 +196,7 @@ class Servers:
         self.groups: list[subprocess.Popen[str]] = []
         self.ports: dict[str, dict[int, int]] = {}
         self.served: dict[str, int] = {}
+        self.started: set[tuple[str, str]] = set()
 
     def workdir(self, page: str) -> Path:
         folder = self.root / re.sub(r"\W+", "-", page)
@@ -259,12 +260,18 @@ class Servers:
         raise AssertionError(f"{example.id}: no server answered {url}:\n{log.read_text()[-3000:]}")
 
     def background(self, example: Example, ports: dict[int, int]) -> None:
-        """A helper the block needs running (``background="command"``), e.g. an MCP server."""
+        """A helper the block needs running (``background="command"``), e.g. an MCP server or ``underlay run``.
+
+        Started once per page and command; the block runs when every port it uses accepts connections.
+        """
         command = _swap_ports(example.options["background"], ports)
+        if (example.page, command) in self.started:
+            return
+        self.started.add((example.page, command))
         workdir = self.workdir(example.page)
         process = _popen(["bash", "-c", command], workdir, _run_env(workdir, {}), workdir / "background.log")
         self.groups.append(process)
-        for port in (p for number, p in ports.items() if number != 8321):
+        for port in ports.values():
             deadline = time.monotonic() + 60
             while time.monotonic() < deadline:
                 try:
@@ -372,7 +379,7 @@ def _parse_only(example: Example) -> None:
 
 
 @pytest.mark.parametrize("example", _params())
-def test_example(example: Example, servers: Servers, tmp_path: Path) -> None:
+def test_example(example: Example, servers: Servers, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     kind, language = example.kind, example.language
     if kind in ("text", "output"):
         return
@@ -387,6 +394,8 @@ def test_example(example: Example, servers: Servers, tmp_path: Path) -> None:
                 f"{example.id}: a YAML block that is not a whole run config is marked "
                 "<!-- example: fragment of=REF at=KEY --> (or needs/text)"
             )
+        # Relative paths in a config (TLS files) are relative to where the page's commands run.
+        monkeypatch.chdir(servers.workdir(example.page))
         _validate_config(_whole_config(example), example.id, tmp_path)
         return
     if kind == "fragment":
