@@ -246,6 +246,9 @@ class Servers:
         process = _popen(["bash", "-c", source], workdir, _run_env(workdir, _env_option(example)), log)
         self.groups.append(process)
         url = f"http://127.0.0.1:{ports[8321]}/v1/health"
+        if "wait" in example.flags:  # the block ends by itself, leaving its server in the background
+            process.wait(float(example.options.get("timeout", 300)))
+            assert process.returncode == 0, f"{example.id} exited {process.returncode}:\n{log.read_text()[-3000:]}"
         deadline = time.monotonic() + float(example.options.get("timeout", 300))
         while time.monotonic() < deadline:
             try:
