@@ -49,7 +49,8 @@ for _example in EXAMPLES:
     BY_PAGE.setdefault(_example.page, []).append(_example)
 DISTRIBUTIONS = ROOT / "underlay" / "core" / "distributions"
 _ENV_NAME = re.compile(r"\$\{env\.(\w+)\}")  # references with no default: the check gives them a value
-_PORT = re.compile(r"(?<![\d.])8321\b")
+# A block runs with its own HOME, but packaged models stay where this machine keeps them (not assembled again).
+_MODELS_DIR = os.environ.get("UNDERLAY_MODELS_DIR") or str(Path("~/.cache/underlay/models").expanduser())
 
 
 def _params() -> list[Any]:
@@ -148,6 +149,7 @@ def _run_env(workdir: Path, extra: dict[str, str]) -> dict[str, str]:
         "HF_HUB_OFFLINE": "1",
         "TRANSFORMERS_OFFLINE": "1",
         "UNDERLAY_STATE_DIR": str(workdir / "state"),
+        "UNDERLAY_MODELS_DIR": _MODELS_DIR,
         **extra,
     }
 
@@ -226,7 +228,11 @@ class Servers:
         key = ref if "#" not in ref else f"{ref.partition('#')[0] or page}#{ref.partition('#')[2]}"
         if key not in self.running:
             workdir = self.root / "servers" / re.sub(r"\W+", "-", key)
-            env = {"UNDERLAY_STATE_DIR": str(workdir / "state"), "HOME": str(workdir)}
+            env = {
+                "UNDERLAY_STATE_DIR": str(workdir / "state"),
+                "HOME": str(workdir),
+                "UNDERLAY_MODELS_DIR": _MODELS_DIR,
+            }
             if "#" in key:
                 where, _, name = key.partition("#")
                 block = _find_block(ref, page)
