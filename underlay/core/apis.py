@@ -1,14 +1,16 @@
 """The table of APIs: each API's route table, the APIs it needs, and how its router is built.
 
 The stack builds routers in dependency order from this table and the server mounts the route tables
-from it, so adding an API is one entry here plus its contract module and router. Each builder hands a
+from it, so adding an API is one entry here plus its contract module and router. The table reaches the
+stack the way an outside package's APIs do: through the ``underlay.apis`` entry-point group
+(``pyproject.toml`` names :data:`API_TABLE`; see :mod:`underlay.core.api_plugins`). Each builder hands a
 router everything it uses through its constructor, reading what was built before it through the
 stack's typed accessors; nothing is set on a router after it is built.
 """
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -42,12 +44,29 @@ RouterT = TypeVar("RouterT")
 
 @dataclass(frozen=True)
 class ApiEntry:
+    """One API: its route table, how its router is built, what it needs, and the version it is served under.
+
+    ``version`` is the path prefix and says how stable the API is: ``v1`` (stable), ``v1beta``/``v1alpha``
+    (may change). A route whose path does not already start with ``/<version>/`` is served under it, so
+    an outside package writes ``/notes`` and gets ``/v1alpha/notes`` (the built-ins spell ``/v1/...`` out).
+    """
+
     routes: list[Route]
     build_router: Callable[[Stack, dict[str, Any]], Awaitable[object]]
     depends_on: tuple[str, ...] = ()
     """APIs whose routers must exist first (they are switched on with this one)."""
     optional_depends_on: tuple[str, ...] = ()
     """APIs whose routers must exist first when they are switched on anyway (never switched on by this one)."""
+    version: str = "v1"
+    description: str = ""
+
+    @property
+    def stability(self) -> str:
+        """``alpha``, ``beta`` or ``stable``, read from :attr:`version`."""
+        for level in ("alpha", "beta"):
+            if level in self.version:
+                return level
+        return "stable"
 
 
 def _built(router: RouterT | None, api: str, needed_by: str) -> RouterT:
@@ -222,27 +241,31 @@ API_TABLE: dict[str, ApiEntry] = {
 }
 
 
-def api_order(apis: list[str]) -> list[str]:
-    """``apis`` plus their dependencies, dependencies first (optional ones too, when switched on)."""
+def api_order(apis: list[str], table: Mapping[str, ApiEntry] | None = None) -> list[str]:
+    """``apis`` plus their dependencies, dependencies first (optional ones too, when switched on).
+
+    ``table`` is every known API (built-in and from packages); the built-ins alone by default.
+    """
+    known = API_TABLE if table is None else table
     ordered: list[str] = []
     enabled: set[str] = set()
 
     def enable(api: str) -> None:
-        if api in enabled or api not in API_TABLE:
+        if api in enabled or api not in known:
             return
         enabled.add(api)
-        for dep in API_TABLE[api].depends_on:
+        for dep in known[api].depends_on:
             enable(dep)
 
     for api in apis:
         enable(api)
 
     def visit(api: str) -> None:
-        if api in ordered or api not in API_TABLE:
+        if api in ordered or api not in known:
             return
-        for dep in API_TABLE[api].depends_on:
+        for dep in known[api].depends_on:
             visit(dep)
-        for dep in API_TABLE[api].optional_depends_on:
+        for dep in known[api].optional_depends_on:
             if dep in enabled:
                 visit(dep)
         ordered.append(api)

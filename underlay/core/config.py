@@ -199,6 +199,10 @@ class RunConfig(_Strict):
     distribution: str = "custom"
     state_dir: str = "~/.underlay/custom"
     apis: list[str] = Field(default_factory=lambda: ["inference", "models"])
+    apis_dir: str | None = Field(
+        default=None,
+        description="A folder of API packages (each exports APIS, and optionally PROVIDERS); relative to this file.",
+    )
     providers: dict[str, list[ProviderConfig]] = Field(default_factory=dict)
     storage: StorageConfig = Field(default_factory=StorageConfig)
     models: list[ModelRegistration] = Field(default_factory=list)

@@ -16,7 +16,9 @@ from pydantic import BaseModel, TypeAdapter, ValidationError
 from underlay.api.errors import ServiceUnavailableError, UnderlayError, UpstreamTimeoutError
 from underlay.api.models import Model
 from underlay.api.providers import ProviderSpec
-from underlay.core.apis import API_TABLE, api_order
+from underlay.core.api_plugins import check as check_apis
+from underlay.core.api_plugins import discover as discover_apis
+from underlay.core.apis import ApiEntry
 from underlay.core.boundary import wrap_provider
 from underlay.core.config import ConfigError, RunConfig, validation_error_line
 from underlay.core.jobs import JobRunner
@@ -65,6 +67,8 @@ class Stack:
         needs one router uses the typed accessors below (``stack.inference_router`` ...)."""
         self.apis: list[str] = []
         """The switched-on APIs (the configured ones and their dependencies) in build order."""
+        self.api_table: dict[str, ApiEntry] = {}
+        """Every known API, built-in or from a package (``underlay.apis`` entry points, ``apis_dir``)."""
         self.kvstore: KVStore | None = None
         self.sqlstore: SqlStore | None = None
         self.models: ModelsRoutingTable | None = None
@@ -94,10 +98,11 @@ class Stack:
         for api in self.config.providers:
             if api not in self.config.apis:
                 raise ConfigError(f"{source}: providers.{api}: API '{api}' is not listed in apis; add it to apis")
-        unknown = [api for api in self.config.apis if api not in API_TABLE]
-        if unknown:
-            raise ConfigError(f"{source}: apis: unknown API '{unknown[0]}'; known APIs: {', '.join(sorted(API_TABLE))}")
-        self.apis = api_order(self.config.apis)
+        catalog = discover_apis(self.config)  # a missing or broken API package is one line here
+        self.apis = check_apis(self.config, catalog)
+        self.api_table = catalog.table
+        for spec in catalog.providers:  # providers an apis_dir package brings for its API
+            self.registry.setdefault((spec.api, spec.provider_type), spec)
         for api in self.apis:
             if api not in self.routers:  # a builder may have built one it depends on (inference builds safety)
                 await self.build_api(api)
@@ -114,7 +119,7 @@ class Stack:
         the safety API's model-backed shields call, built before the guarded one that chat uses).
         """
         providers = await self._instantiate(api, deps or {})
-        router = await API_TABLE[api].build_router(self, providers)
+        router = await self.api_table[api].build_router(self, providers)
         self.instrument_router(api, router)
         self.routers[api] = router
         return router

@@ -29,8 +29,9 @@ from starlette.routing import Route as StarletteRoute
 import underlay
 from underlay.api.errors import InvalidRequestError
 from underlay.api.routes import BinaryContent, Route
-from underlay.core.apis import API_TABLE, api_order
-from underlay.core.config import ConfigError, RunConfig
+from underlay.core.api_plugins import check as check_apis
+from underlay.core.api_plugins import discover as discover_apis
+from underlay.core.config import RunConfig
 from underlay.core.stack import Stack
 from underlay.server import access, auth, quotas, telemetry
 from underlay.server.errors import install_error_handlers, validation_message
@@ -122,16 +123,17 @@ def make_endpoint(api: str, route: Route) -> Any:
 
 
 def _all_routes(config: RunConfig) -> list[tuple[str, Route]]:
-    return [(api, route) for api in api_order(config.apis) for route in API_TABLE[api].routes]
+    """Every switched-on API's routes, built-in or from a package (see :mod:`underlay.core.api_plugins`).
+
+    Raises the one-line :class:`ConfigError` for an unknown or broken API and for two claiming one route.
+    """
+    catalog = discover_apis(config)
+    return [(api, route) for api in check_apis(config, catalog) for route in catalog.apis[api].entry.routes]
 
 
 def create_app(config: RunConfig, stack: Stack | None = None) -> FastAPI:
     """Build the app; the stack starts in the lifespan (or is given, already started, by a caller)."""
-    unknown = [api for api in config.apis if api not in API_TABLE]
-    if unknown:
-        raise ConfigError(
-            f"{config.source}: apis: unknown API '{unknown[0]}'; known APIs: {', '.join(sorted(API_TABLE))}"
-        )
+    routes = _all_routes(config)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -160,7 +162,6 @@ def create_app(config: RunConfig, stack: Stack | None = None) -> FastAPI:
         telemetry={"tracing": False, "metrics": False, "logs": False},
     )
     install_error_handlers(app)
-    routes = _all_routes(config)
     for api, route in routes:
         app.add_api_route(
             route.path,
