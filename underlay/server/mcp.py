@@ -6,7 +6,8 @@ Any MCP client (an IDE, an agent framework, another Underlay) can use what this 
 - every tool of every registered tool group (MCP servers and builtins), proxied through the tool
   runtime, so an MCP client sees one server that aggregates them all;
 - the caller's files as resources, vector-store search as a resource template, and prompts built on
-  both, with completion of their ids (see :mod:`underlay.server.mcp_resources`).
+  both, with completion of their ids, plus the resources, templates and prompts of every registered
+  MCP tool group (see :mod:`underlay.server.mcp_resources`).
 
 Why the low-level ``Server`` and not ``MCPServer``: the tool list is not fixed. Tool groups come and
 go through the API and their servers' tools change, so tools are listed from the live stack on every
@@ -169,14 +170,16 @@ class UnderlayMcpServer:
     async def _list_resource_templates(
         self, ctx: Any, params: types.PaginatedRequestParams | None
     ) -> types.ListResourceTemplatesResult:
-        return resources.list_resource_templates(self._routers())
+        _adopt_provider_data(ctx)
+        return await resources.list_resource_templates(self._routers())
 
     async def _read_resource(self, ctx: Any, params: types.ReadResourceRequestParams) -> types.ReadResourceResult:
         _adopt_provider_data(ctx)
         return await resources.read_resource(self._routers(), params.uri)
 
     async def _list_prompts(self, ctx: Any, params: types.PaginatedRequestParams | None) -> types.ListPromptsResult:
-        return resources.list_prompts(self._routers())
+        _adopt_provider_data(ctx)
+        return await resources.list_prompts(self._routers())
 
     async def _get_prompt(self, ctx: Any, params: types.GetPromptRequestParams) -> types.GetPromptResult:
         _adopt_provider_data(ctx)

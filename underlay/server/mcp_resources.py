@@ -15,8 +15,18 @@ URIs:
   :data:`MAX_READ_BYTES`; larger files point the caller at ``GET /v1/files/{id}/content``.
 - ``underlay://vector_stores/{vector_store_id}/search{?query,max_num_results}``: search results as JSON.
 
+Upstream resources and prompts: the resources, resource templates and prompts of every registered MCP
+tool group the caller can see are offered too, as their servers sent them (tagged with the group in
+``_meta["underlay/toolgroup_id"]``), through the tool-runtime router and so with the same per-caller
+credentials, visibility and error masking as proxied tools. A URI is read from the group that lists it
+(or a template matching it); a prompt name goes to the group that lists it, the first group winning as
+for tool names. The ``underlay:`` scheme and this server's own prompt names are Underlay's: an
+upstream resource under that scheme is left out, and an upstream prompt with an own prompt's name is
+hidden, so nothing upstream can stand in for Underlay's own resources.
+
 Every client-sent string is bounded before any work is done: URIs by :data:`MAX_URI_CHARS`, ids by
-their pattern, prompt arguments by :data:`MAX_ARGUMENT_CHARS`, listings by page size.
+their pattern, prompt arguments by :data:`MAX_ARGUMENT_CHARS` (and :data:`MAX_ARGUMENTS` of them),
+listings by page size.
 """
 
 from __future__ import annotations
@@ -42,6 +52,8 @@ MAX_READ_BYTES = 8 * 1024 * 1024
 """The largest file read through MCP (its base64 form is a third larger); the REST API has no such cap."""
 MAX_URI_CHARS = 4096
 MAX_ARGUMENT_CHARS = 8192
+MAX_ARGUMENTS = 64
+OWN_SCHEME = "underlay:"
 PAGE_SIZE = 100
 COMPLETION_SCAN = 100
 """How many of the caller's newest files or stores a completion looks through."""
@@ -95,22 +107,47 @@ def _file_resource(file: FileObject) -> types.Resource:
 
 async def list_resources(routers: dict[str, Any], cursor: str | None) -> types.ListResourcesResult:
     """The caller's files, newest first, a page at a time (the cursor is the last file id sent)."""
+    after = _check_id(cursor, "cursor") if cursor else None
+    upstream: list[types.Resource] = []
+    if after is None:  # the tool groups' resources come first, on the first page
+        listing = await _upstream_resources(routers)
+        upstream = [types.Resource.model_validate(r) for r in listing["resources"]]
     files = routers.get("files")
     if files is None:
-        return types.ListResourcesResult(resources=[])
-    after = _check_id(cursor, "cursor") if cursor else None
+        return types.ListResourcesResult(resources=upstream)
     try:
         page = await files.list_files(FileListQuery(after=after, limit=PAGE_SIZE))
     except UnderlayError as exc:
         raise from_underlay(exc) from None
     data: list[FileObject] = page["data"]
     return types.ListResourcesResult(
-        resources=[_file_resource(f) for f in data],
+        resources=[*upstream, *(_file_resource(f) for f in data)],
         next_cursor=page["last_id"] if page["has_more"] else None,
     )
 
 
-def list_resource_templates(routers: dict[str, Any]) -> types.ListResourceTemplatesResult:
+async def _upstream_resources(routers: dict[str, Any]) -> dict[str, list[dict[str, Any]]]:
+    """The registered MCP tool groups' resources and templates (none without the tool runtime)."""
+    runtime = routers.get("tool_runtime")
+    if runtime is None:
+        return {"resources": [], "resource_templates": []}
+    try:
+        listing: dict[str, list[dict[str, Any]]] = await runtime.list_upstream_resources()
+    except UnderlayError as exc:
+        raise from_underlay(exc) from None
+    return listing
+
+
+async def list_resource_templates(routers: dict[str, Any]) -> types.ListResourceTemplatesResult:
+    """Underlay's own templates, then the tool groups' (as their servers list them)."""
+    own = own_resource_templates(routers)
+    upstream = (await _upstream_resources(routers))["resource_templates"]
+    return types.ListResourceTemplatesResult(
+        resource_templates=[*own, *(types.ResourceTemplate.model_validate(t) for t in upstream)]
+    )
+
+
+def own_resource_templates(routers: dict[str, Any]) -> list[types.ResourceTemplate]:
     templates: list[types.ResourceTemplate] = []
     if "files" in routers:
         templates.append(
@@ -131,7 +168,7 @@ def list_resource_templates(routers: dict[str, Any]) -> types.ListResourceTempla
                 mime_type="application/json",
             )
         )
-    return types.ListResourceTemplatesResult(resource_templates=templates)
+    return templates
 
 
 async def read_resource(routers: dict[str, Any], uri: str) -> types.ReadResourceResult:
@@ -154,8 +191,25 @@ async def read_resource(routers: dict[str, Any], uri: str) -> types.ReadResource
         return types.ReadResourceResult(
             contents=[types.TextResourceContents(uri=uri, mime_type="application/json", text=search_json(page))]
         )
-    offered = [t.uri_template for t in list_resource_templates(routers).resource_templates]
+    if not uri.startswith(OWN_SCHEME) and "tool_runtime" in routers:
+        return await _read_upstream(routers, uri)
+    offered = [t.uri_template for t in own_resource_templates(routers)]
     raise invalid(f"Unknown resource '{uri[:200]}'. This server offers: {', '.join(offered) or 'no resources'}.")
+
+
+async def _read_upstream(routers: dict[str, Any], uri: str) -> types.ReadResourceResult:
+    """A resource of a registered MCP tool group, as its server sent it."""
+    try:
+        contents = await routers["tool_runtime"].read_upstream_resource(uri)
+    except NotFoundError:
+        offered = [t.uri_template for t in own_resource_templates(routers)]
+        raise invalid(
+            f"Unknown resource '{uri[:200]}': no registered tool group lists it. This server offers: "
+            f"{', '.join([*offered, 'the resources resources/list shows'])}."
+        ) from None
+    except UnderlayError as exc:
+        raise from_underlay(exc) from None
+    return types.ReadResourceResult.model_validate({"contents": contents})
 
 
 async def read_file(routers: dict[str, Any], file_id: str) -> types.TextResourceContents | types.BlobResourceContents:
@@ -232,7 +286,25 @@ def search_json(page: SearchResultsPage) -> str:
 # -- prompts ------------------------------------------------------------------------------------------
 
 
-def list_prompts(routers: dict[str, Any]) -> types.ListPromptsResult:
+async def list_prompts(routers: dict[str, Any]) -> types.ListPromptsResult:
+    """Underlay's own prompts, then the tool groups' (one with an own prompt's name is hidden)."""
+    own = own_prompts(routers)
+    taken = {p.name for p in own}
+    upstream: list[types.Prompt] = []
+    runtime = routers.get("tool_runtime")
+    if runtime is not None:
+        try:
+            listed = await runtime.list_upstream_prompts()
+        except UnderlayError as exc:
+            raise from_underlay(exc) from None
+        for item in listed:
+            if item["name"] not in taken:
+                taken.add(item["name"])
+                upstream.append(types.Prompt.model_validate(item))
+    return types.ListPromptsResult(prompts=[*own, *upstream])
+
+
+def own_prompts(routers: dict[str, Any]) -> list[types.Prompt]:
     prompts: list[types.Prompt] = []
     if "files" in routers:
         prompts.append(
@@ -258,7 +330,7 @@ def list_prompts(routers: dict[str, Any]) -> types.ListPromptsResult:
                 ],
             )
         )
-    return types.ListPromptsResult(prompts=prompts)
+    return prompts
 
 
 def _argument(arguments: dict[str, str], name: str, *, required: bool) -> str:
@@ -271,9 +343,15 @@ def _argument(arguments: dict[str, str], name: str, *, required: bool) -> str:
 
 
 async def get_prompt(routers: dict[str, Any], name: str, arguments: dict[str, str]) -> types.GetPromptResult:
-    offered = {p.name for p in list_prompts(routers).prompts}
-    if name not in offered:
-        raise invalid(f"Unknown prompt '{name[:100]}'. This server offers: {', '.join(sorted(offered)) or 'none'}.")
+    if len(arguments) > MAX_ARGUMENTS:
+        raise invalid(f"A prompt takes at most {MAX_ARGUMENTS} arguments.")
+    for key, value in arguments.items():
+        _argument(arguments, key, required=False)
+        if len(key) > 256 or not isinstance(value, str):
+            raise invalid("Prompt arguments are strings named by up to 256 characters.")
+    own = {p.name for p in own_prompts(routers)}
+    if name not in own:
+        return await _get_upstream_prompt(routers, name, arguments, own)
     if name == SUMMARIZE_FILE:
         file_id = _argument(arguments, "file_id", required=True)
         focus = _argument(arguments, "focus", required=False)
@@ -306,6 +384,23 @@ async def get_prompt(routers: dict[str, Any], name: str, arguments: dict[str, st
             types.PromptMessage(role="user", content=types.TextContent(type="text", text=ask)),
         ],
     )
+
+
+async def _get_upstream_prompt(
+    routers: dict[str, Any], name: str, arguments: dict[str, str], own: set[str]
+) -> types.GetPromptResult:
+    """A prompt of a registered MCP tool group, filled in by its server."""
+    runtime = routers.get("tool_runtime")
+    try:
+        if runtime is None:
+            raise NotFoundError("Prompt", name[:100])
+        result = await runtime.get_upstream_prompt(name, arguments)
+    except NotFoundError:
+        offered = sorted(own) + ["the prompts prompts/list shows"] if runtime is not None else sorted(own)
+        raise invalid(f"Unknown prompt '{name[:100]}'. This server offers: {', '.join(offered) or 'none'}.") from None
+    except UnderlayError as exc:
+        raise from_underlay(exc) from None
+    return types.GetPromptResult.model_validate(result)
 
 
 # -- completion ---------------------------------------------------------------------------------------

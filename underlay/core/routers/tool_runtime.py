@@ -21,6 +21,12 @@ Internal API (what the Responses API, the ``/mcp`` server and any other in-proce
     await router.invoke_tool(tool_name, kwargs, *, toolgroup_id=None, mcp_endpoint=None, transport=None,
                              headers=None, authorization=None, timeout=None) -> ToolInvocationResult
 
+    # Upstream resources and prompts (what /mcp hands on; MCP JSON, tagged _meta["underlay/toolgroup_id"])
+    await router.list_upstream_resources() -> {"resources": [...], "resource_templates": [...]}
+    await router.read_upstream_resource(uri) -> list[contents]                  # 404 NotFoundError
+    await router.list_upstream_prompts() -> list[prompt]
+    await router.get_upstream_prompt(name, arguments) -> GetPromptResult JSON    # 404 NotFoundError
+
 Semantics callers rely on:
 
 - ``list_tools(toolgroup_id=...)`` raises the provider's error when the group's server cannot be
@@ -45,6 +51,10 @@ Semantics callers rely on:
   is refused with 400 (a short probe lists the new group's tools first).
 - OAuth and elicitation: the caller's principal and ``elicitation_responses`` travel in the
   :class:`ToolCallContext`; ``GET /v1/tool-runtime/oauth/callback`` finishes a code flow.
+- Upstream resources and prompts resolve like tools: a URI (listed, or matching a listed template) or
+  a prompt name goes to the first group, in ``list_tool_groups`` order, whose last listing offers it,
+  listing again on a miss. ``underlay:`` URIs are Underlay's own and never go upstream (an upstream
+  server's resources under that scheme are left out). Listing skips (and logs) groups that fail.
 - Results carry ``metadata["toolgroup_id"]`` (or ``metadata["server"]`` for endpoints), and
   builtins put structured output in ``metadata["results"]`` (file_search: ``file_id``, ``filename``,
   ``score``, ``text``, ``attributes``, ``vector_store_id``; web_search: ``title``, ``url``, ``snippet``).
@@ -55,8 +65,10 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import re
 import secrets
 import time
+from collections.abc import Awaitable, Callable
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -105,6 +117,11 @@ LOOP_MESSAGE = (
     "tool group."
 )
 PROBE_SECONDS = 3.0
+OWN_URI_SCHEME = "underlay:"
+"""Underlay's own ``/mcp`` resources (files, vector-store search): never routed to an upstream server."""
+GROUP_META = "underlay/toolgroup_id"
+MAX_TEMPLATE_CHARS = 1024
+"""Longer upstream URI templates are not matched (each read tries every listed template)."""
 
 
 class ToolRuntimeRouter(ToolRuntimeApi):
@@ -113,6 +130,10 @@ class ToolRuntimeRouter(ToolRuntimeApi):
         self.providers = providers
         self._tools: dict[str, list[ToolDef]] = {}
         """Each group's tools as last listed: where a tool name is looked up without a group."""
+        self._resources: dict[str, tuple[set[str], list[re.Pattern[str]]]] = {}
+        """Each group's resource URIs and template patterns as last listed: where a read is routed."""
+        self._prompts: dict[str, set[str]] = {}
+        """Each group's prompt names as last listed: where a prompt is fetched."""
         self._failing: dict[str, str] = {}
         """Groups whose last listing failed, and why: a server that stays down is logged once, not per call."""
         for provider in providers.values():
@@ -122,6 +143,8 @@ class ToolRuntimeRouter(ToolRuntimeApi):
 
     async def shutdown(self) -> None:
         self._tools.clear()
+        self._resources.clear()
+        self._prompts.clear()
 
     # -- tool groups ------------------------------------------------------------------------------
 
@@ -199,6 +222,8 @@ class ToolRuntimeRouter(ToolRuntimeApi):
     async def unregister_tool_group(self, toolgroup_id: str) -> ToolGroup:
         group = await self.table.unregister(toolgroup_id)
         self._tools.pop(toolgroup_id, None)
+        self._resources.pop(toolgroup_id, None)
+        self._prompts.pop(toolgroup_id, None)
         self._failing.pop(toolgroup_id, None)
         close_server = getattr(self.providers.get(group.provider_id), "close_server", None)
         if close_server is not None:  # its sessions would otherwise stay open (and reconnect) until idle
@@ -359,6 +384,103 @@ class ToolRuntimeRouter(ToolRuntimeApi):
         )
         return result
 
+    # -- upstream resources and prompts (for /mcp) -----------------------------------------------
+
+    async def _each_group(self, method: str, what: str) -> list[tuple[ToolGroup, Any, Any]]:
+        """``provider.<method>(context)`` for every visible group whose provider has it (MCP groups), in
+        listing order; (group, provider, result) for those that answered, the others logged and left out."""
+        self._refuse_loop()
+        principal = current_principal().id
+        groups = [g for g in await self.table.list() if hasattr(self.providers.get(g.provider_id), method)]
+        contexts = [
+            ToolCallContext(toolgroup=g, connection=self._connection(g, None, None), principal=principal)
+            for g in groups
+        ]
+        providers = [self.providers[g.provider_id] for g in groups]
+        answers = await asyncio.gather(
+            *(getattr(p, method)(c) for p, c in zip(providers, contexts, strict=True)), return_exceptions=True
+        )
+        answered: list[tuple[ToolGroup, Any, Any]] = []
+        for group, provider, answer in zip(groups, providers, answers, strict=True):
+            if isinstance(answer, BaseException):
+                if not isinstance(answer, Exception):
+                    raise answer
+                log.warning("listing the %s of tool group %s failed: %s", what, group.identifier, _message(answer))
+                continue
+            answered.append((group, provider, answer))
+        return answered
+
+    async def list_upstream_resources(self) -> dict[str, list[dict[str, Any]]]:
+        """The resources and templates of every visible MCP tool group (MCP JSON, each tagged with its
+        group in ``_meta``), first group first; ``underlay:`` ones are left out (that scheme is ours)."""
+        resources: list[dict[str, Any]] = []
+        templates: list[dict[str, Any]] = []
+        for group, _, listing in await self._each_group("list_runtime_resources", "resources"):
+            uris: set[str] = set()
+            patterns: list[re.Pattern[str]] = []
+            for item in listing.get("resources", []):
+                uri = item.get("uri")
+                if isinstance(uri, str) and not uri.startswith(OWN_URI_SCHEME):
+                    uris.add(uri)
+                    resources.append(_tagged(item, group.identifier))
+            for item in listing.get("resource_templates", []):
+                template = item.get("uriTemplate")
+                if isinstance(template, str) and not template.startswith(OWN_URI_SCHEME):
+                    pattern = template_pattern(template)
+                    if pattern is not None:
+                        patterns.append(pattern)
+                    templates.append(_tagged(item, group.identifier))
+            self._resources[group.identifier] = (uris, patterns)
+        return {"resources": resources, "resource_templates": templates}
+
+    async def read_upstream_resource(self, uri: str) -> list[dict[str, Any]]:
+        """The contents of an upstream resource (MCP JSON), read from the group that offers it."""
+        self._refuse_loop()
+        if uri.startswith(OWN_URI_SCHEME):
+            raise NotFoundError("Resource", uri[:200], hint="underlay: URIs are this server's own resources.")
+
+        def offers(group_id: str) -> bool:
+            uris, patterns = self._resources.get(group_id, (set(), []))
+            return uri in uris or any(p.fullmatch(uri) for p in patterns)
+
+        group = await self._resolve_upstream(offers, self.list_upstream_resources, "Resource", uri)
+        connection = self._connection(group, None, None)
+        context = ToolCallContext(toolgroup=group, connection=connection, principal=current_principal().id)
+        contents: list[dict[str, Any]] = await self.providers[group.provider_id].read_runtime_resource(uri, context)
+        return contents
+
+    async def list_upstream_prompts(self) -> list[dict[str, Any]]:
+        """The prompts of every visible MCP tool group (MCP JSON, each tagged with its group in ``_meta``)."""
+        prompts: list[dict[str, Any]] = []
+        for group, _, listing in await self._each_group("list_runtime_prompts", "prompts"):
+            names = {p["name"] for p in listing if isinstance(p.get("name"), str)}
+            self._prompts[group.identifier] = names
+            prompts.extend(_tagged(p, group.identifier) for p in listing if isinstance(p.get("name"), str))
+        return prompts
+
+    async def get_upstream_prompt(self, name: str, arguments: dict[str, str]) -> dict[str, Any]:
+        """An upstream prompt filled in (MCP JSON ``GetPromptResult``), from the group that offers it."""
+        self._refuse_loop()
+        group = await self._resolve_upstream(
+            lambda gid: name in self._prompts.get(gid, ()), self.list_upstream_prompts, "Prompt", name
+        )
+        connection = self._connection(group, None, None)
+        context = ToolCallContext(toolgroup=group, connection=connection, principal=current_principal().id)
+        result: dict[str, Any] = await self.providers[group.provider_id].get_runtime_prompt(name, arguments, context)
+        return result
+
+    async def _resolve_upstream(
+        self, offers: Callable[[str], bool], relist: Callable[[], Awaitable[object]], kind: str, key: str
+    ) -> ToolGroup:
+        """The first visible group whose last listing offers ``key``; list again once on a miss."""
+        for attempt in range(2):
+            for group in await self.table.list():
+                if offers(group.identifier):
+                    return group
+            if attempt == 0:
+                await relist()
+        raise NotFoundError(kind, key[:200], hint="No registered tool group offers it (or its server is down).")
+
     # -- connections ------------------------------------------------------------------------------
 
     def _mcp_provider_id(self) -> str:
@@ -511,6 +633,41 @@ def _with_hop(headers: dict[str, str]) -> dict[str, str]:
             data = parsed
     hops = [*_incoming_hops(), HOP_ID][-MAX_HOPS:]
     return {**headers, name: json.dumps({**data, HOP_KEY: hops}, separators=(",", ":"))}
+
+
+def _tagged(item: dict[str, Any], toolgroup_id: str) -> dict[str, Any]:
+    """An upstream item with its tool group added to its ``_meta`` (what ``/mcp`` shows the client)."""
+    meta = item.get("_meta")
+    return {**item, "_meta": {**(meta if isinstance(meta, dict) else {}), GROUP_META: toolgroup_id}}
+
+
+_EXPRESSION = re.compile(r"\{([+#./;?&]?)([A-Za-z0-9_.,%*:]+)\}")
+
+
+def template_pattern(template: str) -> re.Pattern[str] | None:
+    """A regular expression matching the URIs an RFC 6570 template expands to (enough to route a read:
+    simple and reserved expansion, path segments, and query/fragment forms); None if the template is too
+    long to try on every read."""
+    if len(template) > MAX_TEMPLATE_CHARS:
+        return None
+    parts: list[str] = []
+    position = 0
+    for match in _EXPRESSION.finditer(template):
+        parts.append(re.escape(template[position : match.start()]))
+        operator = match.group(1)
+        if operator == "":
+            parts.append(r"[^/?#&]+")
+        elif operator == "+":
+            parts.append(r"[^?#]+")
+        elif operator in ("?", "&"):
+            parts.append(r"(?:[?&][^#]*)?")
+        elif operator == "#":
+            parts.append(r"(?:#.*)?")
+        else:  # "/", ".", ";": one or more prefixed segments
+            parts.append(rf"(?:{re.escape(operator)}[^/?#.;]*)*")
+        position = match.end()
+    parts.append(re.escape(template[position:]))
+    return re.compile("".join(parts))
 
 
 def _check_url(uri: str, param: str) -> None:

@@ -97,6 +97,32 @@ class LazyMcpToolRuntime:
                 raise
             return mask_result(result, connection)
 
+    # Resources and prompts (what Underlay's own ``/mcp`` hands on): the same sessions, auth and masking
+    # of errors as tools. What a server answers successfully is its content and is passed on as it is.
+
+    async def _masked(self, method: str, context: ToolCallContext, *args: Any) -> Any:
+        connection = context.connection
+        with request_secrets(connection_secrets(connection)):
+            try:
+                return await getattr(await self._runtime(), method)(*args, context)
+            except UnderlayError as exc:
+                mask_error(exc, connection)
+                raise
+
+    async def list_runtime_resources(self, context: ToolCallContext) -> dict[str, list[dict[str, Any]]]:
+        return dict(await self._masked("list_runtime_resources", context))
+
+    async def read_runtime_resource(self, uri: str, context: ToolCallContext) -> list[dict[str, Any]]:
+        return list(await self._masked("read_runtime_resource", context, uri))
+
+    async def list_runtime_prompts(self, context: ToolCallContext) -> list[dict[str, Any]]:
+        return list(await self._masked("list_runtime_prompts", context))
+
+    async def get_runtime_prompt(
+        self, name: str, arguments: dict[str, str], context: ToolCallContext
+    ) -> dict[str, Any]:
+        return dict(await self._masked("get_runtime_prompt", context, name, arguments))
+
 
 async def create_provider(provider_id: str, config: Config, deps: dict[str, Any]) -> LazyMcpToolRuntime:
     return LazyMcpToolRuntime(provider_id, config)

@@ -287,6 +287,55 @@ class McpToolRuntime:
             )
         return ToolInvocationResult(content=parts, metadata=meta)
 
+    # -- resources and prompts (what ``/mcp`` hands on besides tools) -----------------------------
+
+    async def list_runtime_resources(self, context: ToolCallContext) -> dict[str, list[dict[str, Any]]]:
+        """The server's resources and resource templates as it sent them (MCP JSON, camelCase), all pages
+        up to a bound; ``{"resources": [], "resource_templates": []}`` if it offers none."""
+        connection = self._connection(context)
+
+        async def listing(session: Any) -> dict[str, list[dict[str, Any]]]:
+            if not _offers(session, "resources"):
+                return {"resources": [], "resource_templates": []}
+            return {
+                "resources": await _list_all(session.list_resources, "resources"),
+                "resource_templates": await _list_all(session.list_resource_templates, "resource_templates"),
+            }
+
+        return await self._run(connection, listing, self.config.list_timeout, "listing resources", context)
+
+    async def read_runtime_resource(self, uri: str, context: ToolCallContext) -> list[dict[str, Any]]:
+        """One resource's contents (MCP JSON), as the server sent them."""
+        connection = self._connection(context)
+        timeout = context.timeout or connection.timeout or self.config.timeout
+
+        async def read(session: Any) -> list[dict[str, Any]]:
+            result = await session.read_resource(uri)
+            return [_dump(c) for c in getattr(result, "contents", [])]
+
+        return await self._run(connection, read, timeout, f"reading resource '{uri[:200]}'", context)
+
+    async def list_runtime_prompts(self, context: ToolCallContext) -> list[dict[str, Any]]:
+        """The server's prompts (MCP JSON), all pages up to a bound; none if it offers none."""
+        connection = self._connection(context)
+
+        async def listing(session: Any) -> list[dict[str, Any]]:
+            return await _list_all(session.list_prompts, "prompts") if _offers(session, "prompts") else []
+
+        return await self._run(connection, listing, self.config.list_timeout, "listing prompts", context)
+
+    async def get_runtime_prompt(
+        self, name: str, arguments: dict[str, str], context: ToolCallContext
+    ) -> dict[str, Any]:
+        """One prompt filled in with ``arguments`` (MCP JSON ``GetPromptResult``), as the server sent it."""
+        connection = self._connection(context)
+        timeout = context.timeout or connection.timeout or self.config.timeout
+
+        async def get(session: Any) -> dict[str, Any]:
+            return _dump(await session.get_prompt(name, arguments))
+
+        return await self._run(connection, get, timeout, f"getting prompt '{name[:100]}'", context)
+
     # -- sessions and failures --------------------------------------------------------------------
 
     def _connection(self, context: ToolCallContext) -> McpConnection:
@@ -494,6 +543,33 @@ async def _list_all_tools(session: Any) -> list[Any]:
         if not cursor:
             break
     return tools
+
+
+def _offers(session: Any, capability: str) -> bool:
+    """Whether the server declared ``capability`` when the session opened (asking one that did not is
+    a protocol error, not an empty list)."""
+    result = getattr(session, "initialize_result", None)
+    capabilities = getattr(result, "capabilities", None)
+    return capabilities is None or getattr(capabilities, capability, None) is not None
+
+
+async def _list_all(list_page: Callable[..., Awaitable[Any]], field_name: str) -> list[dict[str, Any]]:
+    """Every page of a paginated MCP listing, up to ``_MAX_LIST_PAGES``, as MCP JSON."""
+    items: list[dict[str, Any]] = []
+    cursor: str | None = None
+    for _ in range(_MAX_LIST_PAGES):
+        page = await list_page(params=PaginatedRequestParams(cursor=cursor) if cursor else None)
+        items.extend(_dump(item) for item in getattr(page, field_name))
+        cursor = page.next_cursor
+        if not cursor:
+            break
+    return items
+
+
+def _dump(model: Any) -> dict[str, Any]:
+    """An SDK model as the MCP JSON it came as (camelCase names, unset fields left out)."""
+    dumped: dict[str, Any] = model.model_dump(mode="json", by_alias=True, exclude_none=True)
+    return dumped
 
 
 def _tool_metadata(tool: Any, connection: McpConnection) -> dict[str, Any]:
