@@ -6,11 +6,11 @@ as a tool group, and runs every server scenario. The test fails when a scenario 
 :data:`PASSING` stops passing, or when the suite cannot be installed (no npm, no registry): a missing
 suite is a failure here, never a skip.
 
-Why the others fail (see docs/tool-runtime.md): the suite's ``test://`` resources and ``test_*``
-prompts live on an upstream server, and ``/mcp`` does not proxy upstream resources or prompts; the
-logging, progress, sampling and elicitation scenarios need server-to-client messages, which a
-stateless JSON-response endpoint does not carry; ``logging/setLevel`` is deprecated and not offered;
-resource subscriptions need a standing stream.
+The suite's ``test://`` resources and ``test_*`` prompts live on the content fixture, so the read and
+get scenarios pass through ``/mcp``'s proxying of tool groups' resources and prompts. Why the others
+fail (see docs/tool-runtime.md): the logging, progress, sampling and elicitation scenarios need
+server-to-client messages, which a stateless JSON-response endpoint does not carry;
+``logging/setLevel`` is deprecated and not offered; resource subscriptions need a standing stream.
 """
 
 from __future__ import annotations
@@ -41,7 +41,14 @@ PASSING = frozenset(
         "server-sse-polling",
         "server-sse-multiple-streams",
         "resources-list",
+        "resources-read-text",
+        "resources-read-binary",
+        "resources-templates-read",
         "prompts-list",
+        "prompts-get-simple",
+        "prompts-get-with-args",
+        "prompts-get-embedded-resource",
+        "prompts-get-with-image",
         "dns-rebinding-protection",
     }
 )
