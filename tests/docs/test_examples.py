@@ -89,12 +89,24 @@ def _merge(base: Any, part: Any) -> Any:
     if isinstance(base, list) and isinstance(part, list):
         merged_list = list(base)
         for item in part:
-            key = next((k for k in ("provider_id", "toolgroup_id", "shield_id", "model_id") if k in item), None)
-            if isinstance(item, dict) and key is not None:
-                merged_list = [old for old in merged_list if not (isinstance(old, dict) and old.get(key) == item[key])]
+            key = next((k for k in _ID_KEYS if isinstance(item, dict) and k in item), None)
+            if key is not None:
+                merged_list = [
+                    old for old in merged_list if not (isinstance(old, dict) and _same_id(old.get(key), item[key]))
+                ]
             merged_list.append(item)
         return merged_list
     return part
+
+
+_ID_KEYS = ("provider_id", "toolgroup_id", "shield_id", "model_id")
+_SWITCHED_ID = re.compile(r"\$\{env\.\w+:\+([^}]*)\}")  # ${env.KEY:+openai} is the id "openai" when on
+
+
+def _same_id(old: Any, new: Any) -> bool:
+    return (
+        isinstance(old, str) and isinstance(new, str) and _SWITCHED_ID.sub(r"\1", old) == _SWITCHED_ID.sub(r"\1", new)
+    )
 
 
 def _place(part: Any, at: str) -> Any:
@@ -118,7 +130,8 @@ def _validate_config(data: Any, source: str, tmp_path: Path) -> None:
     from underlay.core.registry import available_providers, import_object
 
     # A digest-shaped placeholder where the name says it holds a SHA-256, a word elsewhere.
-    env = {name: "0" * 64 if "SHA" in name else "example" for name in _ENV_NAME.findall(json.dumps(data))}
+    placeholder = "example-value-for-the-docs-check"  # long enough for key-like fields
+    env = {name: "0" * 64 if "SHA" in name else placeholder for name in _ENV_NAME.findall(json.dumps(data))}
     config = parse_run_config(data, source=source, env=env)
     from pydantic import TypeAdapter
 
@@ -278,15 +291,20 @@ class Servers:
             return
         self.started.add((example.page, command))
         workdir = self.workdir(example.page)
-        process = _popen(["bash", "-c", command], workdir, _run_env(workdir, {}), workdir / "background.log")
+        log = workdir / f"background-{len(self.groups)}.log"
+        process = _popen(["bash", "-c", command], workdir, _run_env(workdir, {}), log)
         self.groups.append(process)
         for port in ports.values():
-            deadline = time.monotonic() + 60
-            while time.monotonic() < deadline:
+            deadline = time.monotonic() + 180
+            while True:
                 try:
                     socket.create_connection(("127.0.0.1", port), timeout=1).close()
                     break
                 except OSError:
+                    if time.monotonic() > deadline or process.poll() not in (None, 0):
+                        raise AssertionError(
+                            f"{example.id}: '{command}' did not listen on {port}:\n{log.read_text()}"
+                        ) from None
                     time.sleep(0.1)
 
     def stop(self) -> None:
