@@ -20,6 +20,7 @@ from underlay.api import (
     files,
     inference,
     models,
+    prompts,
     responses,
     safety,
     telemetry,
@@ -32,6 +33,7 @@ from underlay.core.routers.conversations import ConversationsRouter
 from underlay.core.routers.files import FilesRouter
 from underlay.core.routers.inference import InferenceRouter
 from underlay.core.routers.models import ModelsRouter
+from underlay.core.routers.prompts import PromptsRouter
 from underlay.core.routers.responses import ResponsesRouter
 from underlay.core.routers.safety import SafetyRouter
 from underlay.core.routers.telemetry import TelemetryRouter
@@ -48,6 +50,7 @@ SEAMS: dict[str, tuple[type, type]] = {
     "vector_io": (vector_io.VectorIOApi, VectorIORouter),
     "vector_stores": (vector_stores.VectorStoresApi, VectorStoresRouter),
     "conversations": (conversations.ConversationsApi, ConversationsRouter),
+    "prompts": (prompts.PromptsApi, PromptsRouter),
     "responses": (responses.ResponsesApi, ResponsesRouter),
     "tool_runtime": (tool_runtime.ToolRuntimeApi, ToolRuntimeRouter),
     "safety": (safety.SafetyApi, SafetyRouter),

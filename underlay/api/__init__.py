@@ -14,6 +14,7 @@ __all__ = [
     "models",
     "omit",
     "pagination",
+    "prompts",
     "providers",
     "response_items",
     "responses",

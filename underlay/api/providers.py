@@ -20,6 +20,7 @@ class Api(StrEnum):
     vector_io = "vector_io"
     vector_stores = "vector_stores"
     conversations = "conversations"
+    prompts = "prompts"
     tool_runtime = "tool_runtime"
     responses = "responses"
     safety = "safety"

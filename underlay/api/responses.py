@@ -54,6 +54,7 @@ __all__ = [
     "OutputTextDeltaEvent",
     "OutputTextDoneEvent",
     "OutputTokensDetails",
+    "PromptReference",
     "ROUTES",
     "RefusalDeltaEvent",
     "RefusalDoneEvent",
@@ -239,6 +240,39 @@ class ConversationRef(_Open):
     id: str
 
 
+_PROMPT_VARIABLE_PARTS = ("input_text", "input_file", "input_image")
+
+
+class PromptReference(_Open):
+    """``prompt``: a stored prompt (the Prompts API) rendered into the response's instructions.
+
+    ``version`` is a string, as in OpenAI's API (``"2"``); unset means the prompt's default version. Each
+    variable is a string or an input content part (``input_text``; ``input_file``, whose text is used;
+    ``input_image`` is refused, since instructions are text). The response echoes it with the version used.
+    """
+
+    id: str = Field(min_length=1, max_length=256)
+    version: str | None = Field(default=None, max_length=20)
+    variables: dict[str, str | dict[str, Any]] | None = Field(default=None, max_length=64)
+
+    @field_validator("version", mode="before")
+    @classmethod
+    def _number(cls, value: Any) -> Any:
+        return str(value) if isinstance(value, int) and not isinstance(value, bool) else value
+
+    @field_validator("variables")
+    @classmethod
+    def _parts(cls, value: dict[str, str | dict[str, Any]] | None) -> dict[str, str | dict[str, Any]] | None:
+        for name, part in (value or {}).items():
+            if isinstance(part, dict) and part.get("type") not in _PROMPT_VARIABLE_PARTS:
+                raise ValueError(
+                    f"variable '{name[:64]}' is a string or a part of type input_text, input_file or input_image"
+                )
+            if isinstance(part, dict) and part.get("type") == "input_text" and not isinstance(part.get("text"), str):
+                raise ValueError(f"variable '{name[:64]}': an input_text part needs text")
+        return value
+
+
 class CreateResponseRequest(_Open):
     """``POST /v1/responses``. Unknown OpenAI fields are accepted and ignored.
 
@@ -273,6 +307,7 @@ class CreateResponseRequest(_Open):
     user: str | None = None
     safety_identifier: str | None = Field(default=None, max_length=64)
     prompt_cache_key: str | None = Field(default=None, max_length=256)
+    prompt: PromptReference | None = None
     seed: int | None = None
 
     _metadata = field_validator("metadata")(check_metadata)
@@ -397,6 +432,7 @@ class ResponseObject(_Open):
     frequency_penalty: float = 0.0
     safety_identifier: str | None = None
     prompt_cache_key: str | None = None
+    prompt: PromptReference | None = None
     text: dict[str, Any] = Field(default_factory=lambda: {"format": {"type": "text"}})
     tool_choice: Any = "auto"
     tools: list[dict[str, Any]] = Field(default_factory=list)
@@ -405,7 +441,10 @@ class ResponseObject(_Open):
     user: str | None = None
     metadata: dict[str, str] = Field(default_factory=dict)
     # ``user`` stays ``null`` when unset, not omitted: the Open Responses schema requires the key (nullable),
-    # and OpenAI's own API sends it that way; the openai SDK accepts either.
+    # and OpenAI's own API sends it that way; the openai SDK accepts either. ``prompt`` is optional in
+    # OpenAI's type (absent when no prompt was used).
+
+    _omit = omit_when_none("prompt")
 
     @field_validator(*_SAMPLING_DEFAULTS, mode="before")
     @classmethod

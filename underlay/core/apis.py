@@ -18,6 +18,7 @@ from underlay.api import conversations as conversations_api
 from underlay.api import files as files_api
 from underlay.api import inference as inference_api
 from underlay.api import models as models_api
+from underlay.api import prompts as prompts_api
 from underlay.api import responses as responses_api
 from underlay.api import safety as safety_api
 from underlay.api import telemetry as telemetry_api
@@ -31,6 +32,7 @@ if TYPE_CHECKING:
     from underlay.core.routers.files import FilesRouter
     from underlay.core.routers.inference import InferenceRouter
     from underlay.core.routers.models import ModelsRouter
+    from underlay.core.routers.prompts import PromptsRouter
     from underlay.core.routers.responses import ResponsesRouter
     from underlay.core.routers.safety import SafetyRouter
     from underlay.core.routers.telemetry import TelemetryRouter
@@ -164,6 +166,15 @@ async def _conversations_router(stack: Stack, providers: dict[str, Any]) -> Conv
     return ConversationsRouter(store)
 
 
+async def _prompts_router(stack: Stack, providers: dict[str, Any]) -> PromptsRouter:
+    from underlay.core.routers.prompts import PromptsRouter
+    from underlay.core.stores.prompts import PromptStore
+
+    store = PromptStore(stack.sql())
+    await store.initialize()
+    return PromptsRouter(store)
+
+
 async def _tool_runtime_router(stack: Stack, providers: dict[str, Any]) -> ToolRuntimeRouter:
     from underlay.core.routers.tool_runtime import ToolRuntimeRouter
     from underlay.core.routing.tool_groups import ToolGroupsRoutingTable
@@ -227,12 +238,13 @@ API_TABLE: dict[str, ApiEntry] = {
         vector_stores_api.ROUTES, _vector_stores_router, depends_on=("inference", "files", "vector_io")
     ),
     "conversations": ApiEntry(conversations_api.ROUTES, _conversations_router),
+    "prompts": ApiEntry(prompts_api.ROUTES, _prompts_router),
     # The routers its provider may use are built first, so they reach it with its deps at construction.
     "responses": ApiEntry(
         responses_api.ROUTES,
         _responses_router,
         depends_on=("inference", "conversations"),
-        optional_depends_on=("vector_stores", "tool_runtime", "files", "safety"),
+        optional_depends_on=("vector_stores", "tool_runtime", "files", "safety", "prompts"),
     ),
     # builtin::file_search searches vector stores when that API is on; without it the tool says so.
     "tool_runtime": ApiEntry(tool_runtime_api.ROUTES, _tool_runtime_router, optional_depends_on=("vector_stores",)),

@@ -23,6 +23,7 @@ RESOURCE_TYPES = (
     "file",
     "response",
     "conversation",
+    "prompt",
     "chat_completion",
     "job",
     "trace",

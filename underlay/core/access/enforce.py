@@ -47,6 +47,7 @@ _NOUNS = {
     "file": "file",
     "response": "response",
     "conversation": "conversation",
+    "prompt": "prompt",
     "chat_completion": "chat completion",
     "job": "job",
 }

@@ -30,6 +30,6 @@ SPEC = ProviderSpec(
     config_class="underlay.providers.inline.responses:BuiltinResponsesConfig",
     factory="underlay.providers.inline.responses:create_provider",
     api_dependencies=("inference", "vector_stores", "tool_runtime", "conversations", "files"),
-    optional_api_dependencies=("vector_stores", "tool_runtime", "files", "safety"),
+    optional_api_dependencies=("vector_stores", "tool_runtime", "files", "safety", "prompts"),
     description="The Responses API's agent loop: model turns plus file_search, mcp and web_search tools.",
 )

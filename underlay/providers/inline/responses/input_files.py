@@ -128,6 +128,11 @@ async def _text_of(part: dict[str, Any], files: Any, max_bytes: int, where: str)
     return f"[File: {filename}]\n{parsed.text}"
 
 
+async def file_text(part: dict[str, Any], files: Any, max_bytes: int, where: str) -> str:
+    """The text the model sees for one ``input_file`` part (a prompt variable's, say), errors at ``where``."""
+    return await _text_of(part, files, max_bytes, where)
+
+
 async def resolve_files(
     history: list[dict[str, Any]], items: list[dict[str, Any]], files: Any, max_bytes: int
 ) -> FileText:

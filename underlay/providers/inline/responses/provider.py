@@ -55,6 +55,7 @@ from underlay.providers.inline.responses.config import BuiltinResponsesConfig
 from underlay.providers.inline.responses.convert import check_input_items, items_to_messages
 from underlay.providers.inline.responses.engine import Engine
 from underlay.providers.inline.responses.input_files import resolve_files
+from underlay.providers.inline.responses.prompts import render_prompt
 from underlay.providers.inline.responses.server_tools import ServerTools
 from underlay.providers.inline.responses.state import Run
 
@@ -283,6 +284,7 @@ class BuiltinResponsesProvider:
             frequency_penalty=params.frequency_penalty or 0.0,
             safety_identifier=params.safety_identifier,
             prompt_cache_key=params.prompt_cache_key,
+            prompt=params.prompt,
             text=(
                 params.text.model_dump(mode="json", by_alias=True, exclude_none=True)
                 if params.text
@@ -308,8 +310,24 @@ class BuiltinResponsesProvider:
             last_results=_recent_search_results(history),
         )
 
+    async def _with_prompt(self, params: CreateResponseRequest) -> CreateResponseRequest:
+        """``params`` with ``prompt`` rendered into ``instructions`` (the request's own instructions follow it).
+
+        Done once, at create: a background response stores the rendered request, so a resumed job runs
+        with the very text the client's request produced even if the prompt changed since.
+        """
+        if params.prompt is None:
+            return params
+        text, prompt = await render_prompt(
+            params.prompt, self._router("prompts"), self._router("files"), self.config.input_file_max_bytes
+        )
+        instructions = f"{text}\n\n{params.instructions}" if params.instructions else text
+        used = params.prompt.model_copy(update={"version": str(prompt.version)})
+        return params.model_copy(update={"instructions": instructions, "prompt": used})
+
     async def create_response(self, params: CreateResponseRequest) -> ResponseObject | AsyncIterator[ResponseEvent]:
         await self._preflight(params)
+        params = await self._with_prompt(params)
         if params.conversation_id:
             await self._conversations().get_conversation(params.conversation_id)
         history, items = await self._context(params)
