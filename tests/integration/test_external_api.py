@@ -15,6 +15,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import shutil
 import sqlite3
 import subprocess
@@ -28,9 +29,18 @@ import httpx
 import pytest
 import yaml
 
-from tests.integration.harness import FIXTURES, RunningServer, free_port, install_external_provider, start_server
+from tests.integration.harness import (
+    FIXTURES,
+    ROOT,
+    RunningServer,
+    free_port,
+    install_external_provider,
+    start_server,
+)
 
 PACKAGE = FIXTURES / "external_api"
+PAGE = ROOT / "docs" / "extending-apis.md"
+_NAMED_BLOCK = re.compile(r"^```\w+\n# (\S+)\n(.*?)^```", re.S | re.M)
 KEYS = {"alice": "sk-notes-alice-0001", "bob": "sk-notes-bob-0002", "carol": "sk-notes-carol-0003"}
 TEXT = "Otters hold hands while they sleep. A group of otters is a raft."
 
@@ -53,17 +63,29 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return install_external_provider(target)
 
 
+def page_files() -> dict[str, str]:
+    """Each block of docs/extending-apis.md that opens with ``# FILE``: the name and the text as shown."""
+    return {name: f"# {name}\n{body}" for name, body in _NAMED_BLOCK.findall(PAGE.read_text())}
+
+
 def _config(**extra: Any) -> dict[str, Any]:
+    """The page's notes.yaml (its apis and notes providers), with auth, quotas and telemetry switched on.
+
+    The echo inference provider stands in for the page's embedded model (instant, no weights), so the
+    ``writer`` provider asks it; everything else is the page's config.
+    """
+    page = yaml.safe_load(page_files()["notes.yaml"])
+    notes = page["providers"]["notes"]
+    for provider in notes:
+        if provider["provider_type"] == "inline::model":
+            provider["config"]["model"] = "echo"
     config: dict[str, Any] = {
-        "apis": ["inference", "models", "telemetry", "notes"],
+        "apis": [*page["apis"], "telemetry"],
         "providers": {
             "inference": [
                 {"provider_id": "echo", "provider_type": "remote::echo-test", "config": {"delay_seconds": 0}}
             ],
-            "notes": [
-                {"provider_id": "first", "provider_type": "inline::first-sentence", "config": {}},
-                {"provider_id": "writer", "provider_type": "inline::model", "config": {"model": "echo"}},
-            ],
+            "notes": notes,
         },
         "jobs": {"workers": 1, "poll_seconds": 0.1},
         "telemetry": {"flush_seconds": 0.2},
@@ -118,6 +140,15 @@ def _summary(client: httpx.Client, note_id: str) -> dict[str, Any]:
         if note["summary_status"] in ("succeeded", "failed", "cancelled") or time.monotonic() > deadline:
             return dict(note)
         time.sleep(0.1)
+
+
+def test_the_docs_page_shows_the_package_file_by_file() -> None:
+    shown = page_files()
+    files = [p for p in PACKAGE.rglob("*") if p.is_file() and "__pycache__" not in p.parts]
+    assert len(files) == 6
+    for path in files:
+        name = str(path.relative_to(PACKAGE))
+        assert shown.get(name) == path.read_text(), f"docs/extending-apis.md does not show {name} as it is"
 
 
 def test_its_routes_are_published_under_its_version(server: RunningServer) -> None:
