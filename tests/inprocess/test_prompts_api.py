@@ -19,7 +19,17 @@ import pytest
 
 from tests.inprocess.harness import InProcessServer, echo_config, serve_in_process
 
-KEYS = {"alice": ("sk-alice-prompts", ["team-a"]), "bob": ("sk-bob-prompts", ["team-b"])}
+KEYS = {
+    "alice": ("sk-alice-prompts", ["team-a"]),
+    "bob": ("sk-bob-prompts", ["team-b"]),
+    "carol": ("sk-carol-prompts", ["team-a"]),
+}
+TEAM_READS_PROMPTS = {
+    "rules": [
+        {"effect": "permit", "when": ["user is owner"]},
+        {"effect": "permit", "actions": ["read"], "resources": ["prompt"], "when": ["user in owners teams"]},
+    ]
+}
 
 
 def _auth() -> dict[str, Any]:
@@ -182,6 +192,30 @@ async def test_another_tenant_cannot_see_use_or_change_a_prompt(app: InProcessSe
     still = await _ok(await http.get(f"/v1/prompts/{prompt_id}", headers=alice))
     assert still["version"] == 1 and still["prompt"] == "secret {{x}}"
     assert (await http.get("/v1/prompts")).status_code == 401
+
+
+async def test_a_policy_shares_prompts_with_a_team_read_only(tmp_path_factory: pytest.TempPathFactory) -> None:
+    config = {
+        "state_dir": str(tmp_path_factory.mktemp("inprocess-prompts-team")),
+        "apis": ["prompts"],
+        "server": _auth(),
+        "access_policy": TEAM_READS_PROMPTS,
+    }
+    async with serve_in_process(config) as app:
+        alice, carol, bob = _as(app, "alice"), _as(app, "carol"), _as(app, "bob")
+        http = app.http
+        prompt_id = (await _ok(await http.post("/v1/prompts", json={"prompt": "team {{x}}"}, headers=alice)))["id"]
+        assert (await _ok(await http.get(f"/v1/prompts/{prompt_id}", headers=carol)))["prompt"] == "team {{x}}"
+        listed = await _ok(await http.get("/v1/prompts", headers=carol))
+        assert [p["id"] for p in listed["data"]] == [prompt_id]  # the team predicate is in the list query
+        versions = await _ok(await http.get(f"/v1/prompts/{prompt_id}/versions", headers=carol))
+        assert [v["version"] for v in versions["data"]] == [1]
+        refused = _error(await http.post(f"/v1/prompts/{prompt_id}/versions", json={"prompt": "y"}, headers=carol), 403)
+        assert refused["code"] == "access_denied" and "update prompt" in refused["message"]
+        _error(await http.delete(f"/v1/prompts/{prompt_id}", headers=carol), 403)
+        _error(await http.get(f"/v1/prompts/{prompt_id}", headers=bob), 404)
+        assert (await _ok(await http.get("/v1/prompts", headers=bob)))["data"] == []
+        assert (await _ok(await http.get(f"/v1/prompts/{prompt_id}", headers=alice)))["version"] == 1
 
 
 # ---- Responses' prompt parameter ------------------------------------------------------------------------------
