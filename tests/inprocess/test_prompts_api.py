@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import os
+import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -194,13 +196,41 @@ async def test_another_tenant_cannot_see_use_or_change_a_prompt(app: InProcessSe
     assert (await http.get("/v1/prompts")).status_code == 401
 
 
-async def test_a_policy_shares_prompts_with_a_team_read_only(tmp_path_factory: pytest.TempPathFactory) -> None:
-    config = {
+@pytest.fixture(params=["sqlite", "postgres"])
+async def sqlstore(request: pytest.FixtureRequest) -> AsyncIterator[dict[str, Any] | None]:
+    """The default SQLite store, or a fresh PostgreSQL database (dropped afterwards): team predicates are
+    JSON queries, which differ per backend."""
+    if request.param == "sqlite":
+        yield None
+        return
+    import asyncpg
+
+    server = {
+        "host": os.environ.get("UNDERLAY_TEST_POSTGRES_HOST", "127.0.0.1"),
+        "port": int(os.environ.get("UNDERLAY_TEST_POSTGRES_PORT", "5432")),
+        "user": os.environ.get("UNDERLAY_TEST_POSTGRES_USER", "postgres"),
+        "password": os.environ.get("UNDERLAY_TEST_POSTGRES_PASSWORD") or None,
+    }
+    name = f"underlay_prompts_{uuid.uuid4().hex[:12]}"
+    yield {"type": "postgres", "db": name, "create_database": True, **server}
+    conn = await asyncpg.connect(database="postgres", **server)
+    try:
+        await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    finally:
+        await conn.close()
+
+
+async def test_a_policy_shares_prompts_with_a_team_read_only(
+    tmp_path_factory: pytest.TempPathFactory, sqlstore: dict[str, Any] | None
+) -> None:
+    config: dict[str, Any] = {
         "state_dir": str(tmp_path_factory.mktemp("inprocess-prompts-team")),
         "apis": ["prompts"],
         "server": _auth(),
         "access_policy": TEAM_READS_PROMPTS,
     }
+    if sqlstore is not None:
+        config["storage"] = {"sqlstore": sqlstore}
     async with serve_in_process(config) as app:
         alice, carol, bob = _as(app, "alice"), _as(app, "carol"), _as(app, "bob")
         http = app.http
