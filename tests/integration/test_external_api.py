@@ -161,7 +161,9 @@ def test_its_routes_are_published_under_its_version(server: RunningServer) -> No
     notes = {(r["method"], r["path"]): r for r in routes if r["api"] == "notes"}
     assert len(notes) == 6
     assert notes[("GET", "/v1alpha/notes/{note_id}/stream")]["streaming"] is True
-    assert ("POST", "/v1/chat/completions") in {(r["method"], r["path"]) for r in routes}  # built-ins alongside
+    assert {(r["version"], r["stability"]) for r in notes.values()} == {("v1alpha", "alpha")}
+    chat = next(r for r in routes if (r["method"], r["path"]) == ("POST", "/v1/chat/completions"))
+    assert (chat["api"], chat["version"], chat["stability"]) == ("inference", "v1", "stable")  # built-ins alongside
 
 
 def test_auth_and_the_error_envelope_cover_it(server: RunningServer) -> None:

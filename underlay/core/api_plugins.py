@@ -206,6 +206,11 @@ def check(config: RunConfig, catalog: ApiCatalog) -> list[str]:
                 f"'{found.entry.version[:40]}'; use v<N>, v<N>beta or v<N>alpha (e.g. v1alpha)"
             )
         for route in found.entry.routes:
+            if not route.path.startswith(f"/{found.entry.version}/"):
+                raise ConfigError(
+                    f"{source}: apis: API '{api}' (package {found.package}) has a route path that does not "
+                    f"start with '/' ({route.path[:80]!r}); write paths like '/notes'"
+                )
             key = (route.method.upper(), route.path)
             owner = f"API '{api}' (package {found.package})"
             if key in claimed:

@@ -65,10 +65,15 @@ class ApiEntry:
     @property
     def stability(self) -> str:
         """``alpha``, ``beta`` or ``stable``, read from :attr:`version`."""
-        for level in ("alpha", "beta"):
-            if level in self.version:
-                return level
-        return "stable"
+        return stability_of(self.version)
+
+
+def stability_of(version: str) -> str:
+    """``v1alpha`` → ``alpha``, ``v2beta1`` → ``beta``, ``v1`` → ``stable``."""
+    for level in ("alpha", "beta"):
+        if level in version:
+            return level
+    return "stable"
 
 
 def _built(router: RouterT | None, api: str, needed_by: str) -> RouterT:

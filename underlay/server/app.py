@@ -31,6 +31,7 @@ from underlay.api.errors import InvalidRequestError
 from underlay.api.routes import BinaryContent, Route
 from underlay.core.api_plugins import check as check_apis
 from underlay.core.api_plugins import discover as discover_apis
+from underlay.core.apis import stability_of
 from underlay.core.config import RunConfig
 from underlay.core.stack import Stack
 from underlay.server import access, auth, quotas, telemetry
@@ -323,11 +324,27 @@ def _multipart_openapi(route: Route) -> dict[str, Any]:
 
 def _add_platform_routes(app: FastAPI, routes: list[tuple[str, Route]]) -> None:
     table = [
-        {"method": r.method, "path": r.path, "api": api, "streaming": r.streaming, "summary": r.summary}
+        {
+            "method": r.method,
+            "path": r.path,
+            "api": api,
+            "version": r.path.split("/")[1],  # every route is served under its API's version
+            "stability": stability_of(r.path.split("/")[1]),
+            "streaming": r.streaming,
+            "summary": r.summary,
+        }
         for api, r in routes
     ]
     table += [
-        {"method": "GET", "path": p, "api": "platform", "streaming": False, "summary": s}
+        {
+            "method": "GET",
+            "path": p,
+            "api": "platform",
+            "version": "v1",
+            "stability": "stable",
+            "streaming": False,
+            "summary": s,
+        }
         for p, s in (
             ("/v1/health", "Liveness and readiness"),
             ("/v1/version", "Server version"),
