@@ -272,10 +272,14 @@ def test_spans_metrics_and_quotas_cover_it(server: RunningServer) -> None:
 
 
 def test_an_operator_folder_serves_the_same_api(site: Path, tmp_path: Path) -> None:
-    """``apis_dir``: the package copied into a folder, not installed; its providers come from ``PROVIDERS``."""
+    """``apis_dir``: the package copied into a folder, not installed; its providers come from ``PROVIDERS``.
+
+    A broken package in the folder that no config names does not stop the server.
+    """
     folder = tmp_path / "apis"
     _copy_package(tmp_path / "src")
     shutil.copytree(tmp_path / "src" / "underlay_notes", folder / "underlay_notes")
+    _write_package(folder, "unused_and_broken", "raise RuntimeError('never configured')\n")  # not in apis: ignored
     config = _config(apis=["notes"], apis_dir="apis")
     config["providers"] = {"notes": [{"provider_id": "first", "provider_type": "inline::first-sentence"}]}
     running = start_server(config, tmp_path)  # no extra PYTHONPATH: nothing is installed
