@@ -44,6 +44,7 @@ from underlay.api.errors import NotFoundError, UnderlayError
 from underlay.api.files import FileListQuery, FileObject
 from underlay.api.vector_stores import SearchRequest, SearchResultsPage, VectorStoreListQuery
 from underlay.core.routers.files import guess_media_type
+from underlay.server.mcp_prompts import get_stored_prompt, stored_prompts
 
 FILE_URI_PREFIX = "underlay://files/"
 FILE_TEMPLATE = "underlay://files/{file_id}"
@@ -287,8 +288,9 @@ def search_json(page: SearchResultsPage) -> str:
 
 
 async def list_prompts(routers: dict[str, Any]) -> types.ListPromptsResult:
-    """Underlay's own prompts, then the tool groups' (one with an own prompt's name is hidden)."""
-    own = own_prompts(routers)
+    """Underlay's own prompts and the caller's stored ones (see :mod:`.mcp_prompts`), then the tool
+    groups' (one with an own prompt's name is hidden)."""
+    own = [*own_prompts(routers), *await stored_prompts(routers)]
     taken = {p.name for p in own}
     upstream: list[types.Prompt] = []
     runtime = routers.get("tool_runtime")
@@ -349,6 +351,9 @@ async def get_prompt(routers: dict[str, Any], name: str, arguments: dict[str, st
         _argument(arguments, key, required=False)
         if len(key) > 256 or not isinstance(value, str):
             raise invalid("Prompt arguments are strings named by up to 256 characters.")
+    stored = await get_stored_prompt(routers, name, arguments)
+    if stored is not None:
+        return stored
     own = {p.name for p in own_prompts(routers)}
     if name not in own:
         return await _get_upstream_prompt(routers, name, arguments, own)
