@@ -76,7 +76,7 @@ def client(app: InProcessServer) -> AsyncUnderlay:
 
 async def _store_with_chunks(client: AsyncUnderlay, name: str) -> str:
     store = await client.vector_stores.create(name=name)
-    chunks = [
+    chunks: list[Chunk | dict[str, Any]] = [
         Chunk(chunk_id="c1", document_id="doc-cats", content="cats sleep all afternoon", attributes={"kind": "pet"}),
         {"chunk_id": "c2", "document_id": "doc-rust", "content": "rust borrows are checked", "attributes": {}},
     ]

@@ -20,7 +20,7 @@ Three pieces live here:
 from __future__ import annotations
 
 import functools
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any, Generic, TypedDict, TypeVar, cast
 from urllib.parse import quote
 
@@ -46,7 +46,7 @@ __all__ = [
 
 M = TypeVar("M", bound=pydantic.BaseModel)
 T = TypeVar("T")
-F = TypeVar("F")
+F = TypeVar("F", bound=Callable[..., Any])
 
 
 class RequestOptions(TypedDict, total=False):
@@ -159,7 +159,7 @@ def options_of(options: RequestOptions, query: Mapping[str, Any] | None = None) 
     )
 
 
-def sends(model: type[pydantic.BaseModel]) -> Any:
+def sends(model: type[pydantic.BaseModel]) -> Callable[[F], F]:
     """Mark a method whose keyword arguments are ``model``'s fields (its request body or query).
 
     ``tests/unit/test_client_contract.py`` checks every marked method against its model, so a field

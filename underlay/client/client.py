@@ -94,12 +94,12 @@ class Underlay(openai.OpenAI):
                 server.stop()
 
     @cached_property
-    def models(self) -> UnderlayModels:  # type: ignore[override]
+    def models(self) -> UnderlayModels:
         """OpenAI's Models resource plus ``register`` and ``describe``."""
         return UnderlayModels(self)
 
     @cached_property
-    def safety(self) -> UnderlaySafety:  # type: ignore[override]
+    def safety(self) -> UnderlaySafety:
         """OpenAI's safety resource plus ``run_shield``."""
         return UnderlaySafety(self)
 
@@ -165,12 +165,12 @@ class AsyncUnderlay(openai.AsyncOpenAI):
                 await asyncio.to_thread(server.stop)
 
     @cached_property
-    def models(self) -> AsyncUnderlayModels:  # type: ignore[override]
+    def models(self) -> AsyncUnderlayModels:
         """OpenAI's Models resource plus ``register`` and ``describe``."""
         return AsyncUnderlayModels(self)
 
     @cached_property
-    def safety(self) -> AsyncUnderlaySafety:  # type: ignore[override]
+    def safety(self) -> AsyncUnderlaySafety:
         """OpenAI's safety resource plus ``run_shield``."""
         return AsyncUnderlaySafety(self)
 
