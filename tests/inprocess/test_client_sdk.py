@@ -21,6 +21,7 @@ import pytest
 from openai import pagination
 
 from tests.inprocess.harness import InProcessServer, echo_config, serve_in_process
+from tests.integration.harness import free_port
 from tests.integration.mcp_fixtures import McpFixtureServer
 from underlay import AsyncUnderlay, Underlay
 from underlay.api.models import OpenAIModel
@@ -32,6 +33,8 @@ from underlay.api.vector_io import Chunk, QueryChunksResponse
 from underlay.core.config import ConfigError
 
 ECHO = {"provider_id": "echo", "provider_type": "remote::echo-test", "config": {}}
+DEAD = f"http://127.0.0.1:{free_port()}/v1"
+"""A closed loopback port: the upstream of the ``down`` shield, which the server answers with a real 503."""
 
 
 def sdk_config(state_dir: Path) -> dict[str, Any]:
@@ -48,9 +51,12 @@ def sdk_config(state_dir: Path) -> dict[str, Any]:
                 {"provider_id": "file-search", "provider_type": "builtin::file_search"},
                 {"provider_id": "mcp", "provider_type": "remote::model-context-protocol"},
             ],
-            "safety": [{"provider_id": "pii", "provider_type": "inline::pii"}],
+            "safety": [
+                {"provider_id": "pii", "provider_type": "inline::pii"},
+                {"provider_id": "dead", "provider_type": "remote::passthrough", "config": {"base_url": DEAD}},
+            ],
         },
-        shields=[{"shield_id": "pii", "provider_id": "pii"}],
+        shields=[{"shield_id": "pii", "provider_id": "pii"}, {"shield_id": "down", "provider_id": "dead"}],
         vector_stores={"default_embedding_model": "echo/echo-embed"},
         telemetry={"flush_seconds": 0.05},
     )
@@ -106,11 +112,12 @@ async def test_models_register_describe_and_openais_own_methods(client: AsyncUnd
 async def test_shields_and_run_shield(client: AsyncUnderlay) -> None:
     page = await client.shields.list()
     assert isinstance(page, pagination.AsyncPage)
-    assert [(s.id, s.provider_id) for s in page.data] == [("pii", "pii")] and isinstance(page.data[0], ShieldObject)
+    assert [(s.id, s.provider_id) for s in page.data] == [("down", "dead"), ("pii", "pii")]
+    assert isinstance(page.data[1], ShieldObject)
     made = await client.shields.register(shield_id="sdk-pii", provider_id="pii", params={"entities": ["email"]})
     assert isinstance(made, ShieldObject) and (made.id, made.params) == ("sdk-pii", {"entities": ["email"]})
     assert (await client.shields.retrieve("sdk-pii")).provider_shield_id == "sdk-pii"
-    assert [s.id async for s in client.shields.list()] == ["pii", "sdk-pii"]  # auto-paging iteration
+    assert [s.id async for s in client.shields.list()] == ["down", "pii", "sdk-pii"]  # auto-paging iteration
 
     flagged = await client.safety.run_shield(
         shield_id="sdk-pii", messages=[ShieldMessage(role="user", content="write to ada@example.com")]
@@ -130,6 +137,20 @@ async def test_shields_and_run_shield(client: AsyncUnderlay) -> None:
     with pytest.raises(openai.BadRequestError) as caught:  # the server's 400, naming the field
         await client.safety.run_shield(shield_id="pii", messages=[])
     assert caught.value.body["param"] == "messages"  # type: ignore[index]
+
+
+async def test_upstream_failures_are_retried_as_openai_calls_are(app: InProcessServer) -> None:
+    """The server's 503 (the shield's upstream is down) is retried by the client's own ``max_retries``, then
+    raised as ``openai.InternalServerError`` naming the provider: our resources use OpenAI's machinery."""
+    client = AsyncUnderlay(base_url=app.v1, max_retries=2, http_client=app.http)
+    tag = f"retry-{time.monotonic_ns()}"
+    with pytest.raises(openai.InternalServerError) as caught:
+        await client.safety.run_shield(
+            shield_id="down", messages=[{"role": "user", "content": "x"}], extra_headers={"x-request-id": tag}
+        )
+    assert caught.value.status_code == 503 and "dead" in caught.value.message
+    sent = caught.value.response.request.headers
+    assert sent["x-stainless-retry-count"] == "2" and sent["x-request-id"] == tag  # the third try, our header
 
 
 async def test_providers_list(client: AsyncUnderlay) -> None:
@@ -238,7 +259,7 @@ def test_in_process_sync_client_streams_and_stops(tmp_path: Path, echo_plugin: P
         pieces = [c.choices[0].delta.content or "" for c in stream if c.choices]
         assert len(pieces) > 1 and "".join(pieces) == "echo: one two three"
         assert client.safety.run_shield(shield_id="pii", messages=[{"role": "user", "content": "hi"}]).violation is None
-        assert [s.id for s in client.shields.list()] == ["pii"]
+        assert [s.id for s in client.shields.list()] == ["down", "pii"]
         port = server.port
     assert not _listening(port) and not server._thread.is_alive()  # the stack stopped with the client
 
