@@ -29,7 +29,7 @@ from underlay.api.providers import ProviderInfo
 from underlay.api.safety import DeletedShield, RunShieldResponse, ShieldMessage, ShieldObject
 from underlay.api.telemetry import Span, SpanTree, Trace
 from underlay.api.tool_runtime import ToolDef, ToolGroup, ToolGroupDeleted, ToolInvocationResult
-from underlay.api.vector_io import Chunk, QueryChunksResponse
+from underlay.api.vector_io import Chunk, InsertChunksResponse, QueryChunksResponse
 from underlay.core.config import ConfigError
 
 ECHO = {"provider_id": "echo", "provider_type": "remote::echo-test", "config": {}}
@@ -87,7 +87,7 @@ async def _store_with_chunks(client: AsyncUnderlay, name: str) -> str:
         {"chunk_id": "c2", "document_id": "doc-rust", "content": "rust borrows are checked", "attributes": {}},
     ]
     inserted = await client.vector_io.insert(vector_store_id=store.id, chunks=chunks)
-    assert inserted == {"object": "vector_io.insert", "vector_store_id": store.id, "inserted": 2}
+    assert isinstance(inserted, InsertChunksResponse) and (inserted.vector_store_id, inserted.inserted) == (store.id, 2)
     return store.id
 
 

@@ -363,6 +363,7 @@ SURFACE: dict[str, list[str]] = {
         "HybridOptions",
         "IndexInfo",
         "InsertChunksRequest",
+        "InsertChunksResponse",
         "QueryChunksRequest",
         "QueryChunksResponse",
         "ROUTES",

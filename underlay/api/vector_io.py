@@ -26,6 +26,7 @@ __all__ = [
     "HybridOptions",
     "IndexInfo",
     "InsertChunksRequest",
+    "InsertChunksResponse",
     "QueryChunksRequest",
     "QueryChunksResponse",
     "ROUTES",
@@ -140,6 +141,12 @@ class InsertChunksRequest(BaseModel):
     chunks: list[Chunk] = Field(min_length=1)
 
 
+class InsertChunksResponse(BaseModel):
+    object: Literal["vector_io.insert"] = "vector_io.insert"
+    vector_store_id: str
+    inserted: int = Field(description="How many chunks were upserted.")
+
+
 class QueryChunksRequest(BaseModel):
     vector_store_id: str
     query: str | None = None
@@ -162,7 +169,7 @@ class VectorIOApi(Protocol):
     :class:`underlay.core.routers.vector_io.VectorIORouter` implements it.
     """
 
-    async def insert_chunks(self, params: InsertChunksRequest) -> dict[str, Any]: ...
+    async def insert_chunks(self, params: InsertChunksRequest) -> InsertChunksResponse: ...
 
     async def query_chunks(self, params: QueryChunksRequest) -> QueryChunksResponse: ...
 
@@ -173,6 +180,7 @@ ROUTES: list[Route] = [
         "/v1/vector-io/insert",
         VectorIOApi.insert_chunks,
         body=InsertChunksRequest,
+        response=InsertChunksResponse,
         summary="Insert pre-embedded chunks into a vector store",
         tags=("vector-io",),
     ),

@@ -19,6 +19,7 @@ from underlay.api.vector_io import (
     Filter,
     HybridOptions,
     InsertChunksRequest,
+    InsertChunksResponse,
     QueryChunksRequest,
     QueryChunksResponse,
     SearchMode,
@@ -35,12 +36,13 @@ class VectorIO(SyncAPIResource):
     """Insert chunks into a vector store's index and query them directly."""
 
     @sends(InsertChunksRequest)
-    def insert(self, *, vector_store_id: str, chunks: Chunks, **options: Unpack[RequestOptions]) -> dict[str, Any]:
-        """Upsert ``chunks`` by ``chunk_id``; answers ``{"object": "vector_io.insert", "inserted": N, ...}``."""
+    def insert(
+        self, *, vector_store_id: str, chunks: Chunks, **options: Unpack[RequestOptions]
+    ) -> InsertChunksResponse:
+        """Upsert ``chunks`` by ``chunk_id`` (embedded by the store's model when they carry no embedding)."""
         _, path = route_path(VectorIOApi.insert_chunks)
         body = body_of(vector_store_id=vector_store_id, chunks=[*chunks])
-        result: dict[str, Any] = self._post(path, body=body, options=options_of(options), cast_to=dict[str, Any])
-        return result
+        return self._post(path, body=body, options=options_of(options), cast_to=parsed(InsertChunksResponse))
 
     @sends(QueryChunksRequest)
     def query(
@@ -75,12 +77,11 @@ class AsyncVectorIO(AsyncAPIResource):
     @sends(InsertChunksRequest)
     async def insert(
         self, *, vector_store_id: str, chunks: Chunks, **options: Unpack[RequestOptions]
-    ) -> dict[str, Any]:
-        """Upsert ``chunks`` by ``chunk_id``; answers ``{"object": "vector_io.insert", "inserted": N, ...}``."""
+    ) -> InsertChunksResponse:
+        """Upsert ``chunks`` by ``chunk_id`` (embedded by the store's model when they carry no embedding)."""
         _, path = route_path(VectorIOApi.insert_chunks)
         body = body_of(vector_store_id=vector_store_id, chunks=[*chunks])
-        result: dict[str, Any] = await self._post(path, body=body, options=options_of(options), cast_to=dict[str, Any])
-        return result
+        return await self._post(path, body=body, options=options_of(options), cast_to=parsed(InsertChunksResponse))
 
     @sends(QueryChunksRequest)
     async def query(

@@ -14,7 +14,6 @@ routes let a client bring its own chunks:
 from __future__ import annotations
 
 import logging
-from typing import Any
 
 from underlay.api.errors import InvalidRequestError, UpstreamError
 from underlay.api.inference import EmbeddingsRequest
@@ -22,6 +21,7 @@ from underlay.api.vector_io import (
     Chunk,
     HybridOptions,
     InsertChunksRequest,
+    InsertChunksResponse,
     QueryChunksRequest,
     QueryChunksResponse,
     ScoredChunk,
@@ -85,7 +85,7 @@ class VectorIORouter(VectorIOApi):
 
     # ---- low-level routes ---------------------------------------------------------------------------
 
-    async def insert_chunks(self, params: InsertChunksRequest) -> dict[str, Any]:
+    async def insert_chunks(self, params: InsertChunksRequest) -> InsertChunksResponse:
         store = await self.rows.get_store(params.vector_store_id, "update")
         _, provider = self.provider(store["provider_id"])
         dimension = int(store["embedding_dimension"])
@@ -103,7 +103,7 @@ class VectorIORouter(VectorIOApi):
                     param=f"chunks[{i}].embedding",
                 )
         await provider.insert_chunks(store["id"], chunks)  # its failures arrive typed (underlay.core.boundary)
-        return {"object": "vector_io.insert", "vector_store_id": store["id"], "inserted": len(chunks)}
+        return InsertChunksResponse(vector_store_id=store["id"], inserted=len(chunks))
 
     async def query_chunks(self, params: QueryChunksRequest) -> QueryChunksResponse:
         store = await self.rows.get_store(params.vector_store_id)
