@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from tests.inprocess.harness import echo_config
-from underlay.core.apis import api_order
+from underlay.core.apis import API_TABLE, api_order
 from underlay.core.config import parse_run_config
 from underlay.core.routers.inference import InferenceRouter
 from underlay.core.stack import Stack
@@ -79,6 +79,8 @@ async def test_routers_receive_their_dependencies_when_built(stack: Stack) -> No
 
 async def test_typed_accessors_check_the_router_type(stack: Stack) -> None:
     assert stack.models_router is None  # not switched on: None, not an error
+    accessors = {name.removesuffix("_router") for name in dir(Stack) if name.endswith("_router")}
+    assert accessors - {"", "instrument"} == set(API_TABLE)  # one typed accessor per built-in API
     stack.routers["models"] = object()  # a wrong object under an API's name is refused, not returned
     with pytest.raises(TypeError, match="models router is a object, not a ModelsRouter"):
         _ = stack.models_router

@@ -30,6 +30,7 @@ if TYPE_CHECKING:
     from underlay.core.routers.files import FilesRouter
     from underlay.core.routers.inference import InferenceRouter
     from underlay.core.routers.models import ModelsRouter
+    from underlay.core.routers.prompts import PromptsRouter
     from underlay.core.routers.responses import ResponsesRouter
     from underlay.core.routers.safety import SafetyRouter
     from underlay.core.routers.telemetry import TelemetryRouter
@@ -205,6 +206,12 @@ class Stack:
         from underlay.core.routers.safety import SafetyRouter
 
         return self._router("safety", SafetyRouter)
+
+    @property
+    def prompts_router(self) -> PromptsRouter | None:
+        from underlay.core.routers.prompts import PromptsRouter
+
+        return self._router("prompts", PromptsRouter)
 
     @property
     def telemetry_router(self) -> TelemetryRouter | None:
