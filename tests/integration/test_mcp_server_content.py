@@ -95,3 +95,19 @@ async def test_tool_errors_and_schemas_pass_through(server: RunningServer) -> No
         assert failed.is_error and "always fails" in failed.content[0].text  # type: ignore[union-attr]
         tools = {t.name: t for t in (await client.list_tools()).tools}
     assert tools["json_schema_2020_12_tool"].input_schema == fixture.SCHEMA_2020_12
+
+
+async def test_a_proxied_tools_progress_reaches_the_caller(server: RunningServer) -> None:
+    """A client that asks for progress gets the upstream tool's notifications, in order, before the result
+    (the call is answered as an event stream); before, the JSON response dropped them."""
+    seen: list[tuple[float, float | None, str | None]] = []
+
+    async def on_progress(progress: float, total: float | None, message: str | None) -> None:
+        seen.append((progress, total, message))
+
+    async with Client(f"{server.base_url}/mcp") as client:
+        result = await client.call_tool(fixture.PROGRESS_TOOL, {}, progress_callback=on_progress)
+        quiet = await client.call_tool(fixture.PROGRESS_TOOL, {})  # no token: a plain JSON answer, no progress
+    assert not result.is_error and result.content[0].text == "Done in 3 steps."  # type: ignore[union-attr]
+    assert seen == [(1, 3, "step 1"), (2, 3, "step 2"), (3, 3, "step 3")]
+    assert not quiet.is_error and len(seen) == 3

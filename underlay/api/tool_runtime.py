@@ -28,6 +28,7 @@ and is answered with ``elicitation_responses`` on the next call.
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from typing import Annotated, Any, Literal, Protocol
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
@@ -303,6 +304,10 @@ class McpConnection(BaseModel):
     timeout: float | None = None
 
 
+ProgressFn = Callable[[float, float | None, str | None], Awaitable[None]]
+"""Called with a tool call's progress (progress, total, message) each time its server reports some."""
+
+
 class ToolCallContext(BaseModel):
     """What the router hands a provider with each call: the group (when there is one) and, for MCP
     providers, the resolved connection."""
@@ -312,6 +317,9 @@ class ToolCallContext(BaseModel):
     timeout: float | None = None
     principal: str | None = Field(default=None, description="Who is calling (whose OAuth token to use).")
     elicitation_responses: list[ElicitationResponse] = Field(default_factory=list)
+    progress: ProgressFn | None = Field(
+        default=None, exclude=True, description="Where the tool's progress notifications go (MCP), if anywhere."
+    )
 
 
 class OAuthCallbackQuery(BaseModel):

@@ -13,9 +13,13 @@ Why the low-level ``Server`` and not ``MCPServer``: the tool list is not fixed. 
 go through the API and their servers' tools change, so tools are listed from the live stack on every
 ``tools/list`` and dispatched by name on ``tools/call``.
 
-Why stateless HTTP with JSON responses: nothing here needs server-to-client requests or a standing
-event stream, and stateless requests work unchanged behind several workers or replicas (a session
+Why stateless HTTP: stateless requests work unchanged behind several workers or replicas (a session
 held in one worker's memory would be unknown to the next). Clients still run the usual handshake.
+Responses are plain JSON, except for a ``tools/call`` that asks for progress (``_meta.progressToken``)
+from a client that accepts SSE: that one is answered as an event stream, so the proxied tool's progress
+notifications reach the caller before its result (a JSON response has nowhere to put them). Two
+stateless transports serve ``/mcp`` for that; :class:`_Dispatch` picks one per request by reading the
+(size-capped) body once and handing it on unchanged.
 
 Tool failures are MCP tool errors (``isError`` results with the message), never protocol errors,
 so a model can read and react to them. Per-request credentials for proxied MCP servers travel as
@@ -31,13 +35,15 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Callable
-from contextlib import AbstractAsyncContextManager
+from collections.abc import AsyncIterator, Callable
+from contextlib import AbstractAsyncContextManager, AsyncExitStack, asynccontextmanager
 from typing import Any
 
 import mcp_types as types
 from mcp.server import Server
-from starlette.routing import BaseRoute
+from mcp.server.streamable_http_manager import StreamableHTTPSessionManager
+from starlette.routing import BaseRoute, Route
+from starlette.types import Message, Receive, Scope, Send
 
 import underlay
 from underlay.api.context import PROVIDER_DATA_HEADER, provider_data_var
@@ -72,6 +78,8 @@ LIST_SCHEMA: dict[str, Any] = {
     "properties": {"limit": {"type": "integer", "minimum": 1, "maximum": 100, "default": 20}},
 }
 OWN_TOOLS = ("list_vector_stores", "search_vector_store")
+MAX_BODY_BYTES = 4 * 1024 * 1024
+"""The largest ``/mcp`` request body (the SDK's limit too): what the dispatcher reads at most."""
 
 
 class UnderlayMcpServer:
@@ -97,13 +105,35 @@ class UnderlayMcpServer:
             on_completion=self._complete,
         )
         app = self.server.streamable_http_app(
-            streamable_http_path=MCP_PATH, stateless_http=True, json_response=True, host=host
+            streamable_http_path=MCP_PATH,
+            stateless_http=True,
+            json_response=True,
+            host=host,
+            max_request_body_size=MAX_BODY_BYTES,
         )
-        self.routes: list[BaseRoute] = list(app.routes)
+        self._json = self.server.session_manager
+        self._streaming = StreamableHTTPSessionManager(
+            app=self.server,
+            json_response=False,
+            stateless=True,
+            security_settings=self._json.security_settings,
+            max_request_body_size=MAX_BODY_BYTES,
+        )
+        dispatch = _Dispatch(self._json, self._streaming)
+        self.routes: list[BaseRoute] = [
+            Route(MCP_PATH, endpoint=dispatch) if getattr(r, "path", None) == MCP_PATH else r for r in app.routes
+        ]
 
     def lifespan(self) -> AbstractAsyncContextManager[None]:
-        """Run the session manager while the app runs (it owns the tasks serving MCP requests)."""
-        return self.server.session_manager.run()
+        """Run both transports while the app runs (they own the tasks serving MCP requests)."""
+        return self._run()
+
+    @asynccontextmanager
+    async def _run(self) -> AsyncIterator[None]:
+        async with AsyncExitStack() as stack:
+            await stack.enter_async_context(self._json.run())
+            await stack.enter_async_context(self._streaming.run())
+            yield
 
     # -- handlers ---------------------------------------------------------------------------------
 
@@ -157,7 +187,8 @@ class UnderlayMcpServer:
             runtime = self._routers().get("tool_runtime")
             if runtime is None:
                 return _error(f"Unknown tool '{params.name}'.")
-            return _to_mcp(await runtime.invoke_tool(params.name, arguments))
+            progress = _progress_relay(ctx, params)
+            return _to_mcp(await runtime.invoke_tool(params.name, arguments, progress=progress))
         except UnderlayError as exc:
             return _error(exc.message)
         except (ValueError, TypeError) as exc:
@@ -243,6 +274,77 @@ class UnderlayMcpServer:
             content=[types.TextContent(type="text", text=text), *links.values()],
             structured_content={"results": results, "search_query": page.search_query},
         )
+
+
+def _progress_relay(ctx: Any, params: types.CallToolRequestParams) -> Any:
+    """A callback that sends the tool's progress to the caller under its own token, or None when the
+    caller asked for none (then the upstream server is not asked either)."""
+    token = (params.meta or {}).get("progress_token")
+    if token is None or ctx.request_id is None:
+        return None
+    session, request_id = ctx.session, str(ctx.request_id)
+
+    async def relay(progress: float, total: float | None, message: str | None) -> None:
+        await session.send_progress_notification(token, progress, total, message, related_request_id=request_id)
+
+    return relay
+
+
+class _Dispatch:
+    """Sends each ``/mcp`` request to the JSON transport, or to the SSE one when it is a ``tools/call``
+    with a progress token from a client that accepts SSE. The body is read once (up to the size
+    limit; a larger one goes on to the JSON transport, which refuses it) and replayed unchanged."""
+
+    def __init__(self, json_manager: StreamableHTTPSessionManager, sse_manager: StreamableHTTPSessionManager) -> None:
+        self._json = json_manager
+        self._sse = sse_manager
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope.get("method") != "POST" or not _accepts_sse(scope):
+            await self._json.handle_request(scope, receive, send)
+            return
+        chunks: list[bytes] = []
+        size, more = 0, True
+        while more and size <= MAX_BODY_BYTES:
+            message = await receive()
+            if message["type"] != "http.request":  # the client went away: let the transport see it
+                await self._json.handle_request(scope, _replay([], False, receive, message), send)
+                return
+            chunks.append(message.get("body", b""))
+            size += len(chunks[-1])
+            more = bool(message.get("more_body", False))
+        manager = self._sse if not more and _wants_progress(b"".join(chunks)) else self._json
+        await manager.handle_request(scope, _replay(chunks, more, receive, None), send)
+
+
+def _accepts_sse(scope: Scope) -> bool:
+    accept = b",".join(v for k, v in scope.get("headers", []) if k == b"accept")
+    return b"text/event-stream" in accept
+
+
+def _wants_progress(body: bytes) -> bool:
+    """Whether the body is one ``tools/call`` request carrying ``_meta.progressToken``."""
+    try:
+        message = json.loads(body)
+    except ValueError:
+        return False
+    if not isinstance(message, dict) or message.get("method") != "tools/call":
+        return False
+    params = message.get("params")
+    meta = params.get("_meta") if isinstance(params, dict) else None
+    return isinstance(meta, dict) and meta.get("progressToken") is not None
+
+
+def _replay(chunks: list[bytes], more: bool, receive: Receive, pending: Message | None) -> Receive:
+    """A ``receive`` that first gives back what was already read, then reads on."""
+    queue: list[Message] = [{"type": "http.request", "body": b"".join(chunks), "more_body": more}]
+    if pending is not None:
+        queue = [pending]
+
+    async def replayed() -> Message:
+        return queue.pop(0) if queue else await receive()
+
+    return replayed
 
 
 def _adopt_provider_data(ctx: Any) -> None:

@@ -49,6 +49,7 @@ Semantics callers rely on:
   ``X-Underlay-Provider-Data``; a listing or call arriving with our own id came from a tool group
   that points back at this server's ``/mcp`` and is refused (no recursion). Registering such a group
   is refused with 400 (a short probe lists the new group's tools first).
+- ``progress`` receives the tool's progress notifications (MCP servers), as ``/mcp`` relays them.
 - OAuth and elicitation: the caller's principal and ``elicitation_responses`` travel in the
   :class:`ToolCallContext`; ``GET /v1/tool-runtime/oauth/callback`` finishes a code flow.
 - Upstream resources and prompts resolve like tools: a URI (listed, or matching a listed template) or
@@ -83,6 +84,7 @@ from underlay.api.tool_runtime import (
     McpConnection,
     OAuthCallbackQuery,
     OAuthCallbackResult,
+    ProgressFn,
     RegisterToolGroupRequest,
     ToolCallContext,
     ToolDef,
@@ -339,6 +341,7 @@ class ToolRuntimeRouter(ToolRuntimeApi):
         authorization: str | None = None,
         timeout: float | None = None,  # noqa: ASYNC109 - the tool call's own limit, enforced by the provider
         elicitation_responses: list[ElicitationResponse] | None = None,
+        progress: ProgressFn | None = None,
     ) -> ToolInvocationResult:
         self._refuse_loop()
         principal = current_principal().id
@@ -347,7 +350,11 @@ class ToolRuntimeRouter(ToolRuntimeApi):
         if mcp_endpoint is not None:
             provider, connection = self._endpoint(mcp_endpoint, transport, headers, authorization)
             context = ToolCallContext(
-                connection=connection, timeout=timeout, principal=principal, elicitation_responses=answers
+                connection=connection,
+                timeout=timeout,
+                principal=principal,
+                elicitation_responses=answers,
+                progress=progress,
             )
             where = {"server": connection.name}
         else:
@@ -360,6 +367,7 @@ class ToolRuntimeRouter(ToolRuntimeApi):
                 timeout=timeout,
                 principal=principal,
                 elicitation_responses=answers,
+                progress=progress,
             )
             where = {"toolgroup_id": group.identifier}
         started = time.monotonic()

@@ -250,7 +250,7 @@ class McpToolRuntime:
         async def call(session: Any, entry: PooledSession) -> CallToolResult:
             entry.calls.append(slot)
             try:
-                return await session.call_tool(tool_name, kwargs)
+                return await session.call_tool(tool_name, kwargs, progress_callback=_relay(context))
             finally:
                 entry.calls.remove(slot)
 
@@ -543,6 +543,19 @@ async def _list_all_tools(session: Any) -> list[Any]:
         if not cursor:
             break
     return tools
+
+
+def _relay(context: ToolCallContext) -> Any:
+    """The caller's progress callback, fed bounded values (a server's message is cut to 1000 characters);
+    None when nobody listens, so the server is not asked for progress."""
+    progress = context.progress
+    if progress is None:
+        return None
+
+    async def relay(value: float, total: float | None, message: str | None) -> None:
+        await progress(value, total, message[:1000] if isinstance(message, str) else None)
+
+    return relay
 
 
 def _offers(session: Any, capability: str) -> bool:
