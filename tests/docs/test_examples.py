@@ -1,20 +1,16 @@
 """Every code block of README.md and docs/ is checked; the ones marked ``run`` run against real servers.
 
-What each mark means (docs/writing-docs.md says it for writers):
+Docs drift as the code grows, so each block is a test case, and the mark before it says how it is
+checked (docs/writing-docs.md is the writers' reference; in short):
 
-- ``config file=NAME.yaml``, or an unmarked YAML block with ``apis``: a whole run config. It is validated
-  the way ``underlay run`` validates it (the loader, then each provider's own config class), and is
-  written to ``NAME.yaml`` in the page's working folder, where ``run`` blocks of the page find it.
-- ``fragment of=REF [at=KEY]``: part of a config. It is merged into the whole config REF names (a
-  distribution, ``#NAME.yaml`` on this page or ``docs/page.md#NAME.yaml``) at KEY and the result is
-  validated, so every fragment's full config is reachable. Python fragments are compiled.
-- ``run [server=REF] [slow]``: Python or shell that runs as written, port 8321 swapped for a free one.
-  With ``server=``, a real server of that config is started first (once per session) and the block talks
-  to it. An ``output`` block right after shows what it prints; it is compared with doctest's checker
-  (``...`` matches anything, whitespace is normalised).
-- ``needs WHAT``: needs something a test cannot have (a cloud account, Docker, a cluster, the network).
-  YAML and JSON are parsed, Python compiled, shell checked with ``bash -n``.
-- ``text WHY``: not code (a synopsis, an error line, JSON with elisions); not checked.
+- ``config file=NAME.yaml`` (or an unmarked YAML block with ``apis``): a whole run config, validated as
+  ``underlay run`` validates it (loader, storage, each provider's config class).
+- ``fragment of=REF [at=KEY]``: merged into the whole config REF names (a distribution or
+  ``[page]#NAME.yaml``) and validated, so every fragment's full config is reachable.
+- ``run [server=REF|@page] [serves [wait]] [ports=..] [background=..] [env=..] [slow]``: Python or shell
+  run as written against real servers on loopback, every port number the page uses swapped for a free
+  one. An ``output`` block right after is compared with doctest's checker.
+- ``needs WHAT`` / ``placeholder WHAT``: parsed only. ``text WHY``: not code.
 
 An unmarked Python or shell block fails: the writer says whether it runs.
 """
