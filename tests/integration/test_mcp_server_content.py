@@ -7,6 +7,7 @@ came out as plain text (its URI and type lost) and an embedded blob as a bare li
 
 from __future__ import annotations
 
+import json
 import socket
 import subprocess
 import sys
@@ -14,6 +15,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import httpx
 import mcp_types as types
 import pytest
 from mcp import Client
@@ -111,3 +113,29 @@ async def test_a_proxied_tools_progress_reaches_the_caller(server: RunningServer
     assert not result.is_error and result.content[0].text == "Done in 3 steps."  # type: ignore[union-attr]
     assert seen == [(1, 3, "step 1"), (2, 3, "step 2"), (3, 3, "step 3")]
     assert not quiet.is_error and len(seen) == 3
+
+
+def test_raw_posts_get_json_unless_they_ask_for_progress(server: RunningServer) -> None:
+    """Which transport answers: SSE only for a tools/call with a progress token from a client that accepts
+    it; JSON for the rest; a body over the limit is refused, whatever it holds."""
+    url = f"{server.base_url}/mcp"
+    both = {"Accept": "application/json, text/event-stream", "MCP-Protocol-Version": "2025-06-18"}
+    call = {
+        "jsonrpc": "2.0",
+        "id": 3,
+        "method": "tools/call",
+        "params": {"name": fixture.PROGRESS_TOOL, "arguments": {}, "_meta": {"progressToken": "tok-1"}},
+    }
+    streamed = httpx.post(url, json=call, headers=both, timeout=30)
+    assert streamed.status_code == 200 and streamed.headers["content-type"].startswith("text/event-stream")
+    events = [json.loads(line[5:]) for line in streamed.text.splitlines() if line.startswith("data:") and line[5:]]
+    progress = [e["params"]["progress"] for e in events if e.get("method") == "notifications/progress"]
+    assert progress == [1, 2, 3] and events[-1]["result"]["content"][0]["text"] == "Done in 3 steps."
+
+    plain = httpx.post(url, json={**call, "params": {"name": fixture.PROGRESS_TOOL}}, headers=both, timeout=30)
+    assert plain.headers["content-type"].startswith("application/json"), plain.text
+    assert plain.json()["result"]["content"][0]["text"] == "Done in 3 steps."
+
+    padded = {**call, "params": {**call["params"], "arguments": {"pad": "x" * (4 * 1024 * 1024)}}}
+    too_big = httpx.post(url, json=padded, headers=both, timeout=30)
+    assert too_big.status_code == 413, too_big.text
