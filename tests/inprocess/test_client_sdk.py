@@ -260,6 +260,12 @@ def test_in_process_sync_client_streams_and_stops(tmp_path: Path, echo_plugin: P
         assert len(pieces) > 1 and "".join(pieces) == "echo: one two three"
         assert client.safety.run_shield(shield_id="pii", messages=[{"role": "user", "content": "hi"}]).violation is None
         assert [s.id for s in client.shields.list()] == ["down", "pii"]
+        # The server's end of each connection has Nagle off; with it on, every call waited ~44 ms for the
+        # client's delayed ACK (bench/sdk_in_process.py shows the figures).
+        connections = list(server._server.server_state.connections)
+        assert connections and all(
+            c.transport.get_extra_info("socket").getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY) for c in connections
+        )
         port = server.port
     assert not _listening(port) and not server._thread.is_alive()  # the stack stopped with the client
 

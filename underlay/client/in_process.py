@@ -11,7 +11,8 @@ Why a loopback server and not an in-memory transport:
   errors), so an agent tried in process behaves the same against a server.
 
 The cost is one loopback port (bound by us on ``127.0.0.1:0``, so there is no race for it) and the
-loopback round trip, a fraction of a millisecond. TLS settings of the config are not applied: the
+loopback round trip: ``bench/sdk_in_process.py`` measured p50 2.4 ms per SDK call against 0.8 ms over
+an in-memory transport, on two shared cores. TLS settings of the config are not applied: the
 socket only accepts connections from this machine.
 """
 
@@ -47,7 +48,10 @@ class InProcessServer:
 
     def __init__(self, config: Any) -> None:
         self.config = config
-        self._socket = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        # IPPROTO_TCP said outright: asyncio switches Nagle off (TCP_NODELAY) only on connections whose
+        # socket says so, and a socket made with protocol 0 does not. With Nagle on, uvicorn's separate
+        # writes of headers and body wait out the client's delayed ACK: about 44 ms per call, not 0.5 ms.
+        self._socket = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
         self._socket.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         self._socket.bind(("127.0.0.1", 0))
         self.port: int = self._socket.getsockname()[1]
