@@ -41,7 +41,7 @@ from underlay.api.omit import without_none
 from underlay.api.routes import BinaryContent, MultipartUpload
 from underlay.core.access import require_create
 from underlay.core.config import FilesSettings
-from underlay.core.stores.files import FileStore
+from underlay.core.stores.files import FileStore, StoredFile
 
 log = logging.getLogger("underlay.files")
 
@@ -97,7 +97,7 @@ class FilesRouter(FilesApi):
 
     async def open_content(self, file_id: str) -> AsyncIterator[bytes]:
         """The caller's file's bytes as a stream; awaiting this reaches storage (errors come here)."""
-        return await self._open_row(await self.store.get_row(file_id))
+        return await self._open_row(await self.store.get_stored(file_id))
 
     async def create_file(
         self,
@@ -142,17 +142,16 @@ class FilesRouter(FilesApi):
         return await self.store.get(file_id)
 
     async def retrieve_file_content(self, file_id: str) -> BinaryContent:
-        row = await self.store.get_row(file_id)
-        chunks = await self._open_row(row)
+        stored = await self.store.get_stored(file_id)
+        chunks = await self._open_row(stored)
         return BinaryContent(
-            chunks=chunks, media_type=guess_media_type(row["filename"]), filename=row["filename"], size=row["bytes"]
+            chunks=chunks, media_type=guess_media_type(stored.filename), filename=stored.filename, size=stored.bytes
         )
 
     async def delete_file(self, file_id: str) -> FileDeleted:
-        row = await self.store.get_row(file_id, action="delete")
-        provider_id = row["provider_id"]
-        provider = self._provider(provider_id, file_id)
-        await provider.delete(row["storage_key"])  # its failures arrive typed (underlay.core.boundary)
+        stored = await self.store.get_stored(file_id, action="delete")
+        provider = self._provider(stored.provider_id, file_id)
+        await provider.delete(stored.storage_key)  # its failures arrive typed (underlay.core.boundary)
         if not await self.store.delete_owned(file_id):
             raise NotFoundError("File", file_id, param="file_id")  # a concurrent delete got there first
         await self._run_delete_hooks(file_id)
@@ -238,13 +237,13 @@ class FilesRouter(FilesApi):
             )
         return provider
 
-    async def _open_row(self, row: dict[str, Any]) -> AsyncIterator[bytes]:
-        file_id, provider_id = row["id"], row["provider_id"]
+    async def _open_row(self, stored: StoredFile) -> AsyncIterator[bytes]:
+        file_id, provider_id = stored.id, stored.provider_id
         provider = self._provider(provider_id, file_id)
         try:
-            return await provider.open(row["storage_key"])
+            return await provider.open(stored.storage_key)
         except FileNotFoundError:
-            await self.store.get_row(file_id)  # deleted meanwhile → 404 from here
+            await self.store.get_stored(file_id)  # deleted meanwhile → 404 from here
             raise UpstreamError(
                 provider_id, f"the content of file '{file_id}' is missing from storage.", code="file_content_missing"
             ) from None
@@ -265,18 +264,18 @@ class FilesRouter(FilesApi):
         while True:
             rows = await self.store.expired(now, limit=_SWEEP_BATCH)
             batch_removed = 0
-            for row in rows:
-                provider = self.providers.get(row["provider_id"])
+            for stored in rows:
+                provider = self.providers.get(stored.provider_id)
                 if provider is None:
                     continue  # kept until its provider is configured again
                 try:
-                    await provider.delete(row["storage_key"])
+                    await provider.delete(stored.storage_key)
                 except Exception as exc:
-                    log.warning("could not remove expired file %s: %s", row["id"], exc)
+                    log.warning("could not remove expired file %s: %s", stored.id, exc)
                     continue
-                if await self.store.delete_expired(row["id"], now):
+                if await self.store.delete_expired(stored.id, now):
                     batch_removed += 1
-                    await self._run_delete_hooks(row["id"])
+                    await self._run_delete_hooks(stored.id)
             removed += batch_removed
             if len(rows) < _SWEEP_BATCH or batch_removed == 0:
                 return removed

@@ -9,15 +9,63 @@ default: the owner) inside the query.
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass
 from typing import Any, Literal
 
 from underlay.api.errors import NotFoundError
-from underlay.api.files import FileObject
+from underlay.api.files import FileObject, FilePurpose
 from underlay.core.access import fetch_for, require_create, rows_where
 from underlay.core.identity import current_principal
 from underlay.core.storage.sqlstore import OWNER_COLUMNS, ColumnDefinition, ColumnType, Filter, SqlStore, Where
 
 TABLE = "files"
+
+
+@dataclass(frozen=True, slots=True)
+class StoredFile:
+    """One ``files`` row, read once here so routers use attributes, not string keys.
+
+    It carries what the API object does not: where the bytes live (``provider_id``, ``storage_key``).
+    """
+
+    id: str
+    bytes: int
+    created_at: int
+    expires_at: int | None
+    filename: str
+    purpose: FilePurpose
+    status: Literal["uploaded", "processed", "error"]
+    status_details: str | None
+    provider_id: str
+    storage_key: str
+
+    @classmethod
+    def from_row(cls, row: dict[str, Any]) -> StoredFile:
+        return cls(
+            id=row["id"],
+            bytes=row["bytes"],
+            created_at=row["created_at"],
+            expires_at=row["expires_at"],
+            filename=row["filename"],
+            purpose=row["purpose"],
+            status=row["status"] or "processed",
+            status_details=row["status_details"],
+            provider_id=row["provider_id"],
+            storage_key=row["storage_key"],
+        )
+
+    def to_object(self) -> FileObject:
+        """The API's view of the file (without the storage fields)."""
+        return FileObject(
+            id=self.id,
+            bytes=self.bytes,
+            created_at=self.created_at,
+            expires_at=self.expires_at,
+            filename=self.filename,
+            purpose=self.purpose,
+            status=self.status,
+            status_details=self.status_details,
+        )
 
 
 def _file_not_found(file_id: str) -> NotFoundError:
@@ -78,13 +126,14 @@ class FileStore:
             },
         )
 
-    async def get_row(self, file_id: str, action: str = "read") -> dict[str, Any]:
-        """The live row for ``file_id`` (with storage fields) the caller may ``action``; 404 if hidden, else 403."""
+    async def get_stored(self, file_id: str, action: str = "read") -> StoredFile:
+        """The live file ``file_id`` (with storage fields) the caller may ``action``; 404 if hidden, else 403."""
         match = [self._live(), Where.eq("id", file_id)]
-        return await fetch_for(self.sql, TABLE, "file", action, match, _file_not_found(file_id), file_id)
+        row = await fetch_for(self.sql, TABLE, "file", action, match, _file_not_found(file_id), file_id)
+        return StoredFile.from_row(row)
 
     async def get(self, file_id: str) -> FileObject:
-        return self.to_model(await self.get_row(file_id))
+        return (await self.get_stored(file_id)).to_object()
 
     async def list_files(
         self, *, after: str | None, limit: int, order: Literal["asc", "desc"], purpose: str | None
@@ -93,7 +142,7 @@ class FileStore:
         rows, has_more = await self.sql.fetch_page(
             TABLE, where, order_column="created_ns", order=order, limit=limit, after_id=after
         )
-        data = [self.to_model(r) for r in rows]
+        data = [StoredFile.from_row(r).to_object() for r in rows]
         return {
             "object": "list",
             "data": data,
@@ -107,30 +156,18 @@ class FileStore:
         deleted = await self.sql.delete(TABLE, rows_where("file", "delete", Where.eq("id", file_id)))
         return bool(deleted)
 
-    async def expired(self, now: int, limit: int = 500) -> list[dict[str, Any]]:
-        """Rows past their expiry, of every owner (for the sweep, which runs as no principal)."""
-        return await self.sql.fetch_all(
+    async def expired(self, now: int, limit: int = 500) -> list[StoredFile]:
+        """Files past their expiry, of every owner (for the sweep, which runs as no principal)."""
+        rows = await self.sql.fetch_all(
             TABLE,
             [Where.is_not_null("expires_at"), Where.lte("expires_at", now)],
             order_by=[("expires_at", "asc")],
             limit=limit,
         )
+        return [StoredFile.from_row(r) for r in rows]
 
     async def delete_expired(self, file_id: str, now: int) -> bool:
         deleted = await self.sql.delete(
             TABLE, [Where.eq("id", file_id), Where.is_not_null("expires_at"), Where.lte("expires_at", now)]
         )
         return bool(deleted)
-
-    @staticmethod
-    def to_model(row: dict[str, Any]) -> FileObject:
-        return FileObject(
-            id=row["id"],
-            bytes=row["bytes"],
-            created_at=row["created_at"],
-            expires_at=row["expires_at"],
-            filename=row["filename"],
-            purpose=row["purpose"],
-            status=row["status"] or "processed",
-            status_details=row["status_details"],
-        )
