@@ -14,6 +14,7 @@ from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, TypeVar
 
+from underlay.api import agents as agents_api
 from underlay.api import conversations as conversations_api
 from underlay.api import files as files_api
 from underlay.api import inference as inference_api
@@ -28,6 +29,7 @@ from underlay.api import vector_stores as vector_stores_api
 from underlay.api.routes import Route
 
 if TYPE_CHECKING:
+    from underlay.core.routers.agents import AgentsRouter
     from underlay.core.routers.conversations import ConversationsRouter
     from underlay.core.routers.files import FilesRouter
     from underlay.core.routers.inference import InferenceRouter
@@ -180,6 +182,15 @@ async def _prompts_router(stack: Stack, providers: dict[str, Any]) -> PromptsRou
     return PromptsRouter(store)
 
 
+async def _agents_router(stack: Stack, providers: dict[str, Any]) -> AgentsRouter:
+    from underlay.core.routers.agents import AgentsRouter
+    from underlay.core.stores.agents import AgentStore
+
+    store = AgentStore(stack.sql())
+    await store.initialize()
+    return AgentsRouter(store)
+
+
 async def _tool_runtime_router(stack: Stack, providers: dict[str, Any]) -> ToolRuntimeRouter:
     from underlay.core.routers.tool_runtime import ToolRuntimeRouter
     from underlay.core.routing.tool_groups import ToolGroupsRoutingTable
@@ -204,7 +215,7 @@ async def _responses_router(stack: Stack, providers: dict[str, Any]) -> Response
     jobs = stack.job_runner()
     for provider in providers.values():  # the routers it uses came with its deps (all built before it)
         provider.attach(store, jobs)
-    return ResponsesRouter(providers)
+    return ResponsesRouter(providers, agents=stack.agents_router)
 
 
 async def _safety_router(stack: Stack, providers: dict[str, Any]) -> SafetyRouter:
@@ -244,12 +255,13 @@ API_TABLE: dict[str, ApiEntry] = {
     ),
     "conversations": ApiEntry(conversations_api.ROUTES, _conversations_router),
     "prompts": ApiEntry(prompts_api.ROUTES, _prompts_router),
+    "agents": ApiEntry(agents_api.ROUTES, _agents_router),
     # The routers its provider may use are built first, so they reach it with its deps at construction.
     "responses": ApiEntry(
         responses_api.ROUTES,
         _responses_router,
         depends_on=("inference", "conversations"),
-        optional_depends_on=("vector_stores", "tool_runtime", "files", "safety", "prompts"),
+        optional_depends_on=("vector_stores", "tool_runtime", "files", "safety", "prompts", "agents"),
     ),
     # builtin::file_search searches vector stores when that API is on; without it the tool says so.
     "tool_runtime": ApiEntry(tool_runtime_api.ROUTES, _tool_runtime_router, optional_depends_on=("vector_stores",)),

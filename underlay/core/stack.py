@@ -26,6 +26,7 @@ from underlay.core.registry import available_providers, import_object
 from underlay.core.routing.models import ModelsRoutingTable
 
 if TYPE_CHECKING:
+    from underlay.core.routers.agents import AgentsRouter
     from underlay.core.routers.conversations import ConversationsRouter
     from underlay.core.routers.files import FilesRouter
     from underlay.core.routers.inference import InferenceRouter
@@ -212,6 +213,12 @@ class Stack:
         from underlay.core.routers.prompts import PromptsRouter
 
         return self._router("prompts", PromptsRouter)
+
+    @property
+    def agents_router(self) -> AgentsRouter | None:
+        from underlay.core.routers.agents import AgentsRouter
+
+        return self._router("agents", AgentsRouter)
 
     @property
     def telemetry_router(self) -> TelemetryRouter | None:

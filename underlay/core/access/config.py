@@ -24,6 +24,7 @@ RESOURCE_TYPES = (
     "response",
     "conversation",
     "prompt",
+    "agent",
     "chat_completion",
     "job",
     "trace",

@@ -48,6 +48,7 @@ _NOUNS = {
     "response": "response",
     "conversation": "conversation",
     "prompt": "prompt",
+    "agent": "agent",
     "chat_completion": "chat completion",
     "job": "job",
 }

@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from typing import Any
 
+from underlay.api.agents import AgentsApi
 from underlay.api.responses import (
     CompactedResponse,
     CompactRequest,
@@ -25,13 +26,19 @@ from underlay.api.responses import (
     RetrieveResponseQuery,
 )
 from underlay.core.access import acting_for, require_create
+from underlay.core.routers.agents import agent_request, resolve_agent
 
 
 class ResponsesRouter(ResponsesApi):
-    def __init__(self, providers: dict[str, Any]) -> None:
+    def __init__(self, providers: dict[str, Any], agents: AgentsApi | None = None) -> None:
         self.provider: ResponsesProvider = next(iter(providers.values()))
+        self.agents = agents
+        """The agents router when that API is on: ``model="agent/<name>[@version]"`` runs a deployed agent."""
 
     async def create_response(self, params: CreateResponseRequest) -> ResponseObject | AsyncIterator[ResponseEvent]:
+        agent = await resolve_agent(self.agents, params.model)
+        if agent is not None:
+            params = agent_request(agent, params)
         if params.store is not False:  # refuse before any model time is spent, not when storing the result
             require_create("response", "")
         return await self.provider.create_response(params)
