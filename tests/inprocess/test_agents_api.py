@@ -189,3 +189,24 @@ async def test_another_tenant_cannot_call_an_agent(responses_app: InProcessServe
     assert error["param"] == "model" and "agent/private" in error["message"]
     malformed = await app.http.post("/v1/responses", json={"model": "agent/Bad@x", "input": "hi"}, headers=_as("bob"))
     assert _error(malformed, 400)["code"] == "invalid_agent_model"
+
+
+async def test_chat_completions_run_the_agent_streamed_and_not(responses_app: InProcessServer) -> None:
+    app = responses_app
+    _ok(await app.http.post("/v1/agents", json={"name": "chatty", "model": "echo/echo"}, headers=_as("alice")))
+    client = app.openai_from("127.0.0.1", api_key=KEYS["alice"][0])
+    messages: Any = [{"role": "system", "content": "Be kind."}, {"role": "user", "content": "hello there"}]
+    completion = await client.chat.completions.create(model="agent/chatty", messages=messages)
+    assert completion.model == "agent/chatty" and completion.object == "chat.completion"
+    assert completion.choices[0].message.content == "echo: hello there"
+    assert completion.choices[0].finish_reason == "stop"
+
+    stream = await client.chat.completions.create(model="agent/chatty@1", messages=messages, stream=True)
+    chunks = [chunk async for chunk in stream]
+    assert "".join(c.choices[0].delta.content or "" for c in chunks if c.choices) == "echo: hello there"
+    assert chunks[-1].choices[0].finish_reason == "stop" and all(c.model == "agent/chatty@1" for c in chunks)
+
+    refused = await app.http.post(
+        "/v1/chat/completions", json={"model": "agent/chatty", "messages": messages}, headers=_as("bob")
+    )
+    assert _error(refused, 404)["param"] == "model"

@@ -103,13 +103,27 @@ async def _inference_router(stack: Stack, providers: dict[str, Any]) -> Inferenc
     await models.initialize([stack.configured_model(m) for m in stack.config.models])
     completions = ChatCompletionStore(stack.sql())
     await completions.initialize()
+    agent_chat = None
+    if "agents" in stack.apis:
+        from underlay.core.agent_chat import AgentChat
+
+        agent_chat = AgentChat(lambda: stack.responses_router)  # built after this router; looked up per call
     if "safety" not in stack.apis:
-        return InferenceRouter(models, providers, completions, store_all=settings.store_chat_completions)
+        return InferenceRouter(
+            models, providers, completions, store_all=settings.store_chat_completions, agent_chat=agent_chat
+        )
     unguarded = InferenceRouter(models, providers, completions, store_all=settings.store_chat_completions)
     stack.instrument_router("inference", unguarded)
     await stack.build_api("safety", deps={"inference": unguarded})
     safety = _built(stack.safety_router, "safety", "inference")
-    return InferenceRouter(models, providers, completions, store_all=settings.store_chat_completions, safety=safety)
+    return InferenceRouter(
+        models,
+        providers,
+        completions,
+        store_all=settings.store_chat_completions,
+        safety=safety,
+        agent_chat=agent_chat,
+    )
 
 
 async def _models_router(stack: Stack, providers: dict[str, Any]) -> ModelsRouter:

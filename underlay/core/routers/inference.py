@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING, Any
 
+from underlay.api.agents import AGENT_MODEL_PREFIX
 from underlay.api.errors import InvalidRequestError
 from underlay.api.inference import (
     ChatCompletion,
@@ -40,6 +41,7 @@ from underlay.core.routing.models import ModelsRoutingTable
 from underlay.core.stores.chat_completions import ChatCompletionStore
 
 if TYPE_CHECKING:
+    from underlay.core.agent_chat import AgentChat
     from underlay.core.routers.safety import SafetyRouter
 
 
@@ -51,6 +53,7 @@ class InferenceRouter(InferenceApi):
         completions_store: ChatCompletionStore,
         store_all: bool = False,
         safety: SafetyRouter | None = None,
+        agent_chat: AgentChat | None = None,
     ) -> None:
         self.models = models
         self.providers = providers
@@ -58,6 +61,8 @@ class InferenceRouter(InferenceApi):
         self.store_all = store_all
         self.safety = safety
         """The safety router when the safety API is on: chat completions' guardrails run through it."""
+        self.agent_chat = agent_chat
+        """When the agents API is on: ``model="agent/<name>[@version]"`` runs that agent (on Responses)."""
 
     async def _resolve(self, model_id: str, expected: ModelType) -> tuple[Model, InferenceProvider]:
         model = await self.models.get(model_id)
@@ -77,6 +82,8 @@ class InferenceRouter(InferenceApi):
     ) -> ChatCompletion | AsyncIterator[ChatCompletionChunk]:
         from underlay.core.guardrails import Guard
 
+        if self.agent_chat is not None and params.model.startswith(AGENT_MODEL_PREFIX):
+            return await self.agent_chat(params)
         guard, params = Guard.for_request(self.safety, params)
         model, provider = await self._resolve(params.model, ModelType.llm)
         model.check_output_tokens("max_tokens", params.max_tokens)
