@@ -15,6 +15,7 @@ from collections.abc import Sequence
 from typing import Any
 
 import underlay
+from underlay.cli.agent_cmd import add_agent_parser
 from underlay.cli.models_cmd import add_models_parser
 
 
@@ -168,6 +169,7 @@ def build_parser() -> argparse.ArgumentParser:
     distros.set_defaults(func=_cmd_distros)
 
     add_models_parser(sub)
+    add_agent_parser(sub)
     return parser
 
 
