@@ -49,7 +49,8 @@ __all__ = [
 AGENT_MODEL_PREFIX = "agent/"
 """``model="agent/<name>[@version]"`` in chat completions or Responses calls a deployed agent."""
 
-NAME_PATTERN = r"^[a-z0-9](?:[a-z0-9-]{0,62}[a-z0-9])?$"
+NAME_PATTERN = r"^[a-z0-9][a-z0-9_.-]{0,62}$"
+"""The same names an agent folder's ``agent.yaml`` allows, so every folder can be deployed as it is."""
 _NAME = re.compile(NAME_PATTERN)
 MAX_AGENT_TOOLS = 64
 MAX_INSTRUCTIONS_CHARS = 100_000
@@ -71,7 +72,7 @@ def parse_agent_model(model: str) -> tuple[str, int | None] | None:
     if not _NAME.fullmatch(name):
         raise ValueError(
             f"'{model[:80]}' does not name an agent; use agent/<name> or agent/<name>@<version>, where the "
-            "name is lowercase letters, digits and '-'"
+            "name is lowercase letters, digits, '-', '_' and '.'"
         )
     if not sep:
         return name, None

@@ -40,6 +40,10 @@ def add_agent_parser(sub: Any) -> None:
             parser.add_argument("--min-pass-rate", type=float, default=0.0, help="exit 1 below it (0..1)")
         parser.set_defaults(func={"run": _cmd_run, "chat": _cmd_chat, "eval": _cmd_eval}[verb])
 
+    from underlay.cli.agent_deploy_cmd import add_deploy_verbs
+
+    add_deploy_verbs(verbs)
+
 
 def _cmd_init(args: argparse.Namespace) -> int:
     from underlay.agents.templates import write_template
