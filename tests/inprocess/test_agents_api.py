@@ -179,6 +179,11 @@ async def test_a_response_runs_the_agents_definition(responses_app: InProcessSer
     assert response.temperature == 0.5 and response.output_text == "echo: hello"
     pinned = await client.responses.create(model="agent/helper@1", input="hi")
     assert pinned.instructions == "Be brief."
+    # A rollback is seen by the very next call (resolved agents are reused briefly; a write clears them).
+    rolled = await app.http.post("/v1/agents/helper/set_default_version", json={"version": 1}, headers=_as("alice"))
+    assert rolled.status_code == 200, rolled.text
+    after = await client.responses.create(model="agent/helper", input="hi")
+    assert after.instructions == "Be brief."
 
 
 async def test_another_tenant_cannot_call_an_agent(responses_app: InProcessServer) -> None:

@@ -7,6 +7,9 @@ the caller, so a caller can only run an agent it may read.
 
 from __future__ import annotations
 
+import json
+import time
+
 from pydantic import ValidationError
 
 from underlay.api.agents import (
@@ -23,6 +26,7 @@ from underlay.api.agents import (
 from underlay.api.errors import InvalidRequestError, NotFoundError
 from underlay.api.pagination import ListQuery
 from underlay.api.responses import CreateResponseRequest
+from underlay.core.identity import current_principal
 from underlay.core.stores.agents import AgentStore
 
 
@@ -35,11 +39,36 @@ def _listed(agents: list[AgentObject], has_more: bool) -> AgentList:
     )
 
 
+RESOLVE_TTL_S = 1.0
+"""How long a resolved ``agent/<name>`` is reused by this process. Why a cache: resolving costs two SQL
+reads, and on SQLite those wait their turn behind the server's background writes (spans, job claims),
+which added ~10 ms to a call (bench/agent_invoke.py). Writes made through this process clear it at once;
+a deploy, rollback or delete made through another worker is seen within this many seconds."""
+_RESOLVE_CACHE_SIZE = 1024
+
+
 class AgentsRouter(AgentsApi):
     def __init__(self, store: AgentStore) -> None:
         self.store = store
+        self._resolved: dict[tuple[str | None, str, str, int | None], tuple[float, AgentObject]] = {}
+
+    async def resolve(self, name: str, version: int | None) -> AgentObject:
+        """The agent a caller's ``model="agent/<name>[@version]"`` runs: as :meth:`retrieve_agent`, reused
+        for :data:`RESOLVE_TTL_S` per principal (keyed by its id and attributes, so access is unchanged)."""
+        principal = current_principal()
+        key = (principal.id, json.dumps(principal.attributes, sort_keys=True, default=str), name, version)
+        now = time.monotonic()
+        hit = self._resolved.get(key)
+        if hit is not None and now - hit[0] < RESOLVE_TTL_S:
+            return hit[1]
+        agent = await self.store.get(name, version)
+        if len(self._resolved) >= _RESOLVE_CACHE_SIZE:
+            self._resolved.clear()
+        self._resolved[key] = (now, agent)
+        return agent
 
     async def deploy_agent(self, params: DeployAgentRequest) -> AgentObject:
+        self._resolved.clear()
         return await self.store.deploy(params.definition(), params.set_as_default)
 
     async def list_agents(self, query: ListQuery) -> AgentList:
@@ -56,9 +85,11 @@ class AgentsRouter(AgentsApi):
         return _listed(versions, has_more)
 
     async def set_default_agent_version(self, agent_name: str, params: SetAgentDefaultRequest) -> AgentObject:
+        self._resolved.clear()
         return await self.store.set_default(agent_name, params.version)
 
     async def delete_agent(self, agent_name: str) -> AgentDeleted:
+        self._resolved.clear()
         agent_id = await self.store.delete(agent_name)
         return AgentDeleted(id=agent_id, name=agent_name)
 
@@ -104,7 +135,7 @@ def agent_request(agent: AgentObject, params: CreateResponseRequest) -> CreateRe
         ) from None
 
 
-async def resolve_agent(agents: AgentsApi | None, model: str) -> AgentObject | None:
+async def resolve_agent(agents: AgentsRouter | None, model: str) -> AgentObject | None:
     """The agent ``model`` names (``agent/<name>[@version]``), as the caller; ``None`` for a plain model."""
     try:
         parsed = parse_agent_model(model)
@@ -119,7 +150,7 @@ async def resolve_agent(agents: AgentsApi | None, model: str) -> AgentObject | N
         )
     name, version = parsed
     try:
-        return await agents.retrieve_agent(name, RetrieveAgentQuery(version=version))
+        return await agents.resolve(name, version)
     except NotFoundError as exc:
         raise NotFoundError(
             "Agent", model, param="model", hint="List the agents you can call with GET /v1/agents."

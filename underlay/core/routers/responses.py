@@ -9,7 +9,6 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from typing import Any
 
-from underlay.api.agents import AgentsApi
 from underlay.api.responses import (
     CompactedResponse,
     CompactRequest,
@@ -26,11 +25,11 @@ from underlay.api.responses import (
     RetrieveResponseQuery,
 )
 from underlay.core.access import acting_for, require_create
-from underlay.core.routers.agents import agent_request, resolve_agent
+from underlay.core.routers.agents import AgentsRouter, agent_request, resolve_agent
 
 
 class ResponsesRouter(ResponsesApi):
-    def __init__(self, providers: dict[str, Any], agents: AgentsApi | None = None) -> None:
+    def __init__(self, providers: dict[str, Any], agents: AgentsRouter | None = None) -> None:
         self.provider: ResponsesProvider = next(iter(providers.values()))
         self.agents = agents
         """The agents router when that API is on: ``model="agent/<name>[@version]"`` runs a deployed agent."""
