@@ -10,6 +10,8 @@ agent's, not the caller's. The embedded model running a deployed agent is in
 from __future__ import annotations
 
 import hashlib
+import os
+import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -19,7 +21,17 @@ import pytest
 
 from tests.inprocess.harness import InProcessServer, echo_config, serve_in_process
 
-KEYS = {"alice": ("sk-alice-agents", ["team-a"]), "bob": ("sk-bob-agents", ["team-b"])}
+KEYS = {
+    "alice": ("sk-alice-agents", ["team-a"]),
+    "bob": ("sk-bob-agents", ["team-b"]),
+    "carol": ("sk-carol-agents", ["team-a"]),
+}
+TEAM_READS_AGENTS = {
+    "rules": [
+        {"effect": "permit", "when": ["user is owner"]},
+        {"effect": "permit", "actions": ["read"], "resources": ["agent"], "when": ["user in owners teams"]},
+    ]
+}
 
 
 def _auth() -> dict[str, Any]:
@@ -148,6 +160,66 @@ async def test_two_tenants_cannot_see_or_overwrite_each_others_agents(app: InPro
         and theirs["definition"]["instructions"] == "alice's"
         and theirs["latest_version"] == 1
     )
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+async def sqlstore(request: pytest.FixtureRequest) -> AsyncIterator[dict[str, Any] | None]:
+    """The default SQLite store, or a fresh PostgreSQL database (dropped afterwards): the policy's team
+    predicate is a JSON query, which differs per backend."""
+    if request.param == "sqlite":
+        yield None
+        return
+    import asyncpg
+
+    server = {
+        "host": os.environ.get("UNDERLAY_TEST_POSTGRES_HOST", "127.0.0.1"),
+        "port": int(os.environ.get("UNDERLAY_TEST_POSTGRES_PORT", "5432")),
+        "user": os.environ.get("UNDERLAY_TEST_POSTGRES_USER", "postgres"),
+        "password": os.environ.get("UNDERLAY_TEST_POSTGRES_PASSWORD") or None,
+    }
+    name = f"underlay_agents_{uuid.uuid4().hex[:12]}"
+    yield {"type": "postgres", "db": name, "create_database": True, **server}
+    conn = await asyncpg.connect(database="postgres", **server)
+    try:
+        await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    finally:
+        await conn.close()
+
+
+async def test_a_policy_shares_agents_with_a_team_read_only(
+    tmp_path_factory: pytest.TempPathFactory, sqlstore: dict[str, Any] | None
+) -> None:
+    config: dict[str, Any] = {
+        "state_dir": str(tmp_path_factory.mktemp("inprocess-agents-team")),
+        "apis": ["agents"],
+        "server": _auth(),
+        "access_policy": TEAM_READS_AGENTS,
+    }
+    if sqlstore is not None:
+        config["storage"] = {"sqlstore": sqlstore}
+    async with serve_in_process(config) as app:
+        http = app.http
+        body = {"name": "team-desk", "model": "m", "instructions": "alice's"}
+        mine = _ok(await http.post("/v1/agents", json=body, headers=_as("alice")))
+        _ok(await http.post("/v1/agents", json={**body, "instructions": "alice's v2"}, headers=_as("alice")))
+        seen = _ok(await http.get("/v1/agents/team-desk", headers=_as("carol")))
+        assert seen["id"] == mine["id"] and seen["version"] == 2
+        assert [a["id"] for a in _ok(await http.get("/v1/agents", headers=_as("carol")))["data"]] == [mine["id"]]
+        versions = _ok(await http.get("/v1/agents/team-desk/versions", headers=_as("carol")))
+        assert [v["version"] for v in versions["data"]] == [2, 1]
+        refused = _error(
+            await http.post("/v1/agents/team-desk/set_default_version", json={"version": 1}, headers=_as("carol")),
+            403,
+        )
+        assert refused["code"] == "access_denied"
+        _error(await http.delete("/v1/agents/team-desk", headers=_as("carol")), 403)
+        _error(await http.get("/v1/agents/team-desk", headers=_as("bob")), 404)
+        assert _ok(await http.get("/v1/agents", headers=_as("bob")))["data"] == []
+        # Carol deploying the name makes her own agent, which her lookups then prefer.
+        hers = _ok(await http.post("/v1/agents", json={**body, "instructions": "carol's"}, headers=_as("carol")))
+        assert hers["id"] != mine["id"] and hers["version"] == 1
+        assert _ok(await http.get("/v1/agents/team-desk", headers=_as("carol")))["id"] == hers["id"]
+        assert _ok(await http.get("/v1/agents/team-desk", headers=_as("alice")))["id"] == mine["id"]
 
 
 # ---- model="agent/<name>" in Responses --------------------------------------------------------------------------
