@@ -65,8 +65,10 @@ class ConversationsRouter(ConversationsApi):
         return ConversationItemList(data=data, first_id=data[0]["id"], last_id=data[-1]["id"], has_more=False)
 
     async def list_items(self, conversation_id: str, query: ItemListQuery) -> ConversationItemList:
-        rows, has_more = await self.store.page(conversation_id, after=query.after, limit=query.limit, order=query.order)
-        data = [shape_for_client(row["item"], query.include) for row in rows]
+        items, has_more = await self.store.page(
+            conversation_id, after=query.after, limit=query.limit, order=query.order
+        )
+        data = [shape_for_client(item, query.include) for item in items]
         return ConversationItemList(
             data=data,
             first_id=data[0]["id"] if data else None,

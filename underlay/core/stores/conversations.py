@@ -18,7 +18,7 @@ from underlay.api.conversations import Conversation
 from underlay.api.errors import NotFoundError
 from underlay.core.access import explain_miss, fetch_for, owner_of, require_create, rows_where
 from underlay.core.identity import current_principal
-from underlay.core.storage.sqlstore import OWNER_COLUMNS, ColumnDefinition, ColumnType, Page, SqlStore, Where
+from underlay.core.storage.sqlstore import OWNER_COLUMNS, ColumnDefinition, ColumnType, SqlStore, Where
 
 CONVERSATIONS = "conversations"
 ITEMS = "conversation_items"
@@ -140,9 +140,12 @@ class ConversationStore:
             )
         return items
 
-    async def page(self, conversation_id: str, *, after: str | None, limit: int, order: Literal["asc", "desc"]) -> Page:
+    async def page(
+        self, conversation_id: str, *, after: str | None, limit: int, order: Literal["asc", "desc"]
+    ) -> tuple[list[dict[str, Any]], bool]:
+        """A page of the conversation's items (each the item's JSON, not its row) and whether more follow."""
         await self.get(conversation_id)
-        return await self.sql.fetch_page(
+        rows, has_more = await self.sql.fetch_page(
             ITEMS,
             self._allowed("read", "conversation_id", conversation_id=conversation_id),
             order_column="position",
@@ -151,6 +154,7 @@ class ConversationStore:
             after_id=after,
             id_column="item_id",
         )
+        return [row["item"] for row in rows], has_more
 
     async def all_items(self, conversation_id: str) -> list[dict[str, Any]]:
         await self.get(conversation_id)
