@@ -51,6 +51,7 @@ from underlay.api.errors import UnderlayError
 from underlay.api.tool_runtime import MediaContentPart, ResourceContentPart, TextContentPart, ToolInvocationResult
 from underlay.api.vector_stores import SearchRequest, VectorStoreListQuery
 from underlay.core.routers.files import guess_media_type
+from underlay.server import mcp_agents as agents
 from underlay.server import mcp_resources as resources
 
 log = logging.getLogger("underlay.mcp")
@@ -159,6 +160,7 @@ class UnderlayMcpServer:
                     input_schema=SEARCH_SCHEMA,
                 )
             )
+        tools.extend(await agents.agent_tools(routers))
         runtime = routers.get("tool_runtime")
         if runtime is not None:
             taken = {t.name for t in tools}
@@ -184,6 +186,8 @@ class UnderlayMcpServer:
                 if params.name == "list_vector_stores":
                     return await self._list_vector_stores(arguments)
                 return await self._search_vector_store(arguments)
+            if agents.is_agent_tool(self._routers(), params.name):
+                return await agents.call_agent(self._routers(), params.name, arguments)
             runtime = self._routers().get("tool_runtime")
             if runtime is None:
                 return _error(f"Unknown tool '{params.name}'.")
