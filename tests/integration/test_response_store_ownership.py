@@ -36,7 +36,7 @@ async def test_responses_are_invisible_to_other_principals(store: ResponseStore)
     with acting_as("alice"):
         await store.put({"id": "resp_a", "model": "m", "status": "completed", "output": []}, input_items=[{"id": "i"}])
         await store.append_events("resp_a", [{"type": "response.created", "sequence_number": 0}])
-        assert (await store.get("resp_a"))["owner_principal"] == "alice"
+        assert (await store.get("resp_a")).owner_principal == "alice"
     with acting_as("bob"):
         assert await store.find("resp_a") is None
         with pytest.raises(NotFoundError):
@@ -50,7 +50,7 @@ async def test_responses_are_invisible_to_other_principals(store: ResponseStore)
             await store.page(after="resp_a", limit=10, order="desc", model=None)
         await store.update("resp_a", {"id": "resp_a", "status": "failed"})  # touches nothing
     with acting_as("alice"):
-        assert (await store.get("resp_a"))["status"] == "completed"
+        assert (await store.get("resp_a")).status == "completed"
         assert [e["sequence_number"] for e in await store.events_after("resp_a", -1)] == [0]
         await store.delete("resp_a")
         assert await store.find("resp_a") is None

@@ -278,6 +278,7 @@ SURFACE: dict[str, list[str]] = {
         "ResponsesProvider",
         "RetrieveResponseQuery",
         "SUPPORTED_TOOL_TYPES",
+        "StoredResponse",
         "TERMINAL_EVENTS",
         "TextConfig",
         "TextFormat",

@@ -15,6 +15,7 @@ any point (``GET /v1/responses/{id}?stream=true&starting_after=N``).
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
 from typing import Annotated, Any, Literal, Protocol
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
@@ -72,6 +73,7 @@ __all__ = [
     "ResponsesProvider",
     "RetrieveResponseQuery",
     "SUPPORTED_TOOL_TYPES",
+    "StoredResponse",
     "TERMINAL_EVENTS",
     "TextConfig",
     "TextFormat",
@@ -672,18 +674,35 @@ TERMINAL_EVENTS = frozenset({"response.completed", "response.incomplete", "respo
 # ---------------------------------------------------------------------------------------------------
 
 
-class ResponseStateStore(Protocol):
-    """Stored responses and background event logs, filtered by the current principal (core implements it).
+@dataclass(frozen=True, slots=True)
+class StoredResponse:
+    """One stored response as the store reads it, so the engine uses attributes, never string keys.
 
-    ``row`` dicts carry: ``response`` (the object as JSON), ``input_items``, ``history`` (the items
-    before this response's input), ``request`` (the create request, for background work), ``job_id``.
+    ``status`` and ``background`` are the row's own columns (kept current by the store's updates);
+    ``response`` is the object as JSON, ``history`` the items before this response's input,
+    ``request`` the create request (for background work), ``job_id`` its job if it has one, and
+    ``owner_principal`` who created it.
     """
+
+    id: str
+    status: str | None
+    background: bool
+    response: dict[str, Any]
+    input_items: list[dict[str, Any]] = field(default_factory=list)
+    history: list[dict[str, Any]] = field(default_factory=list)
+    request: dict[str, Any] | None = None
+    job_id: str | None = None
+    owner_principal: str | None = None
+
+
+class ResponseStateStore(Protocol):
+    """Stored responses and background event logs, filtered by the current principal (core implements it)."""
 
     async def put(self, response: dict[str, Any], **fields: Any) -> None: ...
 
-    async def get(self, response_id: str) -> dict[str, Any]: ...
+    async def get(self, response_id: str) -> StoredResponse: ...
 
-    async def find(self, response_id: str) -> dict[str, Any] | None: ...
+    async def find(self, response_id: str) -> StoredResponse | None: ...
 
     async def update(self, response_id: str, response: dict[str, Any] | None = None, **fields: Any) -> None: ...
 
@@ -691,7 +710,7 @@ class ResponseStateStore(Protocol):
 
     async def page(
         self, *, after: str | None, limit: int, order: str, model: str | None
-    ) -> tuple[list[dict[str, Any]], bool]: ...
+    ) -> tuple[list[StoredResponse], bool]: ...
 
     async def append_events(self, response_id: str, events: list[dict[str, Any]]) -> None: ...
 

@@ -12,12 +12,28 @@ import time
 from typing import Any
 
 from underlay.api.errors import NotFoundError
+from underlay.api.responses import StoredResponse
 from underlay.core.access import explain_miss, fetch_for, intended_action, require_create, rows_where
 from underlay.core.identity import current_principal
 from underlay.core.storage.sqlstore import OWNER_COLUMNS, ColumnDefinition, ColumnType, SqlStore, Where
 
 RESPONSES = "responses"
 EVENTS = "response_events"
+
+
+def _stored(row: dict[str, Any]) -> StoredResponse:
+    """The one place a ``responses`` row is read by column name."""
+    return StoredResponse(
+        id=row["id"],
+        status=row["status"],
+        background=bool(row["background"]),
+        response=row["response"],
+        input_items=row["input_items"] or [],
+        history=row["history"] or [],
+        request=row["request"],
+        job_id=row["job_id"],
+        owner_principal=row["owner_principal"],
+    )
 
 
 class ResponseStore:
@@ -83,11 +99,12 @@ class ResponseStore:
             ["id"],
         )
 
-    async def find(self, response_id: str) -> dict[str, Any] | None:
+    async def find(self, response_id: str) -> StoredResponse | None:
         """The response if the caller may read it (``previous_response_id`` chains through this)."""
-        return await self.sql.fetch_one(RESPONSES, self._allowed("read", id=response_id))
+        row = await self.sql.fetch_one(RESPONSES, self._allowed("read", id=response_id))
+        return None if row is None else _stored(row)
 
-    async def get(self, response_id: str, action: str | None = None) -> dict[str, Any]:
+    async def get(self, response_id: str, action: str | None = None) -> StoredResponse:
         """The response the caller may ``action``: 404 if it cannot read it, 403 if only that.
 
         ``action`` defaults to what the router declared with :func:`acting_for` (else ``read``).
@@ -95,7 +112,7 @@ class ResponseStore:
         action = action or intended_action()
         missing = NotFoundError("Response", response_id, param="response_id")
         match = [Where.eq("id", response_id)]
-        return await fetch_for(self.sql, RESPONSES, "response", action, match, missing, response_id)
+        return _stored(await fetch_for(self.sql, RESPONSES, "response", action, match, missing, response_id))
 
     async def update(self, response_id: str, response: dict[str, Any] | None = None, **fields: Any) -> None:
         values = dict(fields)
@@ -115,7 +132,7 @@ class ResponseStore:
 
     async def page(
         self, *, after: str | None, limit: int, order: str, model: str | None
-    ) -> tuple[list[dict[str, Any]], bool]:
+    ) -> tuple[list[StoredResponse], bool]:
         where = self._allowed("read", **({"model": model} if model else {}))
         rows, has_more = await self.sql.fetch_page(
             RESPONSES,
@@ -125,7 +142,7 @@ class ResponseStore:
             limit=limit,
             after_id=after,
         )
-        return rows, has_more
+        return [_stored(r) for r in rows], has_more
 
     # ---- event log --------------------------------------------------------------------------------
 

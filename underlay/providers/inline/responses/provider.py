@@ -225,7 +225,7 @@ class BuiltinResponsesProvider:
                     param="previous_response_id",
                     hint="Only stored responses (store: true) can be continued.",
                 )
-            history = [*row["history"], *row["input_items"], *row["response"].get("output", [])]
+            history = [*row.history, *row.input_items, *row.response.get("output", [])]
         elif params.conversation_id:
             history = await self._conversations().all_items(params.conversation_id)
         raw: list[Any] = params.input if isinstance(params.input, list) else []
@@ -425,12 +425,12 @@ class BuiltinResponsesProvider:
     async def _run_job(self, ctx: Any) -> dict[str, Any]:
         response_id = ctx.job.payload["response_id"]
         row = await self._store.get(response_id)
-        if row["status"] in _FINAL:
-            return {"status": row["status"]}
-        params = CreateResponseRequest.model_validate(row["request"])
-        run = self._new_run(params, row["history"], row["input_items"])
-        run.files = await self._input_files(row["history"], row["input_items"])
-        base = row["response"]
+        if row.status in _FINAL:
+            return {"status": row.status}
+        params = CreateResponseRequest.model_validate(row.request)
+        run = self._new_run(params, row.history, row.input_items)
+        run.files = await self._input_files(row.history, row.input_items)
+        base = row.response
         run.response = run.response.model_copy(update={"id": response_id, "created_at": base["created_at"]})
         run.response.status = "queued"
         run.sequence = await self._store.last_sequence_number(response_id) + 1
@@ -476,9 +476,9 @@ class BuiltinResponsesProvider:
         """A background response that was cancelled or gave up: record it, and end any stream readers."""
         response_id = job.payload.get("response_id")
         row = await self._store.find(response_id) if response_id else None
-        if row is None or row["status"] in ("completed", "incomplete", "failed", "cancelled"):
+        if row is None or row.status in ("completed", "incomplete", "failed", "cancelled"):
             return
-        response = ResponseObject.model_validate(row["response"])
+        response = ResponseObject.model_validate(row.response)
         if job.status == "cancelled":
             response.status = "cancelled"
         else:
@@ -506,7 +506,7 @@ class BuiltinResponsesProvider:
                     if data["type"] in TERMINAL_EVENTS:
                         return
                 row = await self._store.find(response_id)
-                if row is None or row["status"] in _FINAL:
+                if row is None or row.status in _FINAL:
                     for data in await self._store.events_after(response_id, last):
                         yield _StoredEvent.model_validate(data)  # type: ignore[misc]
                     return
@@ -522,12 +522,12 @@ class BuiltinResponsesProvider:
     ) -> ResponseObject | AsyncIterator[ResponseEvent]:
         row = await self._store.get(response_id)
         if query.stream:
-            if not row["background"]:
+            if not row.background:
                 raise InvalidRequestError(
                     "Only background responses can be streamed after they were created.", param="stream"
                 )
             return self._tail(response_id, query.starting_after if query.starting_after is not None else -1)
-        return self._shaped(row["response"], query.include)
+        return self._shaped(row.response, query.include)
 
     @staticmethod
     def _shaped(data: dict[str, Any], include: list[str] | None) -> ResponseObject:
@@ -537,30 +537,30 @@ class BuiltinResponsesProvider:
 
     async def delete_response(self, response_id: str) -> ResponseDeleted:
         row = await self._store.get(response_id)
-        if row["status"] in ("queued", "in_progress") and row.get("job_id") and self.jobs is not None:
-            await self.jobs.cancel(row["job_id"])
+        if row.status in ("queued", "in_progress") and row.job_id and self.jobs is not None:
+            await self.jobs.cancel(row.job_id)
         await self._store.delete(response_id)
         return ResponseDeleted(id=response_id)
 
     async def cancel_response(self, response_id: str) -> ResponseObject:
         row = await self._store.get(response_id)
-        if not row["background"]:
+        if not row.background:
             raise InvalidRequestError("Only background responses can be cancelled.", param="response_id")
-        if row["status"] in ("queued", "in_progress") and row.get("job_id") and self.jobs is not None:
-            await self.jobs.cancel(row["job_id"])
+        if row.status in ("queued", "in_progress") and row.job_id and self.jobs is not None:
+            await self.jobs.cancel(row.job_id)
             deadline = time.monotonic() + 30
             while time.monotonic() < deadline:
                 row = await self._store.get(response_id)
-                if row["status"] in _FINAL:
+                if row.status in _FINAL:
                     break
                 await asyncio.sleep(0.05)
-        return self._shaped(row["response"], None)
+        return self._shaped(row.response, None)
 
     async def list_responses(self, query: ListResponsesQuery) -> ResponseList:
         rows, has_more = await self._store.page(
             after=query.after, limit=query.limit, order=query.order, model=query.model
         )
-        data = [self._shaped(r["response"], None) for r in rows]
+        data = [self._shaped(r.response, None) for r in rows]
         return ResponseList(
             data=data,
             first_id=data[0].id if data else None,
@@ -570,7 +570,7 @@ class BuiltinResponsesProvider:
 
     async def list_input_items(self, response_id: str, query: InputItemsQuery) -> InputItemList:
         row = await self._store.get(response_id)
-        items = [shape_for_client(i, query.include) for i in row["input_items"]]
+        items = [shape_for_client(i, query.include) for i in row.input_items]
         if query.order == "desc":
             items.reverse()
         start = 0
