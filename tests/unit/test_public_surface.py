@@ -21,6 +21,7 @@ import underlay.api
 
 SURFACE: dict[str, list[str]] = {
     "underlay.api": [
+        "agents",
         "context",
         "conversations",
         "errors",
@@ -59,6 +60,24 @@ SURFACE: dict[str, list[str]] = {
         "MAX_ITEMS_PER_CALL",
         "ROUTES",
         "UpdateConversationRequest",
+    ],
+    "underlay.api.agents": [
+        "AGENT_MODEL_PREFIX",
+        "AgentDefinition",
+        "AgentDeleted",
+        "AgentKnowledge",
+        "AgentList",
+        "AgentObject",
+        "AgentPromptRef",
+        "AgentVersionListQuery",
+        "AgentsApi",
+        "DeployAgentRequest",
+        "MAX_AGENT_TOOLS",
+        "ROUTES",
+        "RetrieveAgentQuery",
+        "SetAgentDefaultRequest",
+        "TOOL_TYPES",
+        "parse_agent_model",
     ],
     "underlay.api.prompts": [
         "CreatePromptRequest",

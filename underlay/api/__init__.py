@@ -5,6 +5,7 @@ Nothing here imports server, storage or provider code, so a third-party provider
 """
 
 __all__ = [
+    "agents",
     "context",
     "conversations",
     "errors",
