@@ -227,3 +227,26 @@ def test_cli_errors_are_one_line(tmp_path: Path) -> None:
 def test_file_search_over_named_stores_maps_per_environment(tmp_path: Path) -> None:
     spec = load_spec(_folder(tmp_path, "name: a\nmodel: m\ntools: [{type: file_search, vector_stores: [docs]}]\n"), {})
     assert isinstance(spec.tools[0], FileSearchTool) and not spec.uses_knowledge()
+
+
+def test_a_folder_converts_to_the_agents_api_definition(tmp_path: Path) -> None:
+    from underlay.agents import Agent
+
+    folder = tmp_path / "desk"
+    write_template(folder, "support")
+    text = (folder / SPEC_FILE).read_text()
+    text = text.replace(
+        "    api_key: ${env.UNDERLAY_API_KEY:=none}\n", "    models: {qwen2.5-coder-0.5b-instruct: big}\n"
+    )
+    (folder / SPEC_FILE).write_text(text)
+    agent = Agent.from_dir(folder, "server", client=object(), environ={}, sync=False)  # makes no request
+    definition = agent.to_definition()
+    assert definition.name == "desk" and definition.model == "big"
+    assert definition.instructions is not None and "support assistant of Lumen Bakery" in definition.instructions
+    function = next(t for t in definition.tools if t["type"] == "function")
+    assert function["name"] == "order_status" and function["parameters"]["required"] == ["order_id"]
+    assert definition.knowledge is None  # not synced: no store to point at
+
+    agent.model = ""
+    with pytest.raises(ValueError, match=r"^agent desk: model: "):
+        agent.to_definition()

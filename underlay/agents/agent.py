@@ -16,7 +16,7 @@ import os
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from underlay.agents.functions import ClientFunction, function_from_callable, load_functions
 from underlay.agents.spec import (
@@ -28,6 +28,9 @@ from underlay.agents.spec import (
     load_spec,
     render_template,
 )
+
+if TYPE_CHECKING:
+    from underlay.api.agents import AgentDefinition
 
 __all__ = ["Agent", "TextDelta", "ToolCall", "ToolResult", "TurnDone"]
 
@@ -286,6 +289,42 @@ class Agent:
         if extra:
             body["extra_body"] = extra
         return body
+
+    def to_definition(self) -> AgentDefinition:
+        """This agent, as bound to its environment, as the Agents API's definition (what ``underlay agent
+        deploy`` sends to ``/v1/agents``): the environment's model and store ids, the rendered template or
+        the stored prompt's reference, client functions as declared function tools, and each knowledge
+        file's sha256. Raises ``ValueError`` naming the field when the server would refuse it."""
+        from pydantic import ValidationError
+
+        from underlay.agents.sync import knowledge_files
+        from underlay.api.agents import AgentDefinition
+
+        spec = self.spec
+        body: dict[str, Any] = {"name": self.name, "model": self.model, "tools": self.tools}
+        if spec is not None and spec.description:
+            body["description"] = spec.description
+        if self.instructions is not None:
+            body["instructions"] = self.instructions
+        if self.prompt is not None:
+            prompt = dict(self.prompt)
+            if prompt.get("version") is not None:
+                prompt["version"] = int(prompt["version"])  # the Prompts API counts versions from 1
+            body["prompt"] = prompt
+        body["guardrails"] = self.guardrails
+        for key in ("temperature", "max_output_tokens"):
+            if getattr(self, key) is not None:
+                body[key] = getattr(self, key)
+        if self.vector_store_id is not None and spec is not None:
+            files = {f.path: f.sha256 for f in knowledge_files(spec.root, spec.knowledge)}
+            body["knowledge"] = {"vector_store_id": self.vector_store_id, "files": files}
+        try:
+            return AgentDefinition.model_validate(body)
+        except (ValidationError, ValueError) as exc:
+            first = exc.errors()[0] if isinstance(exc, ValidationError) else None
+            where = ".".join(str(p) for p in first["loc"]) if first else "definition"
+            reason = first["msg"] if first else str(exc)
+            raise ValueError(f"agent {self.name}: {where}: {reason}") from None
 
     def close(self) -> None:
         """Close the client when :meth:`from_dir` made it (stopping an in-process stack)."""
