@@ -45,14 +45,14 @@ async def test_rows_are_invisible_to_other_principals(rows: VectorStoreRows) -> 
              "status": "completed", "usage_bytes": 10, "attributes": {}}
         )  # fmt: skip
         await rows.put_chunk_part("vs_a", "file-1", 0, "job_1", [{"chunk_id": "c", "content": "x", "embedding": ""}])
-        assert (await rows.get_store("vs_a"))["owner_principal"] == "alice"
-        assert (await rows.get_store("vs_a"))["owner_attributes"] == {"team": "alice"}
+        assert (await rows.get_store("vs_a")).owner_principal == "alice"
+        assert (await rows.get_store("vs_a")).owner_attributes == {"team": "alice"}
 
     with acting_as("bob"):
         assert await rows.find_store("vs_a") is None
         with pytest.raises(NotFoundError):
             await rows.get_store("vs_a")
-        assert (await rows.page_stores(limit=10, order="desc", after=None, before=None)).rows == []
+        assert (await rows.page_stores(limit=10, order="desc", after=None, before=None))[0] == []
         with pytest.raises(InvalidRequestError):  # cannot even page from alice's id
             await rows.page_stores(limit=10, order="desc", after="vs_a", before=None)
         assert await rows.find_file("vs_a", "file-1") is None
@@ -66,7 +66,7 @@ async def test_rows_are_invisible_to_other_principals(rows: VectorStoreRows) -> 
 
     with acting_as("alice"):
         store = await rows.get_store("vs_a")
-        assert store["name"] == "mine"
+        assert store.name == "mine"
         stats = (await rows.file_stats(["vs_a"]))["vs_a"]
         assert (stats.completed, stats.usage_bytes) == (1, 10)
         assert len(await rows.chunk_parts("vs_a", "file-1")) == 1

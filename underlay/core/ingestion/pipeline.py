@@ -30,7 +30,7 @@ from underlay.api.vector_io import Chunk
 from underlay.core.ingestion.chunking import chunk_text
 from underlay.core.jobs import Job, JobContext, JobError, RetryableJobError
 from underlay.core.routers.vector_io import VectorIORouter
-from underlay.core.stores.vector_stores import VectorStoreRows, pack_embedding, unpack_embedding
+from underlay.core.stores.vector_stores import StoredVectorStore, VectorStoreRows, pack_embedding, unpack_embedding
 from underlay.shared.parse import ParseError, parse_document
 
 log = logging.getLogger("underlay.ingestion")
@@ -78,9 +78,9 @@ class IngestionPipeline:
         file_id = str(ctx.job.payload["file_id"])
         store = await self.rows.find_store(vs_id)
         row = await self.rows.find_file(vs_id, file_id)
-        if store is None or row is None or row.get("job_id") != ctx.job.id or row["status"] != "in_progress":
+        if store is None or row is None or row.job_id != ctx.job.id or row.status != "in_progress":
             return {"skipped": "the attachment was removed or replaced"}
-        provider_id, provider = self.vector_io.provider(store["provider_id"])
+        provider_id, provider = self.vector_io.provider(store.provider_id)
         # A resumed attempt (or a re-attach) starts from a clean document.
         await provider.delete_document(vs_id, file_id)
         await self.rows.delete_chunks(vs_id, file_id)
@@ -94,7 +94,7 @@ class IngestionPipeline:
         except ParseError as exc:
             raise JobError(exc.code, exc.message) from None
         del data
-        strategy = (row.get("chunking_strategy") or {}).get("static") or {}
+        strategy = (row.chunking_strategy or {}).get("static") or {}
         max_tokens = int(strategy.get("max_chunk_size_tokens", 800))
         overlap = int(strategy.get("chunk_overlap_tokens", 400))
         pieces = await asyncio.to_thread(chunk_text, parsed.text, max_tokens, overlap)
@@ -102,15 +102,15 @@ class IngestionPipeline:
             raise JobError("invalid_file", f"'{filename}' contains no text to index.")
         await ctx.checkpoint(0.05)
 
-        attributes = dict(row.get("attributes") or {})
-        dimension = int(store["embedding_dimension"])
+        attributes = dict(row.attributes)
+        dimension = int(store.embedding_dimension)
         usage = 0
         total = len(pieces)
         for part, start in enumerate(range(0, total, self.embed_batch_size)):
             batch = pieces[start : start + self.embed_batch_size]
             await ctx.checkpoint(0.05 + 0.9 * start / total)
             try:
-                vectors = await self.vector_io.embed(store["embedding_model"], [p.text for p in batch], dimension)
+                vectors = await self.vector_io.embed(store.embedding_model, [p.text for p in batch], dimension)
             except ProviderError as exc:
                 raise RetryableJobError("server_error", f"Embedding failed: {exc.message}", delay=2.0) from None
             except UnderlayError as exc:
@@ -157,8 +157,8 @@ class IngestionPipeline:
 
         # Attributes updated while we were indexing: the chunks must carry the latest ones.
         latest = await self.rows.find_file(vs_id, file_id)
-        if latest is not None and latest.get("job_id") == ctx.job.id and (latest.get("attributes") or {}) != attributes:
-            await self.rewrite_attributes(store, file_id, dict(latest.get("attributes") or {}))
+        if latest is not None and latest.job_id == ctx.job.id and latest.attributes != attributes:
+            await self.rewrite_attributes(store, file_id, dict(latest.attributes))
         changed = await self.rows.update_file(
             vs_id,
             file_id,
@@ -171,10 +171,10 @@ class IngestionPipeline:
             return {"skipped": "the attachment was removed or replaced while indexing"}
         return {"chunks": total, "usage_bytes": usage, "format": parsed.format}
 
-    async def rewrite_attributes(self, store: dict[str, Any], file_id: str, attributes: dict[str, Any]) -> None:
+    async def rewrite_attributes(self, store: StoredVectorStore, file_id: str, attributes: dict[str, Any]) -> None:
         """Re-upsert a file's chunks with new attributes, from the stored chunks (no re-embedding)."""
-        _, provider = self.vector_io.provider(store["provider_id"])
-        for part in await self.rows.chunk_parts(store["id"], file_id):
+        _, provider = self.vector_io.provider(store.provider_id)
+        for part in await self.rows.chunk_parts(store.id, file_id):
             chunks = [
                 Chunk(
                     chunk_id=item["chunk_id"],
@@ -187,16 +187,16 @@ class IngestionPipeline:
                 for item in part
             ]
             if chunks:
-                await provider.insert_chunks(store["id"], chunks)
+                await provider.insert_chunks(store.id, chunks)
 
     async def discard(self, vs_id: str, file_id: str, job_id: str) -> None:
         """Remove what ``job_id`` indexed, unless the file was attached again since (a newer job owns it)."""
         row = await self.rows.find_file(vs_id, file_id)
-        if row is not None and row.get("job_id") != job_id:
+        if row is not None and row.job_id != job_id:
             return
         store = await self.rows.find_store(vs_id)
         if store is not None:
-            _, provider = self.vector_io.provider(store["provider_id"])
+            _, provider = self.vector_io.provider(store.provider_id)
             await provider.delete_document(vs_id, file_id)
         await self.rows.delete_chunks(vs_id, file_id)
 

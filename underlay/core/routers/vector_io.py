@@ -87,12 +87,12 @@ class VectorIORouter(VectorIOApi):
 
     async def insert_chunks(self, params: InsertChunksRequest) -> InsertChunksResponse:
         store = await self.rows.get_store(params.vector_store_id, "update")
-        _, provider = self.provider(store["provider_id"])
-        dimension = int(store["embedding_dimension"])
+        _, provider = self.provider(store.provider_id)
+        dimension = int(store.embedding_dimension)
         missing = [i for i, c in enumerate(params.chunks) if c.embedding is None]
         chunks = list(params.chunks)
         if missing:
-            vectors = await self.embed(store["embedding_model"], [chunks[i].content for i in missing], dimension)
+            vectors = await self.embed(store.embedding_model, [chunks[i].content for i in missing], dimension)
             for i, vector in zip(missing, vectors, strict=True):
                 chunks[i] = chunks[i].model_copy(update={"embedding": vector})
         for i, chunk in enumerate(chunks):
@@ -102,12 +102,12 @@ class VectorIORouter(VectorIOApi):
                     f"{dimension}-dimensional embeddings.",
                     param=f"chunks[{i}].embedding",
                 )
-        await provider.insert_chunks(store["id"], chunks)  # its failures arrive typed (underlay.core.boundary)
-        return InsertChunksResponse(vector_store_id=store["id"], inserted=len(chunks))
+        await provider.insert_chunks(store.id, chunks)  # its failures arrive typed (underlay.core.boundary)
+        return InsertChunksResponse(vector_store_id=store.id, inserted=len(chunks))
 
     async def query_chunks(self, params: QueryChunksRequest) -> QueryChunksResponse:
         store = await self.rows.get_store(params.vector_store_id)
-        _, provider = self.provider(store["provider_id"])
+        _, provider = self.provider(store.provider_id)
         mode = params.search_mode
         if mode in ("keyword", "hybrid") and not params.query:
             raise InvalidRequestError(f"search_mode '{mode}' needs query text.", param="query")
@@ -115,17 +115,15 @@ class VectorIORouter(VectorIOApi):
         if mode in ("vector", "hybrid") and embedding is None:
             if not params.query:
                 raise InvalidRequestError("Pass query (text to embed) or embedding.", param="query")
-            embedding = (await self.embed(store["embedding_model"], [params.query], int(store["embedding_dimension"])))[
-                0
-            ]
-        if embedding is not None and len(embedding) != int(store["embedding_dimension"]):
+            embedding = (await self.embed(store.embedding_model, [params.query], int(store.embedding_dimension)))[0]
+        if embedding is not None and len(embedding) != int(store.embedding_dimension):
             raise InvalidRequestError(
-                f"embedding has {len(embedding)} dimensions; the store expects {store['embedding_dimension']}.",
+                f"embedding has {len(embedding)} dimensions; the store expects {store.embedding_dimension}.",
                 param="embedding",
             )
-        hidden = await self.rows.not_ready(store["id"])
+        hidden = await self.rows.not_ready(store.id)
         results = await provider.query(
-            store["id"],
+            store.id,
             mode=mode,
             k=params.max_num_results,
             embedding=embedding if mode != "keyword" else None,

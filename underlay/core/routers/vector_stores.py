@@ -22,6 +22,7 @@ import asyncio
 import logging
 import secrets
 import time
+from dataclasses import replace
 from typing import Any, Literal
 
 from underlay.api.errors import InvalidRequestError, NotFoundError
@@ -60,7 +61,13 @@ from underlay.core.jobs import JobRunner
 from underlay.core.routers.files import FilesRouter
 from underlay.core.routers.inference import InferenceRouter
 from underlay.core.routers.vector_io import VectorIORouter
-from underlay.core.stores.vector_stores import FileStats, VectorStoreRows
+from underlay.core.stores.vector_stores import (
+    FileStats,
+    StoredFileBatch,
+    StoredVectorStore,
+    StoredVectorStoreFile,
+    VectorStoreRows,
+)
 
 log = logging.getLogger("underlay.vector_stores")
 
@@ -132,7 +139,7 @@ class VectorStoresRouter(VectorStoresApi):
             log.warning("could not check for stuck vector store files: %s", exc)
             return
         for row in stuck:
-            job_id = row.get("job_id")
+            job_id = row.job_id
             try:
                 job = await self.jobs.get(job_id) if job_id else None
             except NotFoundError:
@@ -140,7 +147,7 @@ class VectorStoresRouter(VectorStoresApi):
             if job is not None and job.status in ("queued", "running"):
                 continue
             log.warning(
-                "vector store file %s in %s had no live job; marking it failed", row["file_id"], row["vector_store_id"]
+                "vector store file %s in %s had no live job; marking it failed", row.file_id, row.vector_store_id
             )
             await self.rows.fail_stuck(row, "Ingestion stopped unexpectedly; attach the file again.")
 
@@ -170,8 +177,8 @@ class VectorStoresRouter(VectorStoresApi):
         dimension = model.metadata.get("embedding_dimension")
         return model.identifier, int(dimension) if dimension else None
 
-    def _store_object(self, row: dict[str, Any], stats: FileStats) -> VectorStoreObject:
-        expires_at = row.get("expires_at")
+    def _store_object(self, row: StoredVectorStore, stats: FileStats) -> VectorStoreObject:
+        expires_at = row.expires_at
         status: Literal["expired", "in_progress", "completed"]
         if expires_at is not None and expires_at <= _now():
             status = "expired"
@@ -180,57 +187,59 @@ class VectorStoresRouter(VectorStoresApi):
         else:
             status = "completed"
         return VectorStoreObject(
-            id=row["id"],
-            created_at=row["created_at"],
-            name=row.get("name") or "",
+            id=row.id,
+            created_at=row.created_at,
+            name=row.name,
             usage_bytes=stats.usage_bytes,
             file_counts=FileCounts(**stats.counts()),
             status=status,
-            expires_after=row.get("expires_after"),
+            expires_after=row.expires_after,  # type: ignore[arg-type]  # validated into the model here
             expires_at=expires_at,
-            last_active_at=row.get("last_active_at"),
-            metadata=row.get("metadata") or {},
-            description=row.get("description"),
-            embedding_model=row["embedding_model"],
-            embedding_dimension=row["embedding_dimension"],
-            provider_id=row["provider_id"],
+            last_active_at=row.last_active_at,
+            metadata=row.metadata,
+            description=row.description,
+            embedding_model=row.embedding_model,
+            embedding_dimension=row.embedding_dimension,
+            provider_id=row.provider_id,
         )
 
-    async def _show(self, row: dict[str, Any]) -> VectorStoreObject:
-        stats = await self.rows.file_stats([row["id"]])
-        return self._store_object(row, stats[row["id"]])
+    async def _show(self, row: StoredVectorStore) -> VectorStoreObject:
+        stats = await self.rows.file_stats([row.id])
+        return self._store_object(row, stats[row.id])
 
     @staticmethod
-    def _file_object(row: dict[str, Any]) -> VectorStoreFileObject:
+    def _file_object(row: StoredVectorStoreFile) -> VectorStoreFileObject:
         return VectorStoreFileObject(
-            id=row["file_id"],
-            created_at=row["created_at"],
-            usage_bytes=int(row.get("usage_bytes") or 0),
-            vector_store_id=row["vector_store_id"],
-            status=row["status"],
-            last_error=row.get("last_error"),
-            attributes=row.get("attributes") or {},
-            chunking_strategy=row.get("chunking_strategy"),
+            id=row.file_id,
+            created_at=row.created_at,
+            usage_bytes=row.usage_bytes,
+            vector_store_id=row.vector_store_id,
+            status=row.status,  # type: ignore[arg-type]  # validated into the model here
+            last_error=row.last_error,  # type: ignore[arg-type]
+            attributes=row.attributes,
+            chunking_strategy=row.chunking_strategy,  # type: ignore[arg-type]
         )
 
-    async def _touch(self, row: dict[str, Any], *, throttle: bool = False) -> None:
+    async def _touch(self, row: StoredVectorStore, *, throttle: bool = False) -> StoredVectorStore:
         """Record activity; an ``expires_after`` policy counts from here.
 
         Searches pass ``throttle`` so a busy store is written at most once a minute, not on every query.
+        Returns the store as it now is.
         """
         now = _now()
-        if throttle and now - int(row.get("last_active_at") or 0) < 60:
-            return
+        if throttle and now - int(row.last_active_at or 0) < 60:
+            return row
+        policy = row.expires_after
+        expires_at = now + int(policy["days"]) * DAY if policy else row.expires_at
         values: dict[str, Any] = {"last_active_at": now}
-        policy = row.get("expires_after")
         if policy:
-            values["expires_at"] = now + int(policy["days"]) * DAY
-        await self.rows.update_store(row["id"], values, action="read")  # any reader's activity counts
-        row.update(values)
+            values["expires_at"] = expires_at
+        await self.rows.update_store(row.id, values, action="read")  # any reader's activity counts
+        return replace(row, last_active_at=now, expires_at=expires_at)
 
-    async def _active_store(self, vector_store_id: str, action: str = "read") -> dict[str, Any]:
+    async def _active_store(self, vector_store_id: str, action: str = "read") -> StoredVectorStore:
         row = await self.rows.get_store(vector_store_id, action)
-        expires_at = row.get("expires_at")
+        expires_at = row.expires_at
         if expires_at is not None and expires_at <= _now():
             raise InvalidRequestError(
                 f"Vector store '{vector_store_id}' has expired; create a new one.", param="vector_store_id"
@@ -244,25 +253,25 @@ class VectorStoresRouter(VectorStoresApi):
 
     async def _attach(
         self,
-        store: dict[str, Any],
+        store: StoredVectorStore,
         file_id: str,
         filename: str,
         attributes: dict[str, Any] | None,
         chunking: Any,
         batch_id: str | None = None,
-    ) -> dict[str, Any]:
+    ) -> StoredVectorStoreFile:
         """Create (or restart) an attachment and queue its ingestion job."""
-        vs_id = store["id"]
+        vs_id = store.id
         existing = await self.rows.find_file(vs_id, file_id)
-        if existing is not None and existing["status"] == "in_progress" and existing.get("job_id"):
-            await self.jobs.cancel(existing["job_id"])
+        if existing is not None and existing.status == "in_progress" and existing.job_id:
+            await self.jobs.cancel(existing.job_id)
         job_id = f"job_{secrets.token_hex(12)}"
         now = _now()
         row = {
             "vector_store_id": vs_id,
             "file_id": file_id,
-            "created_at": existing["created_at"] if existing else now,
-            "created_ns": existing["created_ns"] if existing else time.time_ns(),
+            "created_at": existing.created_at if existing else now,
+            "created_ns": existing.created_ns if existing else time.time_ns(),
             "status": "in_progress",
             "last_error": None,
             "usage_bytes": 0,
@@ -278,22 +287,22 @@ class VectorStoresRouter(VectorStoresApi):
         await self.jobs.submit(
             JOB_KIND, {"vector_store_id": vs_id, "file_id": file_id}, reference=f"{vs_id}/{file_id}", job_id=job_id
         )
-        return row
+        return StoredVectorStoreFile.from_row(row)
 
-    async def _detach(self, store: dict[str, Any], row: dict[str, Any], *, any_owner: bool = False) -> None:
+    async def _detach(self, store: StoredVectorStore, row: StoredVectorStoreFile, *, any_owner: bool = False) -> None:
         """Remove an attachment: stop its job, drop its chunks from the backend, then its rows.
 
         The rows go last: while a row exists its chunks are either complete or hidden from search, so a
         backend failure here leaves the file attached (and the call can be repeated), never orphaned
         chunks that search would return without a file behind them.
         """
-        vs_id, file_id = row["vector_store_id"], row["file_id"]
-        if row["status"] == "in_progress" and row.get("job_id"):
+        vs_id, file_id = row.vector_store_id, row.file_id
+        if row.status == "in_progress" and row.job_id:
             try:
-                await self.jobs.cancel(row["job_id"])
+                await self.jobs.cancel(row.job_id)
             except NotFoundError:
                 pass
-        _, provider = self.vector_io.provider(store["provider_id"])
+        _, provider = self.vector_io.provider(store.provider_id)
         await provider.delete_document(vs_id, file_id)  # its failures arrive typed (underlay.core.boundary)
         if any_owner:
             await self.rows.delete_attachment_any_owner(vs_id, file_id)
@@ -333,16 +342,17 @@ class VectorStoresRouter(VectorStoresApi):
             "embedding_dimension": dimension,
         }
         await self.rows.insert_store(row)
+        store = StoredVectorStore.from_row(row)
         for file_id, filename in zip(params.file_ids, filenames, strict=True):
-            await self._attach(row, file_id, filename, None, params.chunking_strategy)
-        return await self._show(row)
+            await self._attach(store, file_id, filename, None, params.chunking_strategy)
+        return await self._show(store)
 
     async def list_vector_stores(self, query: VectorStoreListQuery) -> VectorStoreList:
         rows, has_more = await self.rows.page_stores(
             limit=query.limit, order=query.order, after=query.after, before=query.before
         )
-        stats = await self.rows.file_stats([r["id"] for r in rows])
-        data = [self._store_object(r, stats[r["id"]]) for r in rows]
+        stats = await self.rows.file_stats([r.id for r in rows])
+        data = [self._store_object(r, stats[r.id]) for r in rows]
         return VectorStoreList(
             data=data,
             first_id=data[0].id if data else None,
@@ -366,17 +376,17 @@ class VectorStoresRouter(VectorStoresApi):
             values["expires_at"] = None
         if values:
             await self.rows.update_store(vector_store_id, values)
-            row.update(values)
-        await self._touch(row)
+            row = replace(row, **values)
+        row = await self._touch(row)
         return await self._show(row)
 
     async def delete_vector_store(self, vector_store_id: str) -> VectorStoreDeleted:
         row = await self.rows.get_store(vector_store_id, "delete")
         for attachment in await self.rows.files_of(vector_store_id, statuses=["in_progress"]):
-            if attachment.get("job_id"):
-                await self.jobs.cancel(attachment["job_id"])
+            if attachment.job_id:
+                await self.jobs.cancel(attachment.job_id)
         await self.rows.delete_store(vector_store_id)
-        _, provider = self.vector_io.provider(row["provider_id"])
+        _, provider = self.vector_io.provider(row.provider_id)
         await provider.delete_index(vector_store_id)
         return VectorStoreDeleted(id=vector_store_id)
 
@@ -428,12 +438,12 @@ class VectorStoresRouter(VectorStoresApi):
         row = await self.rows.get_file(vector_store_id, file_id)
         attributes = params.attributes or {}
         await self.rows.update_file(vector_store_id, file_id, {"attributes": attributes})
-        row["attributes"] = attributes
-        if row["status"] == "completed":
+        row = replace(row, attributes=attributes)
+        if row.status == "completed":
             try:
                 await self.pipeline.rewrite_attributes(store, file_id, attributes)
             except Exception as exc:  # the backend's own failures arrive typed; anything else still names it
-                raise provider_failure(store["provider_id"], exc) from None
+                raise provider_failure(store.provider_id, exc) from None
         # An in-progress file picks the new attributes up when its job finishes.
         return self._file_object(row)
 
@@ -447,31 +457,31 @@ class VectorStoresRouter(VectorStoresApi):
         await self.rows.get_store(vector_store_id)
         row = await self.rows.get_file(vector_store_id, file_id)
         items: list[FileContentItem] = []
-        if row["status"] == "completed":
+        if row.status == "completed":
             for part in await self.rows.chunk_parts(vector_store_id, file_id):
                 items.extend(FileContentItem(text=item["content"]) for item in part)
         return VectorStoreFileContent(
-            data=items, file_id=file_id, filename=row.get("filename") or file_id, attributes=row.get("attributes") or {}
+            data=items, file_id=file_id, filename=row.filename or file_id, attributes=row.attributes
         )
 
     async def on_file_deleted(self, file_id: str) -> None:
         """Files API delete hook: the File is gone, so it leaves every vector store it was in."""
         for row in await self.rows.attachments_of_file(file_id):
-            store = await self.rows.sql.fetch_one("vector_stores", {"id": row["vector_store_id"]})
+            store = await self.rows.find_store_any_owner(row.vector_store_id)
             if store is None:
-                await self.rows.delete_attachment_any_owner(row["vector_store_id"], file_id)
+                await self.rows.delete_attachment_any_owner(row.vector_store_id, file_id)
                 continue
             try:
                 await self._detach(store, row, any_owner=True)
             except Exception as exc:  # the File is deleted either way; the attachment stays for a retry
-                log.warning("could not remove file %s from %s: %s", file_id, row["vector_store_id"], exc)
+                log.warning("could not remove file %s from %s: %s", file_id, row.vector_store_id, exc)
 
     # ---- batches ---------------------------------------------------------------------------------------
 
-    async def _batch_object(self, row: dict[str, Any]) -> VectorStoreFileBatchObject:
-        stats = (await self.rows.file_stats([row["vector_store_id"]], batch_id=row["id"]))[row["vector_store_id"]]
+    async def _batch_object(self, row: StoredFileBatch) -> VectorStoreFileBatchObject:
+        stats = (await self.rows.file_stats([row.vector_store_id], batch_id=row.id))[row.vector_store_id]
         status: Literal["cancelled", "in_progress", "failed", "completed"]
-        if row.get("cancelled"):
+        if row.cancelled:
             status = "cancelled"
         elif stats.in_progress:
             status = "in_progress"
@@ -480,9 +490,9 @@ class VectorStoresRouter(VectorStoresApi):
         else:
             status = "completed"
         return VectorStoreFileBatchObject(
-            id=row["id"],
-            created_at=row["created_at"],
-            vector_store_id=row["vector_store_id"],
+            id=row.id,
+            created_at=row.created_at,
+            vector_store_id=row.vector_store_id,
             status=status,
             file_counts=FileCounts(**stats.counts()),
         )
@@ -512,19 +522,19 @@ class VectorStoresRouter(VectorStoresApi):
         for entry, filename in zip(unique, filenames, strict=True):
             await self._attach(store, entry.file_id, filename, entry.attributes, entry.chunking_strategy, batch_id)
         await self._touch(store)
-        return await self._batch_object(row)
+        return await self._batch_object(StoredFileBatch.from_row(row))
 
     async def retrieve_file_batch(self, vector_store_id: str, batch_id: str) -> VectorStoreFileBatchObject:
         return await self._batch_object(await self.rows.get_batch(vector_store_id, batch_id))
 
     async def cancel_file_batch(self, vector_store_id: str, batch_id: str) -> VectorStoreFileBatchObject:
         row = await self.rows.get_batch(vector_store_id, batch_id, "update")
-        if not row.get("cancelled"):
+        if not row.cancelled:
             await self.rows.update_batch(batch_id, {"cancelled": True})
-            row["cancelled"] = True
+            row = replace(row, cancelled=True)
         for attachment in await self.rows.files_of(vector_store_id, statuses=["in_progress"], batch_id=batch_id):
-            if attachment.get("job_id"):
-                await self.jobs.cancel(attachment["job_id"])
+            if attachment.job_id:
+                await self.jobs.cancel(attachment.job_id)
         return await self._batch_object(row)
 
     async def list_file_batch_files(
@@ -583,7 +593,7 @@ class VectorStoresRouter(VectorStoresApi):
         if mode in ("vector", "hybrid"):
             # The files to leave out are read while the query is embedded (two independent waits).
             embedded, not_ready = await asyncio.gather(
-                self.vector_io.embed(store["embedding_model"], queries, int(store["embedding_dimension"])),
+                self.vector_io.embed(store.embedding_model, queries, int(store.embedding_dimension)),
                 self.rows.not_ready(vector_store_id),
                 return_exceptions=True,
             )
@@ -595,7 +605,7 @@ class VectorStoresRouter(VectorStoresApi):
             hidden = not_ready
         else:
             hidden = await self.rows.not_ready(vector_store_id)
-        _, provider = self.vector_io.provider(store["provider_id"])
+        _, provider = self.vector_io.provider(store.provider_id)
         best: dict[str, ScoredChunk] = {}
         for query, embedding in zip(queries, embeddings, strict=True):
             results = await provider.query(
@@ -622,11 +632,12 @@ class VectorStoresRouter(VectorStoresApi):
         data: list[SearchResult] = []
         for result in ranked:
             chunk = result.chunk
-            row = files.get(chunk.document_id)
+            attached = files.get(chunk.document_id)
+            known_name = attached.filename if attached else None
             data.append(
                 SearchResult(
                     file_id=chunk.document_id,
-                    filename=(row or {}).get("filename") or str(chunk.metadata.get("filename") or chunk.document_id),
+                    filename=known_name or str(chunk.metadata.get("filename") or chunk.document_id),
                     score=result.score,
                     attributes=dict(chunk.attributes),
                     content=[SearchContent(text=chunk.content)],

@@ -15,6 +15,10 @@ attribute update rewrite the chunks' filterable attributes in the backend withou
 again. Chunks are stored in *parts* (one row per embedding batch, embeddings packed as base64 float32)
 so a large file costs a few dozen writes, not thousands.
 
+Reads return frozen rows (:class:`StoredVectorStore`, :class:`StoredVectorStoreFile`,
+:class:`StoredFileBatch`): a column is read by name here once, and the routers and the ingestion
+pipeline use typed attributes, so a renamed column fails the type check instead of a request.
+
 ``file_counts``, ``status`` and ``usage_bytes`` are never stored: :meth:`file_stats` derives them from
 the file rows in one query whenever a store is shown, so they cannot drift from the truth.
 """
@@ -60,6 +64,103 @@ def unpack_embedding(text: str) -> list[float]:
     if sys.byteorder != "little":
         packed.byteswap()
     return packed.tolist()
+
+
+@dataclass(frozen=True, slots=True)
+class StoredVectorStore:
+    """One ``vector_stores`` row; what is derived from its files (counts, status) is not here."""
+
+    id: str
+    created_at: int
+    created_ns: int | None
+    name: str
+    description: str | None
+    metadata: dict[str, Any]
+    expires_after: dict[str, Any] | None
+    expires_at: int | None
+    last_active_at: int | None
+    provider_id: str
+    embedding_model: str
+    embedding_dimension: int
+    owner_principal: str | None = None
+    owner_attributes: dict[str, Any] | None = None
+
+    @classmethod
+    def from_row(cls, row: dict[str, Any]) -> StoredVectorStore:
+        return cls(
+            id=row["id"],
+            created_at=row["created_at"],
+            created_ns=row.get("created_ns"),
+            name=row.get("name") or "",
+            description=row.get("description"),
+            metadata=row.get("metadata") or {},
+            expires_after=row.get("expires_after"),
+            expires_at=row.get("expires_at"),
+            last_active_at=row.get("last_active_at"),
+            provider_id=row["provider_id"],
+            embedding_model=row["embedding_model"],
+            embedding_dimension=row["embedding_dimension"],
+            owner_principal=row.get("owner_principal"),
+            owner_attributes=row.get("owner_attributes"),
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class StoredVectorStoreFile:
+    """One ``vector_store_files`` row: a file attached to a store, and its ingestion state."""
+
+    vector_store_id: str
+    file_id: str
+    created_at: int
+    created_ns: int | None
+    status: str
+    last_error: dict[str, Any] | None
+    usage_bytes: int
+    chunk_count: int
+    attributes: dict[str, Any]
+    chunking_strategy: dict[str, Any] | None
+    filename: str | None
+    batch_id: str | None
+    job_id: str | None
+
+    @classmethod
+    def from_row(cls, row: dict[str, Any]) -> StoredVectorStoreFile:
+        return cls(
+            vector_store_id=row["vector_store_id"],
+            file_id=row["file_id"],
+            created_at=row["created_at"],
+            created_ns=row.get("created_ns"),
+            status=row["status"],
+            last_error=row.get("last_error"),
+            usage_bytes=int(row.get("usage_bytes") or 0),
+            chunk_count=int(row.get("chunk_count") or 0),
+            attributes=row.get("attributes") or {},
+            chunking_strategy=row.get("chunking_strategy"),
+            filename=row.get("filename"),
+            batch_id=row.get("batch_id"),
+            job_id=row.get("job_id"),
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class StoredFileBatch:
+    """One ``vector_store_file_batches`` row; its counts and status come from its files."""
+
+    id: str
+    vector_store_id: str
+    created_at: int
+    cancelled: bool
+    file_count: int
+
+    @classmethod
+    def from_row(cls, row: dict[str, Any]) -> StoredFileBatch:
+        return cls(
+            id=row["id"],
+            vector_store_id=row["vector_store_id"],
+            created_at=row["created_at"],
+            cancelled=bool(row.get("cancelled")),
+            file_count=int(row.get("file_count") or 0),
+        )
 
 
 @dataclass
@@ -185,21 +286,31 @@ class VectorStoreRows:
             STORES, {**row, "owner_principal": principal.id, "owner_attributes": principal.attributes}
         )
 
-    async def find_store(self, vector_store_id: str, action: str = "read") -> dict[str, Any] | None:
-        return await self.sql.fetch_one(STORES, self._allowed(STORES, action, id=vector_store_id))
+    async def find_store(self, vector_store_id: str, action: str = "read") -> StoredVectorStore | None:
+        row = await self.sql.fetch_one(STORES, self._allowed(STORES, action, id=vector_store_id))
+        return None if row is None else StoredVectorStore.from_row(row)
 
-    async def get_store(self, vector_store_id: str, action: str = "read") -> dict[str, Any]:
+    async def find_store_any_owner(self, vector_store_id: str) -> StoredVectorStore | None:
+        """The store whoever owns it (for when a File itself is deleted, see the module docstring)."""
+        row = await self.sql.fetch_one(STORES, {"id": vector_store_id})
+        return None if row is None else StoredVectorStore.from_row(row)
+
+    async def get_store(self, vector_store_id: str, action: str = "read") -> StoredVectorStore:
         """The store the caller may ``action``: 404 if it cannot read it, 403 if it can only read it."""
         missing = NotFoundError(
             "Vector store", vector_store_id, hint="GET /v1/vector_stores lists yours.", param="vector_store_id"
         )
         match = [Where.eq("id", vector_store_id)]
-        return await fetch_for(self.sql, STORES, "vector_store", action, match, missing, vector_store_id)
+        row = await fetch_for(self.sql, STORES, "vector_store", action, match, missing, vector_store_id)
+        return StoredVectorStore.from_row(row)
 
     async def page_stores(
         self, *, limit: int, order: Literal["asc", "desc"], after: str | None, before: str | None
-    ) -> Page:
-        return await self._page(STORES, self._allowed(STORES), limit=limit, order=order, after=after, before=before)
+    ) -> tuple[list[StoredVectorStore], bool]:
+        rows, has_more = await self._page(
+            STORES, self._allowed(STORES), limit=limit, order=order, after=after, before=before
+        )
+        return [StoredVectorStore.from_row(r) for r in rows], has_more
 
     async def update_store(self, vector_store_id: str, values: dict[str, Any], action: str = "update") -> int:
         """``action="read"`` is for bookkeeping any reader causes (last activity), not for edits."""
@@ -218,10 +329,11 @@ class VectorStoreRows:
         owner = await self._owner(row["vector_store_id"])
         await self.sql.upsert(FILES, {**row, **owner}, ["vector_store_id", "file_id"])
 
-    async def find_file(self, vector_store_id: str, file_id: str) -> dict[str, Any] | None:
-        return await self.sql.fetch_one(FILES, self._allowed(FILES, vector_store_id=vector_store_id, file_id=file_id))
+    async def find_file(self, vector_store_id: str, file_id: str) -> StoredVectorStoreFile | None:
+        row = await self.sql.fetch_one(FILES, self._allowed(FILES, vector_store_id=vector_store_id, file_id=file_id))
+        return None if row is None else StoredVectorStoreFile.from_row(row)
 
-    async def get_file(self, vector_store_id: str, file_id: str) -> dict[str, Any]:
+    async def get_file(self, vector_store_id: str, file_id: str) -> StoredVectorStoreFile:
         row = await self.find_file(vector_store_id, file_id)
         if row is None:
             raise NotFoundError(
@@ -234,13 +346,13 @@ class VectorStoreRows:
 
     async def files_of(
         self, vector_store_id: str, *, statuses: Sequence[str] | None = None, batch_id: str | None = None
-    ) -> list[dict[str, Any]]:
+    ) -> list[StoredVectorStoreFile]:
         where: list[Any] = self._allowed(FILES, vector_store_id=vector_store_id)
         if statuses:
             where.append(Where.in_("status", list(statuses)))
         if batch_id is not None:
             where.append(Where.eq("batch_id", batch_id))
-        return await self.sql.fetch_all(FILES, where)
+        return [StoredVectorStoreFile.from_row(r) for r in await self.sql.fetch_all(FILES, where)]
 
     async def page_files(
         self,
@@ -252,14 +364,17 @@ class VectorStoreRows:
         before: str | None,
         status: str | None = None,
         batch_id: str | None = None,
-    ) -> Page:
+    ) -> tuple[list[StoredVectorStoreFile], bool]:
         match: dict[str, Any] = {"vector_store_id": vector_store_id}
         if status is not None:
             match["status"] = status
         if batch_id is not None:
             match["batch_id"] = batch_id
         where = self._allowed(FILES, **match)
-        return await self._page(FILES, where, limit=limit, order=order, after=after, before=before, id_column="file_id")
+        rows, has_more = await self._page(
+            FILES, where, limit=limit, order=order, after=after, before=before, id_column="file_id"
+        )
+        return [StoredVectorStoreFile.from_row(r) for r in rows], has_more
 
     async def update_file(self, vector_store_id: str, file_id: str, values: dict[str, Any], **expect: Any) -> int:
         """Update one attachment; ``expect`` adds equality conditions (e.g. ``job_id``, ``status``)."""
@@ -273,7 +388,7 @@ class VectorStoreRows:
         await self.sql.delete(CHUNKS, self._allowed(CHUNKS, "update", **match))
         return int(await self.sql.delete(FILES, self._allowed(FILES, "update", **match)))
 
-    async def files_named(self, vector_store_id: str, file_ids: Sequence[str]) -> dict[str, dict[str, Any]]:
+    async def files_named(self, vector_store_id: str, file_ids: Sequence[str]) -> dict[str, StoredVectorStoreFile]:
         """The attachments among ``file_ids`` (search results need their filenames), by file id."""
         if not file_ids:
             return {}
@@ -284,14 +399,14 @@ class VectorStoreRows:
                 Where.in_("file_id", list(dict.fromkeys(file_ids))),
             ],
         )
-        return {row["file_id"]: row for row in rows}
+        return {row["file_id"]: StoredVectorStoreFile.from_row(row) for row in rows}
 
     async def not_ready(self, vector_store_id: str) -> list[str]:
         """Files whose chunks search must not return: in progress, failed or cancelled."""
         rows = await self.files_of(vector_store_id, statuses=["in_progress", "failed", "cancelled"])
-        return [row["file_id"] for row in rows]
+        return [row.file_id for row in rows]
 
-    async def fail_stuck(self, row: dict[str, Any], message: str) -> None:
+    async def fail_stuck(self, row: StoredVectorStoreFile, message: str) -> None:
         """Mark an attachment found ``in_progress`` with no live job as failed (any owner)."""
         await self.sql.update(
             FILES,
@@ -301,24 +416,24 @@ class VectorStoreRows:
                 "updated_at": int(time.time()),
             },
             {
-                "vector_store_id": row["vector_store_id"],
-                "file_id": row["file_id"],
+                "vector_store_id": row.vector_store_id,
+                "file_id": row.file_id,
                 "status": "in_progress",
-                "job_id": row.get("job_id"),
+                "job_id": row.job_id,
             },
         )
 
-    async def attachments_of_file(self, file_id: str) -> list[dict[str, Any]]:
+    async def attachments_of_file(self, file_id: str) -> list[StoredVectorStoreFile]:
         """Every attachment of a File, whoever owns it (for when the File itself is deleted)."""
-        return await self.sql.fetch_all(FILES, {"file_id": file_id})
+        return [StoredVectorStoreFile.from_row(r) for r in await self.sql.fetch_all(FILES, {"file_id": file_id})]
 
     async def delete_attachment_any_owner(self, vector_store_id: str, file_id: str) -> None:
         await self.sql.delete(CHUNKS, {"vector_store_id": vector_store_id, "file_id": file_id})
         await self.sql.delete(FILES, {"vector_store_id": vector_store_id, "file_id": file_id})
 
-    async def stuck_files(self) -> list[dict[str, Any]]:
+    async def stuck_files(self) -> list[StoredVectorStoreFile]:
         """In-progress attachments of every owner, for the start-up consistency check."""
-        return await self.sql.fetch_all(FILES, {"status": "in_progress"})
+        return [StoredVectorStoreFile.from_row(r) for r in await self.sql.fetch_all(FILES, {"status": "in_progress"})]
 
     async def file_stats(self, vector_store_ids: Sequence[str], *, batch_id: str | None = None) -> dict[str, FileStats]:
         """Counts and usage per store, from the file rows themselves, in one query."""
@@ -345,11 +460,12 @@ class VectorStoreRows:
     async def insert_batch(self, row: dict[str, Any]) -> None:
         await self.sql.insert(BATCHES, {**row, **await self._owner(row["vector_store_id"])})
 
-    async def get_batch(self, vector_store_id: str, batch_id: str, action: str = "read") -> dict[str, Any]:
+    async def get_batch(self, vector_store_id: str, batch_id: str, action: str = "read") -> StoredFileBatch:
         """The batch if the caller may ``action`` its store: 404 if it cannot read it, else 403."""
         missing = NotFoundError("Vector store file batch", batch_id, param="batch_id")
         match = [Where.eq("id", batch_id), Where.eq("vector_store_id", vector_store_id)]
-        return await fetch_for(self.sql, BATCHES, "vector_store", action, match, missing, batch_id, "vector_store_id")
+        row = await fetch_for(self.sql, BATCHES, "vector_store", action, match, missing, batch_id, "vector_store_id")
+        return StoredFileBatch.from_row(row)
 
     async def update_batch(self, batch_id: str, values: dict[str, Any]) -> None:
         await self.sql.update(
