@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 
 from underlay.api import (
+    agents,
     conversations,
     files,
     inference,
@@ -29,6 +30,7 @@ from underlay.api import (
     vector_stores,
 )
 from underlay.core.apis import API_TABLE
+from underlay.core.routers.agents import AgentsRouter
 from underlay.core.routers.conversations import ConversationsRouter
 from underlay.core.routers.files import FilesRouter
 from underlay.core.routers.inference import InferenceRouter
@@ -51,6 +53,7 @@ SEAMS: dict[str, tuple[type, type]] = {
     "vector_stores": (vector_stores.VectorStoresApi, VectorStoresRouter),
     "conversations": (conversations.ConversationsApi, ConversationsRouter),
     "prompts": (prompts.PromptsApi, PromptsRouter),
+    "agents": (agents.AgentsApi, AgentsRouter),
     "responses": (responses.ResponsesApi, ResponsesRouter),
     "tool_runtime": (tool_runtime.ToolRuntimeApi, ToolRuntimeRouter),
     "safety": (safety.SafetyApi, SafetyRouter),
