@@ -63,14 +63,14 @@ async def test_spans_are_written_in_one_flush_and_read_back(sql_factory: SqlFact
         assert await telemetry.store.sql.count(TABLE) == 0  # nothing written on the request path
         assert await telemetry.buffer.flush() == 9
         roots, has_more = await telemetry.store.list_roots(limit=2)
-        assert has_more and [r["trace_id"] for r in roots] == trace_ids[::-1][:2]
-        rest, has_more = await telemetry.store.list_roots(limit=2, after=roots[-1]["span_id"])
-        assert not has_more and [r["trace_id"] for r in rest] == [trace_ids[0]]
+        assert has_more and [r.trace_id for r in roots] == trace_ids[::-1][:2]
+        rest, has_more = await telemetry.store.list_roots(limit=2, after=roots[-1].span_id)
+        assert not has_more and [r.trace_id for r in rest] == [trace_ids[0]]
         spans = await telemetry.store.trace_spans(trace_ids[0])
-        assert [s["name"] for s in spans] == ["GET /v1/models", "child 0", "child 1"]
-        assert spans[1]["parent_span_id"] == spans[0]["span_id"] and spans[2]["parent_span_id"] == spans[1]["span_id"]
-        assert spans[0]["is_root"] and not spans[1]["is_root"]
-        assert spans[2]["attributes"]["depth"] == 1 and spans[0]["route"] == "/v1/models"
+        assert [s.name for s in spans] == ["GET /v1/models", "child 0", "child 1"]
+        assert spans[1].parent_span_id == spans[0].span_id and spans[2].parent_span_id == spans[1].span_id
+        assert spans[0].is_root and not spans[1].is_root
+        assert spans[2].attributes["depth"] == 1 and spans[0].route == "/v1/models"
     finally:
         await telemetry.stop()
         await telemetry.store.sql.close()  # type: ignore[union-attr]
@@ -86,13 +86,13 @@ async def test_filters_by_route_status_and_time(sql_factory: SqlFactory) -> None
         missing = _request(telemetry, "/v1/files", 404)
         await telemetry.flush()
         rows, _ = await store.list_roots(route="/v1/files")
-        assert [r["trace_id"] for r in rows] == [missing]
+        assert [r.trace_id for r in rows] == [missing]
         rows, _ = await store.list_roots(http_status=200)
-        assert [r["trace_id"] for r in rows] == [ok]
+        assert [r.trace_id for r in rows] == [ok]
         rows, _ = await store.list_roots(until_ns=middle)
-        assert [r["trace_id"] for r in rows] == [ok]
+        assert [r.trace_id for r in rows] == [ok]
         rows, _ = await store.list_roots(since_ns=middle, order="asc")
-        assert [r["trace_id"] for r in rows] == [missing]
+        assert [r.trace_id for r in rows] == [missing]
     finally:
         await telemetry.stop()
         await store.sql.close()
@@ -113,7 +113,7 @@ async def test_rows_belong_to_the_principal_that_made_them(sql_factory: SqlFacto
             bob_trace = _request(telemetry, "/v1/models")
             await telemetry.flush()
             rows, _ = await store.list_roots()
-            assert [r["trace_id"] for r in rows] == [bob_trace]
+            assert [r.trace_id for r in rows] == [bob_trace]
             assert await store.root_of(alice_trace) is None and await store.trace_spans(alice_trace) == []
             assert (await store.list_roots(principal="alice"))[0] == []
         finally:
@@ -121,7 +121,7 @@ async def test_rows_belong_to_the_principal_that_made_them(sql_factory: SqlFacto
         token = principal_var.set(Principal("alice"))
         try:
             root = await store.root_of(alice_trace)
-            assert root is not None and root["owner_attributes"] == {"teams": ["a"]}
+            assert root is not None and root.owner_attributes == {"teams": ["a"]}
         finally:
             principal_var.reset(token)
     finally:
@@ -191,7 +191,7 @@ async def test_a_root_span_takes_the_principal_its_children_saw(sql_factory: Sql
         token = principal_var.set(Principal("carol"))
         try:
             found = await store.root_of(trace_id)
-            assert found is not None and found["owner_principal"] == "carol"
+            assert found is not None and found.owner_principal == "carol"
         finally:
             principal_var.reset(token)
     finally:
@@ -220,14 +220,14 @@ async def test_an_access_rule_can_let_an_operator_read_every_trace(sql_factory: 
         token = principal_var.set(Principal("ops"))
         try:
             everything, _ = await store.list_roots()
-            assert {r["trace_id"] for r in everything} == set(traces.values())
+            assert {r.trace_id for r in everything} == set(traces.values())
             alices, _ = await store.list_roots(principal="alice")
-            assert [r["trace_id"] for r in alices] == [traces["alice"]]
+            assert [r.trace_id for r in alices] == [traces["alice"]]
         finally:
             principal_var.reset(token)
         token = principal_var.set(Principal("bob"))
         try:
-            assert [r["trace_id"] for r in (await store.list_roots())[0]] == [traces["bob"]]
+            assert [r.trace_id for r in (await store.list_roots())[0]] == [traces["bob"]]
         finally:
             principal_var.reset(token)
     finally:
@@ -245,8 +245,8 @@ async def test_a_flush_larger_than_one_batch_writes_every_span(sql_factory: SqlF
         assert await telemetry.buffer.flush() == 1250
         assert await store.sql.count(TABLE) == 1250 and telemetry.buffer.dropped == 0
         spans = await store.trace_spans(traces[-1])
-        assert [s["name"] for s in spans] == ["GET /v1/embeddings", *[f"child {d}" for d in range(4)]]
-        assert spans[0]["kind"] == "internal" and spans[0]["status"] == "unset" and spans[0]["events"] is None
+        assert [s.name for s in spans] == ["GET /v1/embeddings", *[f"child {d}" for d in range(4)]]
+        assert spans[0].kind == "internal" and spans[0].status == "unset" and spans[0].events is None
     finally:
         await telemetry.stop()
         await store.sql.close()

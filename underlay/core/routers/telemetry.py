@@ -6,8 +6,6 @@ just made finds it (the writer otherwise runs every ``telemetry.flush_seconds``)
 
 from __future__ import annotations
 
-from typing import Any
-
 from underlay.api.errors import NotFoundError, UnderlayError
 from underlay.api.telemetry import (
     Span,
@@ -20,7 +18,7 @@ from underlay.api.telemetry import (
     TraceListQuery,
 )
 from underlay.core.telemetry.runtime import Telemetry
-from underlay.core.telemetry.span_store import SpanStore
+from underlay.core.telemetry.span_store import SpanStore, StoredSpan
 
 _MAX_TREE_SPANS = 10_000
 
@@ -30,37 +28,37 @@ class TraceStorageOffError(UnderlayError):
     error_type = "service_unavailable"
 
 
-def span_model(row: dict[str, Any]) -> Span:
+def span_model(row: StoredSpan) -> Span:
     return Span(
-        span_id=row["span_id"],
-        trace_id=row["trace_id"],
-        parent_span_id=row["parent_span_id"],
-        name=row["name"] or "",
-        kind=row["kind"] or "internal",
-        layer=row["layer"],
-        start_time_ns=row["start_ns"],
-        end_time_ns=row["end_ns"],
-        duration_ms=row["duration_ms"],
-        status=row["status"] or "unset",
-        status_message=row["status_message"],
-        attributes=row["attributes"] or {},
-        events=row["events"] or [],
+        span_id=row.span_id,
+        trace_id=row.trace_id,
+        parent_span_id=row.parent_span_id,
+        name=row.name or "",
+        kind=row.kind or "internal",
+        layer=row.layer,
+        start_time_ns=row.start_ns,
+        end_time_ns=row.end_ns,
+        duration_ms=row.duration_ms,
+        status=row.status or "unset",
+        status_message=row.status_message,
+        attributes=row.attributes or {},
+        events=row.events or [],
     )
 
 
-def trace_model(row: dict[str, Any]) -> Trace:
+def trace_model(row: StoredSpan) -> Trace:
     return Trace(
-        id=row["trace_id"],
-        root_span_id=row["span_id"],
-        name=row["name"] or "",
-        route=row["route"],
-        http_status=row["http_status"],
-        status=row["status"] or "unset",
-        request_id=row["request_id"],
-        principal=row["owner_principal"],
-        start_time_ns=row["start_ns"],
-        end_time_ns=row["end_ns"],
-        duration_ms=row["duration_ms"],
+        id=row.trace_id,
+        root_span_id=row.span_id,
+        name=row.name or "",
+        route=row.route,
+        http_status=row.http_status,
+        status=row.status or "unset",
+        request_id=row.request_id,
+        principal=row.owner_principal,
+        start_time_ns=row.start_ns,
+        end_time_ns=row.end_ns,
+        duration_ms=row.duration_ms,
     )
 
 
@@ -86,7 +84,7 @@ class TelemetryRouter(TelemetryApi):
             cursor = await store.root_of(query.after)
             if cursor is None:
                 raise NotFoundError("Trace", query.after, hint="Pass an id from a previous page.", param="after")
-            after_span = cursor["span_id"]
+            after_span = cursor.span_id
         rows, has_more = await store.list_roots(
             since_ns=int(query.start_time * 1e9) if query.start_time is not None else None,
             until_ns=int(query.end_time * 1e9) if query.end_time is not None else None,
@@ -125,14 +123,14 @@ class TelemetryRouter(TelemetryApi):
         row = await store.span(span_id)
         if row is None:
             raise NotFoundError("Span", span_id, param="span_id")
-        rows = await store.trace_spans(row["trace_id"], limit=_MAX_TREE_SPANS)
-        children: dict[str | None, list[dict[str, Any]]] = {}
+        rows = await store.trace_spans(row.trace_id, limit=_MAX_TREE_SPANS)
+        children: dict[str | None, list[StoredSpan]] = {}
         for r in rows:
-            children.setdefault(r["parent_span_id"], []).append(r)
+            children.setdefault(r.parent_span_id, []).append(r)
         max_depth = query.max_depth if query is not None else None
 
-        def build(node: dict[str, Any], depth: int) -> SpanTree:
-            below = [] if max_depth is not None and depth >= max_depth else children.get(node["span_id"], [])
+        def build(node: StoredSpan, depth: int) -> SpanTree:
+            below = [] if max_depth is not None and depth >= max_depth else children.get(node.span_id, [])
             return SpanTree(span=span_model(node), children=[build(c, depth + 1) for c in below])
 
         return build(row, 0)

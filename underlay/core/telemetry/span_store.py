@@ -18,6 +18,7 @@ import logging
 import time
 from collections import deque
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any, Literal
 
 from underlay.core.access import rows_where
@@ -55,6 +56,59 @@ _COLUMNS: dict[str, ColumnType | ColumnDefinition] = {
 _STATUS = {0: "unset", 1: "ok", 2: "error"}
 _KINDS: dict[Any, str] = {}
 """SpanKind → its lower-case name, filled on first sight (the enum has five members)."""
+
+
+@dataclass(frozen=True, slots=True)
+class StoredSpan:
+    """One ``telemetry_spans`` row as read back: the columns as stored (``None`` where empty).
+
+    Reads build these once, so the telemetry router uses attributes rather than column names; the
+    defaults the API shows for empty columns are the router's to choose.
+    """
+
+    span_id: str
+    trace_id: str
+    parent_span_id: str | None
+    name: str | None
+    kind: str | None
+    layer: str | None
+    start_ns: int
+    end_ns: int | None
+    duration_ms: float | None
+    status: Literal["ok", "error", "unset"] | None  # span_row writes only these
+    status_message: str | None
+    attributes: dict[str, Any] | None
+    events: list[dict[str, Any]] | None
+    is_root: bool
+    route: str | None
+    http_status: int | None
+    request_id: str | None
+    owner_principal: str | None
+    owner_attributes: dict[str, Any] | None
+
+    @classmethod
+    def from_row(cls, row: dict[str, Any]) -> StoredSpan:
+        return cls(
+            span_id=row["span_id"],
+            trace_id=row["trace_id"],
+            parent_span_id=row["parent_span_id"],
+            name=row["name"],
+            kind=row["kind"],
+            layer=row["layer"],
+            start_ns=row["start_ns"],
+            end_ns=row["end_ns"],
+            duration_ms=row["duration_ms"],
+            status=row["status"],
+            status_message=row["status_message"],
+            attributes=row["attributes"],
+            events=row["events"],
+            is_root=bool(row["is_root"]),
+            route=row["route"],
+            http_status=row["http_status"],
+            request_id=row["request_id"],
+            owner_principal=row["owner_principal"],
+            owner_attributes=row["owner_attributes"],
+        )
 
 
 def span_row(span: Any, principal: Principal) -> dict[str, Any]:
@@ -133,7 +187,7 @@ class SpanStore:
         limit: int = 20,
         after: str | None = None,
         order: Literal["asc", "desc"] = "desc",
-    ) -> tuple[list[dict[str, Any]], bool]:
+    ) -> tuple[list[StoredSpan], bool]:
         where = [*self._owned(), Where.eq("is_root", True)]
         if since_ns is not None:
             where.append(Where.gte("start_ns", since_ns))
@@ -150,20 +204,23 @@ class SpanStore:
         page = await self.sql.fetch_page(
             TABLE, where, order_column="start_ns", order=order, limit=limit, after_id=after, id_column="span_id"
         )
-        return page.rows, page.has_more
+        return [StoredSpan.from_row(r) for r in page.rows], page.has_more
 
-    async def root_of(self, trace_id: str) -> dict[str, Any] | None:
-        return await self.sql.fetch_one(
+    async def root_of(self, trace_id: str) -> StoredSpan | None:
+        row = await self.sql.fetch_one(
             TABLE, [*self._owned(), Where.eq("trace_id", trace_id), Where.eq("is_root", True)]
         )
+        return None if row is None else StoredSpan.from_row(row)
 
-    async def trace_spans(self, trace_id: str, limit: int | None = None) -> list[dict[str, Any]]:
-        return await self.sql.fetch_all(
+    async def trace_spans(self, trace_id: str, limit: int | None = None) -> list[StoredSpan]:
+        rows = await self.sql.fetch_all(
             TABLE, [*self._owned(), Where.eq("trace_id", trace_id)], order_by=[("start_ns", "asc")], limit=limit
         )
+        return [StoredSpan.from_row(r) for r in rows]
 
-    async def span(self, span_id: str) -> dict[str, Any] | None:
-        return await self.sql.fetch_one(TABLE, [*self._owned(), Where.eq("span_id", span_id)])
+    async def span(self, span_id: str) -> StoredSpan | None:
+        row = await self.sql.fetch_one(TABLE, [*self._owned(), Where.eq("span_id", span_id)])
+        return None if row is None else StoredSpan.from_row(row)
 
     # -- retention -------------------------------------------------------------------------------
 
