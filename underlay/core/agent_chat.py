@@ -15,6 +15,8 @@ import time
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
+from pydantic import ValidationError
+
 from underlay.api.errors import InvalidRequestError, UpstreamError
 from underlay.api.inference import (
     AssistantMessage,
@@ -26,6 +28,8 @@ from underlay.api.inference import (
     ChunkChoice,
     DeveloperMessage,
     FunctionCall,
+    ResponseFormatJSONObject,
+    ResponseFormatJSONSchema,
     ResponseMessage,
     SystemMessage,
     ToolCall,
@@ -73,24 +77,75 @@ def _input_items(params: ChatCompletionRequest) -> tuple[str | None, list[dict[s
     return ("\n\n".join(instructions) or None), items
 
 
+_UNSUPPORTED = ("stop", "logprobs", "top_logprobs", "logit_bias")
+"""Chat parameters with no Responses counterpart here: refused rather than silently dropped."""
+_PASSED = (
+    "temperature",
+    "top_p",
+    "presence_penalty",
+    "frequency_penalty",
+    "parallel_tool_calls",
+    "metadata",
+    "user",
+    "seed",
+    "tool_choice",
+)
+
+
+def _tool_choice(value: Any) -> Any:
+    """Chat's ``{"type": "function", "function": {"name": n}}`` is Responses' ``{"type": "function", "name": n}``."""
+    if isinstance(value, str):
+        return value
+    dumped = value.model_dump(exclude_none=True) if hasattr(value, "model_dump") else dict(value)
+    function = dumped.get("function") or {}
+    return {"type": "function", "name": function.get("name")}
+
+
 def responses_request(params: ChatCompletionRequest) -> CreateResponseRequest:
     """The Responses request a chat request to an agent becomes (before the agent's definition applies)."""
     if params.n is not None and params.n > 1:
         raise InvalidRequestError("An agent gives one answer per request; leave out n or set it to 1.", param="n")
+    for name in _UNSUPPORTED:
+        if getattr(params, name) not in (None, False, 0):
+            raise InvalidRequestError(
+                f"{name} is not supported when model is a deployed agent (it runs on the Responses API); leave it out.",
+                param=name,
+            )
     instructions, items = _input_items(params)
     body: dict[str, Any] = {"model": params.model, "input": items, "store": False, "stream": bool(params.stream)}
     if instructions:
         body["instructions"] = instructions
     if params.tools:
         body["tools"] = [{"type": "function", **t.function.model_dump(exclude_none=True)} for t in params.tools]
-    for name in ("temperature", "top_p", "parallel_tool_calls", "metadata", "user"):
+    for name in _PASSED:
         value = getattr(params, name)
         if value is not None:
-            body[name] = value
+            body[name] = _tool_choice(value) if name == "tool_choice" else value
+    fmt = params.response_format
+    if isinstance(fmt, ResponseFormatJSONObject):
+        body["text"] = {"format": {"type": "json_object"}}
+    elif isinstance(fmt, ResponseFormatJSONSchema):
+        spec = fmt.json_schema
+        schema: dict[str, Any] = {"type": "json_schema", "name": spec.name, "schema": spec.schema_ or {}}
+        if spec.description is not None:
+            schema["description"] = spec.description
+        if spec.strict is not None:
+            schema["strict"] = spec.strict
+        body["text"] = {"format": schema}
+    shields = (params.model_extra or {}).get("guardrails")
+    if shields is not None:
+        body["guardrails"] = shields
     limit = params.max_completion_tokens or params.max_tokens
     if limit is not None:
         body["max_output_tokens"] = limit
-    return CreateResponseRequest.model_validate(body)
+    try:
+        return CreateResponseRequest.model_validate(body)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(p) for p in first["loc"])
+        raise InvalidRequestError(
+            f"This chat request cannot run as a deployed agent: {where}: {first['msg']}.", param=where or None
+        ) from None
 
 
 def _calls(response: ResponseObject) -> list[ToolCall]:
