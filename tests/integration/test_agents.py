@@ -3,12 +3,16 @@ real ``underlay run local`` server on loopback (``server``), with the embedded c
 
 The folder is what ``underlay agent init --template rag`` writes; its answer ("roasted buckwheat flour")
 is only in its knowledge/, so a right answer means file_search ran over the synced store. Syncing again
-uploads nothing (content hashes match), and a changed file is the only one uploaded.
+uploads nothing (content hashes match), and a changed file is the only one uploaded. On the server the
+CLI's ``eval`` and ``chat`` (turns kept on a conversation) run the same folder.
 """
 
 from __future__ import annotations
 
+import io
 import os
+import re
+import sys
 from pathlib import Path
 
 import pytest
@@ -33,7 +37,9 @@ def _turn(agent: Agent) -> str:
     return done.text
 
 
-def test_the_same_folder_runs_in_process_and_against_a_server(tmp_path: Path) -> None:
+def test_the_same_folder_runs_in_process_and_against_a_server(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
     folder = tmp_path / "bakery"
     assert main(["agent", "init", str(folder), "--template", "rag"]) == 0
     environ = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
@@ -64,5 +70,21 @@ def test_the_same_folder_runs_in_process_and_against_a_server(tmp_path: Path) ->
             assert agent.spec is not None
             again = sync_knowledge(agent.client, folder, agent.spec.name, "server", agent.spec.knowledge)
             assert again.vector_store_id == agent.vector_store_id and again.uploaded == []
+
+        # the CLI on the same server: eval runs the folder's cases, chat keeps its turns on a conversation
+        monkeypatch.setenv("UNDERLAY_AGENT_URL", server.v1)
+        capsys.readouterr()
+        assert main(["agent", "eval", str(folder), "--env", "server", "--min-pass-rate", "0.5"]) == 0
+        assert re.search(r"pass rate [12]/2 = ", capsys.readouterr().out)
+        monkeypatch.setattr(sys, "stdin", io.StringIO(QUESTION + "\n\n"))
+        assert main(["agent", "chat", str(folder), "--env", "server"]) == 0
+        chat = capsys.readouterr()
+        assert "buckwheat" in chat.out.lower() and "[tool] file_search" in chat.err
+        conversation = re.search(r"conversation (conv_\w+)", chat.err)
+        assert conversation is not None
+        with server.openai() as client:
+            items = list(client.conversations.items.list(conversation.group(1)))
+        assert any(i.type == "message" and i.role == "user" for i in items)
+        assert any(i.type == "message" and i.role == "assistant" for i in items)
     finally:
         server.stop()
