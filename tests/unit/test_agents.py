@@ -91,6 +91,11 @@ def test_files_the_spec_names_must_exist(tmp_path: Path) -> None:
     assert "prompt.file" in _error(_folder(tmp_path, escape))
 
 
+def test_knowledge_globs_stay_inside_the_folder(tmp_path: Path) -> None:
+    message = _error(_folder(tmp_path, "name: a\nmodel: m\nknowledge: ['**/*.md', '../../*']\n"))
+    assert "knowledge: " in message and "must be a glob inside knowledge/" in message
+
+
 def test_yaml_syntax_error_is_one_line(tmp_path: Path) -> None:
     assert "invalid YAML" in _error(_folder(tmp_path, "name: [a\n"))
 

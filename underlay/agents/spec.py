@@ -139,6 +139,14 @@ class AgentSpec(_Strict):
         description="Each value is an Environment; substituted only when chosen.",
     )
 
+    @field_validator("knowledge")
+    @classmethod
+    def _inside_knowledge(cls, value: list[str]) -> list[str]:
+        for pattern in value:
+            if not pattern or pattern.startswith(("/", "~")) or ".." in pattern.split("/"):
+                raise ValueError(f"'{pattern[:80]}' must be a glob inside knowledge/, such as '**/*.md'")
+        return value
+
     @model_validator(mode="after")
     def _instructions_or_prompt(self) -> AgentSpec:
         if self.instructions is not None and self.prompt is not None:
