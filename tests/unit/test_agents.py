@@ -163,6 +163,8 @@ def test_knowledge_files_hash_content_and_skip_hidden(tmp_path: Path) -> None:
     (tmp_path / "knowledge" / "a.md").write_text("alpha")
     (tmp_path / "knowledge" / "sub" / "b.txt").write_text("beta")
     (tmp_path / "knowledge" / ".hidden.md").write_text("x")
+    (tmp_path / "secret.md").write_text("not knowledge")
+    (tmp_path / "knowledge" / "link.md").symlink_to(tmp_path / "secret.md")
     files = knowledge_files(tmp_path, ["**/*.md", "**/*.txt", "**/*.md"])
     assert [f.path for f in files] == ["a.md", "sub/b.txt"]
     assert files[0].sha256 == "8ed3f6ad685b959ead7022518e1af76cd816f8e8ec7ccdda1ed4018e8f2223f8"

@@ -70,6 +70,8 @@ def knowledge_files(root: Path, globs: list[str]) -> list[KnowledgeFile]:
             rel = path.relative_to(base).as_posix()
             if not path.is_file() or rel in seen or any(p.startswith(".") for p in rel.split("/")):
                 continue
+            if not path.resolve().is_relative_to(base.resolve()):
+                continue  # a symlink out of knowledge/: never upload what the folder does not hold
             if len(seen) >= MAX_KNOWLEDGE_FILES:
                 raise ConfigError(
                     f"{root / 'agent.yaml'}: knowledge: more than {MAX_KNOWLEDGE_FILES} files; narrow the globs"
