@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any, Self, TypeAlias
 import openai
 from openai._compat import cached_property
 
+from underlay.client.generic import ApiResource, AsyncApiResource
 from underlay.client.resources.models import AsyncUnderlayModels, UnderlayModels
 from underlay.client.resources.providers import AsyncProviders, Providers
 from underlay.client.resources.safety import AsyncShields, AsyncUnderlaySafety, Shields, UnderlaySafety
@@ -93,6 +94,16 @@ class Underlay(openai.OpenAI):
             if server is not None:
                 server.stop()
 
+    def api(self, name: str, *, typed: bool = True) -> ApiResource:
+        """Any API the server loads through ``underlay.apis`` (built-in or from a package), its route
+        handlers as methods: ``client.api("notes").create_note(title=..., text=...)``. Typed by the API's
+        own models when its package is importable here (``typed=False``: plain JSON, from the server's
+        description). See :mod:`underlay.client.generic`."""
+        cache: dict[tuple[str, bool], ApiResource] = self.__dict__.setdefault("_underlay_apis", {})
+        if (name, typed) not in cache:
+            cache[(name, typed)] = ApiResource(self, name, typed=typed)
+        return cache[(name, typed)]
+
     @cached_property
     def models(self) -> UnderlayModels:
         """OpenAI's Models resource plus ``register`` and ``describe``."""
@@ -163,6 +174,13 @@ class AsyncUnderlay(openai.AsyncOpenAI):
             server, self._underlay_server = self._underlay_server, None
             if server is not None:
                 await asyncio.to_thread(server.stop)
+
+    def api(self, name: str, *, typed: bool = True) -> AsyncApiResource:
+        """As :meth:`Underlay.api`; each method is awaited."""
+        cache: dict[tuple[str, bool], AsyncApiResource] = self.__dict__.setdefault("_underlay_apis", {})
+        if (name, typed) not in cache:
+            cache[(name, typed)] = AsyncApiResource(self, name, typed=typed)
+        return cache[(name, typed)]
 
     @cached_property
     def models(self) -> AsyncUnderlayModels:
