@@ -12,6 +12,7 @@ folder (``apis_dir``), and the mistakes an operator can make end ``underlay run`
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
 import os
@@ -26,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import openai
 import pytest
 import yaml
 
@@ -37,6 +39,8 @@ from tests.integration.harness import (
     install_external_provider,
     start_server,
 )
+from underlay import AsyncUnderlay, Underlay
+from underlay.client import generic
 
 PACKAGE = FIXTURES / "external_api"
 PAGE = ROOT / "docs" / "extending-apis.md"
@@ -269,6 +273,65 @@ def test_spans_metrics_and_quotas_cover_it(server: RunningServer) -> None:
         assert statuses[:2] == [200, 200]
         error = _envelope(carol.get("/v1alpha/notes"), 429)
     assert "carol" in error["message"]
+
+
+def _sdk_round_trip(server: RunningServer) -> tuple[list[Any], list[Any]]:
+    """Alice and Bob through ``client.api("notes")`` (sync): create, list, stream; Bob cannot reach hers.
+
+    Returns what Alice's list and stream gave, for the caller to check their types."""
+    with Underlay(base_url=server.v1, api_key=KEYS["alice"], max_retries=0) as alice_client:
+        with Underlay(base_url=server.v1, api_key=KEYS["bob"], max_retries=0) as bob_client:
+            alice, bob = alice_client.api("notes"), bob_client.api("notes")
+            made = alice.create_note(title="sdk", text=TEXT)
+            note_id = made["id"] if isinstance(made, dict) else made.id
+            bobs = bob.create_note({"title": "sdk-b", "text": "Bob's."})
+            bob_id = bobs["id"] if isinstance(bobs, dict) else bobs.id
+            listed = alice.list_notes(limit=100, order="desc")
+            data = listed["data"] if isinstance(listed, dict) else listed.data
+            ids = [n["id"] if isinstance(n, dict) else n.id for n in data]
+            assert note_id in ids and bob_id not in ids
+            events = list(alice.stream_note(note_id=note_id))
+            with pytest.raises(openai.NotFoundError, match=f"Note '{note_id}' not found"):
+                bob.retrieve_note(note_id=note_id)
+            with pytest.raises(openai.BadRequestError) as caught:
+                alice.create_note(title="t" * 201, text="x")
+            assert caught.value.body["param"] == "title"  # type: ignore[index]
+            with pytest.raises(openai.AuthenticationError):
+                Underlay(base_url=server.v1, api_key="sk-wrong", max_retries=0).api("notes").list_notes()
+    return data, events
+
+
+def test_the_sdk_calls_it_from_the_server_description_without_the_package(server: RunningServer) -> None:
+    """This test process cannot import ``underlay_notes`` (only the server has it on its path)."""
+    data, events = _sdk_round_trip(server)
+    assert all(isinstance(n, dict) for n in data)
+    assert "".join(e["delta"] for e in events if e["type"] == "note.delta") == TEXT
+    assert events[-1]["type"] == "note.done"
+
+
+def test_the_sdk_is_typed_by_its_models_when_the_package_is_importable(
+    site: Path, server: RunningServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.syspath_prepend(str(site))  # as if the client had pip-installed underlay-notes too
+    try:
+        from underlay_notes.contract import Note, NoteDelta, NoteDone
+
+        data, events = _sdk_round_trip(server)
+        assert data and all(isinstance(n, Note) for n in data)
+        assert all(isinstance(e, NoteDelta | NoteDone) for e in events) and isinstance(events[-1], NoteDone)
+        assert "".join(e.delta for e in events if isinstance(e, NoteDelta)) == TEXT
+
+        async def in_async() -> list[Any]:
+            async with AsyncUnderlay(base_url=server.v1, api_key=KEYS["alice"], max_retries=0) as client:
+                notes = client.api("notes")
+                made = await notes.create_note(title="async", text=TEXT)
+                assert isinstance(made, Note)
+                return [event async for event in await notes.stream_note(note_id=made.id)]
+
+        streamed = asyncio.run(in_async())
+        assert isinstance(streamed[-1], NoteDone) and "".join(e.delta for e in streamed[:-1]) == TEXT
+    finally:
+        generic._local_tables.cache_clear()  # later tests see the package as absent again
 
 
 def test_an_operator_folder_serves_the_same_api(site: Path, tmp_path: Path) -> None:

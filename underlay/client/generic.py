@@ -144,7 +144,12 @@ def _local_tables() -> dict[str, list[Operation]]:
 
 
 def local_operations(api: str) -> list[Operation] | None:
-    """The typed operations of ``api`` when its package is importable here, else ``None``."""
+    """The typed operations of ``api`` when its package is importable here, else ``None``.
+
+    A name not found reads the entry points again (once per call), so a package installed or put on
+    ``sys.path`` after the first lookup is still found."""
+    if api not in _local_tables():
+        _local_tables.cache_clear()
     return _local_tables().get(api)
 
 
