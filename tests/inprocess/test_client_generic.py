@@ -74,6 +74,12 @@ async def test_without_the_package_the_server_describes_the_api_and_answers_are_
     assert {name: (op.method, op.path) for name, op in untyped.items()} == {
         name: (op.method, op.path) for name, op in typed.items()
     }
+    models = await client.api("models", typed=False).operations()  # {model_id:path} routes too
+    assert {name: (op.method, op.path) for name, op in models.items()} == {
+        name: (op.method, op.path) for name, op in (await client.api("models").operations()).items()
+    }
+    described = await client.api("models", typed=False).retrieve_model(model_id="echo/echo")
+    assert described["id"] == "echo/echo"
     made = await untyped_api.create_conversation(metadata={"k": "v"})
     assert isinstance(made, dict) and made["object"] == "conversation" and made["metadata"] == {"k": "v"}
     items = await untyped_api.list_items(conversation_id=made["id"], limit=5)

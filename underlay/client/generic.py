@@ -165,9 +165,10 @@ def _remote_operations(api: str, routes: Any, spec: Any) -> list[Operation]:
         if not isinstance(row, Mapping) or row.get("api") != api:
             continue
         method, path = str(row["method"]), str(row["path"])
-        described = paths.get(path, {}).get(method.lower(), {})
+        plain = path.replace(":path}", "}")  # OpenAPI writes {id:path} as {id}
+        described = paths.get(plain, {}).get(method.lower(), {})
         operation_id = str(described.get("operationId", ""))
-        tail = re.sub(r"\W", "_", path) + "_" + method.lower()
+        tail = re.sub(r"\W", "_", plain) + "_" + method.lower()
         name = operation_id.removeprefix(f"{api}_").removesuffix(tail)
         if not name or name == operation_id:
             continue
