@@ -17,6 +17,7 @@ import pytest
 
 from underlay.api import (
     agents,
+    batches,
     conversations,
     files,
     inference,
@@ -31,6 +32,7 @@ from underlay.api import (
 )
 from underlay.core.apis import API_TABLE
 from underlay.core.routers.agents import AgentsRouter
+from underlay.core.routers.batches import BatchesRouter
 from underlay.core.routers.conversations import ConversationsRouter
 from underlay.core.routers.files import FilesRouter
 from underlay.core.routers.inference import InferenceRouter
@@ -54,6 +56,7 @@ SEAMS: dict[str, tuple[type, type]] = {
     "conversations": (conversations.ConversationsApi, ConversationsRouter),
     "prompts": (prompts.PromptsApi, PromptsRouter),
     "agents": (agents.AgentsApi, AgentsRouter),
+    "batches": (batches.BatchesApi, BatchesRouter),
     "responses": (responses.ResponsesApi, ResponsesRouter),
     "tool_runtime": (tool_runtime.ToolRuntimeApi, ToolRuntimeRouter),
     "safety": (safety.SafetyApi, SafetyRouter),

@@ -22,6 +22,7 @@ import underlay.api
 SURFACE: dict[str, list[str]] = {
     "underlay.api": [
         "agents",
+        "batches",
         "context",
         "conversations",
         "errors",
@@ -78,6 +79,22 @@ SURFACE: dict[str, list[str]] = {
         "SetAgentDefaultRequest",
         "TOOL_TYPES",
         "parse_agent_model",
+    ],
+    "underlay.api.batches": [
+        "BATCH_ENDPOINTS",
+        "Batch",
+        "BatchEndpoint",
+        "BatchError",
+        "BatchErrors",
+        "BatchList",
+        "BatchRequestCounts",
+        "BatchStatus",
+        "BatchesApi",
+        "CreateBatchRequest",
+        "MAX_CUSTOM_ID_CHARS",
+        "MAX_LINES",
+        "MAX_LINE_BYTES",
+        "ROUTES",
     ],
     "underlay.api.prompts": [
         "CreatePromptRequest",

@@ -6,6 +6,7 @@ Nothing here imports server, storage or provider code, so a third-party provider
 
 __all__ = [
     "agents",
+    "batches",
     "context",
     "conversations",
     "errors",

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from underlay.api import agents as agents_api
+from underlay.api import batches as batches_api
 from underlay.api import conversations as conversations_api
 from underlay.api import files as files_api
 from underlay.api import inference as inference_api
@@ -30,6 +31,7 @@ from underlay.api.routes import Route
 
 if TYPE_CHECKING:
     from underlay.core.routers.agents import AgentsRouter
+    from underlay.core.routers.batches import BatchesRouter
     from underlay.core.routers.conversations import ConversationsRouter
     from underlay.core.routers.files import FilesRouter
     from underlay.core.routers.inference import InferenceRouter
@@ -205,6 +207,28 @@ async def _agents_router(stack: Stack, providers: dict[str, Any]) -> AgentsRoute
     return AgentsRouter(store)
 
 
+async def _batches_router(stack: Stack, providers: dict[str, Any]) -> BatchesRouter:
+    """Each batchable endpoint maps to the API serving it live; a line is run by that API's router."""
+    from underlay.core.routers.batches import BatchesRouter, Endpoint
+    from underlay.core.stores.batches import BatchStore
+
+    endpoints: dict[str, Endpoint] = {}
+    for api in stack.apis:
+        entry = API_TABLE.get(api)
+        for route in entry.routes if entry is not None else ():
+            if route.method == "POST" and route.path in batches_api.BATCH_ENDPOINTS and route.body is not None:
+                endpoints[route.path] = Endpoint(api, route)
+    router = BatchesRouter(
+        BatchStore(stack.sql()),
+        _built(stack.files_router, "files", "batches"),
+        stack.job_runner(),
+        endpoints,
+        stack.routers.get,
+    )
+    await router.initialize()
+    return router
+
+
 async def _tool_runtime_router(stack: Stack, providers: dict[str, Any]) -> ToolRuntimeRouter:
     from underlay.core.routers.tool_runtime import ToolRuntimeRouter
     from underlay.core.routing.tool_groups import ToolGroupsRoutingTable
@@ -270,6 +294,13 @@ API_TABLE: dict[str, ApiEntry] = {
     "conversations": ApiEntry(conversations_api.ROUTES, _conversations_router),
     "prompts": ApiEntry(prompts_api.ROUTES, _prompts_router),
     "agents": ApiEntry(agents_api.ROUTES, _agents_router),
+    # Lines run through the routers of the endpoints they name, looked up when each line runs.
+    "batches": ApiEntry(
+        batches_api.ROUTES,
+        _batches_router,
+        depends_on=("files",),
+        optional_depends_on=("inference", "responses", "safety"),
+    ),
     # The routers its provider may use are built first, so they reach it with its deps at construction.
     "responses": ApiEntry(
         responses_api.ROUTES,

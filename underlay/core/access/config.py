@@ -25,6 +25,7 @@ RESOURCE_TYPES = (
     "conversation",
     "prompt",
     "agent",
+    "batch",
     "chat_completion",
     "job",
     "trace",

@@ -49,6 +49,7 @@ _NOUNS = {
     "conversation": "conversation",
     "prompt": "prompt",
     "agent": "agent",
+    "batch": "batch",
     "chat_completion": "chat completion",
     "job": "job",
 }

@@ -1,0 +1,216 @@
+"""The Batches API in process, through the ``openai`` SDK with strict response validation.
+
+The echo plugin answers chat with the last user message and embeds ``echo-embed`` deterministically, so
+what these tests check is the batch lifecycle, the output and error files' line format, line-numbered
+validation errors, ownership across two tenants and cancellation. The embedded models running a batch
+on a real server live in ``tests/integration``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import openai
+import pytest
+
+from tests.inprocess.harness import InProcessServer, echo_config, serve_in_process
+
+KEYS = {"alice": "sk-alice-batches", "bob": "sk-bob-batches"}
+
+
+def _config(state_dir: Path, **jobs: Any) -> dict[str, Any]:
+    keys = [
+        {"sha256": hashlib.sha256(key.encode()).hexdigest(), "principal": name, "attributes": {}}
+        for name, key in KEYS.items()
+    ]
+    config = echo_config(state_dir, apis=["inference", "models", "files", "batches"])
+    config["providers"]["files"] = [{"provider_id": "localfs", "provider_type": "inline::localfs", "config": {}}]
+    config["server"]["auth"] = {"providers": [{"type": "api_keys", "keys": keys}]}
+    config["jobs"] = {"poll_seconds": 0.05, **jobs}
+    return config
+
+
+@pytest.fixture(scope="module")
+async def app(echo_plugin: Path, tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[InProcessServer]:
+    async with serve_in_process(_config(tmp_path_factory.mktemp("inprocess-batches"))) as server:
+        yield server
+
+
+def _sdk(app: InProcessServer, who: str) -> openai.AsyncOpenAI:
+    return openai.AsyncOpenAI(
+        base_url=app.v1, api_key=KEYS[who], max_retries=0, http_client=app.http, _strict_response_validation=True
+    )
+
+
+def _jsonl(lines: list[Any]) -> bytes:
+    return b"".join((line if isinstance(line, bytes) else json.dumps(line).encode()) + b"\n" for line in lines)
+
+
+async def _upload(client: openai.AsyncOpenAI, lines: list[Any], purpose: Any = "batch") -> str:
+    uploaded = await client.files.create(file=("requests.jsonl", _jsonl(lines)), purpose=purpose)
+    return uploaded.id
+
+
+async def _settled(client: openai.AsyncOpenAI, batch_id: str) -> Any:
+    for _ in range(400):
+        batch = await client.batches.retrieve(batch_id)
+        if batch.status in ("completed", "failed", "cancelled", "expired"):
+            return batch
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"batch {batch_id} still {batch.status}")
+
+
+async def _lines(client: openai.AsyncOpenAI, file_id: str | None) -> list[dict[str, Any]]:
+    assert file_id is not None
+    content = await client.files.content(file_id)
+    return [json.loads(line) for line in content.text.splitlines()]
+
+
+def _chat(custom_id: str, text: str, model: str = "echo") -> dict[str, Any]:
+    body = {"model": model, "messages": [{"role": "user", "content": text}]}
+    return {"custom_id": custom_id, "method": "POST", "url": "/v1/chat/completions", "body": body}
+
+
+async def test_chat_batch_runs_every_line_and_keeps_custom_ids(app: InProcessServer) -> None:
+    alice = _sdk(app, "alice")
+    lines = [_chat(f"q{i}", f"hello number {i}") for i in range(6)]
+    lines.append(_chat("bad-model", "hi", model="no-such-model"))
+    file_id = await _upload(alice, lines)
+    created = await alice.batches.create(
+        input_file_id=file_id, endpoint="/v1/chat/completions", completion_window="24h", metadata={"run": "nightly"}
+    )
+    assert created.status == "validating" and created.id.startswith("batch_")
+    assert created.metadata == {"run": "nightly"} and created.expires_at == created.created_at + 24 * 3600
+    done = await _settled(alice, created.id)
+    assert done.status == "completed", done
+    assert done.request_counts is not None
+    assert (done.request_counts.total, done.request_counts.completed, done.request_counts.failed) == (7, 6, 1)
+    assert done.in_progress_at and done.finalizing_at and done.completed_at
+    output = await _lines(alice, done.output_file_id)
+    assert [line["custom_id"] for line in output] == [f"q{i}" for i in range(6)]
+    for i, line in enumerate(output):
+        assert line["id"].startswith("batch_req_") and line["error"] is None
+        assert line["response"]["status_code"] == 200 and line["response"]["request_id"].startswith("req_")
+        assert line["response"]["body"]["choices"][0]["message"]["content"].endswith(f"hello number {i}")
+    errors = await _lines(alice, done.error_file_id)
+    assert [line["custom_id"] for line in errors] == ["bad-model"]
+    failed = errors[0]["response"]
+    assert failed["status_code"] == 404 and set(failed["body"]["error"]) == {"message", "type", "param", "code"}
+    assert "no-such-model" in failed["body"]["error"]["message"]
+    listed = await alice.batches.list(limit=100)
+    assert created.id in [b.id for b in listed.data]
+
+
+async def test_embeddings_batch(app: InProcessServer) -> None:
+    alice = _sdk(app, "alice")
+    lines = [
+        {"custom_id": f"e{i}", "method": "POST", "url": "/v1/embeddings", "body": {"model": "echo-embed", "input": t}}
+        for i, t in enumerate(["alpha", "beta"])
+    ]
+    batch = await alice.batches.create(
+        input_file_id=await _upload(alice, lines), endpoint="/v1/embeddings", completion_window="24h"
+    )
+    done = await _settled(alice, batch.id)
+    assert done.status == "completed" and done.error_file_id is None
+    output = await _lines(alice, done.output_file_id)
+    direct = await alice.embeddings.create(model="echo-embed", input="beta")
+    assert output[1]["custom_id"] == "e1"
+    assert output[1]["response"]["body"]["data"][0]["embedding"] == direct.data[0].embedding
+
+
+async def test_bad_lines_fail_the_batch_with_their_line_numbers(app: InProcessServer) -> None:
+    alice = _sdk(app, "alice")
+    lines: list[Any] = [
+        _chat("ok", "fine"),
+        b"{not json",
+        {**_chat("other-url", "x"), "url": "/v1/embeddings"},
+        _chat("ok", "duplicate id"),
+        {**_chat("no-messages", "x"), "body": {"model": "echo"}},
+        {**_chat("streams", "x"), "body": {"model": "echo", "messages": [], "stream": True}},
+        {**_chat("get", "x"), "method": "GET"},
+    ]
+    batch = await alice.batches.create(
+        input_file_id=await _upload(alice, lines), endpoint="/v1/chat/completions", completion_window="24h"
+    )
+    done = await _settled(alice, batch.id)
+    assert done.status == "failed" and done.failed_at and done.output_file_id is None
+    assert done.errors is not None and done.errors.data is not None
+    found = {(e.line, e.code) for e in done.errors.data}
+    assert found == {
+        (2, "invalid_json_line"),
+        (3, "mismatched_endpoint"),
+        (4, "duplicate_custom_id"),
+        (5, "invalid_body"),
+        (6, "invalid_body"),
+        (7, "invalid_method"),
+    }
+    missing = next(e for e in done.errors.data if e.line == 5)
+    assert missing.param == "body.messages" and "messages" in (missing.message or "")
+
+
+async def test_create_errors_are_openai_envelopes(app: InProcessServer) -> None:
+    alice = _sdk(app, "alice")
+    wrong_purpose = await _upload(alice, [_chat("a", "b")], purpose="assistants")
+    with pytest.raises(openai.BadRequestError) as caught:
+        await alice.batches.create(
+            input_file_id=wrong_purpose, endpoint="/v1/chat/completions", completion_window="24h"
+        )
+    assert caught.value.body["param"] == "input_file_id" and "purpose 'batch'" in caught.value.body["message"]
+    with pytest.raises(openai.NotFoundError):
+        await alice.batches.create(input_file_id="file-nope", endpoint="/v1/chat/completions", completion_window="24h")
+    response = await app.http.post(
+        "/v1/batches",
+        json={"input_file_id": wrong_purpose, "endpoint": "/v1/chat/completions", "completion_window": "48h"},
+        headers={"Authorization": f"Bearer {KEYS['alice']}"},
+    )
+    assert response.status_code == 400 and response.json()["error"]["param"] == "completion_window"
+    with pytest.raises(openai.BadRequestError) as caught:
+        await alice.batches.create(input_file_id=wrong_purpose, endpoint="/v1/responses", completion_window="24h")
+    assert caught.value.body["param"] == "endpoint"  # the responses API is off in this app
+
+
+async def test_two_tenants(app: InProcessServer) -> None:
+    alice, bob = _sdk(app, "alice"), _sdk(app, "bob")
+    file_id = await _upload(alice, [_chat("a", "private")])
+    batch = await alice.batches.create(input_file_id=file_id, endpoint="/v1/chat/completions", completion_window="24h")
+    with pytest.raises(openai.NotFoundError):
+        await bob.batches.retrieve(batch.id)
+    with pytest.raises(openai.NotFoundError):
+        await bob.batches.cancel(batch.id)
+    with pytest.raises(openai.NotFoundError):  # nor can bob batch alice's file
+        await bob.batches.create(input_file_id=file_id, endpoint="/v1/chat/completions", completion_window="24h")
+    assert batch.id not in [b.id for b in (await bob.batches.list(limit=100)).data]
+    done = await _settled(alice, batch.id)
+    with pytest.raises(openai.NotFoundError):
+        await bob.files.content(done.output_file_id or "")
+
+
+async def test_cancel_a_queued_batch(echo_plugin: Path, tmp_path: Path) -> None:
+    """With no workers the job stays queued, so the cancel is certain to land before any line runs."""
+    async with serve_in_process(_config(tmp_path, workers=0, reserved_workers={})) as server:
+        alice = _sdk(server, "alice")
+        file_id = await _upload(alice, [_chat("a", "b"), _chat("c", "d")])
+        batch = await alice.batches.create(
+            input_file_id=file_id, endpoint="/v1/chat/completions", completion_window="24h"
+        )
+        cancelled = await alice.batches.cancel(batch.id)
+        assert cancelled.status == "cancelled" and cancelled.cancelling_at and cancelled.cancelled_at
+        assert cancelled.output_file_id is None
+        again = await alice.batches.cancel(batch.id)
+        assert again.status == "cancelled"
+
+
+async def test_cancelling_a_finished_batch_is_a_400(app: InProcessServer) -> None:
+    alice = _sdk(app, "alice")
+    batch = await alice.batches.create(
+        input_file_id=await _upload(alice, [_chat("a", "b")]), endpoint="/v1/chat/completions", completion_window="24h"
+    )
+    await _settled(alice, batch.id)
+    with pytest.raises(openai.BadRequestError) as caught:
+        await alice.batches.cancel(batch.id)
+    assert caught.value.body["code"] == "batch_not_cancellable"
