@@ -214,3 +214,73 @@ async def test_cancelling_a_finished_batch_is_a_400(app: InProcessServer) -> Non
     with pytest.raises(openai.BadRequestError) as caught:
         await alice.batches.cancel(batch.id)
     assert caught.value.body["code"] == "batch_not_cancellable"
+
+
+async def test_a_batch_past_its_window_expires_and_keeps_the_lines(echo_plugin: Path, tmp_path: Path) -> None:
+    """No workers: the test claims the job itself after moving the batch's deadline into the past (the
+    only way to pass 24 hours in a test); every line is then recorded as expired, none is run."""
+    async with serve_in_process(_config(tmp_path, workers=0, reserved_workers={})) as server:
+        alice = _sdk(server, "alice")
+        batch = await alice.batches.create(
+            input_file_id=await _upload(alice, [_chat("a", "b"), _chat("c", "d")]),
+            endpoint="/v1/chat/completions",
+            completion_window="24h",
+        )
+        stack = server.app.state.stack
+        row = await stack.sql().fetch_one("batches", {"id": batch.id})
+        await stack.sql().update("batches", {"batch": {**row["batch"], "expires_at": 1}}, {"id": batch.id})
+        runner = stack.job_runner()
+        job = await runner.claim_one()
+        assert job is not None
+        await runner.run_claimed(job)
+        done = await alice.batches.retrieve(batch.id)
+        assert done.status == "expired" and done.expired_at and done.output_file_id is None
+        assert done.request_counts is not None and done.request_counts.failed == 2
+        errors = await _lines(alice, done.error_file_id)
+        assert [(e["custom_id"], e["response"], e["error"]["code"]) for e in errors] == [
+            ("a", None, "batch_expired"),
+            ("c", None, "batch_expired"),
+        ]
+
+
+async def test_cancel_between_lines_keeps_finished_lines(echo_plugin: Path, tmp_path: Path) -> None:
+    """The cancel lands while the job runs (the test holds the job's first line by cancelling from
+    inside the runner's checkpoint), so it is honoured between lines: finished lines are in the
+    output file, the rest never run."""
+    async with serve_in_process(_config(tmp_path, workers=0, reserved_workers={})) as server:
+        alice = _sdk(server, "alice")
+        lines = [_chat(f"q{i}", f"text {i}") for i in range(40)]
+        batch = await alice.batches.create(
+            input_file_id=await _upload(alice, lines), endpoint="/v1/chat/completions", completion_window="24h"
+        )
+        stack = server.app.state.stack
+        runner = stack.job_runner()
+        job = await runner.claim_one()
+        assert job is not None
+        from underlay.core.jobs import JobContext
+
+        original = JobContext.checkpoint
+        calls = 0
+        cancelled: list[Any] = []
+
+        async def checkpoint(self: JobContext, progress: float | None = None) -> None:
+            nonlocal calls
+            calls += 1
+            if calls == 6 and not cancelled:  # a few lines in: cancel through the API, as a client would
+                cancelled.append(await alice.batches.cancel(batch.id))
+            await original(self, progress)
+
+        JobContext.checkpoint = checkpoint  # type: ignore[method-assign]
+        try:
+            await runner.run_claimed(job)
+        finally:
+            JobContext.checkpoint = original  # type: ignore[method-assign]
+        assert cancelled and cancelled[0].status == "cancelling" and cancelled[0].cancelling_at
+        done = await alice.batches.retrieve(batch.id)
+        assert done.status == "cancelled" and done.cancelled_at
+        assert done.request_counts is not None
+        finished = done.request_counts.completed
+        assert 1 <= finished < 40 and done.request_counts.failed == 0
+        output = await _lines(alice, done.output_file_id)
+        assert len(output) == finished and len({line["custom_id"] for line in output}) == finished
+        assert (await runner.get(job.id)).status == "cancelled"

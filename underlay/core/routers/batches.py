@@ -128,9 +128,11 @@ class BatchesRouter(BatchesApi):
             expires_at=now + WINDOW_SECONDS,
             metadata=params.metadata,
         )
-        await self.store.create(batch)
-        job = await self.jobs.submit(JOB_KIND, {"batch_id": batch.id}, reference=batch.id)
-        await self.store.save(batch, job_id=job.id)
+        # The job's id is stored with the batch before the job exists: a worker may finish the job before
+        # this call returns, and nothing written here afterwards may overwrite what it wrote.
+        job_id = f"job_{secrets.token_hex(12)}"
+        await self.store.create(batch, job_id)
+        await self.jobs.submit(JOB_KIND, {"batch_id": batch.id}, reference=batch.id, job_id=job_id)
         return batch
 
     async def retrieve_batch(self, batch_id: str) -> Batch:
@@ -174,6 +176,7 @@ class BatchesRouter(BatchesApi):
         if batch.status in TERMINAL:
             return {"batch_id": batch_id, "status": batch.status}
         lines, errors = await self._read_lines(batch)
+        batch, _ = await self.store.get(batch_id)  # a cancel may have landed while the lines were read
         if errors:
             failed = batch.model_copy(
                 update={"status": "failed", "failed_at": _now(), "errors": BatchErrors(data=errors[:1000])}
@@ -184,9 +187,9 @@ class BatchesRouter(BatchesApi):
         if batch.status == "validating":
             batch = batch.model_copy(update={"status": "in_progress", "in_progress_at": _now()})
         batch = self._counted(batch, len(lines), done)
-        await self.store.save(batch, unless=TERMINAL)
+        await self.store.save(batch, unless=(*TERMINAL, "cancelling"))
         try:
-            await self._run_lines(ctx, batch, [ln for ln in lines if ln.number not in done])
+            await self._run_lines(ctx, batch, [ln for ln in lines if ln.number not in done], done)
         except JobCancelled:
             current, _ = await self.store.get(batch_id)
             await self._end_cancelled(current)
@@ -195,14 +198,18 @@ class BatchesRouter(BatchesApi):
         if batch.status == "cancelling":
             await self._end_cancelled(batch)
             return {"batch_id": batch_id, "status": "cancelled"}
-        expired = batch.expires_at is not None and _now() > batch.expires_at
+        expired = self._expired(batch)
         batch = batch.model_copy(update={"status": "finalizing", "finalizing_at": _now()})
-        await self.store.save(batch, unless=TERMINAL)
+        await self.store.save(batch, unless=(*TERMINAL, "cancelling"))
         batch = await self._write_files(batch, len(lines))
         end = "expired" if expired else "completed"
         batch = batch.model_copy(update={"status": end, f"{end}_at": _now()})
         await self.store.save(batch, unless=TERMINAL)
         return {"batch_id": batch_id, "status": end}
+
+    @staticmethod
+    def _expired(batch: Batch) -> bool:
+        return batch.expires_at is not None and _now() > batch.expires_at
 
     async def on_failure(self, job: Job) -> None:
         """The job ended without finishing the batch (gave up, or cancelled while queued): say so on the batch."""
@@ -340,16 +347,24 @@ class BatchesRouter(BatchesApi):
             chunks.append(chunk)
         return b"".join(chunks)
 
-    async def _run_lines(self, ctx: JobContext, batch: Batch, todo: list[Line]) -> None:
-        """Run ``todo`` with at most ``concurrency`` in flight, checking for cancellation between lines."""
+    async def _run_lines(
+        self, ctx: JobContext, batch: Batch, todo: list[Line], done: Mapping[int, tuple[bool, dict[str, Any]]]
+    ) -> None:
+        """Run ``todo`` with at most ``concurrency`` in flight, checking for cancellation between lines.
+
+        The counts are kept here (started from the stored lines) rather than re-read per line, so a
+        line costs the same whether it is the first or the 50,000th. Once the window has passed, the
+        lines not yet started are recorded as expired instead of run.
+        """
         endpoint = self.endpoints[batch.endpoint]
         queue = iter(todo)
         total = batch.request_counts.total or 1
-        finished = total - len(todo)
+        ok_count = sum(1 for good, _ in done.values() if good)
+        failed_count = len(done) - ok_count
         lock = asyncio.Lock()
 
         async def worker() -> None:
-            nonlocal finished
+            nonlocal ok_count, failed_count
             while True:
                 await ctx.checkpoint()
                 current, _ = await self.store.get(batch.id)
@@ -359,21 +374,40 @@ class BatchesRouter(BatchesApi):
                     line = next(queue, None)
                 if line is None:
                     return
-                ok, record = await self._call(endpoint, line)
+                if self._expired(current):
+                    ok, record = False, self._expired_record(line)
+                else:
+                    ok, record = await self._call(endpoint, line)
                 await self.store.record_line(batch.id, line.number, ok, record)
                 async with lock:
-                    finished += 1
-                    done = await self.store.finished_lines(batch.id)
+                    ok_count += ok
+                    failed_count += not ok
+                    counts = BatchRequestCounts(total=total, completed=ok_count, failed=failed_count)
                     latest, _ = await self.store.get(batch.id)
-                    await self.store.save(self._counted(latest, total, done), unless=TERMINAL)
-                await ctx.checkpoint(finished / total)
+                    # Never over a cancel that landed since the read (it ends the batch with fresh counts).
+                    await self.store.save(
+                        latest.model_copy(update={"request_counts": counts}), unless=(*TERMINAL, "cancelling")
+                    )
+                await ctx.checkpoint((ok_count + failed_count) / total)
 
-        results = await asyncio.gather(
-            *(worker() for _ in range(min(self.concurrency, len(todo)))), return_exceptions=True
-        )
+        workers = min(self.concurrency, len(todo))
+        results = await asyncio.gather(*(worker() for _ in range(workers)), return_exceptions=True)
         for result in results:
             if isinstance(result, BaseException):
                 raise result
+
+    @staticmethod
+    def _expired_record(line: Line) -> dict[str, Any]:
+        """OpenAI's line for a request the window ran out on: no response, an ``error``."""
+        return {
+            "id": f"batch_req_{secrets.token_hex(16)}",
+            "custom_id": line.custom_id,
+            "response": None,
+            "error": {
+                "code": "batch_expired",
+                "message": "The batch's completion window ended before this request ran.",
+            },
+        }
 
     async def _call(self, endpoint: Endpoint, line: Line) -> tuple[bool, dict[str, Any]]:
         """One line through the live router; its output record in OpenAI's line format."""

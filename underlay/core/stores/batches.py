@@ -64,8 +64,8 @@ class BatchStore:
 
     # ---- batches -----------------------------------------------------------------------------------
 
-    async def create(self, batch: Batch) -> None:
-        """Insert a new batch owned by the caller (403 first if the policy forbids it)."""
+    async def create(self, batch: Batch, job_id: str) -> None:
+        """Insert a new batch, run by job ``job_id``, owned by the caller (403 first if the policy forbids it)."""
         principal = current_principal()
         require_create(RESOURCE, batch.id)
         await self.sql.insert(
@@ -75,7 +75,7 @@ class BatchStore:
                 "created_at": batch.created_at,
                 "created_ns": time.time_ns(),
                 "status": batch.status,
-                "job_id": None,
+                "job_id": job_id,
                 "batch": batch.model_dump(mode="json"),
                 "owner_principal": principal.id,
                 "owner_attributes": principal.attributes,
@@ -89,11 +89,9 @@ class BatchStore:
         )
         return Batch.model_validate(row["batch"]), row["job_id"]
 
-    async def save(self, batch: Batch, *, job_id: str | None = None, unless: tuple[str, ...] = ()) -> bool:
+    async def save(self, batch: Batch, *, unless: tuple[str, ...] = ()) -> bool:
         """Write the batch back (the job runs as the owner); ``False`` when its status is in ``unless``."""
         values: dict[str, Any] = {"status": batch.status, "batch": batch.model_dump(mode="json")}
-        if job_id is not None:
-            values["job_id"] = job_id
         match: list[Any] = [Where.eq("id", batch.id)]
         if unless:
             match.append(Where.not_in("status", list(unless)))
