@@ -11,6 +11,8 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
+import os
+import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -35,10 +37,38 @@ def _config(state_dir: Path, **jobs: Any) -> dict[str, Any]:
     return config
 
 
-@pytest.fixture(scope="module")
-async def app(echo_plugin: Path, tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[InProcessServer]:
-    async with serve_in_process(_config(tmp_path_factory.mktemp("inprocess-batches"))) as server:
-        yield server
+@pytest.fixture(scope="module", params=["sqlite", "postgres"])
+async def app(
+    request: pytest.FixtureRequest, echo_plugin: Path, tmp_path_factory: pytest.TempPathFactory
+) -> AsyncIterator[InProcessServer]:
+    """One app per SQL backend (a fresh PostgreSQL database, dropped afterwards): the claim and the
+    conditional status updates are queries that differ per backend. Responses is on for its batch lines."""
+    config = _config(tmp_path_factory.mktemp("inprocess-batches"))
+    config["apis"].append("responses")
+    config["providers"]["responses"] = [{"provider_id": "builtin", "provider_type": "inline::builtin"}]
+    if request.param == "sqlite":
+        async with serve_in_process(config) as server:
+            yield server
+        return
+    import asyncpg
+
+    pg = {
+        "host": os.environ.get("UNDERLAY_TEST_POSTGRES_HOST", "127.0.0.1"),
+        "port": int(os.environ.get("UNDERLAY_TEST_POSTGRES_PORT", "5432")),
+        "user": os.environ.get("UNDERLAY_TEST_POSTGRES_USER", "postgres"),
+        "password": os.environ.get("UNDERLAY_TEST_POSTGRES_PASSWORD") or None,
+    }
+    name = f"underlay_batches_{uuid.uuid4().hex[:12]}"
+    config["storage"] = {"sqlstore": {"type": "postgres", "db": name, "create_database": True, **pg}}
+    try:
+        async with serve_in_process(config) as server:
+            yield server
+    finally:
+        conn = await asyncpg.connect(database="postgres", **pg)
+        try:
+            await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        finally:
+            await conn.close()
 
 
 def _sdk(app: InProcessServer, who: str) -> openai.AsyncOpenAI:
@@ -170,8 +200,32 @@ async def test_create_errors_are_openai_envelopes(app: InProcessServer) -> None:
     )
     assert response.status_code == 400 and response.json()["error"]["param"] == "completion_window"
     with pytest.raises(openai.BadRequestError) as caught:
-        await alice.batches.create(input_file_id=wrong_purpose, endpoint="/v1/responses", completion_window="24h")
-    assert caught.value.body["param"] == "endpoint"  # the responses API is off in this app
+        await alice.batches.create(input_file_id=wrong_purpose, endpoint="/v1/moderations", completion_window="24h")
+    assert caught.value.body["param"] == "endpoint"  # the safety API is off in this app
+    assert "/v1/moderations" in caught.value.body["message"]
+
+
+async def test_completions_and_responses_lines(app: InProcessServer) -> None:
+    alice = _sdk(app, "alice")
+    for endpoint, body, read in [
+        ("/v1/completions", {"model": "echo", "prompt": "once upon"}, lambda b: b["choices"][0]["text"]),
+        (
+            "/v1/responses",
+            {"model": "echo", "input": "tell me", "store": False},
+            lambda b: b["output"][0]["content"][0]["text"],
+        ),
+    ]:
+        line = {"custom_id": "only", "method": "POST", "url": endpoint, "body": body}
+        batch = await alice.batches.create(
+            input_file_id=await _upload(alice, [line]),
+            endpoint=endpoint,
+            completion_window="24h",  # type: ignore[arg-type]
+        )
+        done = await _settled(alice, batch.id)
+        assert done.status == "completed", (endpoint, done)
+        [result] = await _lines(alice, done.output_file_id)
+        assert result["response"]["status_code"] == 200
+        assert read(result["response"]["body"]).endswith(body.get("prompt") or body["input"]), result
 
 
 async def test_two_tenants(app: InProcessServer) -> None:

@@ -105,9 +105,9 @@ class BatchesRouter(BatchesApi):
 
     async def create_batch(self, params: CreateBatchRequest) -> Batch:
         if params.endpoint not in self.endpoints:
-            api = params.endpoint.removeprefix("/v1/").replace("/", "_")
             raise InvalidRequestError(
-                f"This server does not serve {params.endpoint} (the {api} API is off), so it cannot batch it.",
+                f"This server does not serve {params.endpoint} (the API behind it is not in the run config's "
+                "apis), so it cannot batch it.",
                 param="endpoint",
             )
         source = await self.files.get_file(params.input_file_id)  # the caller's file, or 404
