@@ -1,10 +1,15 @@
-"""Run the public MCP conformance suite (server mode) against a real Underlay ``/mcp``.
+"""Run the public MCP conformance suite against Underlay, as a server or as a client.
 
-    python scripts/mcp_conformance.py [--url URL] [--json PATH] [--min-pass N]
+    python scripts/mcp_conformance.py [--mode server|client] [--url URL] [--json PATH] [--min-pass N]
 
-Without ``--url`` it starts its own servers on free loopback ports: the content fixture MCP server
-(``tests/fixtures/mcp/content_server.py``) and an ``underlay run`` with the Files API and that
-fixture registered as a tool group, so the suite's tool scenarios go through Underlay's proxy.
+Server mode (the default) tests a real Underlay ``/mcp``. Without ``--url`` it starts its own servers
+on free loopback ports: the content fixture MCP server (``tests/fixtures/mcp/content_server.py``) and
+an ``underlay run`` with the Files API and that fixture registered as a tool group, so the suite's tool
+scenarios go through Underlay's proxy.
+
+Client mode tests Underlay's MCP client provider: the suite starts its own server per scenario and
+launches ``scripts/mcp_conformance_client.py`` (this interpreter) against each, all scenarios in
+parallel; a generous per-scenario timeout keeps a loaded machine from failing a slow client start.
 
 The suite (``@modelcontextprotocol/conformance``, pinned below) needs Node 22; both come from the
 npm registry into a cache folder (``.cache/mcp-conformance`` under the repository, gitignored, or
@@ -12,7 +17,8 @@ npm registry into a cache folder (``.cache/mcp-conformance`` under the repositor
 reached, it stops with a one-line reason and exit status 2: a missing suite is a failure, never a skip.
 
 Prints one line per scenario (✓/✗ and, for a failure, the suite's first error message) and the
-total; exits 1 when fewer than ``--min-pass`` scenarios pass.
+total; exits 1 when fewer than ``--min-pass`` scenarios pass. ``--json`` writes
+``{"passed": [...], "failed": {name: reason}, "total": n}`` in both modes.
 """
 
 from __future__ import annotations
@@ -38,6 +44,8 @@ SUITE = "@modelcontextprotocol/conformance"
 SUITE_VERSION = "0.1.16"
 NODE_VERSION = "22.23.3"
 CONTENT_SERVER = ROOT / "tests" / "fixtures" / "mcp" / "content_server.py"
+CLIENT = ROOT / "scripts" / "mcp_conformance_client.py"
+CLIENT_TIMEOUT_MS = 120_000  # per scenario; the suite's 30 s default is too tight for 26 parallel Pythons on 2 cores
 _SUMMARY_LINE = re.compile(r"^([✓✗]) ([\w./-]+): (\d+) passed, (\d+) failed")
 
 
@@ -172,17 +180,25 @@ class Servers:
 
 def run_suite(node: Path, entry: Path, url: str, out: Path) -> dict[str, Any]:
     """Run every server scenario (``--suite all``); {"passed": [...], "failed": {name: reason}, "total": n}."""
+    command = [str(node), str(entry), "server", "--suite", "all", "--url", url, "-o", str(out)]
+    return _run(node, command, out, prefix="server-")
+
+
+def run_client_suite(node: Path, entry: Path, out: Path) -> dict[str, Any]:
+    """Run every client scenario against ``scripts/mcp_conformance_client.py``; same shape as :func:`run_suite`."""
+    client = f"{sys.executable} {CLIENT}"
+    command = [str(node), str(entry), "client", "--command", client, "--suite", "all"]
+    command += ["--timeout", str(CLIENT_TIMEOUT_MS), "-o", str(out)]
+    return _run(node, command, out, prefix="")
+
+
+def _run(node: Path, command: list[str], out: Path, prefix: str) -> dict[str, Any]:
     env = {**os.environ, "PATH": f"{node.parent}{os.pathsep}{os.environ.get('PATH', '')}"}
-    done = subprocess.run(
-        [str(node), str(entry), "server", "--suite", "all", "--url", url, "-o", str(out)],
-        capture_output=True,
-        text=True,
-        timeout=600,
-        env=env,
-    )
+    env.update(HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1")
+    done = subprocess.run(command, capture_output=True, text=True, timeout=600, env=env, cwd=ROOT)
     passed: list[str] = []
     failed: dict[str, str] = {}
-    summary = done.stdout.split("=== SUMMARY ===")[-1]
+    summary = re.split(r"=== (?:SUITE )?SUMMARY ===", done.stdout)[-1]
     for line in summary.splitlines():
         match = _SUMMARY_LINE.match(line.strip())
         if match is None:
@@ -191,23 +207,28 @@ def run_suite(node: Path, entry: Path, url: str, out: Path) -> dict[str, Any]:
         if match.group(1) == "✓":
             passed.append(name)
         else:
-            failed[name] = _first_error(out, name)
+            failed[name] = _first_error(out, prefix + name)
     if not passed and not failed:
         raise RuntimeError(f"the suite printed no summary (exit {done.returncode}): {done.stderr.strip()[-2000:]}")
     return {"passed": passed, "failed": failed, "total": len(passed) + len(failed)}
 
 
 def _first_error(out: Path, scenario: str) -> str:
-    for checks in sorted(out.glob(f"server-{scenario}-*/checks.json")):
-        for check in json.loads(checks.read_text()):
-            if check.get("status") == "FAILURE":
-                return str(check.get("errorMessage") or check.get("name"))[:300]
+    """The first failed check's message, else the first warning's (the suite fails a scenario on either)."""
+    for status in ("FAILURE", "WARNING"):
+        for checks in sorted(out.glob(f"{scenario}-*/checks.json")):
+            for check in json.loads(checks.read_text()):
+                if check.get("status") == status:
+                    return str(check.get("errorMessage") or check.get("description") or check.get("name"))[:300]
     return "failed"
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--url", help="an MCP endpoint to test (default: start Underlay and the content fixture)")
+    parser.add_argument("--mode", choices=("server", "client"), default="server", help="which side to test")
+    parser.add_argument(
+        "--url", help="server mode: an MCP endpoint to test (default: start Underlay and the content fixture)"
+    )
     parser.add_argument("--json", type=Path, help="write the results here as JSON")
     parser.add_argument("--min-pass", type=int, default=0, help="exit 1 when fewer scenarios pass")
     args = parser.parse_args()
@@ -220,15 +241,19 @@ def main() -> int:
         work = Path(tmp)
         servers = Servers(work)
         try:
-            url = args.url or servers.start()
-            results = run_suite(node, entry, url, work / "results")
+            if args.mode == "client":
+                results = run_client_suite(node, entry, work / "results")
+            else:
+                results = run_suite(node, entry, args.url or servers.start(), work / "results")
         finally:
             servers.stop()
     for name in results["passed"]:
         print(f"✓ {name}")
     for name, reason in results["failed"].items():
         print(f"✗ {name}: {reason}")
-    print(f"passed {len(results['passed'])} of {results['total']} scenarios ({SUITE}@{SUITE_VERSION}, server mode)")
+    print(
+        f"passed {len(results['passed'])} of {results['total']} scenarios ({SUITE}@{SUITE_VERSION}, {args.mode} mode)"
+    )
     if args.json is not None:
         args.json.write_text(json.dumps(results, indent=2, ensure_ascii=False))
     return 1 if len(results["passed"]) < args.min_pass else 0
