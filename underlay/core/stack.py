@@ -27,6 +27,7 @@ from underlay.core.routing.models import ModelsRoutingTable
 
 if TYPE_CHECKING:
     from underlay.core.routers.agents import AgentsRouter
+    from underlay.core.routers.batches import BatchesRouter
     from underlay.core.routers.conversations import ConversationsRouter
     from underlay.core.routers.files import FilesRouter
     from underlay.core.routers.inference import InferenceRouter
@@ -219,6 +220,12 @@ class Stack:
         from underlay.core.routers.agents import AgentsRouter
 
         return self._router("agents", AgentsRouter)
+
+    @property
+    def batches_router(self) -> BatchesRouter | None:
+        from underlay.core.routers.batches import BatchesRouter
+
+        return self._router("batches", BatchesRouter)
 
     @property
     def telemetry_router(self) -> TelemetryRouter | None:
