@@ -18,7 +18,6 @@ import time
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
-import jsonschema
 from pydantic import BaseModel, ConfigDict
 
 from underlay.api.conversations import ConversationsApi
@@ -63,6 +62,8 @@ log = logging.getLogger("underlay.responses")
 
 JOB_KIND = "responses.background"
 _FINAL = frozenset({"completed", "incomplete", "failed", "cancelled"})
+_TERMINAL_EVENT_GRACE_S = 5.0
+"""How long a stream reader waits for the terminal event once the stored response is already final."""
 _SECRET_TOOL_FIELDS = ("headers", "authorization")
 
 
@@ -199,6 +200,8 @@ class BuiltinResponsesProvider:
                 check("max_output_tokens", params.max_output_tokens)
         fmt = params.text.format if params.text else None
         if isinstance(fmt, FormatJSONSchema):
+            import jsonschema  # on the first request with a schema: the module costs about 30 ms at every start
+
             try:
                 jsonschema.validators.validator_for(fmt.schema_).check_schema(fmt.schema_)
             except jsonschema.SchemaError as exc:
@@ -497,6 +500,7 @@ class BuiltinResponsesProvider:
         """The background response's events after ``after``, then new ones as they are written."""
         waker = self._waker(response_id)
         last = after
+        finished_at: float | None = None
         try:
             while True:
                 waker.clear()
@@ -506,10 +510,16 @@ class BuiltinResponsesProvider:
                     if data["type"] in TERMINAL_EVENTS:
                         return
                 row = await self._store.find(response_id)
-                if row is None or row.status in _FINAL:
+                if row is None or row.status == "cancelled":
                     for data in await self._store.events_after(response_id, last):
                         yield _StoredEvent.model_validate(data)  # type: ignore[misc]
                     return
+                if row.status in _FINAL:
+                    # The job stores the final row just before it writes the terminal event, so a reader
+                    # can land in between; it waits (bounded, in case the writer died there) for the event.
+                    finished_at = finished_at if finished_at is not None else time.monotonic()
+                    if time.monotonic() - finished_at > _TERMINAL_EVENT_GRACE_S:
+                        return
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(waker.wait(), timeout=0.5)
         finally:
