@@ -62,6 +62,10 @@ shorter tool's whole time). Each variant's event-loop CPU is shown beside its wa
 
 Prints the figures and the target, and exits 0 whatever they are. Everything shares this machine's
 cores, so figures from a loaded machine are upper bounds.
+
+``--record`` / ``--check [--tolerance 1.5]`` (``bench/_results.py``) keep and compare the headline
+figures: own time per turn (p50), Underlay's CPU per turn (event-loop thread, all threads) and the own
+time of a response without tools (p50). A short run (``--turns 20 --rounds 8``) is enough for them.
 """
 
 from __future__ import annotations
@@ -81,6 +85,7 @@ import httpx
 HERE = Path(__file__).resolve().parent
 sys.path[:0] = [str(HERE), str(HERE.parent)]
 from _common import free_port, percentile, wait_http  # noqa: E402
+from _results import LOWER, Guard  # noqa: E402
 
 from tests.integration.harness import MINILM, RunningServer, local_config, start_server  # noqa: E402
 
@@ -339,7 +344,9 @@ def main() -> int:
     parser.add_argument("--warmup", type=int, default=5)
     parser.add_argument("--rounds", type=int, default=30, help="rounds of the four-variant concurrency comparison")
     parser.add_argument("--mcp-sleep", type=float, default=0.05, help="seconds the MCP tool takes")
+    Guard.add_arguments(parser)
     args = parser.parse_args()
+    guard = Guard("agent_loop", args)
     workdir = Path(tempfile.mkdtemp(prefix="underlay-agent-loop-"))
     stub_port, mcp_port = free_port(), free_port()
     logs = (workdir / "upstream.log").open("wb"), (workdir / "mcp.log").open("wb")
@@ -350,6 +357,7 @@ def main() -> int:
         [sys.executable, str(HERE / "agent_mcp.py"), str(mcp_port)], stdout=logs[1], stderr=subprocess.STDOUT
     )
     server: RunningServer | None = None
+    failures = 0
     try:
         wait_http(f"http://127.0.0.1:{stub_port}/v1/models", stub)
         wait_http(f"http://127.0.0.1:{mcp_port}/timings", mcp)
@@ -469,13 +477,27 @@ def main() -> int:
         )
         for error in bench.errors[:5]:
             print("  error:", error)
+        failures = len(bench.errors)
+        guard.figure("own time per turn A + B (p50)", p50, "ms", LOWER, wall=True)
+        guard.figure("CPU per turn, event-loop thread", cpu_turn[0], "ms", LOWER)
+        guard.figure("CPU per turn, all threads", cpu_turn[1], "ms", LOWER)
+        guard.figure(
+            "response without tools, own time (p50)",
+            percentile([w["wall_ms"] - w["model_ms"] for w in plain], 50),
+            "ms",
+            LOWER,
+            wall=True,
+        )
     finally:
         if server is not None:
             server.stop()
         for process in (stub, mcp):
             process.terminate()
             process.wait(30)
-    return 0
+    if failures and guard.active:
+        print(f"{failures} request(s) went wrong: the figures are neither recorded nor checked")
+        return 1
+    return guard.finish()
 
 
 if __name__ == "__main__":

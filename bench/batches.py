@@ -3,11 +3,12 @@
 What it measures: a real server (``underlay run``) with the embedded models (MiniLM for embeddings,
 SmolLM2 for chat). The same requests are sent twice, in alternating order: as a batch (uploaded JSONL,
 timed from create to ``completed``, which includes validation and writing the output file), and
-directly with the ``openai`` SDK at the batch's concurrency (4 requests in flight). The ratio says
+directly with the ``openai`` SDK at the batch's concurrency (``batches.concurrency``, 4 unless
+``--concurrency`` says otherwise, requests in flight). The ratio says
 what the durable path (a job, a stored record per line, the output file) costs over sending the
 requests yourself; on the embedded models the model time dominates.
 
-Run from the repository root: ``python bench/batches.py [--embed-lines N] [--chat-lines N]``.
+Run from the repository root: ``python bench/batches.py [--embed-lines N] [--chat-lines N] [--concurrency N]``.
 Prints its figures and exits 0; nothing is promised yet (reported only).
 """
 
@@ -29,12 +30,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench._common import free_port, start_underlay, wait_http  # noqa: E402
 
-CONCURRENCY = 4  # the batch router's per-batch limit (underlay/core/routers/batches.py)
 CHAT = "smollm2-135m-instruct"
 EMBED = "all-minilm-l6-v2"
 
 
-def _config(state: Path) -> dict[str, Any]:
+def _config(state: Path, concurrency: int) -> dict[str, Any]:
     return {
         "state_dir": str(state),
         "apis": ["inference", "models", "files", "batches"],
@@ -54,6 +54,7 @@ def _config(state: Path) -> dict[str, Any]:
             "files": [{"provider_id": "localfs", "provider_type": "inline::localfs", "config": {}}],
         },
         "jobs": {"poll_seconds": 0.1},
+        "batches": {"concurrency": concurrency},
     }
 
 
@@ -84,8 +85,10 @@ async def _as_batch(client: openai.AsyncOpenAI, endpoint: str, bodies: list[dict
     return elapsed
 
 
-async def _one_by_one(client: openai.AsyncOpenAI, endpoint: str, bodies: list[dict[str, Any]]) -> float:
-    gate = asyncio.Semaphore(CONCURRENCY)
+async def _one_by_one(
+    client: openai.AsyncOpenAI, endpoint: str, bodies: list[dict[str, Any]], concurrency: int = 4
+) -> float:
+    gate = asyncio.Semaphore(concurrency)
 
     async def send(body: dict[str, Any]) -> None:
         async with gate:
@@ -103,18 +106,21 @@ async def _measure(base: str, args: argparse.Namespace) -> None:
     client = openai.AsyncOpenAI(base_url=base, api_key="unused", max_retries=0, timeout=600)
     for kind, n in (("embeddings", args.embed_lines), ("chat", args.chat_lines)):
         endpoint, bodies = _requests(kind, n)
-        await _one_by_one(client, endpoint, bodies[:4])  # warm the model
+        await _one_by_one(client, endpoint, bodies[:4], args.concurrency)  # warm the model
         batch_s: list[float] = []
         direct_s: list[float] = []
         for round_ in range(args.rounds):
-            order = [("batch", _as_batch), ("direct", _one_by_one)]
-            for name, run in order if round_ % 2 == 0 else order[::-1]:
-                seconds = await run(client, endpoint, bodies)
+            order = ["batch", "direct"]
+            for name in order if round_ % 2 == 0 else order[::-1]:
+                if name == "batch":
+                    seconds = await _as_batch(client, endpoint, bodies)
+                else:
+                    seconds = await _one_by_one(client, endpoint, bodies, args.concurrency)
                 (batch_s if name == "batch" else direct_s).append(seconds)
         b, d = min(batch_s), min(direct_s)
         print(
-            f"{kind:10s} {n} lines, concurrency {CONCURRENCY}: batch {n / b:7.1f} lines/s ({b:.2f} s), "
-            f"one by one {n / d:7.1f} lines/s ({d:.2f} s), batch/direct {d / b:.2f}x (best of {args.rounds})"
+            f"{kind:10s} {n} lines, concurrency {args.concurrency}: batch {n / b:7.2f} lines/s ({b:.2f} s), "
+            f"one by one {n / d:7.2f} lines/s ({d:.2f} s), batch/direct {d / b:.2f}x (best of {args.rounds})"
         )
 
 
@@ -123,11 +129,12 @@ def main() -> None:
     parser.add_argument("--embed-lines", type=int, default=200)
     parser.add_argument("--chat-lines", type=int, default=16)
     parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--concurrency", type=int, default=4, help="batches.concurrency, and the direct sends'")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
         config_path = work / "run.yaml"
-        config_path.write_text(yaml.safe_dump(_config(work / "state")))
+        config_path.write_text(yaml.safe_dump(_config(work / "state", args.concurrency)))
         port = free_port()
         process = start_underlay(config_path, port, work / "server.log")
         try:

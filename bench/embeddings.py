@@ -13,7 +13,9 @@ The figure is provider-level on purpose: through the server (``underlay.server``
 also pays JSON or base64 encoding and HTTP, which ``bench/overhead.py`` measures separately.
 
 Run from the repository root: ``python bench/embeddings.py [--sentences N] [--backends torch,onnx]``.
-Exits 0 whatever the figures; PASS/MISS compares with the target.
+Exits 0 whatever the figures; PASS/MISS compares with the target. ``--record`` / ``--check
+[--tolerance 1.5]`` (``bench/_results.py``) keep and compare each backend's sentences/s and sentences per
+CPU-second through the provider.
 """
 
 from __future__ import annotations
@@ -34,6 +36,8 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _results import HIGHER, Guard  # noqa: E402
 
 TARGET = 400.0  # sentences/s at batch 32, bench/README.md
 BATCH = 32
@@ -132,7 +136,9 @@ def main() -> int:
     parser.add_argument("--sentences", type=int, default=2000)
     parser.add_argument("--backends", default="torch,onnx,onnx-int8")
     parser.add_argument("--no-reference", action="store_true", help="skip the plain sentence-transformers run")
+    Guard.add_arguments(parser)
     args = parser.parse_args()
+    guard = Guard("embeddings", args)
 
     sentences = real_sentences(args.sentences)
     words = sum(len(s.split()) for s in sentences) / len(sentences)
@@ -166,6 +172,8 @@ def main() -> int:
             f"  {'  same, 4 concurrent callers (merged)':<44} {merged:7.0f} sentences/s  ({merged_cpu:.0f} per CPU-s)"
         )
         rows.append((backend, rate, vectors))
+        guard.figure(f"provider {backend}", rate, "sentences/s", HIGHER, wall=True)
+        guard.figure(f"provider {backend} per CPU-s", per_cpu, "sentences/CPU-s", HIGHER)
 
     for name, _, vectors in rows:
         if reference is not None:
@@ -178,7 +186,7 @@ def main() -> int:
     rates = {name: rate for name, rate, _ in rows}
     if "torch" in rates and "onnx" in rates:
         print(f"  onnx / torch through the provider: {rates['onnx'] / rates['torch']:.2f}x")
-    return 0
+    return guard.finish()
 
 
 if __name__ == "__main__":

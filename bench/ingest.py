@@ -26,7 +26,9 @@ Target: every file completed (no failed file). Speeds are reported; none is prom
 
     python bench/ingest.py [--pages 50] [--files 1000] [--quick]
 
-``--quick`` is a 10-page PDF and 100 files. Exits 0 whatever the figures.
+``--quick`` is a 10-page PDF and 100 files. Exits 0 whatever the figures. ``--record`` / ``--check
+[--tolerance 1.5]`` (``bench/_results.py``) keep and compare each part's ingestion rate (pages/s for the PDF,
+files/s for the small files; chunks/s) and its upload-and-ingest rate; ``--quick`` is enough for them.
 """
 
 from __future__ import annotations
@@ -47,6 +49,7 @@ from typing import Any
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 sys.path.insert(0, str(HERE / "data"))
+from _results import HIGHER, Guard  # noqa: E402
 from _vector_stores import machine_line, start, wait_batch  # noqa: E402
 from stdlib_docs import MODULES, build_corpus  # noqa: E402
 
@@ -227,7 +230,17 @@ def part(client: Any, label: str, files: list[tuple[str, bytes]], pages: int | N
         f"  (for comparison: the same chunks in full batches of {EMBED_BATCH}, ignoring file boundaries: "
         f"{pooled_s:.2f} s, {chunks / pooled_s:.0f}/s)"
     )
-    return {"failed": counts.failed, "completed": counts.completed, "total": counts.total}
+    return {
+        "failed": counts.failed,
+        "completed": counts.completed,
+        "total": counts.total,
+        "label": label,
+        # A PDF part is one file: its rates are per page (units counted, per second).
+        "rate": (pages or n) / ingest_s,
+        "unit": "pages/s" if pages else "files/s",
+        "chunks_per_s": chunks / ingest_s,
+        "end_to_end": (pages or n) / total,
+    }
 
 
 def main() -> int:
@@ -235,7 +248,9 @@ def main() -> int:
     parser.add_argument("--pages", type=int, default=50)
     parser.add_argument("--files", type=int, default=1000)
     parser.add_argument("--quick", action="store_true", help="a 10-page PDF and 100 files")
+    Guard.add_arguments(parser)
     args = parser.parse_args()
+    guard = Guard("ingest", args)
     if args.quick:
         args.pages, args.files = min(args.pages, 10), min(args.files, 100)
 
@@ -260,10 +275,17 @@ def main() -> int:
         total = sum(r["total"] for r in results)
         verdict = "PASS" if failed == 0 and done == total else "MISS"
         print(f"target: every file completed: {done}/{total}, failed {failed}: {verdict}")
+        for r in results:
+            guard.figure(f"{r['label']}: ingest", r["rate"], r["unit"], HIGHER, wall=True)
+            guard.figure(f"{r['label']}: ingest chunks", r["chunks_per_s"], "chunks/s", HIGHER, wall=True)
+            guard.figure(f"{r['label']}: upload and ingest", r["end_to_end"], r["unit"], HIGHER, wall=True)
     finally:
         server.stop()
         shutil.rmtree(workdir, ignore_errors=True)
-    return 0
+    if verdict != "PASS" and guard.active:
+        print("not every file completed: the figures are neither recorded nor checked")
+        return 1
+    return guard.finish()
 
 
 if __name__ == "__main__":

@@ -45,9 +45,9 @@ def _figures(start: float, first: float | None, last: float | None, count: int) 
 
 
 def direct_runs(model_path: str, prompts: list[str], tokens: int, threads: int) -> list[tuple[float, float]]:
-    from llama_cpp import Llama
+    from underlay.providers.utils.llama_loader import load_llama
 
-    llm = Llama(model_path=model_path, n_ctx=N_CTX, n_threads=threads, verbose=False)
+    llm = load_llama(model_path=model_path, n_ctx=N_CTX, n_threads=threads, verbose=False)  # as the server loads
     out = []
     for prompt in prompts:
         llm.reset()

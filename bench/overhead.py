@@ -13,6 +13,10 @@ the number of waiting requests, so at c=64 the *direct* rows are bounded by the 
 ``--client aiohttp`` drives the load with aiohttp, whose cost stays flat, for a stricter ratio.
 
     python bench/overhead.py [--seconds 5] [--client httpx|aiohttp]
+    python bench/overhead.py --seconds 2 --record | --check [--tolerance 1.5]   (bench/_results.py)
+
+The regression guard's figures, for JSON and streaming: Underlay's p50 and CPU per request at c=1, and
+its throughput at c=64 as a share of direct.
 """
 
 from __future__ import annotations
@@ -33,6 +37,7 @@ import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import free_port, percentile, start_underlay, wait_http  # noqa: E402
+from _results import HIGHER, LOWER, Guard  # noqa: E402
 
 BODY = {"model": "stub", "messages": [{"role": "user", "content": "hi"}]}
 
@@ -113,7 +118,9 @@ def main() -> int:
     parser = argparse.ArgumentParser()
     parser.add_argument("--seconds", type=float, default=5.0)
     parser.add_argument("--client", choices=("httpx", "aiohttp"), default="httpx", help="the load generator")
+    Guard.add_arguments(parser)
     args = parser.parse_args()
+    guard = Guard("overhead", args)
     workdir = Path(tempfile.mkdtemp(prefix="underlay-overhead-"))
     stub_port, underlay_port = free_port(), free_port()
     stub = subprocess.Popen(
@@ -142,6 +149,7 @@ def main() -> int:
         direct = f"http://127.0.0.1:{stub_port}/v1/chat/completions"
         through = f"http://127.0.0.1:{underlay_port}/v1/chat/completions"
         results: dict[tuple[bool, int, str], dict[str, float]] = {}
+        failures = 0
         print(f"load generator: {args.client}; load average {os.getloadavg()[0]:.2f} on {os.cpu_count()} cores")
         print(f"{'mode':<10}{'conc':>5}  {'path':<9}{'req/s':>9}{'p50 ms':>9}{'p99 ms':>9}{'errors':>8}{'cpu/req':>9}")
         for stream in (False, True):
@@ -166,6 +174,12 @@ def main() -> int:
             verdict_added = "PASS" if added <= 1.0 else "MISS"
             verdict_ratio = "PASS" if ratio >= 0.5 else "MISS"
             ok = ok and verdict_added == verdict_ratio == "PASS" and errors == 0
+            failures += errors
+            guard.figure(
+                f"{mode} c=1 p50 through Underlay", results[(stream, 1, "underlay")]["p50"], "ms", LOWER, wall=True
+            )
+            guard.figure(f"{mode} c=1 Underlay CPU per request", cpu, "ms", LOWER)
+            guard.figure(f"{mode} c=64 throughput share of direct", ratio, "x", HIGHER, wall=True)
             print(
                 f"{mode}: added p50 at c=1 {added:.2f} ms (target <= 1 ms: {verdict_added}); "
                 f"throughput at c=64 {ratio:.2f}x direct (target >= 0.5: {verdict_ratio}); errors {errors}; "
@@ -177,7 +191,10 @@ def main() -> int:
         stub.terminate()
         server.wait(30)
         stub.wait(30)
-    return 0
+    if failures and guard.active:
+        print(f"{failures} request(s) failed: the figures are neither recorded nor checked")
+        return 1
+    return guard.finish()
 
 
 if __name__ == "__main__":

@@ -5,7 +5,9 @@ requests (the GIL). The figure is ``time.process_time`` (all threads, so aiosqli
 ``SpanBuffer.flush`` divided by the spans written, on SQLite in a temporary file; with
 ``--postgres`` also on a fresh PostgreSQL database at 127.0.0.1:5432 (dropped afterwards).
 
-    python bench/span_store.py --spans 5000 [--postgres]
+    python bench/span_store.py --spans 5000 [--postgres] [--record | --check [--tolerance 1.5]]
+
+``--record`` / ``--check`` (``bench/_results.py``) keep and compare the CPU per span of each store.
 """
 
 from __future__ import annotations
@@ -21,6 +23,9 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _results import LOWER, Guard  # noqa: E402
 
 from underlay.core.identity import Principal, principal_var  # noqa: E402
 from underlay.core.storage.sqlstore import SqlStore, sqlstore_from_config  # noqa: E402
@@ -81,7 +86,7 @@ async def _postgres(spans: int, rounds: int) -> float:
         await admin.close()
 
 
-async def main(args: Any) -> None:
+async def main(args: Any, guard: Guard) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         store = await sqlstore_from_config({"type": "sqlite", "path": str(Path(tmp) / "spans.db")})
         try:
@@ -89,9 +94,11 @@ async def main(args: Any) -> None:
         finally:
             await store.close()
     print(f"sqlite: {sqlite_us:.1f} us CPU per span ({args.spans} spans per flush, best of {args.rounds})")
+    guard.figure("sqlite CPU per span", sqlite_us, "us", LOWER)
     if args.postgres:
         pg_us = await _postgres(args.spans, args.rounds)
         print(f"postgres: {pg_us:.1f} us CPU per span ({args.spans} spans per flush, best of {args.rounds})")
+        guard.figure("postgres CPU per span", pg_us, "us", LOWER)
 
 
 if __name__ == "__main__":
@@ -99,4 +106,8 @@ if __name__ == "__main__":
     parser.add_argument("--spans", type=int, default=3500)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--postgres", action="store_true")
-    asyncio.run(main(parser.parse_args()))
+    Guard.add_arguments(parser)
+    arguments = parser.parse_args()
+    guard = Guard("span_store", arguments)
+    asyncio.run(main(arguments, guard))
+    sys.exit(guard.finish())

@@ -21,7 +21,9 @@ recall@10 >= 0.95 on every approximate backend (the exact ones are shown with th
 By default it runs the backends of the ``local`` extra (sqlite-vec in memory and vec0 modes, faiss flat
 and HNSW; about 4 minutes on a shared 2-core machine); ``--backends all`` runs every backend (about
 26 minutes there at 100,000 chunks, most of it pgvector building its HNSW index row by row).
-``--quick`` is 10,000 chunks and 50 queries. Exits 0 whatever the figures.
+``--quick`` is 10,000 chunks and 50 queries. Exits 0 whatever the figures. ``--record`` / ``--check
+[--tolerance 1.5]`` (``bench/_results.py``) keep and compare each backend's insert chunks/s, search p50 at
+c=1, queries/s at c=16 and recall@10.
 """
 
 from __future__ import annotations
@@ -48,6 +50,7 @@ ROOT = HERE.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(HERE))
 from _common import percentile  # noqa: E402
+from _results import HIGHER, LOWER, Guard  # noqa: E402
 
 DIM = 384
 K = 10
@@ -366,7 +369,9 @@ def main() -> int:
     parser.add_argument("--batch", type=int, default=1000, help="chunks per insert_chunks call")
     parser.add_argument("--phase-seconds", type=float, default=30.0, help="stop starting searches after this long")
     parser.add_argument("--quick", action="store_true", help="10,000 chunks, 50 queries")
+    Guard.add_arguments(parser)
     args = parser.parse_args()
+    guard = Guard("vector_search", args)
     if args.quick:
         args.chunks, args.queries = min(args.chunks, 10_000), min(args.queries, 50)
     wanted = [b.strip() for b in args.backends.split(",") if b.strip()]
@@ -446,7 +451,12 @@ def main() -> int:
     ]
     if exact_low:
         print(f"note: exact backends below recall 1.0: {', '.join(exact_low)}")
-    return 0
+    for name, r in results.items():
+        guard.figure(f"{name} insert", r["insert_cps"], "chunks/s", HIGHER, wall=True)
+        guard.figure(f"{name} search c=1 p50", percentile(r["c1"], 50) * 1000, "ms", LOWER, wall=True)
+        guard.figure(f"{name} search c=16", r["qps16"], "queries/s", HIGHER, wall=True)
+        guard.figure(f"{name} recall@10", r["recall"], "fraction", HIGHER)
+    return guard.finish()
 
 
 if __name__ == "__main__":

@@ -1,7 +1,7 @@
 """Underlay: an open, run-anywhere API server for AI agents.
 
-``from underlay import Underlay, AsyncUnderlay, Agent`` gives the SDK (:mod:`underlay.client`, and
-:mod:`underlay.agents` for ``Agent``). It is loaded on first use, not here: the server and the CLI
+``from underlay import Underlay, AsyncUnderlay, Agent, AsyncAgent`` gives the SDK (:mod:`underlay.client`,
+and :mod:`underlay.agents` for the agents). It is loaded on first use, not here: the server and the CLI
 import this package too, and the SDK pulls in the ``openai`` client, which they do not need.
 """
 
@@ -9,13 +9,18 @@ from typing import TYPE_CHECKING, Any
 
 __version__ = "0.1.0"
 
-__all__ = ["Agent", "AsyncUnderlay", "Underlay", "__version__"]
+__all__ = ["Agent", "AsyncAgent", "AsyncUnderlay", "Underlay", "__version__"]
 
 if TYPE_CHECKING:
-    from underlay.agents import Agent
+    from underlay.agents import Agent, AsyncAgent
     from underlay.client import AsyncUnderlay, Underlay
 
-_LAZY = {"Underlay": "underlay.client", "AsyncUnderlay": "underlay.client", "Agent": "underlay.agents"}
+_LAZY = {
+    "Underlay": "underlay.client",
+    "AsyncUnderlay": "underlay.client",
+    "Agent": "underlay.agents",
+    "AsyncAgent": "underlay.agents",
+}
 
 
 def __getattr__(name: str) -> Any:

@@ -127,6 +127,12 @@ async def test_errors_name_the_field(app: InProcessServer) -> None:
     assert "tools[0].type" in _error(await http.post("/v1/agents", json=tool, headers=alice), 400)["message"]
     unknown = {"name": "a", "model": "m", "colour": "red"}
     assert _error(await http.post("/v1/agents", json=unknown, headers=alice), 400)["param"] == "colour"
+    choice = {"name": "a", "model": "m", "tool_choice": "always"}
+    assert _error(await http.post("/v1/agents", json=choice, headers=alice), 400)["param"] == "tool_choice"
+    nudged = {"name": "nudged", "model": "m", "tool_choice": {"type": "file_search"}}
+    assert _ok(await http.post("/v1/agents", json=nudged, headers=alice))["definition"]["tool_choice"] == {
+        "type": "file_search"
+    }
 
     _ok(await http.post("/v1/agents", json={"name": "errs", "model": "m"}, headers=alice))
     missing = _error(await http.post("/v1/agents/errs/set_default_version", json={"version": 9}, headers=alice), 400)

@@ -121,6 +121,7 @@ async def test_chat_batch_runs_every_line_and_keeps_custom_ids(app: InProcessSer
     assert done.request_counts is not None
     assert (done.request_counts.total, done.request_counts.completed, done.request_counts.failed) == (7, 6, 1)
     assert done.in_progress_at and done.finalizing_at and done.completed_at
+    assert done.model is None  # two models named (one unknown): no single model to report
     output = await _lines(alice, done.output_file_id)
     assert [line["custom_id"] for line in output] == [f"q{i}" for i in range(6)]
     for i, line in enumerate(output):
@@ -147,6 +148,7 @@ async def test_embeddings_batch(app: InProcessServer) -> None:
     )
     done = await _settled(alice, batch.id)
     assert done.status == "completed" and done.error_file_id is None
+    assert done.model == "echo-embed"  # every line names it, as OpenAI's batch object reports
     output = await _lines(alice, done.output_file_id)
     direct = await alice.embeddings.create(model="echo-embed", input="beta")
     assert output[1]["custom_id"] == "e1"
@@ -338,3 +340,178 @@ async def test_cancel_between_lines_keeps_finished_lines(echo_plugin: Path, tmp_
         output = await _lines(alice, done.output_file_id)
         assert len(output) == finished and len({line["custom_id"] for line in output}) == finished
         assert (await runner.get(job.id)).status == "cancelled"
+
+
+async def test_usage_is_the_sum_of_the_lines_usage(app: InProcessServer) -> None:
+    """The batch's ``usage`` adds up what each output line's response reported (chat: prompt and
+    completion tokens; the failed line reports none)."""
+    alice = _sdk(app, "alice")
+    lines = [_chat("one", "a b c"), _chat("two", "d e f g h"), _chat("bad", "x", model="no-such-model")]
+    batch = await alice.batches.create(
+        input_file_id=await _upload(alice, lines), endpoint="/v1/chat/completions", completion_window="24h"
+    )
+    done = await _settled(alice, batch.id)
+    assert done.status == "completed" and done.usage is not None
+    output = await _lines(alice, done.output_file_id)
+    usages = [line["response"]["body"]["usage"] for line in output]
+    prompt = sum(u["prompt_tokens"] for u in usages)
+    completion = sum(u["completion_tokens"] for u in usages)
+    assert prompt > 0 and completion > 0
+    assert (done.usage.input_tokens, done.usage.output_tokens) == (prompt, completion)
+    assert done.usage.total_tokens == prompt + completion
+
+
+async def test_output_expires_after_sets_the_files_expiry(app: InProcessServer) -> None:
+    alice = _sdk(app, "alice")
+    lines = [_chat("ok", "fine"), _chat("bad", "x", model="no-such-model")]
+    batch = await alice.batches.create(
+        input_file_id=await _upload(alice, lines),
+        endpoint="/v1/chat/completions",
+        completion_window="24h",
+        output_expires_after={"anchor": "created_at", "seconds": 7200},
+    )
+    done = await _settled(alice, batch.id)
+    for file_id in (done.output_file_id, done.error_file_id):
+        assert file_id is not None
+        stored = await alice.files.retrieve(file_id)
+        assert stored.expires_at == stored.created_at + 7200, stored
+    plain = await alice.batches.create(
+        input_file_id=await _upload(alice, [_chat("ok", "fine")]),
+        endpoint="/v1/chat/completions",
+        completion_window="24h",
+    )
+    kept = await alice.files.retrieve((await _settled(alice, plain.id)).output_file_id or "")
+    assert kept.expires_at is None  # no expiry asked for: the output stays until deleted
+    with pytest.raises(openai.BadRequestError) as caught:
+        await alice.batches.create(
+            input_file_id=await _upload(alice, [_chat("ok", "fine")]),
+            endpoint="/v1/chat/completions",
+            completion_window="24h",
+            output_expires_after={"anchor": "created_at", "seconds": 60},
+        )
+    assert caught.value.body["param"] == "output_expires_after.seconds"
+
+
+async def test_a_line_over_the_size_limit_is_reported_by_its_number(app: InProcessServer) -> None:
+    alice = _sdk(app, "alice")
+    from underlay.api.batches import MAX_LINE_BYTES
+
+    huge = _chat("huge", "x" * MAX_LINE_BYTES)
+    batch = await alice.batches.create(
+        input_file_id=await _upload(alice, [_chat("ok", "fine"), huge, _chat("also-ok", "fine")]),
+        endpoint="/v1/chat/completions",
+        completion_window="24h",
+    )
+    done = await _settled(alice, batch.id)
+    assert done.status == "failed" and done.errors is not None and done.errors.data is not None
+    assert [(e.line, e.code) for e in done.errors.data] == [(2, "line_too_large")]
+    assert str(MAX_LINE_BYTES) in (done.errors.data[0].message or "")
+
+
+def _in_flight_probe(server: InProcessServer, hold: float = 0.05) -> list[int]:
+    """Wraps the batches router's per-line call to record how many lines run at once: an observer
+    (the line still runs through the real router), holding each line briefly so overlap can show."""
+    router = server.app.state.stack.routers.get("batches")
+    original = router._call
+    peaks = [0]
+    running = 0
+
+    async def counted(endpoint: Any, line: Any) -> Any:
+        nonlocal running
+        running += 1
+        peaks[0] = max(peaks[0], running)
+        try:
+            await asyncio.sleep(hold)
+            return await original(endpoint, line)
+        finally:
+            running -= 1
+
+    router._call = counted
+    return peaks
+
+
+async def test_concurrency_and_max_lines_come_from_the_run_config(echo_plugin: Path, tmp_path: Path) -> None:
+    """``batches.concurrency`` caps the lines of one batch in flight; ``batches.max_lines`` caps its size."""
+    for concurrency in (1, 3):
+        config = _config(tmp_path / f"c{concurrency}")
+        config["batches"] = {"concurrency": concurrency, "max_lines": 8}
+        async with serve_in_process(config) as server:
+            peaks = _in_flight_probe(server)
+            alice = _sdk(server, "alice")
+            batch = await alice.batches.create(
+                input_file_id=await _upload(alice, [_chat(f"q{i}", "hi") for i in range(8)]),
+                endpoint="/v1/chat/completions",
+                completion_window="24h",
+            )
+            done = await _settled(alice, batch.id)
+            assert done.status == "completed" and done.request_counts is not None
+            assert done.request_counts.completed == 8
+            assert peaks[0] == concurrency, (concurrency, peaks)
+            too_many = await alice.batches.create(
+                input_file_id=await _upload(alice, [_chat(f"q{i}", "hi") for i in range(9)]),
+                endpoint="/v1/chat/completions",
+                completion_window="24h",
+            )
+            failed = await _settled(alice, too_many.id)
+            assert failed.status == "failed" and failed.errors is not None and failed.errors.data is not None
+            assert [(e.line, e.code) for e in failed.errors.data] == [(9, "too_many_requests")]
+
+
+async def test_moderations_lines(echo_plugin: Path, tmp_path: Path) -> None:
+    """A moderations batch through the ``inline::pii`` shield (no model): each line is the live
+    endpoint's answer, the line naming no model goes to ``safety.default_moderation_shield``."""
+    config = _config(tmp_path)
+    config["apis"].append("safety")
+    config["providers"]["safety"] = [{"provider_id": "pii", "provider_type": "inline::pii"}]
+    config["shields"] = [{"shield_id": "pii", "provider_id": "pii"}]
+    config["safety"] = {"default_moderation_shield": "pii"}
+    async with serve_in_process(config) as server:
+        alice = _sdk(server, "alice")
+
+        def line(custom_id: str, body: dict[str, Any]) -> dict[str, Any]:
+            return {"custom_id": custom_id, "method": "POST", "url": "/v1/moderations", "body": body}
+
+        lines = [
+            line("clean", {"input": "the weather is nice today"}),
+            line("email", {"model": "pii", "input": ["hello", "mail me at ann@example.com"]}),
+            line("unknown-shield", {"model": "no-such-shield", "input": "x"}),
+        ]
+        batch = await alice.batches.create(
+            input_file_id=await _upload(alice, lines), endpoint="/v1/moderations", completion_window="24h"
+        )
+        done = await _settled(alice, batch.id)
+        assert done.status == "completed" and done.request_counts is not None
+        assert (done.request_counts.completed, done.request_counts.failed) == (2, 1)
+        assert done.usage is None  # moderations report no tokens
+        output = {ln["custom_id"]: ln["response"]["body"] for ln in await _lines(alice, done.output_file_id)}
+        assert [r["flagged"] for r in output["clean"]["results"]] == [False]
+        assert [r["flagged"] for r in output["email"]["results"]] == [False, True]
+        live = await alice.moderations.create(model="pii", input=["hello", "mail me at ann@example.com"])
+        assert [r.flagged for r in live.results] == [False, True]
+        [error] = await _lines(alice, done.error_file_id)
+        assert error["custom_id"] == "unknown-shield" and error["response"]["status_code"] in (400, 404)
+        assert "no-such-shield" in error["response"]["body"]["error"]["message"]
+
+
+async def test_lines_spend_the_owners_token_budget(echo_plugin: Path, tmp_path: Path) -> None:
+    """With quotas on, each line's tokens are charged to the batch's owner as a live request's would be:
+    alice's remaining tokens drop by the batch's usage, bob's (same server, no batch) do not move."""
+    config = _config(tmp_path)
+    config["server"]["quotas"] = {"limits": {"tokens_per_day": 1000}}
+    async with serve_in_process(config) as server:
+        alice, bob = _sdk(server, "alice"), _sdk(server, "bob")
+
+        async def remaining(client: openai.AsyncOpenAI) -> int:
+            raw = await client.models.with_raw_response.list()
+            return int(raw.headers["x-ratelimit-remaining-tokens"])
+
+        assert await remaining(alice) == 1000
+        batch = await alice.batches.create(
+            input_file_id=await _upload(alice, [_chat("a", "one two three"), _chat("b", "four five")]),
+            endpoint="/v1/chat/completions",
+            completion_window="24h",
+        )
+        done = await _settled(alice, batch.id)
+        assert done.status == "completed" and done.usage is not None and done.usage.total_tokens > 0
+        assert await remaining(alice) == 1000 - done.usage.total_tokens
+        assert await remaining(bob) == 1000

@@ -14,7 +14,7 @@ import pytest
 
 from tests.integration.storage.conftest import PG_HOST, PG_PASSWORD, PG_PORT, PG_USER, unique
 from underlay.core.identity import Principal, current_principal
-from underlay.core.jobs import Job, JobContext, JobError, JobRunner, RetryableJobError
+from underlay.core.jobs import Job, JobContext, JobDeferred, JobError, JobRunner, RetryableJobError
 from underlay.core.storage.sqlstore import SqlStore, sqlstore_from_config
 
 
@@ -260,6 +260,32 @@ async def test_handler_errors_retries_and_owner(stores: Shared) -> None:
     assert results["crash"].error["code"] == "server_error" and "boom" in results["crash"].error["message"]
     assert results["ok"].status == "succeeded" and results["ok"].owner_principal == "alice"
     assert set(owners) == {"alice"}
+
+
+async def test_a_deferred_job_waits_without_a_worker_and_without_spending_attempts(stores: Shared) -> None:
+    """``JobDeferred`` (a native batch between polls) re-queues the job for later; attempts stay as they were,
+    so a job that waits on an upstream for hours is never given up for having waited."""
+    runs: list[float] = []
+
+    async def handler(ctx: JobContext) -> int:
+        runs.append(time.monotonic())
+        if len(runs) < 5:
+            raise JobDeferred(0.1)
+        return len(runs)
+
+    runner = stores.runner(0, workers=1, lease_seconds=5, poll_seconds=0.02)
+    runner.register("waits", handler, max_attempts=2)
+    await runner.initialize()
+    job = await runner.submit("waits", {}, owner=Principal("alice", {}))
+    await runner.start()
+    try:
+        done = await runner.wait(job.id, within=20)
+    finally:
+        await runner.stop()
+    assert done.status == "succeeded" and done.result == 5
+    assert done.attempts == 1, "a deferral spent an attempt"
+    gaps = [later - earlier for earlier, later in zip(runs, runs[1:], strict=False)]
+    assert min(gaps) >= 0.09, gaps
 
 
 async def test_a_runner_that_loses_its_lease_stops_the_handler(stores: Shared) -> None:

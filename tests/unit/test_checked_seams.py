@@ -8,6 +8,7 @@ module that mypy does reject both mistakes.
 
 from __future__ import annotations
 
+import inspect
 import subprocess
 import sys
 import textwrap
@@ -19,27 +20,43 @@ from underlay.api import (
     agents,
     batches,
     conversations,
+    datasets,
+    evals,
     files,
+    fine_tuning,
     inference,
+    messages,
     models,
+    post_training,
     prompts,
     responses,
     safety,
+    scoring,
+    synthetic_data_generation,
     telemetry,
     tool_runtime,
     vector_io,
     vector_stores,
 )
+from underlay.api import eval as eval_api
 from underlay.core.apis import API_TABLE
 from underlay.core.routers.agents import AgentsRouter
 from underlay.core.routers.batches import BatchesRouter
 from underlay.core.routers.conversations import ConversationsRouter
+from underlay.core.routers.datasets import DatasetsRouter
+from underlay.core.routers.eval import EvalRouter
+from underlay.core.routers.evals import EvalsRouter
 from underlay.core.routers.files import FilesRouter
+from underlay.core.routers.fine_tuning import FineTuningRouter
 from underlay.core.routers.inference import InferenceRouter
+from underlay.core.routers.messages import MessagesRouter
 from underlay.core.routers.models import ModelsRouter
+from underlay.core.routers.post_training import PostTrainingRouter
 from underlay.core.routers.prompts import PromptsRouter
 from underlay.core.routers.responses import ResponsesRouter
 from underlay.core.routers.safety import SafetyRouter
+from underlay.core.routers.scoring import ScoringRouter
+from underlay.core.routers.synthetic_data_generation import SyntheticDataGenerationRouter
 from underlay.core.routers.telemetry import TelemetryRouter
 from underlay.core.routers.tool_runtime import ToolRuntimeRouter
 from underlay.core.routers.vector_io import VectorIORouter
@@ -50,7 +67,10 @@ ROOT = Path(__file__).resolve().parents[2]
 SEAMS: dict[str, tuple[type, type]] = {
     "inference": (inference.InferenceApi, InferenceRouter),
     "models": (models.ModelsApi, ModelsRouter),
+    "messages": (messages.MessagesApi, MessagesRouter),
     "files": (files.FilesApi, FilesRouter),
+    "fine_tuning": (fine_tuning.FineTuningApi, FineTuningRouter),
+    "post_training": (post_training.PostTrainingApi, PostTrainingRouter),
     "vector_io": (vector_io.VectorIOApi, VectorIORouter),
     "vector_stores": (vector_stores.VectorStoresApi, VectorStoresRouter),
     "conversations": (conversations.ConversationsApi, ConversationsRouter),
@@ -61,6 +81,11 @@ SEAMS: dict[str, tuple[type, type]] = {
     "tool_runtime": (tool_runtime.ToolRuntimeApi, ToolRuntimeRouter),
     "safety": (safety.SafetyApi, SafetyRouter),
     "telemetry": (telemetry.TelemetryApi, TelemetryRouter),
+    "datasets": (datasets.DatasetsApi, DatasetsRouter),
+    "scoring": (scoring.ScoringApi, ScoringRouter),
+    "evals": (evals.EvalsApi, EvalsRouter),
+    "eval": (eval_api.EvalApi, EvalRouter),
+    "synthetic_data_generation": (synthetic_data_generation.SyntheticDataGenerationApi, SyntheticDataGenerationRouter),
 }
 
 
@@ -128,3 +153,21 @@ def test_mypy_rejects_a_misspelled_handler_and_a_missing_method(tmp_path: Path) 
     assert result.returncode == 1, report
     assert 'has no attribute "list_modles"' in report, report
     assert 'Cannot instantiate abstract class "Router" with abstract attribute "delete_model"' in report, report
+
+
+def test_the_openai_provider_implements_the_native_batch_seam() -> None:
+    """``NativeBatchProvider`` is a seam too: the batches router finds such providers by ``isinstance``, so
+    the provider's methods must keep the protocol's names and signatures (the router calls no others)."""
+    from underlay.providers.remote.inference.openai import Config, OpenAIInferenceProvider
+
+    provider = OpenAIInferenceProvider("openai", Config(api_key="sk-seam-check"))
+    assert isinstance(provider, batches.NativeBatchProvider)
+    members = [name for name in vars(batches.NativeBatchProvider) if not name.startswith("_")]
+    assert "create_native_batch" in members and "read_native_batch_file" in members
+    for name in members:
+        expected = inspect.signature(getattr(batches.NativeBatchProvider, name))
+        assert inspect.signature(getattr(OpenAIInferenceProvider, name)) == expected, name
+    assert provider.native_batches_for("/v1/chat/completions")
+    assert not provider.native_batches_for("/v1/responses")
+    switched_off = OpenAIInferenceProvider("openai", Config(api_key="sk-seam-check", native_batches=False))
+    assert not switched_off.native_batches_for("/v1/chat/completions")

@@ -130,6 +130,20 @@ def test_params_override_threshold_and_categories(provider: PromptGuardSafetyPro
     assert run(provider, messages, violation_level="warn").violation_level == "warn"  # type: ignore[union-attr]
 
 
+def test_shipped_weights_load_on_the_first_check() -> None:
+    """A start does not read the shipped weights (nor import numpy for them): the first check does, once."""
+    fresh = PromptGuardSafetyProvider("pg", Config())
+    asyncio.run(fresh.initialize())
+    assert fresh.model is None
+    assert run(fresh, [ShieldMessage(role="user", content="   ")]) is None  # nothing to read: still nothing loaded
+    assert fresh.model is None
+    assert run(fresh, [ShieldMessage(role="user", content=DAN)]) is not None
+    loaded = fresh.model
+    assert loaded is not None
+    assert run(fresh, [ShieldMessage(role="user", content=INJECTION)]) is not None
+    assert fresh.model is loaded
+
+
 def test_bad_model_path_is_a_config_error(tmp_path: Path) -> None:
     missing = PromptGuardSafetyProvider("pg", Config(model_path=str(tmp_path / "nope.npz")))
     with pytest.raises(ConfigError, match="model_path"):

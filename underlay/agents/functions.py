@@ -8,6 +8,7 @@ description from the docstring, so a plain typed Python function is the whole de
 
 from __future__ import annotations
 
+import asyncio
 import importlib.util
 import inspect
 import json
@@ -48,21 +49,44 @@ class ClientFunction:
 
     def invoke(self, arguments: str) -> str:
         """Run it with the model's JSON arguments; a bad argument or a raised error becomes the output text
-        the model reads (so it can correct itself), never an exception out of the agent loop."""
+        the model reads (so it can correct itself), never an exception out of the agent loop. An ``async``
+        function runs to its end on an event loop of its own."""
         try:
-            raw = json.loads(arguments or "{}")
-            values = self._model.model_validate(raw).model_dump() if self._model is not None else raw
-            result = self.call(**values)
+            result = self.call(**self._values(arguments))
             if inspect.isawaitable(result):
-                import asyncio
-
                 result = asyncio.run(_await(result))
-        except (ValidationError, json.JSONDecodeError) as exc:
-            return f"error: invalid arguments for {self.name}: {str(exc).splitlines()[0][:300]}"
         except Exception as exc:  # the caller's code: report it to the model, keep the turn going
-            return f"error: {self.name} failed: {type(exc).__name__}: {str(exc)[:300]}"
-        text = result if isinstance(result, str) else json.dumps(result, default=str)
-        return text[:MAX_OUTPUT_CHARS]
+            return self._error(exc)
+        return _text(result)
+
+    async def ainvoke(self, arguments: str) -> str:
+        """As :meth:`invoke`, from an event loop: an ``async`` function is awaited on it, and a plain one
+        runs in a thread (``asyncio.to_thread``) so a slow lookup does not stall the loop's other turns."""
+        try:
+            values = self._values(arguments)
+            if inspect.iscoroutinefunction(self.call):
+                result = await self.call(**values)
+            else:
+                result = await asyncio.to_thread(self.call, **values)
+            if inspect.isawaitable(result):  # a plain callable that returned a coroutine
+                result = await result
+        except Exception as exc:  # the caller's code: report it to the model, keep the turn going
+            return self._error(exc)
+        return _text(result)
+
+    def _values(self, arguments: str) -> Any:
+        raw = json.loads(arguments or "{}")
+        return self._model.model_validate(raw).model_dump() if self._model is not None else raw
+
+    def _error(self, exc: Exception) -> str:
+        if isinstance(exc, ValidationError | json.JSONDecodeError):
+            return f"error: invalid arguments for {self.name}: {str(exc).splitlines()[0][:300]}"
+        return f"error: {self.name} failed: {type(exc).__name__}: {str(exc)[:300]}"
+
+
+def _text(result: Any) -> str:
+    text = result if isinstance(result, str) else json.dumps(result, default=str)
+    return text[:MAX_OUTPUT_CHARS]
 
 
 async def _await(value: Any) -> Any:

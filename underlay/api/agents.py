@@ -20,8 +20,9 @@ import json
 import re
 from typing import Any, Literal, Protocol
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import ConfigDict, Field, field_validator, model_validator
 
+from underlay.api.base import ApiModel
 from underlay.api.omit import omit_when_none
 from underlay.api.pagination import ListQuery
 from underlay.api.response_items import check_metadata
@@ -86,7 +87,7 @@ def parse_agent_model(model: str) -> tuple[str, int | None] | None:
 # ---------------------------------------------------------------------------------------------------
 
 
-class AgentPromptRef(BaseModel):
+class AgentPromptRef(ApiModel):
     """A stored prompt (``/v1/prompts``) as the agent's instructions; ``version`` unset: its default."""
 
     model_config = ConfigDict(extra="forbid")
@@ -96,7 +97,7 @@ class AgentPromptRef(BaseModel):
     variables: dict[str, str] | None = None
 
 
-class AgentKnowledge(BaseModel):
+class AgentKnowledge(ApiModel):
     """Where the agent's knowledge folder was synced: the vector store, and each file's content hash
     (relative path → sha256 hex), so a re-deploy can tell which files changed."""
 
@@ -106,7 +107,7 @@ class AgentKnowledge(BaseModel):
     files: dict[str, str] = Field(default_factory=dict, max_length=100_000)
 
 
-class AgentDefinition(BaseModel):
+class AgentDefinition(ApiModel):
     """What one version of an agent is. Immutable once deployed."""
 
     model_config = ConfigDict(extra="forbid")
@@ -122,6 +123,11 @@ class AgentDefinition(BaseModel):
     temperature: float | None = Field(default=None, ge=0, le=2)
     max_output_tokens: int | None = Field(default=None, ge=1)
     max_tool_calls: int | None = Field(default=None, ge=1, le=1_000)
+    tool_choice: str | dict[str, Any] | None = Field(
+        default=None,
+        description="The first model turn's tool choice, as Responses takes it: auto, required, none, or "
+        '{"type": "file_search"} to search before answering (a small model needs the nudge).',
+    )
     metadata: dict[str, str] = Field(default_factory=dict)
     knowledge: AgentKnowledge | None = None
 
@@ -132,6 +138,15 @@ class AgentDefinition(BaseModel):
     def _not_an_agent(cls, value: str) -> str:
         if value.startswith(AGENT_MODEL_PREFIX):
             raise ValueError("an agent's model is a model id, not another agent ('agent/...')")
+        return value
+
+    @field_validator("tool_choice")
+    @classmethod
+    def _tool_choice(cls, value: str | dict[str, Any] | None) -> str | dict[str, Any] | None:
+        if isinstance(value, str) and value not in ("auto", "required", "none"):
+            raise ValueError("tool_choice is auto, required, none, or an object such as {'type': 'file_search'}")
+        if isinstance(value, dict) and len(json.dumps(value, default=str)) > 1_000:
+            raise ValueError("tool_choice is over 1000 characters as JSON")
         return value
 
     @field_validator("tools")
@@ -172,7 +187,7 @@ class DeployAgentRequest(AgentDefinition):
 # ---------------------------------------------------------------------------------------------------
 
 
-class AgentObject(BaseModel):
+class AgentObject(ApiModel):
     """One version of a deployed agent. ``id`` is the agent's (every version shares it)."""
 
     id: str
@@ -186,7 +201,7 @@ class AgentObject(BaseModel):
     definition: AgentDefinition
 
 
-class AgentList(BaseModel):
+class AgentList(ApiModel):
     object: Literal["list"] = "list"
     data: list[AgentObject]
     first_id: str | None = None
@@ -196,7 +211,7 @@ class AgentList(BaseModel):
     _omit = omit_when_none("first_id", "last_id")
 
 
-class AgentDeleted(BaseModel):
+class AgentDeleted(ApiModel):
     id: str
     name: str
     object: Literal["agent.deleted"] = "agent.deleted"
@@ -208,7 +223,7 @@ class AgentDeleted(BaseModel):
 # ---------------------------------------------------------------------------------------------------
 
 
-class SetAgentDefaultRequest(BaseModel):
+class SetAgentDefaultRequest(ApiModel):
     """Roll back (or forward): make ``version`` the one ``agent/<name>`` runs."""
 
     model_config = ConfigDict(extra="forbid")
@@ -216,13 +231,13 @@ class SetAgentDefaultRequest(BaseModel):
     version: int = Field(ge=1)
 
 
-class RetrieveAgentQuery(BaseModel):
+class RetrieveAgentQuery(ApiModel):
     """``version`` unset: the default version."""
 
     version: int | None = Field(default=None, ge=1)
 
 
-class AgentVersionListQuery(BaseModel):
+class AgentVersionListQuery(ApiModel):
     """An agent's versions by number: ``after`` is a version number (the cursor), ``desc`` newest first."""
 
     after: int | None = Field(default=None, ge=0)

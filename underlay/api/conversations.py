@@ -9,8 +9,9 @@ from __future__ import annotations
 
 from typing import Any, Literal, Protocol
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import ConfigDict, Field, field_validator
 
+from underlay.api.base import ApiModel
 from underlay.api.omit import omit_when_none
 from underlay.api.pagination import ListQuery
 from underlay.api.response_items import Includable, InputItem, check_metadata
@@ -34,20 +35,20 @@ MAX_ITEMS_PER_CALL = 20
 """OpenAI's limit on items added in one create call."""
 
 
-class Conversation(BaseModel):
+class Conversation(ApiModel):
     id: str
     object: Literal["conversation"] = "conversation"
     created_at: int
     metadata: dict[str, str] = Field(default_factory=dict)
 
 
-class ConversationDeleted(BaseModel):
+class ConversationDeleted(ApiModel):
     id: str
     object: Literal["conversation.deleted"] = "conversation.deleted"
     deleted: bool = True
 
 
-class CreateConversationRequest(BaseModel):
+class CreateConversationRequest(ApiModel):
     model_config = ConfigDict(extra="forbid")
 
     items: list[InputItem] | None = Field(default=None, max_length=MAX_ITEMS_PER_CALL)
@@ -56,7 +57,7 @@ class CreateConversationRequest(BaseModel):
     _metadata = field_validator("metadata")(check_metadata)
 
 
-class UpdateConversationRequest(BaseModel):
+class UpdateConversationRequest(ApiModel):
     model_config = ConfigDict(extra="forbid")
 
     metadata: dict[str, str] | None
@@ -64,13 +65,13 @@ class UpdateConversationRequest(BaseModel):
     _metadata = field_validator("metadata")(check_metadata)
 
 
-class CreateItemsRequest(BaseModel):
+class CreateItemsRequest(ApiModel):
     model_config = ConfigDict(extra="forbid")
 
     items: list[InputItem] = Field(min_length=1, max_length=MAX_ITEMS_PER_CALL)
 
 
-class IncludeQuery(BaseModel):
+class IncludeQuery(ApiModel):
     """``include`` in a query string; the SDK sends it as repeated ``include`` keys or ``include[]``."""
 
     include: list[Includable] | None = None
@@ -90,7 +91,7 @@ class ItemListQuery(ListQuery):
         return [value] if isinstance(value, str) else value
 
 
-class ConversationItemList(BaseModel):
+class ConversationItemList(ApiModel):
     object: Literal["list"] = "list"
     data: list[dict[str, Any]]
     first_id: str | None = None

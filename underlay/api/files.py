@@ -16,8 +16,9 @@ import re
 from collections.abc import AsyncIterator
 from typing import Any, Literal, Protocol
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import ConfigDict, Field, field_validator
 
+from underlay.api.base import ApiModel
 from underlay.api.omit import omit_when_none
 from underlay.api.pagination import blank_as_absent
 from underlay.api.routes import BinaryContent, MultipartUpload, Route
@@ -63,7 +64,7 @@ MAX_EXPIRES_AFTER_SECONDS = 2_592_000
 """OpenAI's longest expiry (30 days)."""
 
 
-class ExpiresAfter(BaseModel):
+class ExpiresAfter(ApiModel):
     """When an uploaded file expires: ``seconds`` after its ``created_at``.
 
     The lower bound here is 1 so that a server configured for short expiries (tests, scratch data) can
@@ -76,14 +77,14 @@ class ExpiresAfter(BaseModel):
     seconds: int = Field(ge=1, le=MAX_EXPIRES_AFTER_SECONDS)
 
 
-class FileUploadForm(BaseModel):
+class FileUploadForm(ApiModel):
     """The form fields of ``POST /v1/files`` besides the file part itself."""
 
     purpose: UploadPurpose
     expires_after: ExpiresAfter | None = None
 
 
-class FileObject(BaseModel):
+class FileObject(ApiModel):
     """A stored file, exactly as OpenAI describes one."""
 
     id: str
@@ -99,7 +100,7 @@ class FileObject(BaseModel):
     _omit = omit_when_none("expires_at", "status_details")
 
 
-class FileListQuery(BaseModel):
+class FileListQuery(ApiModel):
     """``GET /v1/files`` query: OpenAI's defaults (up to 10,000 per page, newest first)."""
 
     after: str | None = Field(default=None, description="Return files after this id.")
@@ -110,7 +111,7 @@ class FileListQuery(BaseModel):
     _blank_cursor = field_validator("after", mode="before")(blank_as_absent)
 
 
-class FileList(BaseModel):
+class FileList(ApiModel):
     object: Literal["list"] = "list"
     data: list[FileObject]
     first_id: str | None = None
@@ -120,7 +121,7 @@ class FileList(BaseModel):
     _omit = omit_when_none("first_id", "last_id")
 
 
-class FileDeleted(BaseModel):
+class FileDeleted(ApiModel):
     id: str
     object: Literal["file"] = "file"
     deleted: bool = True

@@ -9,8 +9,9 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from typing import Annotated, Any, Literal, Protocol
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import ConfigDict, Field, field_validator, model_validator
 
+from underlay.api.base import ApiModel
 from underlay.api.omit import omit_when_none
 from underlay.api.pagination import ListQuery
 from underlay.api.response_items import check_metadata
@@ -82,7 +83,7 @@ __all__ = [
 # ---------------------------------------------------------------------------------------------------
 
 
-class _Open(BaseModel):
+class _Open(ApiModel):
     model_config = ConfigDict(extra="allow")
 
 
@@ -522,7 +523,7 @@ class StoredChatCompletion(ChatCompletion):
     _omit = omit_when_none("system_fingerprint", "service_tier", "request_id")
 
 
-class UpdateChatCompletionRequest(BaseModel):
+class UpdateChatCompletionRequest(ApiModel):
     """``POST /v1/chat/completions/{id}``: OpenAI lets a stored completion's metadata be replaced, nothing else."""
 
     model_config = ConfigDict(extra="forbid")
@@ -552,7 +553,7 @@ class DeletedChatCompletion(_Open):
 # ---------------------------------------------------------------------------------------------------
 
 
-class DiscoveredModel(BaseModel):
+class DiscoveredModel(ApiModel):
     """A model a provider reports it can serve (``provider_resource_id`` is the provider's name)."""
 
     provider_resource_id: str

@@ -5,8 +5,9 @@ from __future__ import annotations
 from enum import StrEnum
 from typing import Any, Literal, Protocol
 
-from pydantic import BaseModel, Field
+from pydantic import Field
 
+from underlay.api.base import ApiModel
 from underlay.api.routes import Route
 
 __all__ = [
@@ -26,7 +27,7 @@ class ModelType(StrEnum):
     embedding = "embedding"
 
 
-class Model(BaseModel):
+class Model(ApiModel):
     """A model as stored in the routing table.
 
     ``identifier`` is what clients send (``provider_id/model`` or an alias); ``provider_resource_id``
@@ -86,7 +87,7 @@ class Model(BaseModel):
         )
 
 
-class OpenAIModel(BaseModel):
+class OpenAIModel(ApiModel):
     """OpenAI's model object plus Underlay extras (extra fields are ignored by the OpenAI SDK)."""
 
     id: str
@@ -102,12 +103,12 @@ class OpenAIModel(BaseModel):
     metadata: dict[str, Any] = Field(default_factory=dict)
 
 
-class ModelList(BaseModel):
+class ModelList(ApiModel):
     object: Literal["list"] = "list"
     data: list[OpenAIModel]
 
 
-class RegisterModelRequest(BaseModel):
+class RegisterModelRequest(ApiModel):
     model_id: str = Field(description="The id clients will use.")
     provider_id: str | None = Field(default=None, description="Which provider serves it.")
     provider_model_id: str | None = Field(default=None, description="The provider's own name for it.")
@@ -116,7 +117,7 @@ class RegisterModelRequest(BaseModel):
     aliases: list[str] = Field(default_factory=list)
 
 
-class DeletedModel(BaseModel):
+class DeletedModel(ApiModel):
     id: str
     object: Literal["model"] = "model"
     deleted: bool = True

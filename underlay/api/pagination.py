@@ -9,8 +9,9 @@ from __future__ import annotations
 
 from typing import Any, Generic, Literal, TypeVar
 
-from pydantic import BaseModel, Field, field_validator
+from pydantic import Field, field_validator
 
+from underlay.api.base import ApiModel
 from underlay.api.omit import omit_when_none, without_none
 
 __all__ = ["ListPage", "ListQuery", "blank_as_absent", "page_of"]
@@ -23,7 +24,7 @@ def blank_as_absent(value: Any) -> Any:
     return None if value == "" else value
 
 
-class ListQuery(BaseModel):
+class ListQuery(ApiModel):
     """Query parameters shared by every cursor-paginated list endpoint."""
 
     after: str | None = Field(default=None, description="Return items after this id.")
@@ -34,7 +35,7 @@ class ListQuery(BaseModel):
     _blank_cursor = field_validator("after", "before", mode="before", check_fields=False)(blank_as_absent)
 
 
-class ListPage(BaseModel, Generic[T]):
+class ListPage(ApiModel, Generic[T]):
     object: Literal["list"] = "list"
     data: list[T]
     first_id: str | None = None

@@ -18,8 +18,9 @@ import re
 from collections.abc import Mapping
 from typing import Any, Literal, Protocol
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
+from pydantic import ConfigDict, Field, ValidationInfo, field_validator, model_validator
 
+from underlay.api.base import ApiModel
 from underlay.api.errors import InvalidRequestError
 from underlay.api.omit import omit_when_none
 from underlay.api.pagination import ListQuery
@@ -106,7 +107,7 @@ def render_template(
 # ---------------------------------------------------------------------------------------------------
 
 
-class Prompt(BaseModel):
+class Prompt(ApiModel):
     """One version of a prompt. ``id`` is the prompt's (every version shares it); ``version`` counts from 1."""
 
     id: str
@@ -119,7 +120,7 @@ class Prompt(BaseModel):
     metadata: dict[str, str] = Field(default_factory=dict)
 
 
-class PromptList(BaseModel):
+class PromptList(ApiModel):
     object: Literal["list"] = "list"
     data: list[Prompt]
     first_id: str | None = None
@@ -129,7 +130,7 @@ class PromptList(BaseModel):
     _omit = omit_when_none("first_id", "last_id")
 
 
-class PromptDeleted(BaseModel):
+class PromptDeleted(ApiModel):
     id: str
     object: Literal["prompt.deleted"] = "prompt.deleted"
     deleted: bool = True
@@ -140,7 +141,7 @@ class PromptDeleted(BaseModel):
 # ---------------------------------------------------------------------------------------------------
 
 
-class _TemplateRequest(BaseModel):
+class _TemplateRequest(ApiModel):
     """A template and its variables: every placeholder must be declared (left out: the ones it uses)."""
 
     model_config = ConfigDict(extra="forbid")
@@ -193,19 +194,19 @@ class CreatePromptVersionRequest(_TemplateRequest):
     set_as_default: bool = True
 
 
-class SetDefaultVersionRequest(BaseModel):
+class SetDefaultVersionRequest(ApiModel):
     model_config = ConfigDict(extra="forbid")
 
     version: int = Field(ge=1)
 
 
-class RetrievePromptQuery(BaseModel):
+class RetrievePromptQuery(ApiModel):
     """``version`` unset: the default version (the one the Responses API uses when none is named)."""
 
     version: int | None = Field(default=None, ge=1)
 
 
-class VersionListQuery(BaseModel):
+class VersionListQuery(ApiModel):
     """A prompt's versions, by number: ``after`` is a version number (the cursor), ``desc`` newest first."""
 
     after: int | None = Field(default=None, ge=0)

@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any, Protocol, runtime_checkable
 
-from pydantic import BaseModel
+from underlay.api.base import ApiModel
 
 __all__ = ["Api", "Provider", "ProviderInfo", "ProviderSpec"]
 
@@ -65,7 +65,7 @@ class Provider(Protocol):
     async def health(self) -> dict[str, Any]: ...
 
 
-class ProviderInfo(BaseModel):
+class ProviderInfo(ApiModel):
     """One configured provider as ``GET /v1/providers`` shows it (secrets redacted)."""
 
     api: str

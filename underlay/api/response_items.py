@@ -14,6 +14,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag
 
+from underlay.api.base import ApiModel
 from underlay.api.ids import new_id
 
 __all__ = [
@@ -48,7 +49,7 @@ __all__ = [
 ]
 
 
-class _Open(BaseModel):
+class _Open(ApiModel):
     model_config = ConfigDict(extra="allow")
 
 

@@ -18,8 +18,9 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Annotated, Any, Literal, Protocol
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
+from pydantic import ConfigDict, Field, ValidationInfo, field_validator, model_validator
 
+from underlay.api.base import ApiModel
 from underlay.api.omit import omit_when_none
 from underlay.api.pagination import ListQuery
 from underlay.api.response_items import Includable, InputItem, check_metadata
@@ -87,7 +88,7 @@ __all__ = [
 ]
 
 
-class _Open(BaseModel):
+class _Open(ApiModel):
     model_config = ConfigDict(extra="allow")
 
 
@@ -368,18 +369,18 @@ class CreateResponseRequest(_Open):
 ResponseStatus = Literal["completed", "failed", "in_progress", "cancelled", "queued", "incomplete"]
 
 
-class InputTokensDetails(BaseModel):
+class InputTokensDetails(ApiModel):
     """``cache_write_tokens`` is required by the openai SDK's type: nothing here caches prompts, so both are 0."""
 
     cached_tokens: int = 0
     cache_write_tokens: int = 0
 
 
-class OutputTokensDetails(BaseModel):
+class OutputTokensDetails(ApiModel):
     reasoning_tokens: int = 0
 
 
-class ResponseUsage(BaseModel):
+class ResponseUsage(ApiModel):
     input_tokens: int = 0
     input_tokens_details: InputTokensDetails = Field(default_factory=InputTokensDetails)
     output_tokens: int = 0
@@ -387,12 +388,12 @@ class ResponseUsage(BaseModel):
     total_tokens: int = 0
 
 
-class ResponseErrorInfo(BaseModel):
+class ResponseErrorInfo(ApiModel):
     code: str
     message: str
 
 
-class IncompleteDetails(BaseModel):
+class IncompleteDetails(ApiModel):
     reason: Literal["max_output_tokens", "max_tool_calls", "max_infer_iters", "content_filter"]
 
 
@@ -481,7 +482,7 @@ class CompactRequest(_Open):
     service_tier: str | None = None
 
 
-class CompactedResponse(BaseModel):
+class CompactedResponse(ApiModel):
     """OpenAI's ``response.compaction`` object (not stored: it is its own result)."""
 
     id: str
@@ -492,13 +493,13 @@ class CompactedResponse(BaseModel):
     safety_identifier: str | None = None
 
 
-class ResponseDeleted(BaseModel):
+class ResponseDeleted(ApiModel):
     id: str
     object: Literal["response.deleted"] = "response.deleted"
     deleted: bool = True
 
 
-class ResponseList(BaseModel):
+class ResponseList(ApiModel):
     object: Literal["list"] = "list"
     data: list[ResponseObject]
     first_id: str | None = None
@@ -508,7 +509,7 @@ class ResponseList(BaseModel):
     _omit = omit_when_none("first_id", "last_id")  # an empty list has no ids to show
 
 
-class InputItemList(BaseModel):
+class InputItemList(ApiModel):
     object: Literal["list"] = "list"
     data: list[dict[str, Any]]
     first_id: str | None = None
@@ -530,7 +531,7 @@ class InputItemsQuery(ListQuery):
     _include = field_validator("include", mode="before")(_listify)
 
 
-class RetrieveResponseQuery(BaseModel):
+class RetrieveResponseQuery(ApiModel):
     """``stream=true`` replays a background response's events (after ``starting_after``) and follows it."""
 
     include: list[Includable] | None = None
@@ -546,7 +547,7 @@ class RetrieveResponseQuery(BaseModel):
 # ---------------------------------------------------------------------------------------------------
 
 
-class ResponseEvent(BaseModel):
+class ResponseEvent(ApiModel):
     """Every event has a ``type`` and a ``sequence_number`` (the server writes ``event: <type>``)."""
 
     type: str

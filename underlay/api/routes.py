@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol, TypeVar
 
 from pydantic import BaseModel
 
-__all__ = ["BinaryContent", "Handler", "MultipartUpload", "Route"]
+__all__ = ["BinaryContent", "Handler", "MultipartUpload", "Route", "WireDialect"]
 
 FormT = TypeVar("FormT", bound=BaseModel, covariant=True)
 
@@ -16,6 +16,26 @@ Handler = Callable[..., Awaitable[Any]]
 """A route's handler: a method of the API's router Protocol (``ModelsApi.list_models``), never a string,
 so the type checker sees a missing or misspelled one. The server calls the method of that name on the
 running router."""
+
+
+@dataclass(frozen=True)
+class WireDialect:
+    """How a family of routes that speaks another vendor's protocol differs from OpenAI's on the wire.
+
+    Why data on the route rather than code in the server: errors on such a route come from every layer
+    (body limit, auth, quotas, validation, the router, a stream that breaks), and each must reach the
+    client in the shape its SDK parses. The server applies the dialect around all of them at once.
+    """
+
+    name: str
+    error_body: Callable[[int, str, str], tuple[int, dict[str, Any]]]
+    """``(status, our error type, message)`` → ``(status, body)`` in the dialect's error shape."""
+    named_events: bool = False
+    """SSE frames carry ``event: <payload.type>``, a failure is an ``error`` event, and no ``[DONE]`` ends it."""
+    api_key_header: str | None = None
+    """A (lower-case) header that carries the API key when ``Authorization: Bearer`` is absent."""
+    check_headers: Callable[[Mapping[str, str]], str | None] | None = None
+    """Given the request's (lower-case) headers, a message to refuse it with (400), or None."""
 
 
 @dataclass(frozen=True)
@@ -31,6 +51,7 @@ class Route:
     ``file_field``; ``body`` is then the model of the other form fields (``a[b]=c`` keys become nested
     objects, as OpenAI's SDK sends them) and the handler gets ``upload=<MultipartUpload>`` instead of
     ``params``. The body is parsed as it arrives, so the file is never held in memory.
+    ``dialect`` marks a route that speaks another vendor's wire protocol (see :class:`WireDialect`).
     ``body_limit_setting`` names a run-config integer (dotted, e.g. ``files.max_upload_bytes``) that
     replaces ``server.max_request_bytes`` for this route, for routes whose bodies are meant to be big.
     A handler may return :class:`BinaryContent` to send raw bytes instead of JSON.
@@ -49,6 +70,7 @@ class Route:
     multipart: bool = False
     file_field: str = "file"
     body_limit_setting: str | None = None
+    dialect: WireDialect | None = None
 
 
 class MultipartUpload(Protocol[FormT]):

@@ -14,8 +14,9 @@ from __future__ import annotations
 from enum import StrEnum
 from typing import Any, Literal, Protocol
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import ConfigDict, Field
 
+from underlay.api.base import ApiModel
 from underlay.api.routes import Route
 
 __all__ = [
@@ -63,7 +64,7 @@ class ViolationLevel(StrEnum):
     error = "error"
 
 
-class SafetyViolation(BaseModel):
+class SafetyViolation(ApiModel):
     """A shield's finding. ``error`` blocks; ``warn`` and ``info`` are reported but let content through.
 
     ``metadata`` always has ``categories`` (OpenAI moderation categories the finding maps onto, maybe
@@ -76,11 +77,11 @@ class SafetyViolation(BaseModel):
     metadata: dict[str, Any] = Field(default_factory=dict)
 
 
-class RunShieldResponse(BaseModel):
+class RunShieldResponse(ApiModel):
     violation: SafetyViolation | None = None
 
 
-class ShieldMessage(BaseModel):
+class ShieldMessage(ApiModel):
     """A chat message as shields read it: role plus content (string or OpenAI content parts)."""
 
     model_config = ConfigDict(extra="allow")
@@ -96,13 +97,13 @@ class ShieldMessage(BaseModel):
         return "".join(str(p.get("text") or p.get("refusal") or "") for p in self.content if isinstance(p, dict))
 
 
-class RunShieldRequest(BaseModel):
+class RunShieldRequest(ApiModel):
     shield_id: str = Field(description="The shield to run (GET /v1/shields lists them).")
     messages: list[ShieldMessage] = Field(min_length=1)
     params: dict[str, Any] = Field(default_factory=dict)
 
 
-class Shield(BaseModel):
+class Shield(ApiModel):
     """A shield as stored in the routing table."""
 
     identifier: str
@@ -122,7 +123,7 @@ class Shield(BaseModel):
         )
 
 
-class ShieldObject(BaseModel):
+class ShieldObject(ApiModel):
     id: str
     object: Literal["shield"] = "shield"
     created: int
@@ -131,25 +132,25 @@ class ShieldObject(BaseModel):
     params: dict[str, Any] = Field(default_factory=dict)
 
 
-class ShieldList(BaseModel):
+class ShieldList(ApiModel):
     object: Literal["list"] = "list"
     data: list[ShieldObject]
 
 
-class RegisterShieldRequest(BaseModel):
+class RegisterShieldRequest(ApiModel):
     shield_id: str = Field(min_length=1, description="The id clients will use.")
     provider_id: str | None = Field(default=None, description="Which safety provider serves it.")
     provider_shield_id: str | None = Field(default=None, description="The provider's own name for it.")
     params: dict[str, Any] = Field(default_factory=dict)
 
 
-class DeletedShield(BaseModel):
+class DeletedShield(ApiModel):
     id: str
     object: Literal["shield"] = "shield"
     deleted: bool = True
 
 
-class ModerationRequest(BaseModel):
+class ModerationRequest(ApiModel):
     """OpenAI's request: text, a list of texts, or multi-modal parts (only text parts are read)."""
 
     input: str | list[str] | list[dict[str, Any]]
@@ -167,7 +168,7 @@ class ModerationRequest(BaseModel):
         return out
 
 
-class ModerationResult(BaseModel):
+class ModerationResult(ApiModel):
     flagged: bool
     categories: dict[str, bool]
     category_scores: dict[str, float]
@@ -177,7 +178,7 @@ class ModerationResult(BaseModel):
     )
 
 
-class ModerationResponse(BaseModel):
+class ModerationResponse(ApiModel):
     id: str
     model: str
     results: list[ModerationResult]

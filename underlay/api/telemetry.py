@@ -10,8 +10,9 @@ from __future__ import annotations
 
 from typing import Any, Literal, Protocol
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import ConfigDict, Field
 
+from underlay.api.base import ApiModel
 from underlay.api.pagination import ListQuery
 from underlay.api.routes import Handler, Route
 
@@ -28,7 +29,7 @@ __all__ = [
 ]
 
 
-class Span(BaseModel):
+class Span(ApiModel):
     object: Literal["telemetry.span"] = "telemetry.span"
     span_id: str
     trace_id: str
@@ -45,7 +46,7 @@ class Span(BaseModel):
     events: list[dict[str, Any]] = Field(default_factory=list)
 
 
-class Trace(BaseModel):
+class Trace(ApiModel):
     """A trace summarised by its root span (the HTTP route, for requests)."""
 
     object: Literal["telemetry.trace"] = "telemetry.trace"
@@ -62,7 +63,7 @@ class Trace(BaseModel):
     duration_ms: float | None = None
 
 
-class TraceList(BaseModel):
+class TraceList(ApiModel):
     object: Literal["list"] = "list"
     data: list[Trace]
     first_id: str | None = None
@@ -70,12 +71,12 @@ class TraceList(BaseModel):
     has_more: bool = False
 
 
-class SpanList(BaseModel):
+class SpanList(ApiModel):
     object: Literal["list"] = "list"
     data: list[Span]
 
 
-class SpanTree(BaseModel):
+class SpanTree(ApiModel):
     """A span with its descendants nested under ``children``, in start order."""
 
     span: Span
@@ -93,7 +94,7 @@ class TraceListQuery(ListQuery):
     http_status: int | None = Field(default=None, ge=100, le=599)
 
 
-class SpanTreeQuery(BaseModel):
+class SpanTreeQuery(ApiModel):
     model_config = ConfigDict(extra="forbid")
 
     max_depth: int | None = Field(default=None, ge=0, le=100, description="Levels below the span to include.")

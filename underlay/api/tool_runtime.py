@@ -31,8 +31,9 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 from typing import Annotated, Any, Literal, Protocol
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import ConfigDict, Field, model_validator
 
+from underlay.api.base import ApiModel
 from underlay.api.routes import Handler, Route
 
 __all__ = [
@@ -68,7 +69,7 @@ McpTransport = Literal["streamable_http", "sse", "stdio"]
 ToolGroupSource = Literal["config", "builtin", "api"]
 
 
-class URL(BaseModel):
+class URL(ApiModel):
     """A server address, as ``{"uri": "http://host:port/mcp"}``."""
 
     uri: str = Field(min_length=1)
@@ -79,7 +80,7 @@ class URL(BaseModel):
 # ---------------------------------------------------------------------------------------------------
 
 
-class ToolGroup(BaseModel):
+class ToolGroup(ApiModel):
     """A registered tool group. Secrets (headers, stdio environment) are never part of it."""
 
     identifier: str
@@ -96,12 +97,12 @@ class ToolGroup(BaseModel):
     created_at: int = 0
 
 
-class ToolGroupList(BaseModel):
+class ToolGroupList(ApiModel):
     object: Literal["list"] = "list"
     data: list[ToolGroup]
 
 
-class RegisterToolGroupRequest(BaseModel):
+class RegisterToolGroupRequest(ApiModel):
     model_config = ConfigDict(extra="forbid")
 
     toolgroup_id: str = Field(min_length=1, max_length=256, description="The id clients will use.")
@@ -115,7 +116,7 @@ class RegisterToolGroupRequest(BaseModel):
     args: dict[str, Any] | None = None
 
 
-class ToolGroupDeleted(BaseModel):
+class ToolGroupDeleted(ApiModel):
     id: str
     object: Literal["toolgroup.deleted"] = "toolgroup.deleted"
     deleted: bool = True
@@ -126,7 +127,7 @@ class ToolGroupDeleted(BaseModel):
 # ---------------------------------------------------------------------------------------------------
 
 
-class ToolDef(BaseModel):
+class ToolDef(ApiModel):
     """One tool: what a model sees (name, description, input schema) and where it comes from."""
 
     name: str
@@ -138,16 +139,16 @@ class ToolDef(BaseModel):
     metadata: dict[str, Any] = Field(default_factory=dict)
 
 
-class ToolList(BaseModel):
+class ToolList(ApiModel):
     object: Literal["list"] = "list"
     data: list[ToolDef]
 
 
-class ListToolsQuery(BaseModel):
+class ListToolsQuery(ApiModel):
     toolgroup_id: str | None = Field(default=None, description="Only this group's tools.")
 
 
-class ListRuntimeToolsQuery(BaseModel):
+class ListRuntimeToolsQuery(ApiModel):
     """``toolgroup_id`` (a registered group) or ``mcp_endpoint`` (any MCP server URL), not both."""
 
     toolgroup_id: str | None = None
@@ -166,12 +167,12 @@ class ListRuntimeToolsQuery(BaseModel):
 # ---------------------------------------------------------------------------------------------------
 
 
-class TextContentPart(BaseModel):
+class TextContentPart(ApiModel):
     type: Literal["text"] = "text"
     text: str
 
 
-class MediaContentPart(BaseModel):
+class MediaContentPart(ApiModel):
     """An image or audio clip, base64 in ``data``."""
 
     type: Literal["image", "audio"]
@@ -179,7 +180,7 @@ class MediaContentPart(BaseModel):
     mime_type: str
 
 
-class ResourceContentPart(BaseModel):
+class ResourceContentPart(ApiModel):
     """A resource the tool returned or linked: its text inline, or a blob (base64), or just its URI."""
 
     type: Literal["resource"] = "resource"
@@ -192,7 +193,7 @@ class ResourceContentPart(BaseModel):
 ContentPart = Annotated[TextContentPart | MediaContentPart | ResourceContentPart, Field(discriminator="type")]
 
 
-class ElicitationResponse(BaseModel):
+class ElicitationResponse(ApiModel):
     """The caller's answer to an MCP server's question (an ``elicitation_required`` result's
     ``metadata.elicitation``), given on the next call of the same tool."""
 
@@ -205,7 +206,7 @@ class ElicitationResponse(BaseModel):
     )
 
 
-class InvokeToolRequest(BaseModel):
+class InvokeToolRequest(ApiModel):
     model_config = ConfigDict(extra="forbid")
 
     tool_name: str = Field(min_length=1)
@@ -232,7 +233,7 @@ class InvokeToolRequest(BaseModel):
         return self
 
 
-class ToolInvocationResult(BaseModel):
+class ToolInvocationResult(ApiModel):
     """What a tool call produced.
 
     ``content`` is a string (builtin tools) or a list of parts (MCP tools: text, image, audio,
@@ -279,7 +280,7 @@ class ToolInvocationResult(BaseModel):
 # ---------------------------------------------------------------------------------------------------
 
 
-class McpStdioCommand(BaseModel):
+class McpStdioCommand(ApiModel):
     """A local MCP server run as a subprocess that speaks MCP on its stdin/stdout."""
 
     command: str
@@ -288,7 +289,7 @@ class McpStdioCommand(BaseModel):
     cwd: str | None = None
 
 
-class McpConnection(BaseModel):
+class McpConnection(ApiModel):
     """How to reach one MCP server, resolved by the router for each call (secrets included).
 
     ``name`` is what error messages call the server (the tool group's id, or the URL). ``headers``
@@ -308,7 +309,7 @@ ProgressFn = Callable[[float, float | None, str | None], Awaitable[None]]
 """Called with a tool call's progress (progress, total, message) each time its server reports some."""
 
 
-class ToolCallContext(BaseModel):
+class ToolCallContext(ApiModel):
     """What the router hands a provider with each call: the group (when there is one) and, for MCP
     providers, the resolved connection."""
 
@@ -322,7 +323,7 @@ class ToolCallContext(BaseModel):
     )
 
 
-class OAuthCallbackQuery(BaseModel):
+class OAuthCallbackQuery(ApiModel):
     """What an authorization server's redirect brings back (RFC 6749 section 4.1.2, RFC 9207 ``iss``)."""
 
     state: str = Field(min_length=1, max_length=512)
@@ -332,7 +333,7 @@ class OAuthCallbackQuery(BaseModel):
     error_description: str | None = Field(default=None, max_length=1024)
 
 
-class OAuthCallbackResult(BaseModel):
+class OAuthCallbackResult(ApiModel):
     """A finished MCP authorization: the server the principal's token is now stored for."""
 
     object: Literal["mcp.authorization"] = "mcp.authorization"

@@ -13,8 +13,9 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal, Protocol
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import ConfigDict, Field
 
+from underlay.api.base import ApiModel
 from underlay.api.routes import Route
 
 __all__ = [
@@ -39,7 +40,7 @@ __all__ = [
 AttributeValue = str | float | bool | int
 
 
-class ComparisonFilter(BaseModel):
+class ComparisonFilter(ApiModel):
     """``{"type": "eq", "key": "author", "value": "ada"}``; ``in`` / ``nin`` take a list."""
 
     type: Literal["eq", "ne", "gt", "gte", "lt", "lte", "in", "nin"]
@@ -47,7 +48,7 @@ class ComparisonFilter(BaseModel):
     value: AttributeValue | list[AttributeValue]
 
 
-class CompoundFilter(BaseModel):
+class CompoundFilter(ApiModel):
     type: Literal["and", "or"]
     filters: list[Annotated[ComparisonFilter | CompoundFilter, Field(union_mode="left_to_right")]]
 
@@ -56,7 +57,7 @@ Filter = Annotated[ComparisonFilter | CompoundFilter, Field(union_mode="left_to_
 SearchMode = Literal["vector", "keyword", "hybrid"]
 
 
-class Chunk(BaseModel):
+class Chunk(ApiModel):
     """One indexed piece of text. ``attributes`` are what filters see; ``metadata`` is carried along.
 
     ``document_id`` groups the chunks of one source (a vector-store file), so a backend can delete or
@@ -73,7 +74,7 @@ class Chunk(BaseModel):
     metadata: dict[str, Any] = Field(default_factory=dict)
 
 
-class HybridOptions(BaseModel):
+class HybridOptions(ApiModel):
     ranker: Literal["rrf", "weighted"] = "rrf"
     rrf_k: int = Field(default=60, ge=1)
     vector_weight: float = Field(default=0.5, ge=0, le=1)
@@ -81,12 +82,12 @@ class HybridOptions(BaseModel):
     keyword_match: Literal["all", "any"] = "all"  # which keyword hits vote: see fusion.py
 
 
-class ScoredChunk(BaseModel):
+class ScoredChunk(ApiModel):
     chunk: Chunk
     score: float
 
 
-class IndexInfo(BaseModel):
+class IndexInfo(ApiModel):
     index_id: str
     dimension: int
     chunk_count: int | None = None
@@ -136,18 +137,18 @@ class VectorIOProvider(Protocol):
 # ---------------------------------------------------------------------------------------------------
 
 
-class InsertChunksRequest(BaseModel):
+class InsertChunksRequest(ApiModel):
     vector_store_id: str
     chunks: list[Chunk] = Field(min_length=1)
 
 
-class InsertChunksResponse(BaseModel):
+class InsertChunksResponse(ApiModel):
     object: Literal["vector_io.insert"] = "vector_io.insert"
     vector_store_id: str
     inserted: int = Field(description="How many chunks were upserted.")
 
 
-class QueryChunksRequest(BaseModel):
+class QueryChunksRequest(ApiModel):
     vector_store_id: str
     query: str | None = None
     embedding: list[float] | None = None
@@ -157,7 +158,7 @@ class QueryChunksRequest(BaseModel):
     ranking_options: HybridOptions | None = None
 
 
-class QueryChunksResponse(BaseModel):
+class QueryChunksResponse(ApiModel):
     object: Literal["list"] = "list"
     data: list[ScoredChunk]
 

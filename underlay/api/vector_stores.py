@@ -18,8 +18,9 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal, Protocol
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import ConfigDict, Field, field_validator, model_validator
 
+from underlay.api.base import ApiModel
 from underlay.api.omit import omit_when_none
 from underlay.api.pagination import ListQuery
 from underlay.api.routes import Handler, Route
@@ -106,7 +107,7 @@ FileId = Annotated[str, Field(min_length=1, max_length=256, description="A Files
 # ---------------------------------------------------------------------------------------------------
 
 
-class StaticChunking(BaseModel):
+class StaticChunking(ApiModel):
     model_config = ConfigDict(extra="forbid")
 
     max_chunk_size_tokens: int = Field(default=800, ge=100, le=4096)
@@ -119,7 +120,7 @@ class StaticChunking(BaseModel):
         return self
 
 
-class AutoChunkingStrategy(BaseModel):
+class AutoChunkingStrategy(ApiModel):
     """800-token chunks overlapping by 400, OpenAI's ``auto``."""
 
     model_config = ConfigDict(extra="forbid")
@@ -127,7 +128,7 @@ class AutoChunkingStrategy(BaseModel):
     type: Literal["auto"] = "auto"
 
 
-class StaticChunkingStrategy(BaseModel):
+class StaticChunkingStrategy(ApiModel):
     model_config = ConfigDict(extra="forbid")
 
     type: Literal["static"] = "static"
@@ -137,7 +138,7 @@ class StaticChunkingStrategy(BaseModel):
 ChunkingStrategyParam = Annotated[AutoChunkingStrategy | StaticChunkingStrategy, Field(discriminator="type")]
 
 
-class StaticChunkingStrategyObject(BaseModel):
+class StaticChunkingStrategyObject(ApiModel):
     """How a file was chunked, as reported on a vector store file (``auto`` resolves to static)."""
 
     type: Literal["static"] = "static"
@@ -155,7 +156,7 @@ def resolve_chunking(strategy: AutoChunkingStrategy | StaticChunkingStrategy | N
 # ---------------------------------------------------------------------------------------------------
 
 
-class FileCounts(BaseModel):
+class FileCounts(ApiModel):
     in_progress: int = 0
     completed: int = 0
     failed: int = 0
@@ -163,14 +164,14 @@ class FileCounts(BaseModel):
     total: int = 0
 
 
-class ExpiresAfter(BaseModel):
+class ExpiresAfter(ApiModel):
     model_config = ConfigDict(extra="forbid")
 
     anchor: Literal["last_active_at"] = "last_active_at"
     days: int = Field(ge=1, le=365)
 
 
-class VectorStoreObject(BaseModel):
+class VectorStoreObject(ApiModel):
     """OpenAI's vector store, plus the embedding model, dimension and backend that serve it."""
 
     id: str
@@ -192,7 +193,7 @@ class VectorStoreObject(BaseModel):
     _omit = omit_when_none("expires_after")
 
 
-class CreateVectorStoreRequest(BaseModel):
+class CreateVectorStoreRequest(ApiModel):
     name: str | None = Field(default=None, max_length=256)
     description: str | None = Field(default=None, max_length=512)
     file_ids: list[FileId] = Field(default_factory=list, max_length=MAX_BATCH_FILES)
@@ -206,7 +207,7 @@ class CreateVectorStoreRequest(BaseModel):
     _metadata = field_validator("metadata")(_check_metadata)
 
 
-class UpdateVectorStoreRequest(BaseModel):
+class UpdateVectorStoreRequest(ApiModel):
     name: str | None = Field(default=None, max_length=256)
     expires_after: ExpiresAfter | None = None
     metadata: dict[str, str] | None = None
@@ -218,7 +219,7 @@ class VectorStoreListQuery(ListQuery):
     before: str | None = Field(default=None, description="Return items before this id.")
 
 
-class VectorStoreList(BaseModel):
+class VectorStoreList(ApiModel):
     object: Literal["list"] = "list"
     data: list[VectorStoreObject]
     first_id: str | None = None
@@ -228,7 +229,7 @@ class VectorStoreList(BaseModel):
     _omit = omit_when_none("first_id", "last_id")
 
 
-class VectorStoreDeleted(BaseModel):
+class VectorStoreDeleted(ApiModel):
     id: str
     object: Literal["vector_store.deleted"] = "vector_store.deleted"
     deleted: bool = True
@@ -241,12 +242,12 @@ class VectorStoreDeleted(BaseModel):
 FileStatus = Literal["in_progress", "completed", "cancelled", "failed"]
 
 
-class LastError(BaseModel):
+class LastError(ApiModel):
     code: Literal["server_error", "unsupported_file", "invalid_file"]
     message: str
 
 
-class VectorStoreFileObject(BaseModel):
+class VectorStoreFileObject(ApiModel):
     id: str
     object: Literal["vector_store.file"] = "vector_store.file"
     created_at: int
@@ -258,7 +259,7 @@ class VectorStoreFileObject(BaseModel):
     chunking_strategy: StaticChunkingStrategyObject | None = None
 
 
-class CreateVectorStoreFileRequest(BaseModel):
+class CreateVectorStoreFileRequest(ApiModel):
     file_id: FileId
     attributes: dict[str, AttributeValue] | None = None
     chunking_strategy: ChunkingStrategyParam | None = None
@@ -266,7 +267,7 @@ class CreateVectorStoreFileRequest(BaseModel):
     _attributes = field_validator("attributes")(_check_attributes)
 
 
-class UpdateVectorStoreFileRequest(BaseModel):
+class UpdateVectorStoreFileRequest(ApiModel):
     attributes: dict[str, AttributeValue] | None
 
     _attributes = field_validator("attributes")(_check_attributes)
@@ -277,7 +278,7 @@ class VectorStoreFileListQuery(ListQuery):
     filter: FileStatus | None = Field(default=None, description="Only files with this status.")
 
 
-class VectorStoreFileList(BaseModel):
+class VectorStoreFileList(ApiModel):
     object: Literal["list"] = "list"
     data: list[VectorStoreFileObject]
     first_id: str | None = None
@@ -287,18 +288,18 @@ class VectorStoreFileList(BaseModel):
     _omit = omit_when_none("first_id", "last_id")
 
 
-class VectorStoreFileDeleted(BaseModel):
+class VectorStoreFileDeleted(ApiModel):
     id: str
     object: Literal["vector_store.file.deleted"] = "vector_store.file.deleted"
     deleted: bool = True
 
 
-class FileContentItem(BaseModel):
+class FileContentItem(ApiModel):
     type: Literal["text"] = "text"
     text: str
 
 
-class VectorStoreFileContent(BaseModel):
+class VectorStoreFileContent(ApiModel):
     """The file's chunks, in order, as OpenAI's content page (one ``text`` item per chunk)."""
 
     object: Literal["vector_store.file_content.page"] = "vector_store.file_content.page"
@@ -310,7 +311,7 @@ class VectorStoreFileContent(BaseModel):
     attributes: dict[str, AttributeValue] | None = None
 
 
-class BatchFile(BaseModel):
+class BatchFile(ApiModel):
     file_id: FileId
     attributes: dict[str, AttributeValue] | None = None
     chunking_strategy: ChunkingStrategyParam | None = None
@@ -318,7 +319,7 @@ class BatchFile(BaseModel):
     _attributes = field_validator("attributes")(_check_attributes)
 
 
-class CreateFileBatchRequest(BaseModel):
+class CreateFileBatchRequest(ApiModel):
     """Either ``file_ids`` (sharing ``attributes`` and ``chunking_strategy``) or ``files``, each its own."""
 
     file_ids: list[FileId] | None = Field(default=None, max_length=MAX_BATCH_FILES)
@@ -347,7 +348,7 @@ class CreateFileBatchRequest(BaseModel):
         ]
 
 
-class VectorStoreFileBatchObject(BaseModel):
+class VectorStoreFileBatchObject(ApiModel):
     id: str
     object: Literal["vector_store.files_batch"] = "vector_store.files_batch"
     created_at: int
@@ -361,7 +362,7 @@ class VectorStoreFileBatchObject(BaseModel):
 # ---------------------------------------------------------------------------------------------------
 
 
-class RankingOptions(BaseModel):
+class RankingOptions(ApiModel):
     """OpenAI's ranking options plus hybrid fusion settings.
 
     ``ranker``: OpenAI's ``auto`` / ``default-2024-11-15`` / ``none`` leave the backend's order as it
@@ -379,7 +380,7 @@ class RankingOptions(BaseModel):
     )
 
 
-class SearchRequest(BaseModel):
+class SearchRequest(ApiModel):
     query: str | list[str]
     max_num_results: int = Field(default=10, ge=1, le=50)
     filters: Filter | None = None
@@ -398,12 +399,12 @@ class SearchRequest(BaseModel):
         return value
 
 
-class SearchContent(BaseModel):
+class SearchContent(ApiModel):
     type: Literal["text"] = "text"
     text: str
 
 
-class SearchResult(BaseModel):
+class SearchResult(ApiModel):
     file_id: str
     filename: str
     score: float
@@ -411,7 +412,7 @@ class SearchResult(BaseModel):
     content: list[SearchContent]
 
 
-class SearchResultsPage(BaseModel):
+class SearchResultsPage(ApiModel):
     object: Literal["vector_store.search_results.page"] = "vector_store.search_results.page"
     search_query: list[str]
     data: list[SearchResult]

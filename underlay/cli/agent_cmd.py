@@ -38,6 +38,11 @@ def add_agent_parser(sub: Any) -> None:
         parser.add_argument("--env", default="local", help="an environment of agent.yaml (default: local)")
         if verb == "eval":
             parser.add_argument("--min-pass-rate", type=float, default=0.0, help="exit 1 below it (0..1)")
+            parser.add_argument(
+                "--client-side",
+                action="store_true",
+                help="ask each case from here instead of running an eval job on the server",
+            )
         parser.set_defaults(func={"run": _cmd_run, "chat": _cmd_chat, "eval": _cmd_eval}[verb])
 
     from underlay.cli.agent_deploy_cmd import add_deploy_verbs
@@ -156,6 +161,34 @@ def load_cases(folder: Path) -> list[tuple[str, dict[str, Any]]]:
     return cases
 
 
+Verdict = tuple[str, str, str, bool, Any]
+"""(where, question, answer, passed, error) of one case."""
+
+
+def _eval_on_server(agent: Any, cases: list[tuple[str, dict[str, Any]]]) -> list[Verdict] | None:
+    """The cases as one job of the server's eval API; None (after saying why) when it cannot run there."""
+    from underlay.agents.eval_job import EvalApiUnavailable, run_eval_job
+
+    if agent.functions:
+        print("note: client-side function tools run here, so the cases are asked from here", file=sys.stderr)
+        return None
+    shown = [-1]
+
+    def progress(done: int, total: int) -> None:
+        if done != shown[0] and total and sys.stderr.isatty():  # a live count on a terminal, not in logs
+            shown[0] = done
+            print(f"\r{done}/{total} cases", end="", file=sys.stderr, flush=True)
+
+    try:
+        outcome = run_eval_job(agent, cases, on_progress=progress)
+    except EvalApiUnavailable as exc:
+        print(f"note: {exc}; asking the cases from here", file=sys.stderr)
+        return None
+    line_start = "\r" if shown[0] >= 0 else ""  # over the live count, when one was shown
+    print(f"{line_start}eval job {outcome.job_id} on benchmark {outcome.benchmark_id}", file=sys.stderr)
+    return [(r.where, r.input, r.answer, r.passed, r.error) for r in outcome.results]
+
+
 def passes(case: dict[str, Any], answer: str) -> bool:
     if "expected_regex" in case:
         return re.search(case["expected_regex"], answer) is not None
@@ -175,13 +208,18 @@ def _cmd_eval(args: argparse.Namespace) -> int:
         if not cases:
             print(f"error: {spec.root / spec.eval}: no *.jsonl cases; add some", file=sys.stderr)
             return 2
-        passed = 0
         with _open(args) as agent:
-            for where, case in cases:
-                answer = agent.run(case["input"]).text
-                ok = passes(case, answer)
-                passed += ok
-                print(f"{'PASS' if ok else 'FAIL'}  {where}  {case['input'][:60]!r} -> {answer.strip()[:80]!r}")
+            verdicts = None if args.client_side else _eval_on_server(agent, cases)
+            if verdicts is None:
+                verdicts = []
+                for where, case in cases:
+                    answer = agent.run(case["input"]).text
+                    verdicts.append((where, case["input"], answer, passes(case, answer), None))
+        passed = 0
+        for where, question, answer, ok, error in verdicts:
+            passed += ok
+            shown = f"error: {error}" if error else repr(answer.strip()[:80])
+            print(f"{'PASS' if ok else 'FAIL'}  {where}  {question[:60]!r} -> {shown}")
         rate = passed / len(cases)
         print(f"pass rate {passed}/{len(cases)} = {rate:.0%}")
         return 0 if rate >= args.min_pass_rate else 1

@@ -65,7 +65,7 @@ def definition_of(agent: Any) -> dict[str, Any]:
         body["prompt"] = prompt
     if agent.guardrails:
         body["guardrails"] = agent.guardrails
-    for name in ("temperature", "max_output_tokens"):
+    for name in ("temperature", "max_output_tokens", "tool_choice"):
         if getattr(agent, name) is not None:
             body[name] = getattr(agent, name)
     if agent.vector_store_id is not None and spec is not None:
@@ -102,6 +102,12 @@ def _cmd_deploy(args: argparse.Namespace) -> int:
         with Agent.from_dir(args.dir, args.env) as agent:
             definition = {**definition_of(agent), "set_as_default": not args.no_default}
             deployed = _agent_post(agent.client, AgentsApi.deploy_agent, definition)
+            report = agent.sync_report
+        if report is not None:
+            print(
+                f"knowledge: {len(report.uploaded)} uploaded, {len(report.unchanged)} unchanged, "
+                f"{len(report.detached)} removed (vector store {report.vector_store_id})"
+            )
         state = "default" if deployed.is_default else f"staged; default is {deployed.default_version}"
         print(f"deployed {deployed.name} version {deployed.version} ({state}): call it as model agent/{deployed.name}")
         return 0

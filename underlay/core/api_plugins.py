@@ -100,8 +100,11 @@ def _package(entry_point: EntryPoint) -> str:
 
 
 def _load_entry_points(catalog: ApiCatalog) -> None:
-    points = sorted(entry_points(group=ENTRY_POINT_GROUP), key=lambda p: _package(p).lower() != BUILTIN_PACKAGE)
-    if not any(_package(p).lower() == BUILTIN_PACKAGE for p in points):
+    found = list(entry_points(group=ENTRY_POINT_GROUP))
+    # Distribution.name parses METADATA on each access: read each entry point's package once.
+    packages = {id(p): _package(p) for p in found}
+    points = sorted(found, key=lambda p: packages[id(p)].lower() != BUILTIN_PACKAGE)
+    if not any(packages[id(p)].lower() == BUILTIN_PACKAGE for p in points):
         # A bare source tree (never pip-installed) has no entry points; the built-ins still load.
         log.warning(
             "the underlay package's '%s' entry points are missing; pip install -e . refreshes them", ENTRY_POINT_GROUP
@@ -109,7 +112,7 @@ def _load_entry_points(catalog: ApiCatalog) -> None:
         for name, entry in API_TABLE.items():
             catalog.add(name, entry, BUILTIN_PACKAGE)
     for entry_point in points:
-        package = _package(entry_point)
+        package = packages[id(entry_point)]
         try:
             for name, entry in _entries(entry_point.name, entry_point.load()):
                 catalog.add(name, entry, package)

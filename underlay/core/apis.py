@@ -17,12 +17,20 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from underlay.api import agents as agents_api
 from underlay.api import batches as batches_api
 from underlay.api import conversations as conversations_api
+from underlay.api import datasets as datasets_api
+from underlay.api import eval as eval_api
+from underlay.api import evals as evals_api
 from underlay.api import files as files_api
+from underlay.api import fine_tuning as fine_tuning_api
 from underlay.api import inference as inference_api
+from underlay.api import messages as messages_api
 from underlay.api import models as models_api
+from underlay.api import post_training as post_training_api
 from underlay.api import prompts as prompts_api
 from underlay.api import responses as responses_api
 from underlay.api import safety as safety_api
+from underlay.api import scoring as scoring_api
+from underlay.api import synthetic_data_generation as synthetic_data_generation_api
 from underlay.api import telemetry as telemetry_api
 from underlay.api import tool_runtime as tool_runtime_api
 from underlay.api import vector_io as vector_io_api
@@ -30,15 +38,24 @@ from underlay.api import vector_stores as vector_stores_api
 from underlay.api.routes import Route
 
 if TYPE_CHECKING:
+    from underlay.core.quotas.background import BackgroundCharger
     from underlay.core.routers.agents import AgentsRouter
     from underlay.core.routers.batches import BatchesRouter
     from underlay.core.routers.conversations import ConversationsRouter
+    from underlay.core.routers.datasets import DatasetsRouter
+    from underlay.core.routers.eval import EvalRouter
+    from underlay.core.routers.evals import EvalsRouter
     from underlay.core.routers.files import FilesRouter
+    from underlay.core.routers.fine_tuning import FineTuningRouter
     from underlay.core.routers.inference import InferenceRouter
+    from underlay.core.routers.messages import MessagesRouter
     from underlay.core.routers.models import ModelsRouter
+    from underlay.core.routers.post_training import PostTrainingRouter
     from underlay.core.routers.prompts import PromptsRouter
     from underlay.core.routers.responses import ResponsesRouter
     from underlay.core.routers.safety import SafetyRouter
+    from underlay.core.routers.scoring import ScoringRouter
+    from underlay.core.routers.synthetic_data_generation import SyntheticDataGenerationRouter
     from underlay.core.routers.telemetry import TelemetryRouter
     from underlay.core.routers.tool_runtime import ToolRuntimeRouter
     from underlay.core.routers.vector_io import VectorIORouter
@@ -128,6 +145,13 @@ async def _inference_router(stack: Stack, providers: dict[str, Any]) -> Inferenc
     )
 
 
+async def _messages_router(stack: Stack, providers: dict[str, Any]) -> MessagesRouter:
+    """Anthropic's Messages over the inference router (native providers are reached through its table)."""
+    from underlay.core.routers.messages import MessagesRouter
+
+    return MessagesRouter(_built(stack.inference_router, "inference", "messages"))
+
+
 async def _models_router(stack: Stack, providers: dict[str, Any]) -> ModelsRouter:
     from underlay.core.routers.models import ModelsRouter
 
@@ -207,10 +231,35 @@ async def _agents_router(stack: Stack, providers: dict[str, Any]) -> AgentsRoute
     return AgentsRouter(store)
 
 
+def _batch_charger(stack: Stack) -> BackgroundCharger | None:
+    """With quotas on, a batch's lines spend the owner's token budget like live requests."""
+    from underlay.core.quotas.background import BackgroundCharger
+
+    quotas = stack.config.server.quotas
+    if quotas is None or stack.kvstore is None:
+        return None
+    return BackgroundCharger(quotas, stack.kvstore)
+
+
 async def _batches_router(stack: Stack, providers: dict[str, Any]) -> BatchesRouter:
-    """Each batchable endpoint maps to the API serving it live; a line is run by that API's router."""
+    """Each batchable endpoint maps to the API serving it live; a line is run by that API's router.
+
+    The inference providers with their own Batches API (:class:`NativeBatchProvider`) and the models
+    routing table let the router pass a whole batch to such a provider; the router never learns which
+    provider classes those are.
+    """
     from underlay.core.routers.batches import BatchesRouter, Endpoint
     from underlay.core.stores.batches import BatchStore
+
+    settings = stack.config.batches
+    native = {
+        provider_id: provider
+        for provider_id, provider in stack.providers.get("inference", {}).items()
+        if isinstance(provider, batches_api.NativeBatchProvider)
+    }
+    chat_needs_underlay = stack.config.inference.store_chat_completions or (
+        "safety" in stack.apis and bool(stack.config.safety.default_guardrails)
+    )
 
     endpoints: dict[str, Endpoint] = {}
     for api in stack.apis:
@@ -224,9 +273,42 @@ async def _batches_router(stack: Stack, providers: dict[str, Any]) -> BatchesRou
         stack.job_runner(),
         endpoints,
         stack.routers.get,
+        concurrency=settings.concurrency,
+        max_lines=settings.max_lines,
+        charger=_batch_charger(stack),
+        native=native,
+        resolve_model=stack.models.get if stack.models is not None else None,
+        chat_needs_underlay=chat_needs_underlay,
+        poll_seconds=settings.native_poll_seconds,
     )
     await router.initialize()
     return router
+
+
+async def _datasets_router(stack: Stack, providers: dict[str, Any]) -> DatasetsRouter:
+    """Providers that keep rows in the SQL store get the row store (``attach``), as Responses gets its store."""
+    from underlay.core.routers.datasets import DatasetsRouter
+    from underlay.core.stores.datasets import DatasetRowStore, DatasetStore
+
+    store = DatasetStore(stack.sql())
+    await store.initialize()
+    rows = DatasetRowStore(stack.sql())
+    await rows.initialize()
+    for provider in providers.values():
+        attach = getattr(provider, "attach", None)
+        if attach is not None:
+            attach(rows)
+    return DatasetsRouter(store, providers, stack.files_router)
+
+
+async def _synthetic_data_generation_router(stack: Stack, providers: dict[str, Any]) -> SyntheticDataGenerationRouter:
+    from underlay.core.routers.synthetic_data_generation import SyntheticDataGenerationRouter
+
+    return SyntheticDataGenerationRouter(
+        _built(stack.inference_router, "inference", "synthetic_data_generation"),
+        _built(stack.datasets_router, "datasets", "synthetic_data_generation"),
+        stack.vector_stores_router,
+    )
 
 
 async def _tool_runtime_router(stack: Stack, providers: dict[str, Any]) -> ToolRuntimeRouter:
@@ -277,6 +359,89 @@ async def _safety_router(stack: Stack, providers: dict[str, Any]) -> SafetyRoute
     return SafetyRouter(table, providers, stack.config.safety)
 
 
+async def _scoring_router(stack: Stack, providers: dict[str, Any]) -> ScoringRouter:
+    """Built-in functions come from the providers; ``score-batch`` reads datasets when that API is on."""
+    from underlay.core.routers.scoring import ScoringRouter
+    from underlay.core.stores.scoring_functions import ScoringFunctionStore
+
+    store = ScoringFunctionStore(stack.sql())
+    await store.initialize()
+    router = ScoringRouter(store, providers, datasets=stack.datasets_router)
+    await router.initialize()
+    return router
+
+
+async def _fine_tuning_router(stack: Stack, providers: dict[str, Any]) -> FineTuningRouter:
+    """Trainers are its providers; a succeeded job's model is served by an inference provider that loads files."""
+    from underlay.core.config import ConfigError
+    from underlay.core.routers.fine_tuning import FineTuningRouter
+    from underlay.core.serving import ModelServing
+    from underlay.core.stores.fine_tuning import FineTuningStore
+
+    if not providers:
+        raise ConfigError(
+            f"{stack.config.source}: providers.fine_tuning: the fine_tuning API needs a trainer; add "
+            "{provider_id: huggingface, provider_type: inline::huggingface}"
+        )
+    serving = None
+    if stack.models is not None:
+        serving = ModelServing(stack.providers.get("inference", {}), stack.models)
+    router = FineTuningRouter(
+        FineTuningStore(stack.sql()),
+        _built(stack.files_router, "files", "fine_tuning"),
+        stack.job_runner(),
+        providers,
+        stack.config.state_path("fine_tuning"),
+        serving,
+    )
+    await router.initialize()
+    return router
+
+
+async def _post_training_router(stack: Stack, providers: dict[str, Any]) -> PostTrainingRouter:
+    """A view over the fine-tuning router (same jobs, trainers and lane); datasets are read when that API is on."""
+    from underlay.core.routers.post_training import PostTrainingRouter
+
+    return PostTrainingRouter(
+        _built(stack.fine_tuning_router, "fine_tuning", "post_training"),
+        _built(stack.files_router, "files", "post_training"),
+        stack.datasets_router,
+    )
+
+
+async def _evals_router(stack: Stack, providers: dict[str, Any]) -> EvalsRouter:
+    """Runs sample and judge through the inference and responses routers; file rows come through files."""
+    from underlay.core.routers.evals import EvalsRouter
+    from underlay.core.stores.evals import EvalStore
+
+    router = EvalsRouter(
+        EvalStore(stack.sql()),
+        stack.job_runner(),
+        inference=_built(stack.inference_router, "inference", "evals"),
+        responses=stack.responses_router,
+        files=stack.files_router,
+    )
+    await router.initialize()
+    return router
+
+
+async def _eval_router(stack: Stack, providers: dict[str, Any]) -> EvalRouter:
+    """Benchmarks and eval jobs: rows sampled through inference or responses, graded by scoring functions."""
+    from underlay.core.routers.eval import EvalRouter
+    from underlay.core.stores.eval_jobs import EvalJobStore
+
+    router = EvalRouter(
+        EvalJobStore(stack.sql()),
+        stack.job_runner(),
+        _built(stack.scoring_router, "scoring", "eval"),
+        inference=stack.inference_router,
+        responses=stack.responses_router,
+        datasets=stack.datasets_router,
+    )
+    await router.initialize()
+    return router
+
+
 async def _telemetry_router(stack: Stack, providers: dict[str, Any]) -> TelemetryRouter:
     from underlay.core.routers.telemetry import TelemetryRouter
 
@@ -286,6 +451,7 @@ async def _telemetry_router(stack: Stack, providers: dict[str, Any]) -> Telemetr
 API_TABLE: dict[str, ApiEntry] = {
     "inference": ApiEntry(inference_api.ROUTES, _inference_router),
     "models": ApiEntry(models_api.ROUTES, _models_router, depends_on=("inference",)),
+    "messages": ApiEntry(messages_api.ROUTES, _messages_router, depends_on=("inference",)),
     "files": ApiEntry(files_api.ROUTES, _files_router),
     "vector_io": ApiEntry(vector_io_api.ROUTES, _vector_io_router, depends_on=("inference",)),
     "vector_stores": ApiEntry(
@@ -312,6 +478,63 @@ API_TABLE: dict[str, ApiEntry] = {
     "tool_runtime": ApiEntry(tool_runtime_api.ROUTES, _tool_runtime_router, optional_depends_on=("vector_stores",)),
     "safety": ApiEntry(safety_api.ROUTES, _safety_router, depends_on=("inference",)),
     "telemetry": ApiEntry(telemetry_api.ROUTES, _telemetry_router),
+    # OpenAI's Evals: runs are bulk-lane jobs on the eval engine; samples and judges go through these routers.
+    # Benchmarks (shipped ones in the package, users' over their eval datasets) and durable eval jobs.
+    "eval": ApiEntry(
+        eval_api.ROUTES,
+        _eval_router,
+        depends_on=("scoring",),
+        optional_depends_on=("inference", "responses", "datasets", "agents"),
+        version="v1alpha",
+        description="Benchmarks and eval jobs: a model or an agent measured on a dataset with scoring functions",
+    ),
+    "evals": ApiEntry(
+        evals_api.ROUTES,
+        _evals_router,
+        depends_on=("inference",),
+        optional_depends_on=("files", "responses", "agents"),
+        description="OpenAI Evals: evals, runs (durable, resumable jobs) and per-row output items",
+    ),
+    # Training runs as durable jobs in the training lane; a tuned model is served through inference.
+    "fine_tuning": ApiEntry(
+        fine_tuning_api.ROUTES,
+        _fine_tuning_router,
+        depends_on=("files",),
+        optional_depends_on=("inference", "datasets"),
+        description="OpenAI fine-tuning jobs: LoRA training as durable jobs, tuned models served at once",
+    ),
+    # Llama Stack's post-training routes over the fine-tuning engine: training data comes from datasets.
+    "post_training": ApiEntry(
+        post_training_api.ROUTES,
+        _post_training_router,
+        depends_on=("fine_tuning", "files"),
+        optional_depends_on=("datasets",),
+        version="v1alpha",
+        description="Post-training: supervised fine-tuning and DPO on a dataset, as fine-tuning jobs",
+    ),
+    # Routes are /datasets and /datasetio/...; file-... sources are read through the files API when it is on.
+    "datasets": ApiEntry(
+        datasets_api.ROUTES,
+        _datasets_router,
+        optional_depends_on=("files",),
+        version="v1beta",
+        description="Datasets: register, list, delete; iterrows and append-rows",
+    ),
+    # Pairs written by a model from documents, dialogs or a vector store's files, saved as a dataset.
+    "synthetic_data_generation": ApiEntry(
+        synthetic_data_generation_api.ROUTES,
+        _synthetic_data_generation_router,
+        depends_on=("inference", "datasets"),
+        optional_depends_on=("vector_stores",),
+    ),
+    # Providers' built-ins plus users' functions; judge and embedding functions call inference, and
+    # score-batch reads datasets, when those APIs are on.
+    "scoring": ApiEntry(
+        scoring_api.ROUTES,
+        _scoring_router,
+        optional_depends_on=("inference", "datasets"),
+        description="Scoring functions, score and score-batch",
+    ),
 }
 
 

@@ -116,6 +116,7 @@ class ServerConfig(_Strict):
     tls: TlsConfig | None = Field(default=None, description="Serve HTTPS (and require client certificates).")
     auth: AuthConfig | None = Field(default=None, description="Authenticate every request but health and version.")
     quotas: QuotaConfig | None = Field(default=None, description="Per-principal rate limits and quotas.")
+    console: bool = Field(default=True, description="Serve the web console at / (its assets under /console/).")
 
 
 class InferenceSettings(_Strict):
@@ -148,9 +149,12 @@ class JobsSettings(_Strict):
     workers: int = Field(
         default=2, ge=0, description="Shared workers: jobs of any lane, interactive first (0: claim none)."
     )
-    reserved_workers: dict[Literal["interactive", "bulk"], Annotated[int, Field(ge=0, le=256)]] = Field(
-        default_factory=lambda: dict[Literal["interactive", "bulk"], int]({"interactive": 1}),
-        description="Extra workers per lane that claim only that lane, so bulk work never takes them all.",
+    reserved_workers: dict[Literal["interactive", "bulk", "training"], Annotated[int, Field(ge=0, le=256)]] = Field(
+        default_factory=lambda: dict[Literal["interactive", "bulk", "training"], int](
+            {"interactive": 1, "training": 1}
+        ),
+        description="Extra workers per lane that claim only that lane, so bulk work never takes them all; "
+        "training jobs run only on these (how many train at once).",
     )
     lease_seconds: float = Field(
         default=30.0, ge=1, description="How long a job of a dead process stays running before it is resumed."
@@ -167,6 +171,20 @@ class VectorStoresSettings(_Strict):
     )
     embed_batch_size: int = Field(default=32, ge=1, le=2048, description="Chunks per embeddings call.")
     max_attempts: int = Field(default=3, ge=1, description="Ingestion attempts before a file fails for good.")
+
+
+class BatchesSettings(_Strict):
+    """How hard one batch may push: its lines share the providers with live traffic."""
+
+    concurrency: int = Field(
+        default=4, ge=1, le=64, description="Lines of one batch in flight at once (each batch job has its own)."
+    )
+    max_lines: int = Field(
+        default=50_000, ge=1, le=50_000, description="Requests one batch may hold; a longer file fails on that line."
+    )
+    native_poll_seconds: float = Field(
+        default=30.0, ge=0.05, le=3600, description="How often a passed-through batch asks its upstream for news."
+    )
 
 
 class ShieldRegistration(_Strict):
@@ -211,6 +229,7 @@ class RunConfig(_Strict):
     files: FilesSettings = Field(default_factory=FilesSettings)
     jobs: JobsSettings = Field(default_factory=JobsSettings)
     vector_stores: VectorStoresSettings = Field(default_factory=VectorStoresSettings)
+    batches: BatchesSettings = Field(default_factory=BatchesSettings)
     tool_groups: list[ToolGroupRegistration] = Field(default_factory=list)
     shields: list[ShieldRegistration] = Field(default_factory=list)
     safety: SafetySettings = Field(default_factory=SafetySettings)

@@ -8,7 +8,8 @@ so the state of the work is always on disk:
 - **Submit** inserts a ``queued`` row (kind, JSON payload, owner, ``max_attempts``).
 - **Lanes**: every kind declares a lane when it is registered: ``interactive`` for work a person is
   waiting on (background responses), ``bulk`` for work that may take a while (ingestion, and the
-  default for kinds to come). Lanes stop one kind of work from starving another; see *Fairness*.
+  default for kinds to come), ``training`` for model training (only its reserved workers claim it).
+  Lanes stop one kind of work from starving another; see *Fairness*.
 - **Claim**: each process runs a :class:`JobRunner` with N shared worker tasks plus a few reserved to
   a lane. A worker takes the next queued job of a kind it has a handler for with
   :meth:`SqlStore.claim`, which is atomic across processes and replicas (``FOR UPDATE SKIP LOCKED`` on
@@ -28,6 +29,10 @@ so the state of the work is always on disk:
 - **End**: the handler's return value is stored as ``result`` (``succeeded``). A :class:`JobError`
   stores its code and message (``failed``), a :class:`RetryableJobError` re-queues the job with a
   delay while attempts remain, and any other exception is recorded as ``server_error``.
+- **Defer**: a handler that waits on someone else's work (a batch run by a provider's own Batches API,
+  polled for hours) raises :class:`JobDeferred`: the job goes back to the queue, not claimable for the
+  given delay, and the attempt is not counted. So waiting holds no worker, and the job's next run is
+  an ordinary claim: a restart in between changes nothing.
 
 Each kind may register an ``on_failure`` hook, called whenever a job of that kind ends ``failed`` or
 ``cancelled`` by any path, including a give-up decided by another process's sweep. It is called
@@ -76,9 +81,13 @@ JobStatus = Literal["queued", "running", "succeeded", "failed", "cancelled"]
 TERMINAL: frozenset[str] = frozenset({"succeeded", "failed", "cancelled"})
 UNFINISHED: tuple[str, ...] = ("queued", "running")
 
-Lane = Literal["interactive", "bulk"]
-LANES: tuple[Lane, ...] = ("interactive", "bulk")
-"""Every lane, in the order a shared worker looks at them (the first is served first)."""
+Lane = Literal["interactive", "bulk", "training"]
+LANES: tuple[Lane, ...] = ("interactive", "bulk", "training")
+"""Every lane, in the order a worker looks at them (the first is served first)."""
+SHARED_LANES: tuple[Lane, ...] = ("interactive", "bulk")
+"""The lanes shared workers claim. ``training`` is claimed only by its reserved workers: a run holds a
+worker and gigabytes for minutes to hours, so how many run at once is exactly how many workers are
+reserved for it (``jobs.reserved_workers.training``), never whatever shared worker happens to be idle."""
 DEFAULT_LANE: Lane = "bulk"
 
 
@@ -130,6 +139,14 @@ class RetryableJobError(JobError):
     def __init__(self, code: str, message: str, delay: float = 5.0) -> None:
         super().__init__(code, message)
         self.delay = delay
+
+
+class JobDeferred(Exception):
+    """Come back in ``delay`` seconds: re-queue the job without counting the attempt (see *Defer*)."""
+
+    def __init__(self, delay: float) -> None:
+        super().__init__(f"deferred for {delay}s")
+        self.delay = max(0.0, delay)
 
 
 class JobCancelled(Exception):
@@ -299,7 +316,7 @@ class JobRunner:
         await self._rank_unranked()
         await self.reap_expired()
         for index in range(self.workers):
-            self._tasks.append(asyncio.create_task(self._worker(index, LANES), name=f"job-worker-{index}"))
+            self._tasks.append(asyncio.create_task(self._worker(index, SHARED_LANES), name=f"job-worker-{index}"))
         if self.workers:
             for lane in LANES:
                 for index in range(self.reserved.get(lane, 0)):
@@ -506,6 +523,20 @@ class JobRunner:
             log.warning("job %s: lease lost; another runner owns it now", job.id)
         except JobCancelled:
             await self._end_unsuccessfully(job, "cancelled", None)
+        except JobDeferred as exc:
+            now_s = time.time()
+            await self.sql.update(
+                self.table,
+                {
+                    "status": "queued",
+                    "lease_owner": None,
+                    "lease_expires_at": None,
+                    "available_at": now_s + exc.delay,
+                    "attempts": max(0, job.attempts - 1),
+                    "updated_at": int(now_s),
+                },
+                {"id": job.id, "lease_owner": self.runner_id},
+            )
         except RetryableJobError as exc:
             if job.attempts < job.max_attempts and not self._stopping:
                 await self.sql.update(

@@ -23,9 +23,21 @@ BUILTIN_DISTRIBUTION = "underlay"
 log = logging.getLogger("underlay.registry")
 
 
-def _is_builtin(entry_point: EntryPoint) -> bool:
+def _is_builtin(entry_point: EntryPoint, names: dict[int, str] | None = None) -> bool:
+    """Whether ``underlay`` itself declares ``entry_point``; ``names`` memoises distribution names by object.
+
+    Why the memo: ``Distribution.name`` parses the distribution's METADATA file on every access, and the
+    entry points of one distribution share one distribution object within a scan, so one parse each.
+    """
     dist = entry_point.dist
-    return dist is not None and dist.name.lower() == BUILTIN_DISTRIBUTION
+    if dist is None:
+        return False
+    if names is None:
+        return dist.name.lower() == BUILTIN_DISTRIBUTION
+    name = names.get(id(dist))
+    if name is None:
+        name = names[id(dist)] = dist.name.lower()
+    return name == BUILTIN_DISTRIBUTION
 
 
 def _load(entry_point: EntryPoint) -> list[ProviderSpec]:
@@ -39,10 +51,15 @@ def _load(entry_point: EntryPoint) -> list[ProviderSpec]:
     return list(items)
 
 
-def _specs(builtin: bool) -> list[ProviderSpec]:
+def _entry_points() -> list[EntryPoint]:
+    return list(entry_points(group=ENTRY_POINT_GROUP))
+
+
+def _specs(builtin: bool, points: list[EntryPoint] | None = None) -> list[ProviderSpec]:
     specs: list[ProviderSpec] = []
-    for entry_point in entry_points(group=ENTRY_POINT_GROUP):
-        if _is_builtin(entry_point) != builtin:
+    names: dict[int, str] = {}
+    for entry_point in _entry_points() if points is None else points:
+        if _is_builtin(entry_point, names) != builtin:
             continue
         try:
             specs.extend(_load(entry_point))
@@ -51,9 +68,9 @@ def _specs(builtin: bool) -> list[ProviderSpec]:
     return specs
 
 
-def builtin_providers() -> list[ProviderSpec]:
+def builtin_providers(points: list[EntryPoint] | None = None) -> list[ProviderSpec]:
     """The specs the ``underlay`` distribution declares, in ``pyproject.toml`` order."""
-    specs = _specs(builtin=True)
+    specs = _specs(builtin=True, points=points)
     if not specs:
         log.error(
             "no built-in providers found: the '%s' entry points of the underlay package are missing; "
@@ -66,9 +83,10 @@ def builtin_providers() -> list[ProviderSpec]:
 def available_providers() -> dict[tuple[str, str], ProviderSpec]:
     """Every known provider, keyed by ``(api, provider_type)``; external specs may not shadow built-ins."""
     registry: dict[tuple[str, str], ProviderSpec] = {}
-    for spec in builtin_providers():
+    points = _entry_points()  # one scan of the installed distributions for both passes
+    for spec in builtin_providers(points):
         registry[(spec.api, spec.provider_type)] = spec
-    for spec in _specs(builtin=False):
+    for spec in _specs(builtin=False, points=points):
         key = (spec.api, spec.provider_type)
         if key in registry:
             log.warning("entry point tries to replace built-in provider %s; ignored", spec.provider_type)

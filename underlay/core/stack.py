@@ -29,12 +29,20 @@ if TYPE_CHECKING:
     from underlay.core.routers.agents import AgentsRouter
     from underlay.core.routers.batches import BatchesRouter
     from underlay.core.routers.conversations import ConversationsRouter
+    from underlay.core.routers.datasets import DatasetsRouter
+    from underlay.core.routers.eval import EvalRouter
+    from underlay.core.routers.evals import EvalsRouter
     from underlay.core.routers.files import FilesRouter
+    from underlay.core.routers.fine_tuning import FineTuningRouter
     from underlay.core.routers.inference import InferenceRouter
+    from underlay.core.routers.messages import MessagesRouter
     from underlay.core.routers.models import ModelsRouter
+    from underlay.core.routers.post_training import PostTrainingRouter
     from underlay.core.routers.prompts import PromptsRouter
     from underlay.core.routers.responses import ResponsesRouter
     from underlay.core.routers.safety import SafetyRouter
+    from underlay.core.routers.scoring import ScoringRouter
+    from underlay.core.routers.synthetic_data_generation import SyntheticDataGenerationRouter
     from underlay.core.routers.telemetry import TelemetryRouter
     from underlay.core.routers.tool_runtime import ToolRuntimeRouter
     from underlay.core.routers.vector_io import VectorIORouter
@@ -216,6 +224,12 @@ class Stack:
         return self._router("prompts", PromptsRouter)
 
     @property
+    def messages_router(self) -> MessagesRouter | None:
+        from underlay.core.routers.messages import MessagesRouter
+
+        return self._router("messages", MessagesRouter)
+
+    @property
     def agents_router(self) -> AgentsRouter | None:
         from underlay.core.routers.agents import AgentsRouter
 
@@ -226,6 +240,48 @@ class Stack:
         from underlay.core.routers.batches import BatchesRouter
 
         return self._router("batches", BatchesRouter)
+
+    @property
+    def eval_router(self) -> EvalRouter | None:
+        from underlay.core.routers.eval import EvalRouter
+
+        return self._router("eval", EvalRouter)
+
+    @property
+    def evals_router(self) -> EvalsRouter | None:
+        from underlay.core.routers.evals import EvalsRouter
+
+        return self._router("evals", EvalsRouter)
+
+    @property
+    def fine_tuning_router(self) -> FineTuningRouter | None:
+        from underlay.core.routers.fine_tuning import FineTuningRouter
+
+        return self._router("fine_tuning", FineTuningRouter)
+
+    @property
+    def post_training_router(self) -> PostTrainingRouter | None:
+        from underlay.core.routers.post_training import PostTrainingRouter
+
+        return self._router("post_training", PostTrainingRouter)
+
+    @property
+    def datasets_router(self) -> DatasetsRouter | None:
+        from underlay.core.routers.datasets import DatasetsRouter
+
+        return self._router("datasets", DatasetsRouter)
+
+    @property
+    def scoring_router(self) -> ScoringRouter | None:
+        from underlay.core.routers.scoring import ScoringRouter
+
+        return self._router("scoring", ScoringRouter)
+
+    @property
+    def synthetic_data_generation_router(self) -> SyntheticDataGenerationRouter | None:
+        from underlay.core.routers.synthetic_data_generation import SyntheticDataGenerationRouter
+
+        return self._router("synthetic_data_generation", SyntheticDataGenerationRouter)
 
     @property
     def telemetry_router(self) -> TelemetryRouter | None:

@@ -13,11 +13,13 @@ import importlib.util
 import inspect
 import logging
 import re
+import warnings
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 from urllib.parse import quote
 
+import pydantic.warnings
 from fastapi import FastAPI, Request
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import Response, StreamingResponse
@@ -28,13 +30,14 @@ from starlette.routing import Route as StarletteRoute
 
 import underlay
 from underlay.api.errors import InvalidRequestError
-from underlay.api.routes import BinaryContent, Route
+from underlay.api.routes import BinaryContent, Route, WireDialect
 from underlay.core.api_plugins import check as check_apis
 from underlay.core.api_plugins import discover as discover_apis
 from underlay.core.apis import stability_of
 from underlay.core.config import RunConfig
 from underlay.core.stack import Stack
-from underlay.server import access, auth, quotas, telemetry
+from underlay.server import access, auth, console, quotas, telemetry
+from underlay.server.dialects import DialectMiddleware
 from underlay.server.errors import install_error_handlers, validation_message
 from underlay.server.middleware import RequestContextMiddleware
 from underlay.server.multipart import FORM_OVERHEAD_BYTES, multipart_call
@@ -53,14 +56,14 @@ class JSONBytesResponse(Response):
     media_type = "application/json"
 
 
-def encode_result(result: Any, status_code: int = 200) -> Response:
+def encode_result(result: Any, status_code: int = 200, dialect: WireDialect | None = None) -> Response:
     if isinstance(result, Response):
         return result
     if isinstance(result, BinaryContent):
         return binary_response(result)
     if hasattr(result, "__aiter__") and not isinstance(result, BaseModel | dict | list):
         return StreamingResponse(
-            sse_frames(result),
+            sse_frames(result, dialect=dialect),
             media_type="text/event-stream",
             headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
         )
@@ -99,6 +102,20 @@ def parse_query(model: type[BaseModel], request: Request) -> BaseModel:
         raise InvalidRequestError(message, param=param) from None
 
 
+_BODY_PARAM = "params"
+"""The keyword a route's body model reaches the endpoint by (FastAPI's body parameter)."""
+
+_UNUSED_ALIAS = getattr(pydantic.warnings, "UnsupportedFieldAttributeWarning", None)  # pydantic >= 2.12
+if _UNUSED_ALIAS is not None:
+    # FastAPI builds a body parameter's validator from ``Annotated[Model, Body(alias="params")]`` and
+    # silences pydantic's notice that the alias has no effect there. Contract models defer their build
+    # (underlay.api.base), so that validator is built by the route's first request, outside FastAPI's
+    # filter: the same harmless notice, silenced here for that parameter alone.
+    warnings.filterwarnings(
+        "ignore", message=f"The 'alias' attribute with value '{_BODY_PARAM}' ", category=_UNUSED_ALIAS
+    )
+
+
 def make_endpoint(api: str, route: Route) -> Any:
     path_params = _PATH_PARAM.findall(route.path)
     handler_name = route.handler.__name__  # the Protocol method; the running router has the same name
@@ -112,29 +129,33 @@ def make_endpoint(api: str, route: Route) -> Any:
             result = await multipart_call(request, route, getattr(router, handler_name), kwargs)
         else:
             result = await getattr(router, handler_name)(**kwargs)
-        return encode_result(result, route.status_code)
+        return encode_result(result, route.status_code, route.dialect)
 
     parameters = [inspect.Parameter("request", inspect.Parameter.POSITIONAL_OR_KEYWORD, annotation=Request)]
     parameters += [inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, annotation=str) for name in path_params]
     if route.body is not None and not route.multipart:  # multipart bodies are parsed as they stream in
-        parameters.append(inspect.Parameter("params", inspect.Parameter.KEYWORD_ONLY, annotation=route.body))
+        parameters.append(inspect.Parameter(_BODY_PARAM, inspect.Parameter.KEYWORD_ONLY, annotation=route.body))
     endpoint.__signature__ = inspect.Signature(parameters)  # type: ignore[attr-defined]
     endpoint.__name__ = f"{api}_{handler_name}"
     return endpoint
 
 
-def _all_routes(config: RunConfig) -> list[tuple[str, Route]]:
+def _all_routes(config: RunConfig, stack: Stack | None = None) -> list[tuple[str, Route]]:
     """Every switched-on API's routes, built-in or from a package (see :mod:`underlay.core.api_plugins`).
 
     Raises the one-line :class:`ConfigError` for an unknown or broken API and for two claiming one route.
+    A started stack has done that discovery and check already: its table is reused rather than the
+    installed distributions scanned again (which is most of the cost).
     """
+    if stack is not None and stack.started:
+        return [(api, route) for api in stack.apis for route in stack.api_table[api].routes]
     catalog = discover_apis(config)
     return [(api, route) for api in check_apis(config, catalog) for route in catalog.apis[api].entry.routes]
 
 
 def create_app(config: RunConfig, stack: Stack | None = None) -> FastAPI:
     """Build the app; the stack starts in the lifespan (or is given, already started, by a caller)."""
-    routes = _all_routes(config)
+    routes = _all_routes(config, stack)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -175,8 +196,9 @@ def create_app(config: RunConfig, stack: Stack | None = None) -> FastAPI:
             openapi_extra=_multipart_openapi(route) if route.multipart else None,
         )
     _add_platform_routes(app, routes)
+    console.install(app, config)  # after every API route: `/` and `/console/*` never shadow one
     mcp_server = _mount_mcp(app, config)
-    # Layers, added innermost first: request context → CORS → telemetry → auth → route policy →
+    # Layers, added innermost first: dialects → request context → CORS → telemetry → auth → route policy →
     # quotas → endpoint. CORS answers preflights before auth; telemetry sees 401s and 429s too.
     quotas.install(app, config)
     access.install(app, config)
@@ -196,6 +218,9 @@ def create_app(config: RunConfig, stack: Stack | None = None) -> FastAPI:
         max_request_bytes=config.server.max_request_bytes,
         route_limits=_route_body_limits(config, routes),
     )
+    dialects = {r.path: r.dialect for _, r in routes if r.dialect is not None}
+    if dialects:  # outermost: it reshapes the errors of every layer above on those routes
+        app.add_middleware(DialectMiddleware, dialects=dialects)  # type: ignore[arg-type]
     return app
 
 

@@ -18,6 +18,7 @@ from underlay.core.auth.authenticator import Authenticator
 from underlay.core.auth.base import AuthRequest
 from underlay.core.config import RunConfig
 from underlay.core.identity import principal_var
+from underlay.server import console
 from underlay.server.middleware import send_envelope
 
 log = logging.getLogger("underlay.auth")
@@ -110,6 +111,6 @@ def install(app: FastAPI, config: RunConfig) -> None:
     app.add_middleware(
         AuthMiddleware,  # type: ignore[arg-type]
         authenticator=Authenticator(auth),
-        public_paths=auth.public_paths,
+        public_paths=[*auth.public_paths, *console.public_paths(config)],  # the console's login page
         realm=auth.realm,
     )

@@ -21,6 +21,7 @@ from underlay.core.quotas.config import QuotaConfig
 from underlay.core.quotas.counters import Counters, KVCounters, QuotaBackendError, RedisCounters
 from underlay.core.quotas.limiter import QuotaLimiter, Subject
 from underlay.core.quotas.usage import UsageLedger, ledger_var
+from underlay.server import console
 from underlay.server.middleware import send_envelope
 
 log = logging.getLogger("underlay.quotas")
@@ -43,10 +44,10 @@ def subject_for(scope: dict[str, Any]) -> Subject:
 
 
 class QuotaMiddleware:
-    def __init__(self, app: Any, config: QuotaConfig) -> None:
+    def __init__(self, app: Any, config: QuotaConfig, also_exempt: frozenset[str] = frozenset()) -> None:
         self.app = app
         self.config = config
-        self.exempt = frozenset(config.exempt_paths)
+        self.exempt = frozenset(config.exempt_paths) | also_exempt
         self._limiter: QuotaLimiter | None = None
         self._redis = RedisCounters(config.url) if config.backend == "redis" else None
         self._last_warning = 0.0
@@ -138,4 +139,6 @@ class QuotaMiddleware:
 def install(app: FastAPI, config: RunConfig) -> None:
     """Add the quota middleware when ``server.quotas`` is configured."""
     if config.server.quotas is not None:
-        app.add_middleware(QuotaMiddleware, config=config.server.quotas)
+        # The console's own files are exempt as /docs is: a page load is not an API call.
+        also_exempt = frozenset(console.served_paths(config))
+        app.add_middleware(QuotaMiddleware, config=config.server.quotas, also_exempt=also_exempt)

@@ -17,6 +17,7 @@ from typing import Any
 from pydantic_core import to_json
 
 from underlay.api.errors import UnderlayError, UpstreamError
+from underlay.api.routes import WireDialect
 from underlay.server.errors import masked_envelope
 
 log = logging.getLogger("underlay.sse")
@@ -45,15 +46,35 @@ def _sequence_number(payload: Any) -> Any:
     return getattr(payload, name, None)
 
 
-def _error_frame(exc: BaseException) -> bytes:
+def _named_frame(payload: Any) -> bytes:
+    """A dialect's frame: every event is named by its ``type`` (Anthropic's Messages stream)."""
+    return b"event: " + str(payload.type).encode() + b"\ndata: " + to_json(payload, by_alias=True) + b"\n\n"
+
+
+def _error_frame(exc: BaseException, dialect: WireDialect | None = None) -> bytes:
     if not isinstance(exc, UnderlayError):
         log.error("stream failed: %s: %s", type(exc).__name__, exc)
         exc = UpstreamError("stream", f"{type(exc).__name__}: {exc}")
-    return b"data: " + to_json(masked_envelope(exc)) + b"\n\n"
+    envelope = masked_envelope(exc)
+    if dialect is not None and dialect.named_events:
+        error = envelope["error"]
+        _, body = dialect.error_body(exc.status_code, str(error["type"]), str(error["message"]))
+        return b"event: error\ndata: " + to_json(body) + b"\n\n"
+    return b"data: " + to_json(envelope) + b"\n\n"
 
 
-async def sse_frames(events: AsyncIterator[Any], *, done_marker: bool = True) -> AsyncIterator[bytes]:
-    """Encode events; never let an exception cut the connection."""
+async def sse_frames(
+    events: AsyncIterator[Any], *, done_marker: bool = True, dialect: WireDialect | None = None
+) -> AsyncIterator[bytes]:
+    """Encode events; never let an exception cut the connection.
+
+    With a ``dialect`` of named events, each frame is named by its payload's ``type``, a failure is the
+    dialect's ``error`` event, and no ``[DONE]`` marker ends the stream.
+    """
+    named = dialect is not None and dialect.named_events
+    frame = _named_frame if named else _frame
+    if named:
+        done_marker = False
     queue: asyncio.Queue[Any] = asyncio.Queue(maxsize=256)
 
     async def pump() -> None:
@@ -78,10 +99,10 @@ async def sse_frames(events: AsyncIterator[Any], *, done_marker: bool = True) ->
                         parts.append(_DONE)
                     finished = True
                 elif isinstance(item, BaseException):
-                    parts.append(_error_frame(item))
+                    parts.append(_error_frame(item, dialect))
                     finished = True
                 else:
-                    parts.append(_frame(item))
+                    parts.append(frame(item))
                 if finished or queue.empty():
                     break
                 item = queue.get_nowait()

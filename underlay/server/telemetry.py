@@ -21,6 +21,7 @@ from underlay.api.context import request_id_var
 from underlay.core.config import RunConfig
 from underlay.core.identity import current_principal, principal_var
 from underlay.core.telemetry.runtime import TRACER_KEY
+from underlay.server import console
 from underlay.shared.redact import record_error
 
 _PROPAGATOR = TraceContextTextMapPropagator()
@@ -128,7 +129,7 @@ def install(app: FastAPI, config: RunConfig) -> None:
     settings = config.telemetry
     if not settings.enabled:
         return
-    untraced = {"/v1/health"}
+    untraced = {"/v1/health", *console.served_paths(config)}  # page loads are not API calls
     if settings.metrics_path is not None:
         untraced.add(settings.metrics_path)
 

@@ -50,6 +50,9 @@ _NOUNS = {
     "prompt": "prompt",
     "agent": "agent",
     "batch": "batch",
+    "scoring_function": "scoring function",
+    "dataset": "dataset",
+    "eval": "eval",
     "chat_completion": "chat completion",
     "job": "job",
 }

@@ -6,7 +6,6 @@ import logging
 from collections import Counter
 
 from underlay.api.errors import UnauthenticatedError
-from underlay.core.auth.api_keys import ApiKeysAuth
 from underlay.core.auth.base import AuthProvider, AuthRequest, Decline
 from underlay.core.auth.config import (
     ApiKeysProvider,
@@ -17,23 +16,42 @@ from underlay.core.auth.config import (
     TrustedHeadersProvider,
     WebhookProvider,
 )
-from underlay.core.auth.introspection import IntrospectionAuth
-from underlay.core.auth.jwt_bearer import JwtAuth
-from underlay.core.auth.kubernetes import KubernetesAuth
-from underlay.core.auth.trusted_headers import TrustedHeadersAuth
-from underlay.core.auth.webhook import WebhookAuth
 from underlay.core.identity import Principal
 
 log = logging.getLogger("underlay.auth")
 
-_BUILDERS: dict[type, type] = {
-    ApiKeysProvider: ApiKeysAuth,
-    JwtProvider: JwtAuth,
-    IntrospectionProvider: IntrospectionAuth,
-    WebhookProvider: WebhookAuth,
-    TrustedHeadersProvider: TrustedHeadersAuth,
-    KubernetesProvider: KubernetesAuth,
-}
+
+def _build(entry: object, name: str) -> AuthProvider:
+    """The provider object for one config entry, its module imported only when an entry names it.
+
+    Why lazily: the JWT provider brings PyJWT and cryptography, the HTTP-backed ones httpx; a server
+    without ``auth`` (or with API keys only) should not pay for importing them on every start.
+    """
+    if isinstance(entry, ApiKeysProvider):
+        from underlay.core.auth.api_keys import ApiKeysAuth
+
+        return ApiKeysAuth(entry, name)
+    if isinstance(entry, JwtProvider):
+        from underlay.core.auth.jwt_bearer import JwtAuth
+
+        return JwtAuth(entry, name)
+    if isinstance(entry, IntrospectionProvider):
+        from underlay.core.auth.introspection import IntrospectionAuth
+
+        return IntrospectionAuth(entry, name)
+    if isinstance(entry, WebhookProvider):
+        from underlay.core.auth.webhook import WebhookAuth
+
+        return WebhookAuth(entry, name)
+    if isinstance(entry, TrustedHeadersProvider):
+        from underlay.core.auth.trusted_headers import TrustedHeadersAuth
+
+        return TrustedHeadersAuth(entry, name)
+    if isinstance(entry, KubernetesProvider):
+        from underlay.core.auth.kubernetes import KubernetesAuth
+
+        return KubernetesAuth(entry, name)
+    raise TypeError(f"no authentication provider for {type(entry).__name__}")
 
 
 def build_providers(config: AuthConfig) -> list[AuthProvider]:
@@ -44,7 +62,7 @@ def build_providers(config: AuthConfig) -> list[AuthProvider]:
     for entry in config.providers:
         seen[entry.type] += 1
         name = entry.name or (entry.type if counts[entry.type] == 1 else f"{entry.type}#{seen[entry.type]}")
-        providers.append(_BUILDERS[type(entry)](entry, name))
+        providers.append(_build(entry, name))
     return providers
 
 

@@ -11,8 +11,6 @@ from __future__ import annotations
 import hashlib
 from typing import Any, Protocol
 
-import httpx
-
 from underlay.api.errors import ServiceUnavailableError, UnauthenticatedError
 from underlay.core.identity import Principal
 
@@ -71,6 +69,8 @@ def unavailable(
     name: str, what: str, exc: BaseException | None = None, *, problem: str | None = None
 ) -> ServiceUnavailableError:
     """The identity provider behind ``name`` cannot answer (503); the message names it, never the token."""
+    import httpx  # here, not at the top: API-key auth needs none of it (only the HTTP-backed providers call this)
+
     if isinstance(exc, httpx.HTTPStatusError):
         text = problem or f"answered HTTP {exc.response.status_code}; check its URL and health"
     else:

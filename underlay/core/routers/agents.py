@@ -120,7 +120,7 @@ def agent_request(agent: AgentObject, params: CreateResponseRequest) -> CreateRe
     if spec.guardrails:
         extra_shields = body.get("guardrails") or []
         body["guardrails"] = list(dict.fromkeys([*spec.guardrails, *extra_shields]))
-    for name in ("temperature", "max_output_tokens", "max_tool_calls"):
+    for name in ("temperature", "max_output_tokens", "max_tool_calls", "tool_choice"):
         value = getattr(spec, name)
         if value is not None and body.get(name) is None:
             body[name] = value

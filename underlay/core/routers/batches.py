@@ -8,15 +8,28 @@ store at once. A resumed job reads those records and runs only the lines that ha
 never repeats or loses a finished line. The job runs as the batch's owner, and each line goes through
 the router that serves the endpoint live (found in the route table by the line's ``url``), so access
 control, model resolution and telemetry apply to it exactly as to a live request.
+
+Native pass-through. When every line of a chat, completions or embeddings batch names a model of one
+provider that has its own Batches API (a :class:`NativeBatchProvider` that says yes for the endpoint),
+the job hands the whole batch to that upstream instead: it uploads the lines with each ``model``
+rewritten to the provider's name for it, creates the upstream batch, and follows it. A line that needs
+Underlay itself (a guardrail, a stored chat completion), a model of another provider, or one the
+routing table does not know, keeps the batch here (it then runs inline, as before). The decision and
+each upstream id are stored (``batch_upstreams``) before the call that needs them, so a restarted job
+follows the same upstream batch and never submits twice; between polls the job is deferred
+(:class:`JobDeferred`), holding no worker. Once the upstream batch ends, its output and error files
+are copied into local files owned by the batch's creator, each line's ``model`` set back to the name
+the client used.
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import secrets
 import time
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -27,20 +40,35 @@ from underlay.api.batches import (
     MAX_CUSTOM_ID_CHARS,
     MAX_LINE_BYTES,
     MAX_LINES,
+    NATIVE_BATCH_ENDPOINTS,
     Batch,
     BatchError,
     BatchErrors,
     BatchesApi,
     BatchList,
     BatchRequestCounts,
+    BatchUsage,
     CreateBatchRequest,
+    NativeBatchProvider,
 )
-from underlay.api.errors import InvalidRequestError, UnderlayError
+from underlay.api.errors import (
+    ConflictError,
+    InvalidRequestError,
+    RateLimitedError,
+    ServiceUnavailableError,
+    UnderlayError,
+    UpstreamError,
+    UpstreamTimeoutError,
+)
+from underlay.api.models import Model, ModelType
 from underlay.api.pagination import ListQuery
 from underlay.api.routes import Route
-from underlay.core.jobs import Job, JobCancelled, JobContext, JobError, JobRunner
+from underlay.core.jobs import Job, JobCancelled, JobContext, JobDeferred, JobError, JobRunner, RetryableJobError
+from underlay.core.quotas.background import BackgroundCharger
 from underlay.core.routers.files import FilesRouter
-from underlay.core.stores.batches import BatchStore, new_batch_id
+from underlay.core.stores.batches import BatchStore, UpstreamBatch, new_batch_id
+
+log = logging.getLogger("underlay.batches")
 
 JOB_KIND = "batch.run"
 WINDOW_SECONDS = 24 * 3600
@@ -53,6 +81,11 @@ TERMINAL = ("completed", "failed", "expired", "cancelled")
 FLUSH_SECONDS = 0.25
 """How often a running batch writes its ``request_counts`` and progress: per line, they cost more
 queries than the line itself on a fast endpoint. Each line's own record is still written at once."""
+DEFAULT_POLL_SECONDS = 30.0
+"""How often a native batch asks its upstream how it is doing (a batch takes minutes to hours)."""
+POLL_GRACE_SECONDS = 3600
+"""How long past the batch's window an upstream that cannot be reached is still polled before giving up."""
+ModelResolver = Callable[[str], Awaitable[Model]]
 
 
 @dataclass(frozen=True)
@@ -68,6 +101,16 @@ class Line:
     number: int
     custom_id: str
     params: BaseModel
+    body: dict[str, Any]
+    """The request body as the client wrote it: what a native batch sends upstream (model renamed)."""
+
+
+@dataclass(frozen=True)
+class NativePlan:
+    """A batch to pass through: the provider that runs it and, per model name a line uses, its own name."""
+
+    provider_id: str
+    models: dict[str, str]
 
 
 def _now() -> int:
@@ -81,6 +124,53 @@ def _first_error(exc: ValidationError) -> tuple[str, str]:
     return f"body.{path}" if path else "body", str(err.get("msg", "invalid value"))
 
 
+def _expiry(job: Job) -> int | None:
+    """The ``output_expires_after.seconds`` the batch was created with, if any."""
+    seconds = job.payload.get("output_expires_after_seconds")
+    return int(seconds) if isinstance(seconds, int) else None
+
+
+def _count(usage: Mapping[str, Any], *names: str) -> int:
+    return sum(value for name in names if isinstance(value := usage.get(name), int) and value > 0)
+
+
+def _usage(done: Iterable[tuple[bool, dict[str, Any]]]) -> BatchUsage | None:
+    """The sum of the succeeded lines' ``usage``, in the Responses shape OpenAI's batch object uses.
+
+    Chat and completions name their tokens ``prompt_tokens``/``completion_tokens``, Responses
+    ``input_tokens``/``output_tokens``; an embeddings line has only prompt tokens and a moderations
+    line no usage at all. ``None`` while no finished line reported any.
+    """
+    seen = False
+    input_tokens = output_tokens = cached = reasoning = 0
+    for ok, record in done:
+        response = record.get("response") if ok else None
+        body = response.get("body") if isinstance(response, dict) else None
+        usage = body.get("usage") if isinstance(body, dict) else None
+        if not isinstance(usage, dict):
+            continue
+        seen = True
+        input_tokens += _count(usage, "prompt_tokens", "input_tokens")
+        output_tokens += _count(usage, "completion_tokens", "output_tokens")
+        for key, field in (("prompt_tokens_details", "cached_tokens"), ("input_tokens_details", "cached_tokens")):
+            details = usage.get(key)
+            cached += _count(details, field) if isinstance(details, dict) else 0
+        for key in ("completion_tokens_details", "output_tokens_details"):
+            details = usage.get(key)
+            reasoning += _count(details, "reasoning_tokens") if isinstance(details, dict) else 0
+    if not seen:
+        return None
+    return BatchUsage.model_validate(
+        {
+            "input_tokens": input_tokens,
+            "input_tokens_details": {"cached_tokens": cached},
+            "output_tokens": output_tokens,
+            "output_tokens_details": {"reasoning_tokens": reasoning},
+            "total_tokens": input_tokens + output_tokens,
+        }
+    )
+
+
 class BatchesRouter(BatchesApi):
     def __init__(
         self,
@@ -91,18 +181,37 @@ class BatchesRouter(BatchesApi):
         routers: Callable[[str], object | None],
         *,
         concurrency: int = DEFAULT_CONCURRENCY,
+        max_lines: int = MAX_LINES,
+        charger: BackgroundCharger | None = None,
+        native: Mapping[str, NativeBatchProvider] | None = None,
+        resolve_model: ModelResolver | None = None,
+        chat_needs_underlay: bool = False,
+        poll_seconds: float = DEFAULT_POLL_SECONDS,
     ) -> None:
+        """``native``: the inference providers (by id) with their own Batches API; ``resolve_model``: the
+        routing table's look-up, as the batch's owner; ``chat_needs_underlay``: chat lines must run here
+        (default guardrails, or every chat completion stored); ``poll_seconds``: a native batch's poll."""
         self.store = store
         self.files = files
         self.jobs = jobs
         self.endpoints = endpoints
         self.routers = routers
         self.concurrency = max(1, concurrency)
+        self.max_lines = max(1, min(max_lines, MAX_LINES))
+        self.charger = charger
+        self.native = dict(native or {})
+        self.resolve_model = resolve_model
+        self.chat_needs_underlay = chat_needs_underlay
+        self.poll_seconds = max(0.01, poll_seconds)
 
     async def initialize(self) -> None:
         await self.store.initialize()
         await self.jobs.initialize()
         self.jobs.register(JOB_KIND, self.run, on_failure=self.on_failure, max_attempts=5, lane="bulk")
+
+    async def shutdown(self) -> None:
+        if self.charger is not None:
+            await self.charger.close()
 
     # -- routes -------------------------------------------------------------------------------------
 
@@ -135,7 +244,11 @@ class BatchesRouter(BatchesApi):
         # this call returns, and nothing written here afterwards may overwrite what it wrote.
         job_id = f"job_{secrets.token_hex(12)}"
         await self.store.create(batch, job_id)
-        await self.jobs.submit(JOB_KIND, {"batch_id": batch.id}, reference=batch.id, job_id=job_id)
+        payload: dict[str, Any] = {"batch_id": batch.id}
+        if params.output_expires_after is not None:
+            # Not part of OpenAI's batch object, so it travels with the job that writes the files.
+            payload["output_expires_after_seconds"] = params.output_expires_after.seconds
+        await self.jobs.submit(JOB_KIND, payload, reference=batch.id, job_id=job_id)
         return batch
 
     async def retrieve_batch(self, batch_id: str) -> Batch:
@@ -163,6 +276,11 @@ class BatchesRouter(BatchesApi):
             return batch
         batch = batch.model_copy(update={"status": "cancelling", "cancelling_at": _now()})
         await self.store.save(batch, unless=TERMINAL)
+        upstream = await self.store.upstream(batch_id)
+        if upstream is not None:  # a native batch: its job ends it once the upstream says it stopped
+            await self._cancel_upstream(upstream)
+            batch, _ = await self.store.get(batch_id)
+            return batch
         if job_id is not None:
             job = await self.jobs.cancel(job_id)
             if job.status == "cancelled":  # it never started: nothing will finish it but us
@@ -178,6 +296,9 @@ class BatchesRouter(BatchesApi):
         batch, _ = await self.store.get(batch_id)
         if batch.status in TERMINAL:
             return {"batch_id": batch_id, "status": batch.status}
+        upstream = await self.store.upstream(batch_id)
+        if upstream is not None:
+            return await self._run_native(ctx, batch, upstream, None)
         lines, errors = await self._read_lines(batch)
         batch, _ = await self.store.get(batch_id)  # a cancel may have landed while the lines were read
         if errors:
@@ -186,7 +307,23 @@ class BatchesRouter(BatchesApi):
             )
             await self.store.save(failed, unless=TERMINAL)
             return {"batch_id": batch_id, "status": "failed"}
+        models = {line.body.get("model") for line in lines}
+        if len(models) == 1 and isinstance(only := next(iter(models)), str):
+            batch = batch.model_copy(update={"model": only})  # as OpenAI reports it: the one model asked for
         done = await self.store.finished_lines(batch_id)
+        plan = None if done else await self._native_plan(batch, lines)
+        if plan is not None:
+            try:
+                await ctx.checkpoint()  # a cancel that came while the lines were read: nothing was sent yet
+            except JobCancelled:
+                current, _ = await self.store.get(batch_id)
+                await self._end_cancelled(current, _expiry(ctx.job))
+                raise
+            upstream = UpstreamBatch(provider_id=plan.provider_id, models=plan.models)
+            await self.store.save_upstream(batch_id, upstream)  # from here on the batch is native, for good
+            counted = batch.model_copy(update={"request_counts": BatchRequestCounts(total=len(lines))})
+            await self.store.save(counted, unless=(*TERMINAL, "cancelling"))
+            return await self._run_native(ctx, batch, upstream, lines)
         if batch.status == "validating":
             batch = batch.model_copy(update={"status": "in_progress", "in_progress_at": _now()})
         batch = self._counted(batch, len(lines), done)
@@ -195,16 +332,16 @@ class BatchesRouter(BatchesApi):
             await self._run_lines(ctx, batch, [ln for ln in lines if ln.number not in done], done)
         except JobCancelled:
             current, _ = await self.store.get(batch_id)
-            await self._end_cancelled(current)
+            await self._end_cancelled(current, _expiry(ctx.job))
             raise
         batch, _ = await self.store.get(batch_id)
         if batch.status == "cancelling":
-            await self._end_cancelled(batch)
+            await self._end_cancelled(batch, _expiry(ctx.job))
             return {"batch_id": batch_id, "status": "cancelled"}
         expired = self._expired(batch)
         batch = batch.model_copy(update={"status": "finalizing", "finalizing_at": _now()})
         await self.store.save(batch, unless=(*TERMINAL, "cancelling"))
-        batch = await self._write_files(batch, len(lines))
+        batch = await self._write_files(batch, len(lines), _expiry(ctx.job))
         end = "expired" if expired else "completed"
         batch = batch.model_copy(update={"status": end, f"{end}_at": _now()})
         await self.store.save(batch, unless=TERMINAL)
@@ -223,24 +360,33 @@ class BatchesRouter(BatchesApi):
             return
         if batch.status in TERMINAL:
             return
+        upstream = await self.store.upstream(batch_id)
+        if upstream is not None and upstream.batch_id is not None:
+            await self._cancel_upstream(upstream)  # nobody follows it any more: do not leave it running
         if batch.status == "cancelling":
-            await self._end_cancelled(batch)
+            await self._end_cancelled(batch, _expiry(job))
             return
-        message = (job.error or {}).get("message") or "the batch's job ended before the batch finished"
+        error = job.error or {}
+        message = error.get("message") or "the batch's job ended before the batch finished"
+        code = str(error.get("code") or "")
         failed = batch.model_copy(
             update={
                 "status": "failed",
                 "failed_at": _now(),
-                "errors": BatchErrors(data=[BatchError(code="batch_failed", message=str(message))]),
+                "errors": BatchErrors(
+                    data=[
+                        BatchError(code=code if code.startswith("upstream_") else "batch_failed", message=str(message))
+                    ]
+                ),
             }
         )
         await self.store.save(failed, unless=TERMINAL)
 
-    async def _end_cancelled(self, batch: Batch) -> Batch:
+    async def _end_cancelled(self, batch: Batch, expires_after: int | None = None) -> Batch:
         """Write the finished lines' files and mark the batch ``cancelled``."""
         done = await self.store.finished_lines(batch.id)
         total = batch.request_counts.total
-        batch = await self._write_files(self._counted(batch, total, done), total)
+        batch = await self._write_files(self._counted(batch, total, done), total, expires_after)
         batch = batch.model_copy(update={"status": "cancelled", "cancelled_at": _now()})
         await self.store.save(batch, unless=TERMINAL)
         return batch
@@ -249,7 +395,7 @@ class BatchesRouter(BatchesApi):
     def _counted(batch: Batch, total: int, done: Mapping[int, tuple[bool, dict[str, Any]]]) -> Batch:
         ok = sum(1 for good, _ in done.values() if good)
         counts = BatchRequestCounts(total=total, completed=ok, failed=len(done) - ok)
-        return batch.model_copy(update={"request_counts": counts})
+        return batch.model_copy(update={"request_counts": counts, "usage": _usage(done.values())})
 
     async def _read_lines(self, batch: Batch) -> tuple[list[Line], list[BatchError]]:
         """Parse and check every line; errors name their 1-based line number."""
@@ -278,8 +424,8 @@ class BatchesRouter(BatchesApi):
         for number, text in enumerate(raw.split(b"\n"), start=1):
             if not text.strip():
                 continue
-            if len(lines) + len(errors) >= MAX_LINES:
-                bad(number, "too_many_requests", f"A batch holds at most {MAX_LINES} requests.")
+            if len(lines) + len(errors) >= self.max_lines:
+                bad(number, "too_many_requests", f"A batch holds at most {self.max_lines} requests on this server.")
                 break
             if len(text) > MAX_LINE_BYTES:
                 bad(number, "line_too_large", f"The line is over {MAX_LINE_BYTES} bytes.")
@@ -335,7 +481,7 @@ class BatchesRouter(BatchesApi):
                 field, message = _first_error(exc)
                 bad(number, "invalid_body", f"{field}: {message}", field)
                 continue
-            lines.append(Line(number, custom_id, params))
+            lines.append(Line(number, custom_id, params, body))
         if not lines and not errors:
             bad(max(number, 1), "empty_file", "The input file has no requests.")
         return lines, errors
@@ -424,7 +570,11 @@ class BatchesRouter(BatchesApi):
             if router is None:
                 raise InvalidRequestError(f"The {endpoint.api} API is off on this server.")
             handler = getattr(router, endpoint.route.handler.__name__)
-            result = await handler(params=line.params)
+            if self.charger is None:
+                result = await handler(params=line.params)
+            else:  # the line's tokens count against the owner's budget, as the same request sent live
+                async with self.charger.metering():
+                    result = await handler(params=line.params)
             if hasattr(result, "__aiter__") and not isinstance(result, BaseModel | dict | list):
                 raise InvalidRequestError("A batched request cannot stream; remove stream.", param="body.stream")
             body: Any = to_jsonable_python(result, by_alias=True)
@@ -451,7 +601,7 @@ class BatchesRouter(BatchesApi):
         }
         return status < 400, record
 
-    async def _write_files(self, batch: Batch, total: int) -> Batch:
+    async def _write_files(self, batch: Batch, total: int, expires_after: int | None = None) -> Batch:
         """The output (succeeded lines) and error (failed lines) files, in line order, once each."""
         if batch.output_file_id or batch.error_file_id:
             return batch
@@ -460,14 +610,305 @@ class BatchesRouter(BatchesApi):
         bad = [record for number, (ok, record) in sorted(done.items()) if not ok]
         update: dict[str, Any] = {}
         if good:
-            update["output_file_id"] = (await self._file(f"{batch.id}_output.jsonl", good)).id
+            update["output_file_id"] = (await self._file(f"{batch.id}_output.jsonl", good, expires_after)).id
         if bad:
-            update["error_file_id"] = (await self._file(f"{batch.id}_error.jsonl", bad)).id
+            update["error_file_id"] = (await self._file(f"{batch.id}_error.jsonl", bad, expires_after)).id
         return self._counted(batch.model_copy(update=update), total, done)
 
-    async def _file(self, name: str, records: list[dict[str, Any]]) -> Any:
+    async def _file(self, name: str, records: list[dict[str, Any]], expires_after: int | None) -> Any:
         async def chunks() -> AsyncIterator[bytes]:
             for record in records:
                 yield json.dumps(record, separators=(",", ":")).encode() + b"\n"
 
-        return await self.files.create_file(name, "batch_output", chunks())
+        return await self.files.create_file(name, "batch_output", chunks(), expires_after_seconds=expires_after)
+
+    # -- native pass-through ------------------------------------------------------------------------
+
+    async def _native_plan(self, batch: Batch, lines: list[Line]) -> NativePlan | None:
+        """Whether the batch goes to a provider's own Batches API, and with which model names; else ``None``.
+
+        The rule: the endpoint is one an upstream can batch, every line's model resolves (as the batch's
+        owner) to a model of the right type on one and the same provider, that provider has a native
+        Batches API and says yes for the endpoint now, and no line needs Underlay itself (a chat line
+        with guardrails or ``store``, or any chat line when default guardrails or storing every chat
+        completion are configured). Anything else runs inline, where each line gets its own answer.
+        """
+        if not self.native or self.resolve_model is None or batch.endpoint not in NATIVE_BATCH_ENDPOINTS:
+            return None
+        chat = batch.endpoint == "/v1/chat/completions"
+        if chat and self.chat_needs_underlay:
+            return None
+        expected = ModelType.embedding if batch.endpoint == "/v1/embeddings" else ModelType.llm
+        models: dict[str, str] = {}
+        provider_id: str | None = None
+        for line in lines:
+            if chat and ("guardrails" in line.body or line.body.get("store")):
+                return None
+            name = line.body.get("model")
+            if not isinstance(name, str):
+                return None
+            if name in models:
+                continue
+            try:
+                model = await self.resolve_model(name)
+            except UnderlayError:  # unknown or hidden: inline answers that line with its 404
+                return None
+            if model.model_type != expected or model.provider_id not in self.native:
+                return None
+            if provider_id is not None and model.provider_id != provider_id:
+                return None  # a batch mixing providers runs here: one upstream batch per batch
+            provider_id = model.provider_id
+            models[name] = model.provider_resource_id
+        if provider_id is None or not self.native[provider_id].native_batches_for(batch.endpoint):
+            return None
+        return NativePlan(provider_id, models)
+
+    async def _run_native(
+        self, ctx: JobContext, batch: Batch, upstream: UpstreamBatch, lines: list[Line] | None
+    ) -> dict[str, Any]:
+        """One run of a native batch's job: submit it if that is not done, then poll once (and defer)."""
+        provider = self.native.get(upstream.provider_id)
+        if provider is None:
+            message = (
+                f"The batch was passed to provider '{upstream.provider_id}', which this server no longer has; "
+                f"restore that provider to collect upstream batch {upstream.batch_id or '(not created)'}."
+            )
+            return await self._fail(batch, "native_provider_missing", message)
+        if upstream.batch_id is None:
+            batch, _ = await self.store.get(batch.id)
+            if batch.status == "cancelling":  # nothing runs upstream yet: end it here
+                await self._end_cancelled(batch, _expiry(ctx.job))
+                return {"batch_id": batch.id, "status": "cancelled"}
+            try:
+                await self._submit_native(provider, batch, upstream, lines)
+            except UnderlayError as exc:
+                if _transient(exc):  # retried by the job system, then failed with this message
+                    raise RetryableJobError("upstream_unavailable", exc.message, delay=self.poll_seconds) from None
+                return await self._fail(batch, exc.code or "upstream_error", exc.message)
+        return await self._poll_native(ctx, provider, batch.id, upstream)
+
+    async def _submit_native(
+        self, provider: NativeBatchProvider, batch: Batch, upstream: UpstreamBatch, lines: list[Line] | None
+    ) -> None:
+        """Upload the input and create the upstream batch, storing each id before the next call.
+
+        A create that may have reached the upstream (``create_attempted``) is looked up by its input file
+        before any new create, so a crash or timeout in the middle never makes a second upstream batch.
+        """
+        if upstream.input_file_id is None:
+            if lines is None:
+                lines, errors = await self._read_lines(batch)
+                if errors:
+                    message = "The input file changed after it was checked; create the batch again."
+                    raise JobError("batch_failed", message)
+            content = _native_input(batch.endpoint, lines, upstream.models)
+            upstream.input_file_id = await provider.upload_native_batch_input(f"{batch.id}.jsonl", content)
+            await self.store.save_upstream(batch.id, upstream)
+        created = None
+        if upstream.create_attempted:
+            created = await provider.find_native_batch(upstream.input_file_id)
+        if created is None:
+            latest, _ = await self.store.get(batch.id)
+            if latest.status == "cancelling":
+                return  # the poll ends it: no upstream batch, nothing to cancel
+            upstream.create_attempted = True
+            await self.store.save_upstream(batch.id, upstream)
+            created = await provider.create_native_batch(
+                upstream.input_file_id, batch.endpoint, batch.completion_window, batch.metadata
+            )
+        upstream.batch_id = created.id
+        await self.store.save_upstream(batch.id, upstream)
+        log.info("batch %s: passed to provider %s as upstream batch %s", batch.id, upstream.provider_id, created.id)
+
+    async def _poll_native(
+        self, ctx: JobContext, provider: NativeBatchProvider, batch_id: str, upstream: UpstreamBatch
+    ) -> dict[str, Any]:
+        """Ask the upstream once; mirror its progress, finish the batch if it ended, else defer the job."""
+        batch, _ = await self.store.get(batch_id)
+        if batch.status in TERMINAL:
+            return {"batch_id": batch_id, "status": batch.status}
+        if upstream.batch_id is None:  # cancelled before the create
+            await self._end_cancelled(batch, _expiry(ctx.job))
+            return {"batch_id": batch_id, "status": "cancelled"}
+        if batch.status == "cancelling" and not upstream.cancel_sent:
+            if await self._cancel_upstream(upstream):
+                upstream.cancel_sent = True
+                await self.store.save_upstream(batch_id, upstream)
+        try:
+            remote = await provider.retrieve_native_batch(upstream.batch_id)
+        except UnderlayError as exc:
+            now = _now()
+            past_window = batch.expires_at is not None and now > batch.expires_at + POLL_GRACE_SECONDS
+            if not _transient(exc) or past_window:
+                message = f"{exc.message} (while following upstream batch {upstream.batch_id})"
+                return await self._fail(batch, exc.code or "upstream_error", message)
+            log.warning("batch %s: polling upstream batch %s failed: %s", batch_id, upstream.batch_id, exc.message)
+            if upstream.failing_since is None:
+                upstream.failing_since = now
+                await self.store.save_upstream(batch_id, upstream)
+            raise JobDeferred(self.poll_seconds) from None
+        if upstream.failing_since is not None:
+            upstream.failing_since = None
+            await self.store.save_upstream(batch_id, upstream)
+        if remote.status in TERMINAL:
+            return await self._finish_native(ctx, provider, batch, upstream, remote)
+        update: dict[str, Any] = {"usage": remote.usage or batch.usage}
+        if remote.request_counts.total:
+            update["request_counts"] = remote.request_counts
+        guard: tuple[str, ...] = TERMINAL
+        if batch.status != "cancelling":
+            guard = (*TERMINAL, "cancelling")  # never over a cancel that landed since the read
+            if remote.status != batch.status:
+                update["status"] = remote.status
+                stamp = f"{remote.status}_at"
+                if stamp in Batch.model_fields and getattr(batch, stamp) is None:
+                    update[stamp] = _now()
+        await self.store.save(batch.model_copy(update=update), unless=guard)
+        raise JobDeferred(self.poll_seconds)
+
+    async def _finish_native(
+        self, ctx: JobContext, provider: NativeBatchProvider, batch: Batch, upstream: UpstreamBatch, remote: Batch
+    ) -> dict[str, Any]:
+        """The upstream batch ended: copy its files here (names mapped back) and end the local batch alike."""
+        pid = upstream.provider_id
+        if remote.status == "failed":
+            reported = remote.errors.data if remote.errors is not None else []
+            errors = [
+                BatchError(
+                    code=e.code or "upstream_batch_failed",
+                    line=e.line,
+                    param=e.param,
+                    message=f"Provider '{pid}': {e.message or 'the upstream failed the batch'}",
+                )
+                for e in reported[:1000]
+            ] or [
+                BatchError(
+                    code="upstream_batch_failed",
+                    message=f"Provider '{pid}' failed upstream batch {remote.id} without saying why.",
+                )
+            ]
+            update = {"status": "failed", "failed_at": _now(), "errors": BatchErrors(data=errors)}
+            if remote.request_counts.total:
+                update["request_counts"] = remote.request_counts
+            await self.store.save(batch.model_copy(update=update), unless=TERMINAL)
+            return {"batch_id": batch.id, "status": "failed"}
+        if batch.status not in ("cancelling", "finalizing"):
+            batch = batch.model_copy(update={"status": "finalizing", "finalizing_at": _now()})
+            await self.store.save(batch, unless=(*TERMINAL, "cancelling"))
+        try:
+            batch = await self._copy_native_files(provider, batch, remote, _expiry(ctx.job))
+        except UnderlayError as exc:
+            if _transient(exc):
+                log.warning("batch %s: reading upstream files failed: %s", batch.id, exc.message)
+                raise JobDeferred(self.poll_seconds) from None
+            return await self._fail(batch, exc.code or "upstream_error", exc.message)
+        if remote.request_counts.total:
+            batch = batch.model_copy(update={"request_counts": remote.request_counts})
+        if remote.usage is not None:
+            batch = batch.model_copy(update={"usage": remote.usage})
+        if self.charger is not None and batch.usage is not None and not upstream.charged:
+            upstream.charged = True  # at most once, even if the job dies right after
+            await self.store.save_upstream(batch.id, upstream)
+            await self.charger.charge(batch.usage.total_tokens)
+        end = remote.status
+        batch = batch.model_copy(update={"status": end, f"{end}_at": _now()})
+        await self.store.save(batch, unless=TERMINAL)
+        return {"batch_id": batch.id, "status": end}
+
+    async def _copy_native_files(
+        self, provider: NativeBatchProvider, batch: Batch, remote: Batch, expires_after: int | None
+    ) -> Batch:
+        """The upstream output and error files as local files of the batch's owner, in the upstream's order.
+
+        Each line keeps its ``custom_id``; the ``model`` in a response body becomes the name that line's
+        request used (the upstream names its own model, often a dated snapshot). ``usage`` is summed from
+        the copied lines, for an upstream whose batch object does not report it.
+        """
+        if batch.output_file_id or batch.error_file_id:
+            return batch  # copied by an earlier run of the job
+        names = await self._client_models(batch)
+        seen: list[tuple[bool, dict[str, Any]]] = []
+        update: dict[str, Any] = {}
+        for kind, file_id in (("output", remote.output_file_id), ("error", remote.error_file_id)):
+            if not file_id:
+                continue
+            source: str = file_id
+
+            async def chunks(source: str = source, ok: bool = kind == "output") -> AsyncIterator[bytes]:
+                async for record in provider.read_native_batch_file(source):
+                    _name_back(record, names)
+                    seen.append((ok, {"response": _usage_only(record)}))
+                    yield json.dumps(record, separators=(",", ":")).encode() + b"\n"
+
+            stored = await self.files.create_file(
+                f"{batch.id}_{kind}.jsonl", "batch_output", chunks(), expires_after_seconds=expires_after
+            )
+            update[f"{kind}_file_id"] = stored.id
+        usage = _usage(seen)
+        if usage is not None:
+            update["usage"] = usage
+        return batch.model_copy(update=update)
+
+    async def _client_models(self, batch: Batch) -> dict[str, str]:
+        """custom_id → the model name its line used (empty if the input file is gone: names stay upstream's)."""
+        try:
+            lines, _ = await self._read_lines(batch)
+        except UnderlayError:
+            return {}
+        return {line.custom_id: name for line in lines if isinstance(name := line.body.get("model"), str)}
+
+    async def _cancel_upstream(self, upstream: UpstreamBatch) -> bool:
+        """Ask the upstream to cancel; ``True`` once it took the request (or the batch is ending anyway)."""
+        provider = self.native.get(upstream.provider_id)
+        if provider is None or upstream.batch_id is None:
+            return False
+        try:
+            await provider.cancel_native_batch(upstream.batch_id)
+        except (InvalidRequestError, ConflictError):
+            return True  # already ending upstream: the next poll says how
+        except UnderlayError as exc:
+            log.warning("cancelling upstream batch %s failed (asked again later): %s", upstream.batch_id, exc.message)
+            return False
+        return True
+
+    async def _fail(self, batch: Batch, code: str, message: str) -> dict[str, Any]:
+        error = BatchError(code=code, message=message)
+        failed = batch.model_copy(update={"status": "failed", "failed_at": _now(), "errors": BatchErrors(data=[error])})
+        await self.store.save(failed, unless=TERMINAL)
+        return {"batch_id": batch.id, "status": "failed"}
+
+
+def _transient(exc: UnderlayError) -> bool:
+    """An upstream failure worth asking again about later (unreachable, busy, timed out, 5xx)."""
+    if isinstance(exc, ServiceUnavailableError | UpstreamTimeoutError | RateLimitedError):
+        return True
+    return isinstance(exc, UpstreamError) and exc.code != "upstream_auth_failed"
+
+
+def _native_input(endpoint: str, lines: list[Line], models: Mapping[str, str]) -> bytes:
+    """The JSONL sent upstream: each line as the client wrote it, its ``model`` renamed to the provider's."""
+    out = bytearray()
+    for line in lines:
+        body = dict(line.body)
+        name = body.get("model")
+        if isinstance(name, str):
+            body["model"] = models.get(name, name)
+        item = {"custom_id": line.custom_id, "method": "POST", "url": endpoint, "body": body}
+        out += json.dumps(item, separators=(",", ":")).encode() + b"\n"
+    return bytes(out)
+
+
+def _name_back(record: dict[str, Any], names: Mapping[str, str]) -> None:
+    """Set the response body's ``model`` to the name the line's request used (in place)."""
+    name = names.get(str(record.get("custom_id")))
+    response = record.get("response")
+    body = response.get("body") if isinstance(response, dict) else None
+    if name is not None and isinstance(body, dict) and "model" in body:
+        body["model"] = name
+
+
+def _usage_only(record: Mapping[str, Any]) -> dict[str, Any]:
+    """Just what :func:`_usage` reads of a line (its body's ``usage``), so a copied file is not held whole."""
+    response = record.get("response")
+    body = response.get("body") if isinstance(response, dict) else None
+    return {"body": {"usage": body.get("usage")}} if isinstance(body, dict) else {}

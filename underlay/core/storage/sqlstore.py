@@ -58,7 +58,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.dialects import postgresql as pg_dialect
 from sqlalchemy.dialects import sqlite as sqlite_dialect
-from sqlalchemy.engine import Connection
+from sqlalchemy.engine import Connection, Inspector
 from sqlalchemy.exc import IntegrityError, NoSuchTableError, SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 from sqlalchemy.ext.compiler import compiles
@@ -769,6 +769,13 @@ async def sqlstore_from_config(
 
 
 def _create_or_migrate(conn: Connection, name: str, definitions: dict[str, ColumnDefinition]) -> Table:
+    """Create the table or add what it lacks; return it as :func:`_runtime_table` describes it.
+
+    Every store calls this at start-up for each of its tables, so it asks the database as little as
+    it can: one inspector for the whole call (its cache answers repeated questions), a table it has
+    just created is described from ``definitions`` rather than reflected back, and an existing one is
+    reflected once (columns and indexes), not once for the DDL and again for the runtime table.
+    """
     inspector = inspect(conn)
     if not inspector.has_table(name):
         ddl_table = Table(
@@ -780,19 +787,37 @@ def _create_or_migrate(conn: Connection, name: str, definitions: dict[str, Colum
             ],
         )
         ddl_table.create(conn)
-        existing_indexes: set[str] = set()
-    else:
-        ddl_table = Table(name, MetaData(), autoload_with=conn)
-        quote = conn.dialect.identifier_preparer.quote
-        for col, d in definitions.items():
-            if col in ddl_table.c:
-                continue
-            if d.primary_key:
-                raise ValueError(f"Cannot add primary key column '{col}' to existing table '{name}'.")
-            column_sql = _sa_type(d.type).compile(dialect=conn.dialect)
-            conn.exec_driver_sql(f"ALTER TABLE {quote(name)} ADD COLUMN {quote(col)} {column_sql}")
-            ddl_table.append_column(Column(col, _sa_type(d.type)), replace_existing=True)
-        existing_indexes = {n for ix in inspector.get_indexes(name) if (n := ix.get("name"))}
+        # Under this transaction's write lock nothing else made the table, so none of its indexes exist.
+        _create_indexes(conn, name, ddl_table, definitions, existing=None)
+        return Table(
+            name,
+            MetaData(),
+            *[Column(col, _sa_type(d.type), primary_key=d.primary_key) for col, d in definitions.items()],
+        )
+    present = {info["name"] for info in inspector.get_columns(name)}
+    ddl_table = Table(name, MetaData(), *[Column(col) for col in present])
+    quote = conn.dialect.identifier_preparer.quote
+    altered = False
+    for col, d in definitions.items():
+        if col in present:
+            continue
+        if d.primary_key:
+            raise ValueError(f"Cannot add primary key column '{col}' to existing table '{name}'.")
+        column_sql = _sa_type(d.type).compile(dialect=conn.dialect)
+        conn.exec_driver_sql(f"ALTER TABLE {quote(name)} ADD COLUMN {quote(col)} {column_sql}")
+        ddl_table.append_column(Column(col, _sa_type(d.type)), replace_existing=True)
+        altered = True
+    existing_indexes = {n for ix in inspector.get_indexes(name) if (n := ix.get("name"))}
+    _create_indexes(conn, name, ddl_table, definitions, existing=existing_indexes)
+    if altered:
+        inspector.clear_cache()  # the columns it read are out of date now
+    return _runtime_table(conn, name, definitions, inspector)
+
+
+def _create_indexes(
+    conn: Connection, name: str, ddl_table: Table, definitions: dict[str, ColumnDefinition], existing: set[str] | None
+) -> None:
+    """The unique and plain indexes ``definitions`` ask for that are missing (``existing=None``: a new table)."""
     for col, d in definitions.items():
         if d.unique or d.index:
             options: dict[str, Any] = {}
@@ -803,18 +828,21 @@ def _create_or_migrate(conn: Connection, name: str, definitions: dict[str, Colum
                     continue
                 options = {"postgresql_using": "gin"}
             ix_name = _index_name("ux" if d.unique else "ix", name, col)
-            if ix_name not in existing_indexes:
+            if existing is None:
+                Index(ix_name, ddl_table.c[col], unique=d.unique, **options).create(conn)
+            elif ix_name not in existing:
                 Index(ix_name, ddl_table.c[col], unique=d.unique, **options).create(conn, checkfirst=True)
-    return _runtime_table(conn, name, definitions)
 
 
-def _runtime_table(conn: Connection, name: str, definitions: dict[str, ColumnDefinition]) -> Table:
+def _runtime_table(
+    conn: Connection, name: str, definitions: dict[str, ColumnDefinition], inspector: Inspector | None = None
+) -> Table:
     """The table as it is in the database, with our own types for the columns we know.
 
     Reflection picks up columns added by other (newer) versions; declared types win so JSON and
     booleans convert the same way whatever the database reports.
     """
-    inspector = inspect(conn)
+    inspector = inspector or inspect(conn)
     if not inspector.has_table(name):
         raise NoSuchTableError(name)
     primary_key = set(inspector.get_pk_constraint(name).get("constrained_columns") or [])

@@ -5,7 +5,12 @@ status as a column (so the runner's updates can be conditional on it) and the jo
 ``batch_lines`` holds one row per *finished* request line, keyed by batch and line number, written the
 moment that line ends: this is the progress a resumed job reads, so a restarted server runs only the
 lines that have no row yet and never runs a finished one twice. Line rows carry their batch's owner, so
-one policy predicate (resource type ``batch``, compiled into every query) governs both tables.
+one policy predicate (resource type ``batch``, compiled into every query) governs all three tables.
+
+``batch_upstreams`` holds, for a batch passed through to a provider's own Batches API, which provider
+runs it and the upstream's ids (input file, batch) as soon as each exists. Its row is written before
+the first upstream call, so a resumed job knows the batch is native, and which upstream batch to
+follow, and never submits it a second time. It holds ids only, never a credential.
 """
 
 from __future__ import annotations
@@ -13,6 +18,8 @@ from __future__ import annotations
 import secrets
 import time
 from typing import Any, Literal
+
+from pydantic import BaseModel, Field
 
 from underlay.api.batches import Batch
 from underlay.api.errors import NotFoundError
@@ -22,7 +29,28 @@ from underlay.core.storage.sqlstore import OWNER_COLUMNS, ColumnDefinition, Colu
 
 BATCHES = "batches"
 LINES = "batch_lines"
+UPSTREAMS = "batch_upstreams"
 RESOURCE = "batch"
+
+
+class UpstreamBatch(BaseModel):
+    """Where a native (passed-through) batch stands upstream: the provider and the upstream's ids.
+
+    ``create_attempted`` is set before the create call, so a job resumed after a crash in it looks the
+    upstream batch up by its input file before it creates one. ``cancel_sent`` records that the upstream
+    was asked to cancel; ``charged`` that the batch's tokens went to the owner's quota (at most once).
+    ``failing_since`` is when polling the upstream started failing (``None`` while it answers).
+    """
+
+    provider_id: str
+    models: dict[str, str] = Field(default_factory=dict)
+    """Each model name the lines use → the provider's own name for it (what the upstream is sent)."""
+    input_file_id: str | None = None
+    batch_id: str | None = None
+    create_attempted: bool = False
+    cancel_sent: bool = False
+    charged: bool = False
+    failing_since: int | None = None
 
 
 def new_batch_id() -> str:
@@ -58,6 +86,14 @@ class BatchStore:
                 "line": ColumnType.INTEGER,
                 "ok": ColumnType.BOOLEAN,
                 "record": ColumnType.JSON,
+                **OWNER_COLUMNS,
+            },
+        )
+        await self.sql.create_table(
+            UPSTREAMS,
+            {
+                "batch_id": ColumnDefinition(type=ColumnType.STRING, primary_key=True, nullable=False),
+                "state": ColumnType.JSON,
                 **OWNER_COLUMNS,
             },
         )
@@ -125,3 +161,23 @@ class BatchStore:
             LINES, rows_where(RESOURCE, "read", Where.eq("batch_id", batch_id), id_column="batch_id")
         )
         return {int(r["line"]): (bool(r["ok"]), r["record"]) for r in rows}
+
+    # ---- native batches ---------------------------------------------------------------------------------
+
+    async def upstream(self, batch_id: str) -> UpstreamBatch | None:
+        """The batch's upstream state, or ``None`` for a batch that runs here (or has not been planned)."""
+        row = await self.sql.fetch_one(
+            UPSTREAMS, rows_where(RESOURCE, "read", Where.eq("batch_id", batch_id), id_column="batch_id")
+        )
+        return None if row is None else UpstreamBatch.model_validate(row["state"])
+
+    async def save_upstream(self, batch_id: str, state: UpstreamBatch) -> None:
+        """Write the batch's upstream state (as the job's principal: the batch's owner)."""
+        principal = current_principal()
+        row = {
+            "batch_id": batch_id,
+            "state": state.model_dump(mode="json"),
+            "owner_principal": principal.id,
+            "owner_attributes": principal.attributes,
+        }
+        await self.sql.upsert(UPSTREAMS, row, ["batch_id"])

@@ -389,7 +389,7 @@ class OpenAICompatInferenceProvider:
             where = ".".join(str(part) for part in first["loc"]) or "body"
             raise UpstreamError(
                 self.provider_id,
-                f"malformed response from {self.base_url}/{path}: {where}: {first['msg']}",
+                f"malformed response from {self._url(path)}: {where}: {first['msg']}",
                 code="malformed_upstream_response",
             ) from None
 
@@ -402,6 +402,11 @@ class OpenAICompatInferenceProvider:
             value = get_provider_data().get(data_key)
             if isinstance(value, str) and value:
                 return Credential(value, "request", f"the '{data_key}' key of the {PROVIDER_DATA_HEADER} header")
+        return self._own_credential()
+
+    def _own_credential(self) -> Credential:
+        """The provider's own key (config, else environment), never a request's: work that outlives the
+        request (a batch passed upstream, polled for hours) must use one key from start to end."""
         configured = self.config.configured_api_key()
         if configured:
             return Credential(configured, "config", "the provider's config")
@@ -519,13 +524,17 @@ class OpenAICompatInferenceProvider:
         model: str | None,
         stream: bool,
         retries: int | None = None,
+        data: bytes | None = None,
+        content_type: str | None = None,
+        credential: Credential | None = None,
     ) -> tuple[aiohttp.ClientResponse, Credential]:
         """Send until a response's status is final; return it unread (the caller owns releasing it).
 
         Only the status line and headers have been received when this returns, which is what makes it
-        safe to retry: nothing of the body has reached the caller.
+        safe to retry: nothing of the body has reached the caller. ``data`` (with its ``content_type``) is
+        a body other than JSON, such as a multipart upload; ``credential`` overrides the usual choice.
         """
-        credential = self._credential()
+        credential = credential or self._credential()
         if credential.value is None and self.requires_api_key:
             raise UnauthenticatedError(
                 f"Provider '{self.provider_id}' needs an API key: set {self._where_keys_come_from()}.",
@@ -533,10 +542,12 @@ class OpenAICompatInferenceProvider:
             )
         url = self._url(path)
         headers = self._headers(credential, stream=stream)
-        body: bytes | None = None
+        body: bytes | None = data
         if payload is not None:
             body = to_json(payload)
             headers["Content-Type"] = "application/json"
+        elif data is not None and content_type:
+            headers["Content-Type"] = content_type
         max_retries = self.config.max_retries if retries is None else retries
         session = self._http()
         attempt = 0

@@ -23,7 +23,6 @@ import logging
 from collections.abc import AsyncIterator
 from typing import Any
 
-import jsonschema
 from pydantic import ValidationError
 
 from underlay.api.errors import InvalidRequestError, UnderlayError
@@ -531,6 +530,8 @@ class Engine:
         if isinstance(fmt, FormatJSONObject) and not isinstance(value, dict):
             raise UnderlayError("The model's answer is JSON but not an object.", code="invalid_output")
         if isinstance(fmt, FormatJSONSchema):
+            import jsonschema  # imported by the first structured answer, not at start
+
             try:
                 jsonschema.validate(value, fmt.schema_)
             except jsonschema.ValidationError as exc:

@@ -18,17 +18,20 @@ SQLite with extension loading) is used when installed.
 
 from __future__ import annotations
 
+import importlib.util
+import os
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 
 from underlay.api.vector_io import Filter
 from underlay.providers.utils.vector.base import MAX_K
-from underlay.providers.utils.vector.memindex import IdArray, NumpySearcher, VectorArray, VectorSearcher
 from underlay.providers.utils.vector.sqlite import MEMORY, Connection, SqliteDatabase, quote_identifier, state_path
 from underlay.providers.utils.vector.sqlite_backend import IndexMeta, SqliteVectorIO
+
+if TYPE_CHECKING:  # numpy is imported on the first vector read, not when the provider starts
+    from underlay.providers.utils.vector.memindex import IdArray, VectorArray, VectorSearcher
 
 # Fewer missing rows than this are fetched from vec0 one by one (about 0.2 ms each); vec0 answers
 # ``rowid IN (...)`` with a full scan, so a longer list costs as much as reading everything.
@@ -57,12 +60,29 @@ class Config(BaseModel):
         return value if value == MEMORY else state_path(value, info)
 
 
-def _load_sqlite_vec(conn: Connection) -> None:
-    import sqlite_vec
+def _vec0_path() -> str | None:
+    """The extension library the ``sqlite-vec`` package ships, found without running its ``__init__``.
 
+    Why: that ``__init__`` imports ``numpy.typing`` (for a helper this backend never calls), which would
+    put numpy's import on every start; the library sits in the package directory as ``vec0``, which is
+    where the package's own ``loadable_path()`` points too. ``None`` when the package is not installed.
+    """
+    spec = importlib.util.find_spec("sqlite_vec")
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    return os.path.join(next(iter(spec.submodule_search_locations)), "vec0")
+
+
+def _load_sqlite_vec(conn: Connection) -> None:
+    path = _vec0_path()
     conn.enable_load_extension(True)
     try:
-        sqlite_vec.load(conn)
+        if path is None:
+            import sqlite_vec  # not installed: its ImportError names the missing package
+
+            sqlite_vec.load(conn)
+        else:
+            conn.load_extension(path)
     finally:
         conn.enable_load_extension(False)
 
@@ -100,6 +120,8 @@ class SqliteVecVectorIO(SqliteVectorIO):
         conn.executemany(f"DELETE FROM {self._vec(meta)} WHERE rowid = ?", [(rowid,) for rowid in rowids])
 
     def _load_vectors(self, conn: Connection, meta: IndexMeta, rowids: IdArray | None) -> tuple[IdArray, VectorArray]:
+        import numpy as np
+
         table = self._vec(meta)
         if rowids is not None and len(rowids) <= _POINT_LOOKUPS:
             rows = [
@@ -120,6 +142,8 @@ class SqliteVecVectorIO(SqliteVectorIO):
         return ids, vectors.copy()
 
     def _new_searcher(self, meta: IndexMeta) -> VectorSearcher | None:
+        from underlay.providers.utils.vector.memindex import NumpySearcher
+
         return NumpySearcher(meta.dimension) if self.config.memory_index else None
 
     def _sql_knn(
@@ -132,6 +156,8 @@ class SqliteVecVectorIO(SqliteVectorIO):
         exclude_documents: list[str],
     ) -> list[tuple[int, float]]:
         """``vec0`` KNN; filters become a ``rowid IN (subquery)`` constraint that vec0 applies during the scan."""
+        import numpy as np
+
         table, blob = self._vec(meta), query.astype(np.float32).tobytes()
         knn = f"SELECT rowid, distance FROM {table} WHERE embedding MATCH ? AND k = ?"
         if filters is None and exclude_documents:

@@ -47,3 +47,37 @@ PASSTHROUGH = ProviderSpec(
     factory="underlay.providers.remote.inference.passthrough:create_provider",
     description="Any OpenAI-compatible base URL.",
 )
+
+BEDROCK = ProviderSpec(
+    api="inference",
+    provider_type="remote::bedrock",
+    config_class="underlay.providers.remote.inference.bedrock:Config",
+    factory="underlay.providers.remote.inference.bedrock:create_provider",
+    pip_packages=("aiobotocore==3.10.0",),
+    extras=("s3",),
+    description="Amazon Bedrock: Converse / ConverseStream chat, Titan and Cohere embeddings (InvokeModel).",
+)
+
+AZURE_OPENAI = ProviderSpec(
+    api="inference",
+    provider_type="remote::azure-openai",
+    config_class="underlay.providers.remote.inference.azure_openai:Config",
+    factory="underlay.providers.remote.inference.azure_openai:create_provider",
+    description="Azure OpenAI deployments (api-key or Entra ID tokens).",
+)
+
+GEMINI = ProviderSpec(
+    api="inference",
+    provider_type="remote::gemini",
+    config_class="underlay.providers.remote.inference.gemini:Config",
+    factory="underlay.providers.remote.inference.gemini:create_provider",
+    description="Google Gemini through its native Generative Language API (chat, tools, streaming, embeddings).",
+)
+
+ANTHROPIC = ProviderSpec(
+    api="inference",
+    provider_type="remote::anthropic",
+    config_class="underlay.providers.remote.inference.anthropic:Config",
+    factory="underlay.providers.remote.inference.anthropic:create_provider",
+    description="Anthropic's Messages API: chat completions translated, /v1/messages passed through natively.",
+)

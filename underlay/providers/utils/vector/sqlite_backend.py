@@ -27,8 +27,7 @@ import uuid
 from abc import abstractmethod
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-
-import numpy as np
+from typing import TYPE_CHECKING
 
 from underlay.api.vector_io import Chunk, Filter, IndexInfo, ScoredChunk
 from underlay.providers.utils.vector.base import (
@@ -41,8 +40,13 @@ from underlay.providers.utils.vector.base import (
     validate_dimension,
 )
 from underlay.providers.utils.vector.keyword import ChunkTable
-from underlay.providers.utils.vector.memindex import EMPTY_IDS, IdArray, VectorArray, VectorSearcher, unit_vectors
 from underlay.providers.utils.vector.sqlite import Connection, SqliteDatabase
+
+if TYPE_CHECKING:
+    from underlay.providers.utils.vector.memindex import IdArray, VectorArray, VectorSearcher
+
+# numpy (through memindex) is imported by the methods that need it, on the first write or vector search:
+# the local distribution opens this backend at every start, most of which never touch a vector.
 
 REGISTRY = "underlay_vector_indexes"
 _REGISTRY_SQL = (
@@ -244,6 +248,8 @@ class SqliteVectorIO(VectorIOBase):
         batch = check_chunks(chunks, dimension)
         if not batch:
             return
+        from underlay.providers.utils.vector.memindex import unit_vectors
+
         vectors = unit_vectors([chunk.embedding or () for chunk in batch], dimension)
 
         def do(conn: Connection) -> None:
@@ -262,6 +268,7 @@ class SqliteVectorIO(VectorIOBase):
 
     async def delete_document(self, index_id: str, document_id: str) -> None:
         """Remove every chunk of a document (none is fine)."""
+        import numpy as np
 
         def do(conn: Connection) -> None:
             with self._db.writing(conn):
@@ -279,6 +286,8 @@ class SqliteVectorIO(VectorIOBase):
         self, meta: IndexMeta, generation: int, removed: list[int], added: list[int], vectors: VectorArray
     ) -> None:
         """Mirror a committed write into the loaded searcher, if it was current just before it."""
+        import numpy as np
+
         with self._loaded_lock:
             loaded = self._loaded.get(meta.index_id)
         if loaded is None or loaded.meta.token != meta.token:
@@ -306,6 +315,8 @@ class SqliteVectorIO(VectorIOBase):
 
     def _reconcile(self, conn: Connection, meta: IndexMeta, loaded: LoadedIndex) -> None:
         """Bring the searcher to the database's state (inside the caller's read transaction)."""
+        import numpy as np
+
         in_db = np.asarray(meta.table.rowids(conn), dtype=np.int64)
         in_memory = loaded.searcher.ids()
         extra = np.setdiff1d(in_memory, in_db, assume_unique=True)
@@ -328,6 +339,10 @@ class SqliteVectorIO(VectorIOBase):
     async def _vector_search(
         self, index_id: str, embedding: list[float], k: int, filters: Filter | None, exclude_documents: list[str]
     ) -> list[ScoredChunk]:
+        import numpy as np
+
+        from underlay.providers.utils.vector.memindex import EMPTY_IDS, unit_vectors
+
         def do(conn: Connection) -> list[ScoredChunk]:
             with self._db.reading(conn):
                 meta = self._meta(conn, index_id)

@@ -48,7 +48,14 @@ class Config(BaseModel):
 
 async def create_provider(provider_id: str, config: Config, deps: dict[str, Any]) -> QdrantVectorIO:
     """The registry's factory; ``initialize()`` checks that the server answers."""
-    kwargs: dict[str, Any] = {"url": config.url, "timeout": int(config.timeout), "prefer_grpc": config.prefer_grpc}
+    # The client's own start-up version probe only warns (on stderr, outside the one-line error a
+    # config mistake gets); initialize() checks the server answers and says so in Underlay's words.
+    kwargs: dict[str, Any] = {
+        "url": config.url,
+        "timeout": int(config.timeout),
+        "prefer_grpc": config.prefer_grpc,
+        "check_compatibility": False,
+    }
     if config.api_key is not None:
         kwargs["api_key"] = config.api_key.get_secret_value()
     return QdrantVectorIO(

@@ -471,6 +471,12 @@ def _usage(job: ChatJobResult) -> Usage:
     )
 
 
+def _stop(result: ChoiceResult) -> dict[str, str]:
+    """``stop_reason``: the stop string that ended a choice (vLLM's field; Anthropic's Messages needs it)."""
+    gen = result.generation
+    return {"stop_reason": gen.stop_string} if gen.stop_string and gen.finish_reason == "stop" else {}
+
+
 def build_completion(plan: ChatPlan, job: ChatJobResult) -> ChatCompletion:
     """The non-streaming response."""
     choices = []
@@ -479,7 +485,7 @@ def build_completion(plan: ChatPlan, job: ChatJobResult) -> ChatCompletion:
         logprobs = (
             ChoiceLogprobs(content=api_logprobs(result.generation.logprobs)) if plan.top_logprobs is not None else None
         )
-        choices.append(Choice(index=i, message=message, finish_reason=finish, logprobs=logprobs))
+        choices.append(Choice(index=i, message=message, finish_reason=finish, logprobs=logprobs, **_stop(result)))
     return ChatCompletion(
         id=new_id("chatcmpl"),
         created=now(),
@@ -503,6 +509,7 @@ class _ChunkMaker:
         *,
         finish: FinishReason | None = None,
         logprobs: list[TokenLogprob] | None = None,
+        stop: dict[str, str] | None = None,
     ) -> ChatCompletionChunk:
         return ChatCompletionChunk(
             id=self.id,
@@ -515,6 +522,7 @@ class _ChunkMaker:
                     delta=delta or ApiChoiceDelta(),
                     finish_reason=finish,
                     logprobs=ChoiceLogprobs(content=logprobs) if logprobs is not None else None,
+                    **(stop or {}),
                 )
             ],
         )
@@ -567,7 +575,7 @@ def _message_chunks(plan: ChatPlan, chunk: _ChunkMaker, index: int, result: Choi
         out.append(chunk(index, ApiChoiceDelta(content=message.content), logprobs=lp))
     if message.tool_calls:
         out.extend(_tool_call_chunks(chunk, index, message.tool_calls))
-    out.append(chunk(index, finish=finish))
+    out.append(chunk(index, finish=finish, stop=_stop(result) if finish == "stop" else None))
     return out
 
 
@@ -619,7 +627,8 @@ async def stream_chunks(plan: ChatPlan, handle: JobHandle[ChatJobResult]) -> Asy
                         yield chunk(i, ApiChoiceDelta(content=text))
             elif held:
                 yield chunk(i, ApiChoiceDelta(content=held))
-            yield chunk(i, finish=finish)
+            stop = {"stop_reason": gen.stop_string} if finish == "stop" and gen.stop_string else None
+            yield chunk(i, finish=finish, stop=stop)
         job = await handle.result()
         if plan.buffered:
             for i, result in enumerate(job.choices):

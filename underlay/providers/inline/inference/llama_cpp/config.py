@@ -31,6 +31,13 @@ class LlamaCppModelConfig(BaseModel):
     n_ctx: int = Field(default=4096, ge=256, description="Context length in tokens (prompt plus completion).")
     n_threads: int = Field(default_factory=_default_threads, ge=1)
     n_batch: int = Field(default=512, ge=16, description="Prompt tokens evaluated per llama.cpp batch.")
+    extra_buffer_types: bool | None = Field(
+        default=None,
+        description=(
+            "llama.cpp's extra weight layouts (repacked kernels, Intel AMX tiles). Default: on, except on "
+            "CPUs that report AMX, where llama.cpp's AMX matmul has crashed the process; true forces them on."
+        ),
+    )
     chat_template: str | None = Field(
         default=None, description="Jinja chat template overriding the one in the GGUF metadata."
     )

@@ -34,6 +34,7 @@ from underlay.providers.inline.inference.llama_cpp.chat_template import CHATML_T
 from underlay.providers.inline.inference.llama_cpp.config import LlamaCppModelConfig
 from underlay.providers.inline.inference.llama_cpp.loops import LoopGuard
 from underlay.providers.inline.inference.llama_cpp.sampling import SamplingParams, TokenSampler, log_softmax_at
+from underlay.providers.utils.llama_loader import load_llama
 
 logger = logging.getLogger(__name__)
 
@@ -81,6 +82,8 @@ class Generation:
     seconds: float = 0.0
     #: Ended (as ``stop``) by the loop guard: the output had become one block repeated.
     looped: bool = False
+    #: The stop string that ended the text, when one did (reported as ``stop_reason``, as vLLM does).
+    stop_string: str | None = None
 
 
 def _holdback(text: str, stops: list[str]) -> int:
@@ -105,7 +108,8 @@ class Engine:
         self.path = path
         self.config = config
         try:
-            self._llama = llama_cpp.Llama(
+            self._llama = load_llama(
+                config.extra_buffer_types,
                 model_path=str(path),
                 n_ctx=config.n_ctx,
                 n_batch=config.n_batch,
@@ -381,7 +385,9 @@ class Engine:
             cut = _find_stop(text, stop, 0)
             if cut is not None:
                 finish = "stop"
+        stop_string = None
         if cut is not None:
+            stop_string = next((s for s in stop if text.startswith(s, cut)), None)
             text = text[:cut]
             entries = [e for e in entries if e.offset < cut]
         release(len(text))
@@ -394,6 +400,7 @@ class Engine:
             prompt_logprobs=scored,
             seconds=time.perf_counter() - started,
             looped=looped,
+            stop_string=stop_string,
         )
 
     def close(self) -> None:

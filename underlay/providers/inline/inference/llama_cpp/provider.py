@@ -67,6 +67,8 @@ class LlamaCppInferenceProvider:
             )
             for model in config.models
         }
+        self._added: set[str] = set()
+        """Models added at run time (:meth:`add_model`), not from the config."""
 
     # ----------------------------------------------------------------------------------------------
     # Lifecycle
@@ -190,9 +192,57 @@ class LlamaCppInferenceProvider:
         meta["supports_tools"] = bool(template and "tools" in template)
         return meta
 
+    async def add_model(self, name: str, path: str) -> None:
+        """Serve a GGUF file made at run time (a fine-tuned model) as ``name``, without a restart.
+
+        The file is loaded once here, on a worker thread, so a broken file is refused now instead of
+        on the first request; the model then loads again lazily in its pool like any configured one.
+        Adding a name that is already served with the same file does nothing.
+        """
+        existing = self.config.model(name)
+        if existing is not None:
+            if existing.path == path:
+                return
+            raise InvalidRequestError(f"Model '{name}' is already served from another file.", param="model")
+        template = self.config.models[0] if self.config.models else None
+        model = LlamaCppModelConfig(
+            name=name,
+            path=path,
+            n_ctx=min(template.n_ctx, 4096) if template else 2048,
+            n_threads=template.n_threads if template else LlamaCppModelConfig(name=name, path=path).n_threads,
+        )
+        await asyncio.to_thread(self._check_loads, model)
+        self.config.models.append(model)
+        self._added.add(name)
+        self._pools[name] = ModelPool(
+            name,
+            lambda: self._load(model),
+            max_concurrent=self.config.max_concurrent_per_model,
+            max_queued=self.config.max_queued_per_model,
+        )
+
+    def _check_loads(self, model: LlamaCppModelConfig) -> None:
+        engine = self._load(model)
+        close = getattr(engine, "close", None)
+        if callable(close):
+            close()
+
+    async def remove_model(self, name: str) -> None:
+        """Stop serving a model added with :meth:`add_model` (configured models stay)."""
+        model = self.config.model(name)
+        if model is None:
+            return
+        self.config.models.remove(model)
+        self._added.discard(name)
+        pool = self._pools.pop(name, None)
+        if pool is not None:
+            await pool.close()
+
     async def list_provider_models(self) -> list[DiscoveredModel]:
         out = []
         for model in self.config.models:
+            if model.name in self._added:  # listed by whoever added it (the models table has it already)
+                continue
             meta = await asyncio.to_thread(self._metadata, model)
             out.append(DiscoveredModel(provider_resource_id=model.name, model_type="llm", metadata=meta))
         return out

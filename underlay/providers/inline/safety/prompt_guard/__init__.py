@@ -18,13 +18,15 @@ from __future__ import annotations
 
 import asyncio
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from underlay.api.errors import ConfigError
+from underlay.api.errors import ConfigError, ServiceUnavailableError
 from underlay.api.safety import RunShieldResponse, SafetyViolation, Shield, ShieldMessage, ViolationLevel
-from underlay.providers.inline.safety.prompt_guard.classifier import MODEL_FILE, Prediction, PromptGuardModel
+
+if TYPE_CHECKING:  # the classifier imports numpy: it loads with the weights, on the first check
+    from underlay.providers.inline.safety.prompt_guard.classifier import Prediction, PromptGuardModel
 
 Category = Literal["injection", "jailbreak"]
 
@@ -58,27 +60,58 @@ class PromptGuardSafetyProvider:
         self.provider_id = provider_id
         self.config = config
         self.model: PromptGuardModel | None = None
+        self._loading = asyncio.Lock()
 
     async def initialize(self) -> None:
-        path = Path(self.config.model_path) if self.config.model_path else MODEL_FILE
-        if not path.is_file():
-            raise ConfigError(
-                f"providers.safety[{self.provider_id}].config.model_path: {path} does not exist; "
-                "drop model_path to use the shipped weights or run scripts/train_prompt_guard.py"
-            )
-        try:
-            self.model = await asyncio.to_thread(PromptGuardModel.load, path)
-        except (OSError, ValueError, KeyError) as exc:
-            raise ConfigError(
-                f"providers.safety[{self.provider_id}].config.model_path: {path} is not a prompt-guard weights file "
-                f"({exc}); point it at the output of scripts/train_prompt_guard.py"
-            ) from None
+        """Check an operator's own weights file now; the shipped weights wait for the first check.
+
+        Why: loading them imports numpy (about 0.1 CPU second and 15 MB on every start of a
+        distribution that lists this shield, most of whose requests never run it). A ``model_path``
+        is the operator's file, so a wrong one still fails the start with its one line.
+        """
+        if self.config.model_path:
+            await self._load()
+
+    async def _load(self) -> PromptGuardModel:
+        """The weights, loaded once (in a thread: numpy's import and the file read take a while)."""
+        async with self._loading:
+            if self.model is None:
+                from underlay.providers.inline.safety.prompt_guard.classifier import MODEL_FILE, PromptGuardModel
+
+                if not self.config.model_path:
+                    try:
+                        self.model = await asyncio.to_thread(PromptGuardModel.load, MODEL_FILE)
+                    except (OSError, ValueError, KeyError) as exc:  # a damaged install: nothing to configure
+                        raise ServiceUnavailableError(
+                            self.provider_id,
+                            f"the prompt-guard weights shipped with Underlay ({MODEL_FILE}) cannot be read ({exc}); "
+                            "reinstall underlay",
+                        ) from None
+                    return self.model
+                path = Path(self.config.model_path)
+                if not await asyncio.to_thread(path.is_file):
+                    raise ConfigError(
+                        f"providers.safety[{self.provider_id}].config.model_path: {path} does not exist; "
+                        "drop model_path to use the shipped weights or run scripts/train_prompt_guard.py"
+                    )
+                try:
+                    self.model = await asyncio.to_thread(PromptGuardModel.load, path)
+                except (OSError, ValueError, KeyError) as exc:
+                    raise ConfigError(
+                        f"providers.safety[{self.provider_id}].config.model_path: {path} is not a prompt-guard "
+                        f"weights file ({exc}); point it at the output of scripts/train_prompt_guard.py"
+                    ) from None
+            return self.model
 
     async def shutdown(self) -> None:
         return None
 
     async def health(self) -> dict[str, Any]:
-        return {"status": "OK" if self.model is not None else "Error", "threshold": self._threshold({})}
+        try:
+            await self._load()
+        except (ConfigError, ServiceUnavailableError):
+            return {"status": "Error", "threshold": self._threshold({})}
+        return {"status": "OK", "threshold": self._threshold({})}
 
     def _threshold(self, params: dict[str, Any]) -> float:
         if "threshold" in params:
@@ -90,7 +123,6 @@ class PromptGuardSafetyProvider:
     async def run_shield(
         self, shield: Shield, messages: list[ShieldMessage], params: dict[str, Any]
     ) -> RunShieldResponse:
-        assert self.model is not None, "initialize() loads the model"
         roles = set(params.get("roles") or self.config.roles)
         if params.get("source") == "moderation":
             roles = {m.role for m in messages}
@@ -98,7 +130,7 @@ class PromptGuardSafetyProvider:
         texts = [(i, t) for i, t in texts if t.strip()]
         if not texts:
             return RunShieldResponse()
-        model = self.model
+        model = await self._load()
         predictions: list[Prediction] = await asyncio.to_thread(lambda: [model.predict(t) for _, t in texts])
         threshold = self._threshold(params)
         wanted = set(params.get("categories") or self.config.categories)
