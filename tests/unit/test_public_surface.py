@@ -105,6 +105,8 @@ SURFACE: dict[str, list[str]] = {
         "TrainingOutcome",
         "TrainingPlan",
         "TrainingReport",
+        "UpstreamJob",
+        "UpstreamTrainer",
     ],
     "underlay.api.fine_tuning_data": [
         "DataError",

@@ -74,6 +74,7 @@ BUILTINS = {
     ("scoring", "inline::llm-as-judge"),
     ("scoring", "inline::rag"),
     ("fine_tuning", "inline::huggingface"),
+    ("fine_tuning", "remote::openai"),
 }
 
 

@@ -16,7 +16,7 @@ files and serving without writing any of it.
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
-from typing import Any, Literal, Protocol
+from typing import Any, Literal, Protocol, runtime_checkable
 
 from pydantic import Field, field_validator
 
@@ -53,6 +53,8 @@ __all__ = [
     "TrainingOutcome",
     "TrainingPlan",
     "TrainingReport",
+    "UpstreamJob",
+    "UpstreamTrainer",
 ]
 
 FineTuningJobStatus = Literal["validating_files", "queued", "running", "paused", "succeeded", "failed", "cancelled"]
@@ -351,6 +353,100 @@ class Trainer(Protocol):
         returns ``status='cancelled'``; an exception ``report`` raises ends the run (the trainer cleans up
         and lets it through); any failure is raised as an ``UnderlayError``.
         """
+        ...
+
+
+# ---- a trainer whose upstream service runs the job ----------------------------------------------------
+
+
+class UpstreamJob(ApiModel):
+    """A job as the service that runs it reports it (OpenAI's ``fine_tuning.job``): what Underlay mirrors.
+
+    ``status`` is the upstream's own word, kept open: one this contract does not list yet is followed as
+    a job still running until the upstream says it ended.
+    """
+
+    id: str
+    status: str
+    model: str | None = None
+    fine_tuned_model: str | None = None
+    error: FineTuningJobError | None = None
+    finished_at: int | None = None
+    estimated_finish: int | None = None
+    trained_tokens: int | None = None
+    training_file: str | None = None
+    result_files: list[str] = Field(default_factory=list)
+    hyperparameters: dict[str, Any] | None = None
+    method: dict[str, Any] | None = None
+    seed: int | None = None
+
+
+@runtime_checkable
+class UpstreamTrainer(Protocol):
+    """A post-training provider whose upstream service trains (``remote::openai``: OpenAI or a clone of its API).
+
+    The router keeps such a job as durable as a local run: it uploads the job's files with
+    :meth:`upload_upstream_file`, stores each upstream id before the next call, follows the upstream job on
+    the job system (one :meth:`retrieve_upstream_job` every ``poll_seconds``, holding no worker in between,
+    so a restarted server picks the same upstream job up again), copies its events and checkpoints into the
+    job's own, forwards cancel, pause and resume, and when the upstream job succeeds lists its
+    ``fine_tuned_model`` on the inference provider :meth:`serving_provider` names. Every method raises typed
+    errors naming the provider, and no text from the upstream carries the provider's credentials.
+    """
+
+    provider_id: str
+    poll_seconds: float
+    """How long the router waits between two looks at a running upstream job."""
+
+    async def initialize(self) -> None: ...
+
+    async def shutdown(self) -> None: ...
+
+    def base_models(self) -> list[str]:
+        """The base models a job may name (the upstream's own names)."""
+        ...
+
+    def methods(self) -> list[str]: ...
+
+    async def check(self, plan: TrainingPlan) -> None:
+        """Refuse a job that cannot be sent (no credentials: 503) before anything is stored."""
+        ...
+
+    def serving_provider(self) -> str | None:
+        """The inference provider that serves this upstream's tuned models, or ``None`` to list none."""
+        ...
+
+    async def upload_upstream_file(self, filename: str, content: bytes) -> str:
+        """Upload a JSONL file with purpose ``fine-tune``; the upstream's file id."""
+        ...
+
+    async def create_upstream_job(self, request: CreateFineTuningJobRequest) -> UpstreamJob:
+        """Create the job; ``request`` names upstream file ids. Not retried: a create that timed out may
+        have succeeded, so the router looks it up with :meth:`find_upstream_job` before trying again."""
+        ...
+
+    async def find_upstream_job(self, training_file: str) -> UpstreamJob | None:
+        """The upstream job created over the uploaded ``training_file``, if one was."""
+        ...
+
+    async def retrieve_upstream_job(self, upstream_id: str) -> UpstreamJob: ...
+
+    async def cancel_upstream_job(self, upstream_id: str) -> UpstreamJob: ...
+
+    async def pause_upstream_job(self, upstream_id: str) -> UpstreamJob: ...
+
+    async def resume_upstream_job(self, upstream_id: str) -> UpstreamJob: ...
+
+    async def list_upstream_events(self, upstream_id: str, after: str | None, limit: int) -> FineTuningJobEventList:
+        """One page of the upstream job's events, newest first (``after``: the last id of the page before)."""
+        ...
+
+    async def list_upstream_checkpoints(self, upstream_id: str) -> list[FineTuningJobCheckpoint]:
+        """The upstream job's checkpoints, newest first (``file_id`` unset; ``fine_tuning_job_id`` upstream's)."""
+        ...
+
+    async def read_upstream_file(self, file_id: str) -> tuple[str, bytes]:
+        """A result file of the upstream job: (its file name, its bytes)."""
         ...
 
 

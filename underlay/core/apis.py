@@ -386,6 +386,15 @@ async def _fine_tuning_router(stack: Stack, providers: dict[str, Any]) -> FineTu
     serving = None
     if stack.models is not None:
         serving = ModelServing(stack.providers.get("inference", {}), stack.models)
+    inference = stack.providers.get("inference", {}) if stack.models is not None else {}
+    for provider_id, trainer in providers.items():  # a trainer upstream names where its tuned models are served
+        target = trainer.serving_provider() if isinstance(trainer, fine_tuning_api.UpstreamTrainer) else None
+        if target is not None and target not in inference:
+            raise ConfigError(
+                f"{stack.config.source}: providers.fine_tuning ({provider_id}): inference_provider_id '{target}' "
+                f"is not an inference provider here; add a remote::openai inference provider with provider_id "
+                f"'{target}', or set inference_provider_id: null to leave tuned models unlisted"
+            )
     router = FineTuningRouter(
         FineTuningStore(stack.sql()),
         _built(stack.files_router, "files", "fine_tuning"),

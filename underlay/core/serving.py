@@ -8,6 +8,10 @@ it is listed), the routing table second (so a name is never listed that nothing 
 
 A provider opts in by having ``add_model(name, path)`` and ``remove_model(name)`` (the embedded
 llama.cpp provider does).
+
+A model made by an upstream service (a job ``remote::openai`` ran at OpenAI) needs only the second
+step: the inference provider that talks to that service already serves it, so :meth:`ModelServing.list_upstream`
+lists it under that provider.
 """
 
 from __future__ import annotations
@@ -16,7 +20,7 @@ import inspect
 from collections.abc import Mapping
 from typing import Any
 
-from underlay.api.errors import ServiceUnavailableError, UnderlayError
+from underlay.api.errors import InvalidRequestError, ServiceUnavailableError, UnderlayError
 from underlay.api.models import Model, ModelType
 from underlay.core.routing.models import ModelsRoutingTable
 
@@ -71,3 +75,35 @@ class ModelServing:
         except UnderlayError:
             pass
         await provider.remove_model(name)
+
+    async def list_upstream(
+        self, provider_id: str, name: str, metadata: dict[str, Any], *, alias: bool = True
+    ) -> Model:
+        """List ``name``, a model the inference provider ``provider_id`` serves upstream, as ``provider_id/name``.
+
+        The bare ``name`` (what the upstream calls it) becomes an alias unless another model has it, so a
+        client can use the name the upstream job reported as is.
+        """
+        if provider_id not in self.providers:
+            raise ServiceUnavailableError(
+                "inference",
+                f"no inference provider '{provider_id}' here to serve {name} (add it to providers.inference)",
+                code="serving_unavailable",
+            )
+        identifier = f"{provider_id}/{name}"
+        model = Model(
+            identifier=identifier,
+            provider_id=provider_id,
+            provider_resource_id=name,
+            model_type=ModelType.llm,
+            aliases=[name] if alias else [],
+            metadata=dict(metadata),
+            source="api",
+        )
+        try:
+            return await self.models.register(model)
+        except InvalidRequestError:
+            if not model.aliases:
+                raise
+        # Another model already answers to the bare name: listed under its full id only.
+        return await self.models.register(model.model_copy(update={"aliases": []}))

@@ -12,6 +12,11 @@ reach it from any process. The trainer does the compute (in its own process, off
 router turns what it reports into events, checkpoints (downloadable files) and, at the end, a served
 model. Nothing is served until the trainer has written and verified the whole GGUF file, and a model
 that cannot be served fails the job with that reason instead of leaving a half-registered name.
+
+A trainer may also be an :class:`UpstreamTrainer` (``remote::openai``): a service elsewhere trains, and
+the job's run follows it there (:mod:`underlay.core.routers.fine_tuning_upstream`). Such a job is checked
+and stored the same way, keeps the ``auto`` hyperparameters the client sent for the upstream to resolve,
+and has its cancel, pause and resume forwarded to the upstream from the client's request.
 """
 
 from __future__ import annotations
@@ -51,10 +56,12 @@ from underlay.api.fine_tuning import (
     TrainingOutcome,
     TrainingPlan,
     TrainingReport,
+    UpstreamTrainer,
 )
 from underlay.api.fine_tuning_data import MAX_FILE_BYTES, ParsedFile, check_file
 from underlay.core.jobs import Job, JobCancelled, JobContext, JobError, JobRunner
 from underlay.core.routers.files import FilesRouter
+from underlay.core.routers.fine_tuning_upstream import UpstreamRuns, method_hyperparameters, requested_method
 from underlay.core.serving import ModelServing
 from underlay.core.stores.fine_tuning import FineTuningStore, new_job_id
 
@@ -88,7 +95,7 @@ class FineTuningRouter(FineTuningApi):
         store: FineTuningStore,
         files: FilesRouter,
         jobs: JobRunner,
-        trainers: Mapping[str, Trainer],
+        trainers: Mapping[str, Trainer | UpstreamTrainer],
         work_root: Path,
         serving: ModelServing | None,
     ) -> None:
@@ -98,6 +105,7 @@ class FineTuningRouter(FineTuningApi):
         self.trainers = trainers
         self.work_root = work_root
         self.serving = serving
+        self.upstream = UpstreamRuns(store, files, serving, self._read)
 
     async def initialize(self) -> None:
         await self.store.initialize()
@@ -148,6 +156,9 @@ class FineTuningRouter(FineTuningApi):
             user_provided_suffix=params.suffix,
         )
         await trainer.check(self._plan(job, training, None))  # memory and length caps: a 400 before anything is stored
+        if isinstance(trainer, UpstreamTrainer):  # the upstream resolves ``auto`` itself; the job shows its choice
+            method = requested_method(params)
+            job = job.model_copy(update={"method": method, "hyperparameters": method_hyperparameters(method)})
         run_id = f"job_{secrets.token_hex(12)}"
         await self.store.create(job, run_id, trainer_id)
         await self._event(job.id, f"Created fine-tuning job: {job.id}")
@@ -175,6 +186,9 @@ class FineTuningRouter(FineTuningApi):
                 param="fine_tuning_job_id",
                 code="job_not_cancellable",
             )
+        upstream = self._upstream_trainer(row.provider_id)
+        if upstream is not None:  # the upstream first: if it cannot be reached, nothing changes here
+            await self.upstream.cancel(upstream, job.id)
         job = job.model_copy(update={"status": "cancelled", "finished_at": _now()})
         await self.store.save(job, unless=TERMINAL)
         await self._event(job.id, "Fine-tuning job cancelled")
@@ -187,12 +201,17 @@ class FineTuningRouter(FineTuningApi):
         job = row.job
         if job.status == "paused":
             return job
-        if job.status not in ("queued", "running"):
+        if job.status not in ("queued", "running", "validating_files"):
             raise InvalidRequestError(
                 f"Fine-tuning job '{job.id}' is {job.status}; only a queued or running job can be paused.",
                 param="fine_tuning_job_id",
                 code="job_not_pausable",
             )
+        upstream = self._upstream_trainer(row.provider_id)
+        if upstream is not None:
+            paused = await self.upstream.pause(upstream, row)
+            if paused is not None:
+                return paused  # not upstream yet: paused here, as a local job that has not started
         if job.status == "queued" and row.run_id is not None:
             # Paused first, so the run (if it starts meanwhile) and the cancelled job's hook both leave it so;
             # a resume continues from the last checkpoint, if there is one.
@@ -215,7 +234,9 @@ class FineTuningRouter(FineTuningApi):
                 code="job_not_paused",
             )
         run_id = f"job_{secrets.token_hex(12)}"
-        job = job.model_copy(update={"status": "queued"})
+        upstream = self._upstream_trainer(row.provider_id)
+        status = await self.upstream.resume(upstream, row) if upstream is not None else "queued"
+        job = job.model_copy(update={"status": status})
         await self.store.save(job, unless=TERMINAL, pause_requested=False, run_id=run_id)
         await self._event(job.id, "Fine-tuning job resumed; it continues from its last checkpoint")
         await self.jobs.submit(JOB_KIND, {"fine_tuning_job_id": job.id}, reference=job.id, job_id=run_id)
@@ -239,7 +260,11 @@ class FineTuningRouter(FineTuningApi):
 
     # -- checks ----------------------------------------------------------------------------------------
 
-    def _trainer_for(self, model: str) -> tuple[str, Trainer]:
+    def _upstream_trainer(self, provider_id: str) -> UpstreamTrainer | None:
+        trainer = self.trainers.get(provider_id)
+        return trainer if isinstance(trainer, UpstreamTrainer) else None
+
+    def _trainer_for(self, model: str) -> tuple[str, Trainer | UpstreamTrainer]:
         for provider_id, trainer in self.trainers.items():
             if model in trainer.base_models():
                 return provider_id, trainer
@@ -334,9 +359,13 @@ class FineTuningRouter(FineTuningApi):
         """Train (from the last checkpoint, if any), then publish the adapter and serve the model."""
         job_id = str(ctx.job.payload["fine_tuning_job_id"])
         row = await self.store.get(job_id)
+        trainer = self.trainers.get(row.provider_id)
+        if isinstance(trainer, UpstreamTrainer):
+            if row.run_id is not None and row.run_id != ctx.job.id:  # a resume started another run
+                return {"fine_tuning_job_id": job_id, "status": row.job.status, "superseded": True}
+            return await self.upstream.run(ctx, row, trainer)
         if row.job.status in (*TERMINAL, "paused"):
             return {"fine_tuning_job_id": job_id, "status": row.job.status}
-        trainer = self.trainers.get(row.provider_id)
         if trainer is None:
             raise JobError("trainer_unavailable", f"Trainer '{row.provider_id}' is not configured on this server.")
         try:

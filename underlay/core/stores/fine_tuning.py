@@ -1,10 +1,12 @@
 """Fine-tuning jobs, their events and checkpoints in the SQL store, owned by whoever created the job.
 
-Three tables. ``fine_tuning_jobs`` holds one row per job: the job as the API returns it (JSON), its
+Four tables. ``fine_tuning_jobs`` holds one row per job: the job as the API returns it (JSON), its
 status as a column (so updates can be conditional on it), the durable job running it, whether a pause
 was asked for, and the GGUF file that serves the tuned model (so a restarted server can serve it again).
 ``fine_tuning_events`` and ``fine_tuning_checkpoints`` hold what a run reports, keyed by job; their rows
-carry the job's owner, so one policy predicate (resource type ``fine_tuning_job``) governs all three.
+carry the job's owner, so one policy predicate (resource type ``fine_tuning_job``) governs them all.
+``fine_tuning_upstreams`` holds, for a job an upstream service trains (``remote::openai``), the upstream's
+ids (files, job) as soon as each exists, so a restarted server follows the same upstream job.
 """
 
 from __future__ import annotations
@@ -13,6 +15,8 @@ import secrets
 import time
 from dataclasses import dataclass
 from typing import Any
+
+from pydantic import BaseModel, Field
 
 from underlay.api.errors import NotFoundError
 from underlay.api.fine_tuning import FineTuningJob, FineTuningJobCheckpoint, FineTuningJobEvent
@@ -23,6 +27,7 @@ from underlay.core.storage.sqlstore import OWNER_COLUMNS, ColumnDefinition, Colu
 JOBS = "fine_tuning_jobs"
 EVENTS = "fine_tuning_events"
 CHECKPOINTS = "fine_tuning_checkpoints"
+UPSTREAMS = "fine_tuning_upstreams"
 RESOURCE = "fine_tuning_job"
 
 
@@ -44,6 +49,26 @@ class JobRow:
     pause_requested: bool
     served_path: str | None
     provider_id: str
+
+
+class UpstreamRun(BaseModel):
+    """Where a job an upstream service trains stands there: the provider and the upstream's ids.
+
+    ``create_attempted`` is set before the create call, so a run resumed after a crash in it looks the
+    upstream job up by its training file before it creates another. ``last_event_id`` is the newest
+    upstream event already copied. ``result_files`` maps each upstream result file to its local copy.
+    ``failing_since`` is when following the upstream started failing (``None`` while it answers).
+    """
+
+    provider_id: str
+    training_file: str | None = None
+    validation_file: str | None = None
+    job_id: str | None = None
+    create_attempted: bool = False
+    cancel_sent: bool = False
+    last_event_id: str | None = None
+    result_files: dict[str, str] = Field(default_factory=dict)
+    failing_since: int | None = None
 
 
 @dataclass(frozen=True)
@@ -93,6 +118,14 @@ class FineTuningStore:
                     **OWNER_COLUMNS,
                 },
             )
+        await self.sql.create_table(
+            UPSTREAMS,
+            {
+                "job_id": ColumnDefinition(type=ColumnType.STRING, primary_key=True, nullable=False),
+                "state": ColumnType.JSON,
+                **OWNER_COLUMNS,
+            },
+        )
 
     # ---- jobs ----------------------------------------------------------------------------------------
 
@@ -138,6 +171,26 @@ class FineTuningStore:
         rows = await self.sql.fetch_all(JOBS, [Where.eq("status", "succeeded")])
         return [_job_row(r) for r in rows if r.get("served_path")]
 
+    # ---- upstream state ----------------------------------------------------------------------------------
+
+    async def upstream(self, job_id: str) -> UpstreamRun | None:
+        """The job's upstream state, or ``None`` for a job that trains here (or has not reached its upstream)."""
+        row = await self.sql.fetch_one(
+            UPSTREAMS, rows_where(RESOURCE, "read", Where.eq("job_id", job_id), id_column="job_id")
+        )
+        return None if row is None else UpstreamRun.model_validate(row["state"])
+
+    async def save_upstream(self, job_id: str, state: UpstreamRun) -> None:
+        """Write the job's upstream state (as the run's principal: the job's owner)."""
+        principal = current_principal()
+        row = {
+            "job_id": job_id,
+            "state": state.model_dump(mode="json"),
+            "owner_principal": principal.id,
+            "owner_attributes": principal.attributes,
+        }
+        await self.sql.upsert(UPSTREAMS, row, ["job_id"])
+
     # ---- events and checkpoints ------------------------------------------------------------------------
 
     async def add_event(self, job_id: str, event: FineTuningJobEvent) -> None:
@@ -148,20 +201,35 @@ class FineTuningStore:
             CHECKPOINTS, checkpoint.fine_tuning_job_id, checkpoint.id, checkpoint.model_dump(mode="json"), directory
         )
 
-    async def _add(self, table: str, job_id: str, item_id: str, item: dict[str, Any], directory: str | None) -> None:
+    async def copy_event(self, job_id: str, event: FineTuningJobEvent) -> None:
+        """Add an event copied from an upstream, under an id derived from the upstream's: copying it again
+        (a run that stopped before it saved how far it had copied) writes the same row again."""
+        await self._add(EVENTS, job_id, event.id, event.model_dump(mode="json"), None, upsert=True)
+
+    async def _add(
+        self,
+        table: str,
+        job_id: str,
+        item_id: str,
+        item: dict[str, Any],
+        directory: str | None,
+        *,
+        upsert: bool = False,
+    ) -> None:
         principal = current_principal()
-        await self.sql.insert(
-            table,
-            {
-                "id": item_id,
-                "job_id": job_id,
-                "created_ns": time.time_ns(),
-                "item": item,
-                "directory": directory,
-                "owner_principal": principal.id,
-                "owner_attributes": principal.attributes,
-            },
-        )
+        row = {
+            "id": item_id,
+            "job_id": job_id,
+            "created_ns": time.time_ns(),
+            "item": item,
+            "directory": directory,
+            "owner_principal": principal.id,
+            "owner_attributes": principal.attributes,
+        }
+        if upsert:
+            await self.sql.upsert(table, row, ["id"])
+        else:
+            await self.sql.insert(table, row)
 
     async def events(self, job_id: str, *, after: str | None, limit: int) -> tuple[list[FineTuningJobEvent], bool]:
         page = await self.sql.fetch_page(
