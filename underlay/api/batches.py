@@ -11,8 +11,9 @@ Why the line checks live here and not in the router: they are the contract (what
 big it may be), and a client reading this module learns the limits without reading server code.
 
 :class:`NativeBatchProvider` is the other seam here: an inference provider whose upstream has its own
-Batches API (OpenAI's) implements it, and a batch whose lines all name that provider's models is then
-handed upstream whole instead of run line by line (see ``docs/batches.md``, *Native pass-through*).
+batch API (OpenAI's and Azure OpenAI's Batches, Anthropic's Message Batches) implements it, and a batch
+whose lines all name that provider's models is then handed upstream whole instead of run line by line
+(see ``docs/batches.md``, *Native pass-through*).
 """
 
 from __future__ import annotations
@@ -195,24 +196,50 @@ class NativeBatchProvider(Protocol):
     speaks its upstream's wire format. Upstream batches are returned as :class:`Batch` (the upstream's ids,
     status, counts, usage and file ids); every message in them and every line read back has the
     provider's credentials scrubbed out. Failures are the usual typed errors naming the provider.
+
+    The input the router hands over is always OpenAI's batch JSONL (``custom_id``, ``method``, ``url``,
+    ``body`` with ``model`` set to the provider's own name for it), and what comes back is OpenAI's output
+    line format: a provider whose upstream speaks another format (Anthropic's Message Batches) translates
+    both ways. An upstream that takes the requests in its create call instead of an uploaded file gets
+    them there (``content``); its ``upload_native_batch_input`` only returns a reference to them.
     """
 
     def native_batches_for(self, endpoint: str) -> bool:
         """Whether a batch of ``endpoint`` lines may go upstream now (switched on, a key of its own)."""
         ...
 
+    def native_batch_accepts(self, endpoint: str, requests: list[tuple[str, dict[str, Any]]]) -> bool:
+        """Whether these lines (``custom_id`` and body, each ``model`` already the provider's name) can
+        run upstream as one batch.
+
+        ``False`` keeps the whole batch here, where each line gets its own answer: a request the upstream's
+        batch format cannot carry (a ``custom_id`` it cannot spell, a field with no translation), a model
+        with no batch deployment, or models the upstream will not mix in one batch.
+        """
+        ...
+
     async def upload_native_batch_input(self, filename: str, content: bytes) -> str:
-        """Upload a JSONL input file (purpose ``batch``) upstream; the upstream's file id."""
+        """Upload a JSONL input file (purpose ``batch``) upstream; the upstream's file id (or, for an
+        upstream with no file upload, a reference ``find_native_batch`` understands)."""
         ...
 
     async def create_native_batch(
-        self, input_file_id: str, endpoint: str, completion_window: str, metadata: dict[str, str] | None
+        self,
+        input_file_id: str,
+        endpoint: str,
+        completion_window: str,
+        metadata: dict[str, str] | None,
+        content: bytes,
     ) -> Batch:
-        """Create the upstream batch over an uploaded input file."""
+        """Create the upstream batch over an uploaded input file (``content`` is that file's JSONL again)."""
         ...
 
     async def find_native_batch(self, input_file_id: str) -> Batch | None:
-        """The upstream batch created over ``input_file_id``, if any (recovery after a crash mid-create)."""
+        """The upstream batch created over ``input_file_id``, if any (recovery after a crash mid-create).
+
+        ``None`` only when the upstream surely has no such batch; an upstream that cannot tell raises
+        (``ConflictError``), and the router then fails the batch rather than risk running it twice.
+        """
         ...
 
     async def retrieve_native_batch(self, batch_id: str) -> Batch: ...
@@ -220,7 +247,7 @@ class NativeBatchProvider(Protocol):
     async def cancel_native_batch(self, batch_id: str) -> Batch: ...
 
     def read_native_batch_file(self, file_id: str) -> AsyncIterator[dict[str, Any]]:
-        """The upstream output or error file's lines, parsed, in file order."""
+        """The upstream output or error file's lines, parsed, in file order, in OpenAI's output line format."""
         ...
 
 

@@ -12,9 +12,10 @@ control, model resolution and telemetry apply to it exactly as to a live request
 Native pass-through. When every line of a chat, completions or embeddings batch names a model of one
 provider that has its own Batches API (a :class:`NativeBatchProvider` that says yes for the endpoint),
 the job hands the whole batch to that upstream instead: it uploads the lines with each ``model``
-rewritten to the provider's name for it, creates the upstream batch, and follows it. A line that needs
-Underlay itself (a guardrail, a stored chat completion), a model of another provider, or one the
-routing table does not know, keeps the batch here (it then runs inline, as before). The decision and
+rewritten to the provider's name for it (an upstream with no file upload gets them in its create call),
+creates the upstream batch, and follows it. A line that needs Underlay itself (a guardrail, a stored
+chat completion), a model of another provider, one the routing table does not know, or lines the
+provider's batch format cannot carry, keep the batch here (it then runs inline, as before). The decision and
 each upstream id are stored (``batch_upstreams``) before the call that needs them, so a restarted job
 follows the same upstream batch and never submits twice; between polls the job is deferred
 (:class:`JobDeferred`), holding no worker. Once the upstream batch ends, its output and error files
@@ -631,7 +632,8 @@ class BatchesRouter(BatchesApi):
         owner) to a model of the right type on one and the same provider, that provider has a native
         Batches API and says yes for the endpoint now, and no line needs Underlay itself (a chat line
         with guardrails or ``store``, or any chat line when default guardrails or storing every chat
-        completion are configured). Anything else runs inline, where each line gets its own answer.
+        completion are configured), and the provider accepts the lines as one upstream batch (its format
+        can carry each of them). Anything else runs inline, where each line gets its own answer.
         """
         if not self.native or self.resolve_model is None or batch.endpoint not in NATIVE_BATCH_ENDPOINTS:
             return None
@@ -661,6 +663,9 @@ class BatchesRouter(BatchesApi):
             models[name] = model.provider_resource_id
         if provider_id is None or not self.native[provider_id].native_batches_for(batch.endpoint):
             return None
+        requests = [(line.custom_id, {**line.body, "model": models[str(line.body["model"])]}) for line in lines]
+        if not self.native[provider_id].native_batch_accepts(batch.endpoint, requests):
+            return None  # lines the upstream's batch format cannot carry: inline answers each
         return NativePlan(provider_id, models)
 
     async def _run_native(
@@ -694,14 +699,16 @@ class BatchesRouter(BatchesApi):
 
         A create that may have reached the upstream (``create_attempted``) is looked up by its input file
         before any new create, so a crash or timeout in the middle never makes a second upstream batch.
+        The input is rendered again from the checked lines after a restart (the create call of an upstream
+        with no file upload carries it).
         """
+        if lines is None:
+            lines, errors = await self._read_lines(batch)
+            if errors:
+                message = "The input file changed after it was checked; create the batch again."
+                raise JobError("batch_failed", message)
+        content = _native_input(batch.endpoint, lines, upstream.models)
         if upstream.input_file_id is None:
-            if lines is None:
-                lines, errors = await self._read_lines(batch)
-                if errors:
-                    message = "The input file changed after it was checked; create the batch again."
-                    raise JobError("batch_failed", message)
-            content = _native_input(batch.endpoint, lines, upstream.models)
             upstream.input_file_id = await provider.upload_native_batch_input(f"{batch.id}.jsonl", content)
             await self.store.save_upstream(batch.id, upstream)
         created = None
@@ -714,7 +721,7 @@ class BatchesRouter(BatchesApi):
             upstream.create_attempted = True
             await self.store.save_upstream(batch.id, upstream)
             created = await provider.create_native_batch(
-                upstream.input_file_id, batch.endpoint, batch.completion_window, batch.metadata
+                upstream.input_file_id, batch.endpoint, batch.completion_window, batch.metadata, content
             )
         upstream.batch_id = created.id
         await self.store.save_upstream(batch.id, upstream)
@@ -796,7 +803,7 @@ class BatchesRouter(BatchesApi):
             batch = batch.model_copy(update={"status": "finalizing", "finalizing_at": _now()})
             await self.store.save(batch, unless=(*TERMINAL, "cancelling"))
         try:
-            batch = await self._copy_native_files(provider, batch, remote, _expiry(ctx.job))
+            batch = await self._copy_native_files(provider, batch, remote, _expiry(ctx.job), pid)
         except UnderlayError as exc:
             if _transient(exc):
                 log.warning("batch %s: reading upstream files failed: %s", batch.id, exc.message)
@@ -816,12 +823,13 @@ class BatchesRouter(BatchesApi):
         return {"batch_id": batch.id, "status": end}
 
     async def _copy_native_files(
-        self, provider: NativeBatchProvider, batch: Batch, remote: Batch, expires_after: int | None
+        self, provider: NativeBatchProvider, batch: Batch, remote: Batch, expires_after: int | None, provider_id: str
     ) -> Batch:
         """The upstream output and error files as local files of the batch's owner, in the upstream's order.
 
         Each line keeps its ``custom_id``; the ``model`` in a response body becomes the name that line's
-        request used (the upstream names its own model, often a dated snapshot). ``usage`` is summed from
+        request used (the upstream names its own model, often a dated snapshot), and an error line's
+        message names the provider (``provider_id``), as an inline line's does. ``usage`` is summed from
         the copied lines, for an upstream whose batch object does not report it.
         """
         if batch.output_file_id or batch.error_file_id:
@@ -837,6 +845,8 @@ class BatchesRouter(BatchesApi):
             async def chunks(source: str = source, ok: bool = kind == "output") -> AsyncIterator[bytes]:
                 async for record in provider.read_native_batch_file(source):
                     _name_back(record, names)
+                    if not ok:
+                        _name_provider(record, provider_id)
                     seen.append((ok, {"response": _usage_only(record)}))
                     yield json.dumps(record, separators=(",", ":")).encode() + b"\n"
 
@@ -905,6 +915,16 @@ def _name_back(record: dict[str, Any], names: Mapping[str, str]) -> None:
     body = response.get("body") if isinstance(response, dict) else None
     if name is not None and isinstance(body, dict) and "model" in body:
         body["model"] = name
+
+
+def _name_provider(record: dict[str, Any], provider_id: str) -> None:
+    """Start an error line's messages with the provider's name (in place), unless they already say it."""
+    response = record.get("response")
+    body = response.get("body") if isinstance(response, dict) else None
+    for holder in (body.get("error") if isinstance(body, dict) else None, record.get("error")):
+        if isinstance(holder, dict) and isinstance(message := holder.get("message"), str):
+            if not message.startswith(f"Provider '{provider_id}'"):
+                holder["message"] = f"Provider '{provider_id}': {message}"
 
 
 def _usage_only(record: Mapping[str, Any]) -> dict[str, Any]:

@@ -15,6 +15,13 @@ What differs from OpenAI's own API:
 - **Errors.** A prompt or completion stopped by Azure's content filter is a 400 naming the filtered
   categories (code ``content_filter``); a 429 always carries ``Retry-After``. Streams open with a
   chunk holding only ``prompt_filter_results`` and no choices; it is dropped.
+- **Batches.** With ``native_batches`` on, a chat or embeddings batch on this provider's models goes to
+  Azure's Batch API, which is OpenAI's Files and Batches wire under ``/openai`` (so the shared
+  :class:`~underlay.providers.utils.openai_batches.OpenAIBatchesProvider` speaks it): each call carries
+  ``api-version``, the endpoint and each line's ``url`` drop the ``/v1`` prefix, and each line's ``model``
+  is a Global Batch deployment (``batch_deployments``; a name with no entry keeps the batch here when
+  that map is set, else uses its ordinary deployment). Batches use the provider's own credential: its
+  key, a static Entra ID token, or one from the client-credentials flow, never a request's key.
 """
 
 from __future__ import annotations
@@ -41,9 +48,9 @@ from underlay.api.inference import (
     EmbeddingsRequest,
     EmbeddingsResponse,
 )
+from underlay.providers.utils.openai_batches import OpenAIBatchesProvider
 from underlay.providers.utils.openai_compat import (
     Credential,
-    OpenAICompatInferenceProvider,
     OpenAICompatSettings,
     SSEStream,
     check_http_url,
@@ -105,6 +112,20 @@ class Config(OpenAICompatSettings):
         default_factory=dict,
         description="Model name → deployment name; also 'name=deployment,other' as one string (from an env var).",
     )
+    native_batches: bool = Field(
+        default=False,
+        description=(
+            "Pass a chat or embeddings batch whose lines all name this provider's models to Azure's Batch API "
+            "(Global Batch deployments, batch pricing) instead of running its lines one by one here."
+        ),
+    )
+    batch_deployments: dict[str, str] = Field(
+        default_factory=dict,
+        description=(
+            "Model name → Global Batch deployment for native batches (same string form as deployments). Set: "
+            "a batch naming a model without an entry runs here. Empty: batches use the ordinary deployments."
+        ),
+    )
 
     @field_validator("azure_endpoint")
     @classmethod
@@ -116,7 +137,7 @@ class Config(OpenAICompatSettings):
             )
         return check_http_url(value).rstrip("/").removesuffix("/openai")
 
-    @field_validator("deployments", mode="before")
+    @field_validator("deployments", "batch_deployments", mode="before")
     @classmethod
     def _from_string(cls, value: Any) -> Any:
         if not isinstance(value, str):
@@ -137,10 +158,11 @@ class Config(OpenAICompatSettings):
         return self.api_key.get_secret_value() if self.api_key else None
 
 
-class AzureOpenAIInferenceProvider(OpenAICompatInferenceProvider):
+class AzureOpenAIInferenceProvider(OpenAIBatchesProvider):
     api_key_env = "AZURE_OPENAI_API_KEY"
     provider_data_key = "azure_openai_api_key"
     requires_api_key = True
+    native_endpoints = ("/v1/chat/completions", "/v1/embeddings")
     config: Config
 
     def __init__(self, provider_id: str, config: Config) -> None:
@@ -160,6 +182,45 @@ class AzureOpenAIInferenceProvider(OpenAICompatInferenceProvider):
         deployment = quote(self.deployment(model), safe="")
         version = quote(self.config.api_version, safe="")
         return f"{self.base_url}/deployments/{deployment}/{operation}?api-version={version}"
+
+    # -- batches (OpenAI's wire under /openai; only addresses and names differ) ---------------------
+
+    def native_batch_accepts(self, endpoint: str, requests: list[tuple[str, dict[str, Any]]]) -> bool:
+        """Every model has a batch deployment (when they are mapped), and it is one and the same: Azure
+        wants one Global Batch deployment on every line of a file."""
+        models = {str(body.get("model")) for _, body in requests}
+        if not super().native_batch_accepts(endpoint, requests):
+            return False
+        if self.config.batch_deployments and not models <= self.config.batch_deployments.keys():
+            return False
+        return len({self.batch_deployment(model) for model in models}) == 1
+
+    def batch_deployment(self, model: str) -> str:
+        return self.config.batch_deployments.get(model) or self.deployment(model)
+
+    def _batch_path(self, path: str) -> str:
+        if self.config.api_style == "v1":
+            return path
+        return f"{path}{'&' if '?' in path else '?'}api-version={quote(self.config.api_version, safe='')}"
+
+    def _native_endpoint(self, endpoint: str) -> str:
+        return endpoint.removeprefix("/v1")  # Azure's batch endpoints are /chat/completions, /embeddings
+
+    def _native_content(self, content: bytes) -> bytes:
+        out = bytearray()
+        for raw in content.splitlines():
+            if not raw.strip():
+                continue
+            item = json.loads(raw)
+            item["url"] = self._native_endpoint(str(item.get("url", "")))
+            body = item.get("body")
+            if isinstance(body, dict) and isinstance(body.get("model"), str):
+                body["model"] = self.batch_deployment(body["model"])
+            out += json.dumps(item, separators=(",", ":")).encode() + b"\n"
+        return bytes(out)
+
+    def _has_batch_credential(self) -> bool:
+        return self._own_credential().value is not None or self.config.entra is not None
 
     def _payload(self, params: BaseModel) -> dict[str, Any]:
         payload = params.model_dump(mode="json", exclude_none=True, by_alias=True)
@@ -230,9 +291,9 @@ class AzureOpenAIInferenceProvider(OpenAICompatInferenceProvider):
 
     # -- credentials -------------------------------------------------------------------------------
 
-    def _credential(self) -> Credential:
-        """A key (request, config, env) wins; else a static Entra token; else the cached client-credentials one."""
-        credential = super()._credential()
+    def _own_credential(self) -> Credential:
+        """The provider's key (config, env); else a static Entra token; else the cached client-credentials one."""
+        credential = super()._own_credential()
         if credential.value is not None:
             return credential
         static = self.config.ad_token.get_secret_value() if self.config.ad_token else None
@@ -274,10 +335,26 @@ class AzureOpenAIInferenceProvider(OpenAICompatInferenceProvider):
         model: str | None,
         stream: bool,
         retries: int | None = None,
+        data: bytes | None = None,
+        content_type: str | None = None,
+        credential: Credential | None = None,
     ) -> tuple[aiohttp.ClientResponse, Credential]:
-        if self.config.entra is not None and super()._credential().value is None and not self._static_token():
+        """With client credentials and no key, make sure the token is fresh before the call picks it."""
+        chosen = credential or self._credential()
+        if self.config.entra is not None and not self._static_token() and chosen.value in (None, self._token):
             await self._ensure_token()
-        return await super()._send(method, path, payload, model=model, stream=stream, retries=retries)
+            chosen = self._own_credential() if credential is not None else self._credential()
+        return await super()._send(
+            method,
+            path,
+            payload,
+            model=model,
+            stream=stream,
+            retries=retries,
+            data=data,
+            content_type=content_type,
+            credential=chosen,
+        )
 
     def _static_token(self) -> bool:
         return bool(self.config.ad_token or os.environ.get("AZURE_OPENAI_AD_TOKEN"))

@@ -10,7 +10,9 @@ data, the config or ``ANTHROPIC_API_KEY``, and the mapping of upstream statuses 
 - Anthropic's 529 (overloaded) becomes 503, and an ``error`` event in its stream a typed error;
 - it speaks Messages natively (:class:`~underlay.api.messages.MessagesProvider`): the messages router
   hands it ``/v1/messages`` and ``count_tokens`` requests as the client sent them;
-- no legacy completions or embeddings: Anthropic has neither.
+- no legacy completions or embeddings: Anthropic has neither;
+- a chat batch whose lines all name its models goes to Anthropic's Message Batches API (``native_batches``,
+  on by default), translated line by line as live requests are (:mod:`.batches`).
 """
 
 from __future__ import annotations
@@ -23,7 +25,9 @@ from typing import Any
 import aiohttp
 from pydantic import Field, SecretStr, TypeAdapter, ValidationError, field_validator
 
+from underlay.api.batches import Batch
 from underlay.api.errors import (
+    ConflictError,
     InvalidRequestError,
     RateLimitedError,
     ServiceUnavailableError,
@@ -59,15 +63,25 @@ from underlay.api.messages import (
     ToolUseBlock,
 )
 from underlay.api.messages import Usage as MessagesUsage
+from underlay.providers.remote.inference.anthropic.batches import (
+    ENDPOINT,
+    batch_from_anthropic,
+    input_reference,
+    parse_reference,
+    requests_from_lines,
+    result_record,
+    results_file,
+    translate_line,
+)
 from underlay.providers.remote.inference.anthropic.wire import (
     FINISH_REASONS,
     chat_usage,
     completion_from_message,
     messages_payload,
 )
+from underlay.providers.utils.openai_batches import NativeBatchesBase
 from underlay.providers.utils.openai_compat import (
     Credential,
-    OpenAICompatInferenceProvider,
     OpenAICompatSettings,
     check_http_url,
 )
@@ -77,6 +91,10 @@ DEFAULT_BASE_URL = "https://api.anthropic.com/v1"
 ANTHROPIC_VERSION = "2023-06-01"
 
 _EVENT = TypeAdapter[MessageStreamEvent](MessageStreamEvent)
+_FIND_PAGES = 5
+"""Pages of ``GET /v1/messages/batches`` (100 each, newest first) searched after a crash mid-create."""
+_CLOCK_SKEW = 120
+"""Seconds Anthropic's clock may be behind this one when looking for a batch created since its input."""
 
 
 class Config(OpenAICompatSettings):
@@ -91,6 +109,13 @@ class Config(OpenAICompatSettings):
         le=1_000_000,
         description="max_tokens for a chat request that sets none (Anthropic needs one).",
     )
+    native_batches: bool = Field(
+        default=True,
+        description=(
+            "Pass a chat batch whose lines all name this provider's models to Anthropic's Message Batches API "
+            "(its batch pricing and limits apply) instead of running its lines one by one; false runs them here."
+        ),
+    )
 
     @field_validator("base_url")
     @classmethod
@@ -104,10 +129,11 @@ class Config(OpenAICompatSettings):
         return self.api_key.get_secret_value() if self.api_key else None
 
 
-class AnthropicInferenceProvider(OpenAICompatInferenceProvider):
+class AnthropicInferenceProvider(NativeBatchesBase):
     api_key_env = "ANTHROPIC_API_KEY"
     provider_data_key = "anthropic_api_key"
     requires_api_key = True
+    native_endpoints = (ENDPOINT,)
 
     def __init__(self, provider_id: str, config: Config) -> None:
         super().__init__(provider_id, config)
@@ -179,6 +205,114 @@ class AnthropicInferenceProvider(OpenAICompatInferenceProvider):
     async def count_message_tokens(self, params: CountTokensRequest) -> TokenCount:
         self._check_model(params.model)
         return await self._request_model(TokenCount, "messages/count_tokens", _as_sent(params), params.model)
+
+    # -- Message Batches (the native batch seam) -----------------------------------------------------
+
+    def native_batch_accepts(self, endpoint: str, requests: list[tuple[str, dict[str, Any]]]) -> bool:
+        """Only if every custom_id can be spelt for Anthropic and every line translates as a live one would
+        (a model Anthropic cannot batch answers in its results, as it would live)."""
+        if endpoint != ENDPOINT or not super().native_batch_accepts(endpoint, requests):
+            return False
+        try:
+            for custom_id, body in requests:
+                translate_line(custom_id, body, self.provider_id, self.anthropic.default_max_tokens)
+        except InvalidRequestError:
+            return False
+        return True
+
+    async def upload_native_batch_input(self, filename: str, content: bytes) -> str:
+        """Nothing to upload (the create call carries the requests): a reference for ``find_native_batch``."""
+        count = sum(1 for line in content.splitlines() if line.strip())
+        return input_reference(content, count, int(time.time()))
+
+    async def create_native_batch(
+        self,
+        input_file_id: str,
+        endpoint: str,
+        completion_window: str,
+        metadata: dict[str, str] | None,
+        content: bytes,
+    ) -> Batch:
+        """``POST /v1/messages/batches`` with every line translated; Anthropic keeps no metadata, so it stays here."""
+        requests = requests_from_lines(content, self.provider_id, self.anthropic.default_max_tokens)
+        # No retries: a create that timed out may have succeeded (find_native_batch decides what comes next).
+        body = await self._batch_call("POST", "messages/batches", {"requests": requests}, retries=0)
+        return self._message_batch(body, "messages/batches")
+
+    async def find_native_batch(self, input_file_id: str) -> Batch | None:
+        """After a crash mid-create: ``None`` if no batch of that size was made since; else refuse to guess.
+
+        Anthropic's batches carry no input file or metadata to match, so a batch of the same number of
+        requests created since the input was prepared may be this one: it is named, and not sent again.
+        """
+        reference = parse_reference(input_file_id)
+        if reference is None:
+            return None
+        count, made_at = reference
+        since = made_at - _CLOCK_SKEW
+        candidates: list[str] = []
+        after: str | None = None
+        for _ in range(_FIND_PAGES):
+            page = await self._batch_call("GET", "messages/batches?limit=100" + (f"&after_id={after}" if after else ""))
+            data = page.get("data") if isinstance(page, dict) else None
+            if not isinstance(data, list):
+                raise UpstreamError(
+                    self.provider_id,
+                    f"malformed answer from {self._url('messages/batches')}: expected {{'data': [...]}}",
+                    code="malformed_upstream_response",
+                )
+            older = False
+            for item in data:
+                try:
+                    found = batch_from_anthropic(item)
+                except ValueError:
+                    continue
+                if found.created_at < since:
+                    older = True
+                elif found.request_counts.total == count:
+                    candidates.append(found.id)
+            after = page.get("last_id") if isinstance(page.get("last_id"), str) else None
+            if older or not page.get("has_more") or not after:
+                break
+        if not candidates:
+            return None
+        raise ConflictError(
+            f"Provider '{self.provider_id}': the server stopped while creating this batch at Anthropic, and "
+            f"Anthropic cannot be asked which batch that was; {', '.join(candidates[:5])} "
+            f"({count} requests, created since) may be it. It was not sent again, so it never runs twice: "
+            "check that batch in Anthropic's console, or create this batch again.",
+            code="native_batch_unknown",
+        )
+
+    async def retrieve_native_batch(self, batch_id: str) -> Batch:
+        path = f"messages/batches/{batch_id}"
+        return self._message_batch(await self._batch_call("GET", path), path)
+
+    async def cancel_native_batch(self, batch_id: str) -> Batch:
+        path = f"messages/batches/{batch_id}/cancel"
+        return self._message_batch(await self._batch_call("POST", path), path)
+
+    async def read_native_batch_file(self, file_id: str) -> AsyncIterator[dict[str, Any]]:
+        """The batch's results (``GET .../results``), the succeeded or the other lines, as OpenAI's lines."""
+        try:
+            batch_id, succeeded = results_file(file_id)
+        except ValueError as exc:
+            raise UpstreamError(self.provider_id, str(exc), code="malformed_upstream_response") from None
+        created = int(time.time())
+        async for item in self._read_jsonl(f"messages/batches/{batch_id}/results"):
+            ok, record = result_record(item, batch_id, self.provider_id, created)
+            if ok is succeeded:
+                yield record
+
+    def _message_batch(self, body: Any, path: str) -> Batch:
+        try:
+            return batch_from_anthropic(body)
+        except ValueError as exc:
+            raise UpstreamError(
+                self.provider_id,
+                f"malformed message batch from {self._url(path)}: {exc}",
+                code="malformed_upstream_response",
+            ) from None
 
     # -- streaming ---------------------------------------------------------------------------------
 
