@@ -14,7 +14,8 @@ server answers what ``remote::azure-openai`` calls, shaped as Azure documents it
 - the content filter: a prompt containing ``FORBIDDEN`` gets Azure's 400 ``content_filter`` error with its
   ``innererror.content_filter_result``; throttling is 429 with ``retry-after``;
 - the Batch API, OpenAI's Files and Batches wire under ``/openai`` with ``api-version`` on every call:
-  ``POST /openai/files`` (multipart, ``purpose`` ``batch``), ``GET /openai/files/{id}/content``,
+  ``POST /openai/files`` (multipart, ``purpose`` ``batch``; the file is ``pending`` until the next
+  ``GET /openai/files/{id}``, and no batch is made over a pending one), ``GET /openai/files/{id}/content``,
   ``POST /openai/batches`` (``endpoint`` is ``/chat/completions`` or ``/embeddings``, without ``/v1``),
   ``GET /openai/batches`` (``limit``, ``after``), ``GET /openai/batches/{id}``, ``POST .../{id}/cancel``.
   Every line's ``model`` must name one and the same Global Batch deployment (``BATCH_DEPLOYMENT``);
@@ -141,6 +142,7 @@ class _BatchFile:
     filename: str
     purpose: str
     content: bytes
+    status: str = "processed"
 
     def view(self) -> dict[str, Any]:
         return {
@@ -150,7 +152,8 @@ class _BatchFile:
             "created_at": CREATED,
             "filename": self.filename,
             "purpose": self.purpose,
-            "status": "processed",
+            "status": self.status,
+            "status_details": None,
         }
 
 
@@ -224,6 +227,7 @@ class AzureStandIn:
             routes[("POST", f"/openai/deployments/{deployment}/chat/completions")] = self._chat
             routes[("POST", f"/openai/deployments/{deployment}/embeddings")] = self._embeddings
         templated: list[tuple[str, str, Handler]] = [
+            ("GET", r"/openai/files/[^/]+", self._file),
             ("GET", r"/openai/files/[^/]+/content", self._file_content),
             ("GET", r"/openai/batches/[^/]+", self._retrieve_batch),
             ("POST", r"/openai/batches/[^/]+/cancel", self._cancel_batch),
@@ -371,10 +375,21 @@ class AzureStandIn:
         if "file" not in fields or fields.get("purpose", (None, b""))[1] != b"batch":
             return _bad_request("A multipart body with 'file' and purpose 'batch' is required.")
         stored = _BatchFile(
-            f"file-{next(self._counter):08d}az", fields["file"][0] or "upload", "batch", fields["file"][1]
+            f"file-{next(self._counter):08d}az", fields["file"][0] or "upload", "batch", fields["file"][1], "pending"
         )
         self.files[stored.id] = stored
         return web.json_response(stored.view())
+
+    async def _file(self, seen: Seen) -> web.StreamResponse:
+        """A file object; an upload is ``pending`` when it comes and ``processed`` from the next look on."""
+        if (refused := self._refusal(seen)) is not None:
+            return refused
+        stored = self.files.get(seen.path.rsplit("/", 1)[1])
+        if stored is None:
+            return web.json_response({"error": {"code": "404", "message": "File not found."}}, status=404)
+        view = stored.view()
+        stored.status = "processed"
+        return web.json_response(view)
 
     async def _file_content(self, seen: Seen) -> web.StreamResponse:
         if (refused := self._refusal(seen)) is not None:
@@ -391,6 +406,8 @@ class AzureStandIn:
         source = self.files.get(str(body.get("input_file_id")))
         if source is None:
             return _bad_request(f"Input file {body.get('input_file_id')} not found.")
+        if source.status != "processed":
+            return _bad_request(f"Input file {source.id} is {source.status}; wait until it is processed.")
         if body.get("endpoint") not in BATCH_ENDPOINTS:
             return _bad_request(f"Endpoint {body.get('endpoint')} is not supported; use one of {BATCH_ENDPOINTS}.")
         if body.get("completion_window") != "24h":

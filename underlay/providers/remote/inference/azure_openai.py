@@ -20,7 +20,8 @@ What differs from OpenAI's own API:
   :class:`~underlay.providers.utils.openai_batches.OpenAIBatchesProvider` speaks it): each call carries
   ``api-version``, the endpoint and each line's ``url`` drop the ``/v1`` prefix, and each line's ``model``
   is a Global Batch deployment (``batch_deployments``; a name with no entry keeps the batch here when
-  that map is set, else uses its ordinary deployment). Batches use the provider's own credential: its
+  that map is set, else uses its ordinary deployment). An uploaded input file is ``pending`` until Azure
+  has checked it; the batch is created once it is ``processed``. Batches use the provider's own credential: its
   key, a static Entra ID token, or one from the client-credentials flow, never a request's key.
 """
 
@@ -37,7 +38,13 @@ from urllib.parse import quote
 import aiohttp
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
 
-from underlay.api.errors import InvalidRequestError, RateLimitedError, UnderlayError, UpstreamError
+from underlay.api.errors import (
+    InvalidRequestError,
+    RateLimitedError,
+    ServiceUnavailableError,
+    UnderlayError,
+    UpstreamError,
+)
 from underlay.api.inference import (
     ChatCompletion,
     ChatCompletionChunk,
@@ -62,6 +69,7 @@ from underlay.providers.utils.upstream_http import describe
 DEFAULT_API_VERSION = "2024-10-21"
 DEFAULT_SCOPE = "https://cognitiveservices.azure.com/.default"
 _TOKEN_MARGIN = 60.0  # renew a token this many seconds before Azure says it expires
+_FILE_WAIT_SECONDS = 300.0  # how long an uploaded batch input file may stay pending before the upload is retried
 _ENTRA = "entra"
 
 T = TypeVar("T", bound=BaseModel)
@@ -221,6 +229,33 @@ class AzureOpenAIInferenceProvider(OpenAIBatchesProvider):
 
     def _has_batch_credential(self) -> bool:
         return self._own_credential().value is not None or self.config.entra is not None
+
+    async def upload_native_batch_input(self, filename: str, content: bytes) -> str:
+        """Upload, then wait until Azure has checked the file (``pending`` → ``processed``): a batch can
+        only be created over a processed file."""
+        file_id = await super().upload_native_batch_input(filename, content)
+        path, delay = f"files/{file_id}", 0.25
+        deadline = time.monotonic() + _FILE_WAIT_SECONDS
+        while True:
+            body = await self._batch_call("GET", path)
+            status = body.get("status") if isinstance(body, dict) else None
+            if status in ("processed", None):  # None: no status reported, nothing to wait for
+                return file_id
+            if status in ("error", "failed", "deleted"):
+                details = str(body.get("status_details") or "no details")[:300]
+                raise InvalidRequestError(
+                    f"Provider '{self.provider_id}': Azure refused the batch input file {file_id} ({status}): "
+                    f"{details}",
+                    code="invalid_batch_input",
+                )
+            if time.monotonic() >= deadline:
+                raise ServiceUnavailableError(
+                    self.provider_id,
+                    f"Azure was still processing the batch input file {file_id} after {_FILE_WAIT_SECONDS:.0f}s",
+                    code="upstream_file_pending",
+                )
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 5.0)
 
     def _payload(self, params: BaseModel) -> dict[str, Any]:
         payload = params.model_dump(mode="json", exclude_none=True, by_alias=True)
