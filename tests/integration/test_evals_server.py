@@ -15,19 +15,18 @@ from __future__ import annotations
 import json
 import signal
 import sqlite3
-import time
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import openai
 import pytest
 
 from tests.integration.harness import QWEN, SMOLLM2, RunningServer, local_config, start_server
+from tests.integration.resume import model_calls, wait_for
 
 pytestmark = [pytest.mark.slow, pytest.mark.filterwarnings("ignore:The Evals API is deprecated:DeprecationWarning")]
-T = TypeVar("T")
 SCHEMA = {
     "type": "object",
     "properties": {"question": {"type": "string"}, "answer": {"type": "string"}},
@@ -58,18 +57,8 @@ def _config(lease_seconds: float) -> dict[str, Any]:
     return config
 
 
-def _wait(probe: Callable[[], T | None | bool], timeout: float, what: str) -> T:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = probe()
-        if value:
-            return value  # type: ignore[return-value]
-        time.sleep(0.3)
-    raise AssertionError(f"timed out waiting for {what}")
-
-
 def _settled(client: openai.OpenAI, eval_id: str, run_id: str, timeout: float) -> Any:
-    return _wait(
+    return wait_for(
         lambda: (
             (r := client.evals.runs.retrieve(run_id, eval_id=eval_id)).status in ("completed", "failed", "canceled")
             and r
@@ -81,14 +70,7 @@ def _settled(client: openai.OpenAI, eval_id: str, run_id: str, timeout: float) -
 
 def _model_calls(state: Path, run_id: str) -> Counter[tuple[str, str]]:
     """(row, grader or "sample") → how many chat completions the run made for it, from the SQL store."""
-    with sqlite3.connect(state / "sqlstore.db") as db:
-        rows = db.execute("SELECT metadata FROM chat_completions").fetchall()
-    calls: Counter[tuple[str, str]] = Counter()
-    for (raw,) in rows:
-        meta = json.loads(raw or "{}")
-        if meta.get("eval_run_id") == run_id:
-            calls[(meta["datasource_item_id"], meta.get("grader", "sample"))] += 1
-    return calls
+    return model_calls(state, job_key="eval_run_id", job_id=run_id, row_key="datasource_item_id")
 
 
 def _done(counts: Any) -> int:
@@ -174,7 +156,7 @@ def test_killed_run_resumes_without_regrading(tmp_path: Path) -> None:
                 "source": {"type": "file_content", "content": rows},
             },
         )
-        _wait(
+        wait_for(
             lambda: _done(client.evals.runs.retrieve(run.id, eval_id=evaluation.id).result_counts) >= 2,
             timeout=300,
             what="two finished rows",
