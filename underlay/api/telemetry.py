@@ -58,6 +58,9 @@ class Trace(ApiModel):
     status: Literal["ok", "error", "unset"] = "unset"
     request_id: str | None = None
     principal: str | None = None
+    model: str | None = Field(
+        default=None, description="The model the request named (gen_ai.request.model of its outermost router call)."
+    )
     start_time_ns: int
     end_time_ns: int | None = None
     duration_ms: float | None = None
@@ -90,6 +93,7 @@ class TraceListQuery(ListQuery):
     end_time: float | None = Field(default=None, ge=0, description="Traces that began at or before (epoch s).")
     principal: str | None = Field(default=None, description="Only this principal's traces.")
     route: str | None = Field(default=None, description="Route template, e.g. /v1/chat/completions.")
+    model: str | None = Field(default=None, description="Only traces of requests that named this model.")
     status: Literal["ok", "error", "unset"] | None = Field(default=None, description="error: HTTP 4xx/5xx.")
     http_status: int | None = Field(default=None, ge=100, le=599)
 

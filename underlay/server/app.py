@@ -29,13 +29,13 @@ from starlette.routing import Match
 from starlette.routing import Route as StarletteRoute
 
 import underlay
-from underlay.api.errors import InvalidRequestError
+from underlay.api.errors import InvalidRequestError, UnderlayError
 from underlay.api.routes import BinaryContent, Route, WireDialect
 from underlay.core.api_plugins import check as check_apis
 from underlay.core.api_plugins import discover as discover_apis
 from underlay.core.apis import stability_of
 from underlay.core.config import RunConfig
-from underlay.core.stack import Stack
+from underlay.core.stack import Stack, redact
 from underlay.server import access, auth, console, quotas, telemetry
 from underlay.server.dialects import DialectMiddleware
 from underlay.server.errors import install_error_handlers, validation_message
@@ -347,6 +347,36 @@ def _multipart_openapi(route: Route) -> dict[str, Any]:
     return {"requestBody": {"required": True, "content": {"multipart/form-data": {"schema": schema}}}}
 
 
+PROVIDER_HEALTH_SECONDS = 3.0
+"""How long ``GET /v1/providers`` waits for one provider's own health check (they run concurrently)."""
+
+
+async def _provider_health(stack: Stack, api: str, provider_id: str) -> dict[str, Any] | None:
+    """What the provider's ``health()`` says now, or why it could not say; ``None`` when it has none.
+
+    An upstream that hangs or fails must not fail the listing: its entry says so in one line instead.
+    What a provider reports is redacted like its config (a URL's password, a key in a message).
+    """
+    provider = stack.providers.get(api, {}).get(provider_id)
+    check = getattr(provider, "health", None) if provider is not None else None
+    if check is None:
+        return None
+    try:
+        async with asyncio.timeout(PROVIDER_HEALTH_SECONDS):
+            answer = await check()
+        report = dict(answer) if isinstance(answer, dict) else {"status": str(answer)}
+    except TimeoutError:
+        report = {"status": "error", "message": f"no health answer within {PROVIDER_HEALTH_SECONDS:g}s"}
+    except UnderlayError as exc:
+        report = {"status": "error", "message": exc.message}
+    except Exception as exc:  # a provider's own bug: named, never a traceback
+        log.warning("health check of provider %s failed: %s", provider_id, exc)
+        report = {"status": "error", "message": f"health check failed ({type(exc).__name__})"}
+    spec = stack.provider_specs.get(provider_id)
+    secret_words = spec.secret_fields if spec else ("api_key", "password", "token", "secret")
+    return dict(redact(report, secret_words))
+
+
 def _add_platform_routes(app: FastAPI, routes: list[tuple[str, Route]]) -> None:
     table = [
         {
@@ -388,7 +418,11 @@ def _add_platform_routes(app: FastAPI, routes: list[tuple[str, Route]]) -> None:
 
     @app.get("/v1/providers", tags=["platform"])
     async def providers(request: Request) -> dict[str, Any]:
-        return {"object": "list", "data": request.app.state.stack.provider_infos()}
+        stack = request.app.state.stack
+        infos = stack.provider_infos()
+        checks = await asyncio.gather(*(_provider_health(stack, info["api"], info["provider_id"]) for info in infos))
+        data = [{**info, "health": health} for info, health in zip(infos, checks, strict=True)]
+        return {"object": "list", "data": data}
 
     @app.get("/v1/inspect/routes", tags=["platform"])
     async def inspect_routes() -> dict[str, Any]:

@@ -50,6 +50,8 @@ _COLUMNS: dict[str, ColumnType | ColumnDefinition] = {
     "route": ColumnDefinition(type=ColumnType.STRING, index=True),
     "http_status": ColumnDefinition(type=ColumnType.INTEGER, index=True),
     "request_id": ColumnType.STRING,
+    # The model a span's call named; on a root span, the model of the request's outermost router call.
+    "model": ColumnDefinition(type=ColumnType.STRING, index=True),
     **OWNER_COLUMNS,
 }
 
@@ -83,6 +85,7 @@ class StoredSpan:
     route: str | None
     http_status: int | None
     request_id: str | None
+    model: str | None
     owner_principal: str | None
     owner_attributes: dict[str, Any] | None
 
@@ -106,6 +109,7 @@ class StoredSpan:
             route=row["route"],
             http_status=row["http_status"],
             request_id=row["request_id"],
+            model=row["model"],
             owner_principal=row["owner_principal"],
             owner_attributes=row["owner_attributes"],
         )
@@ -150,6 +154,7 @@ def span_row(span: Any, principal: Principal) -> dict[str, Any]:
         "route": attributes.get("http.route"),
         "http_status": attributes.get("http.response.status_code"),
         "request_id": attributes.get("underlay.request_id"),
+        "model": attributes.get("gen_ai.request.model"),
         "owner_principal": principal.id,
         "owner_attributes": principal.attributes,
     }
@@ -182,6 +187,7 @@ class SpanStore:
         until_ns: int | None = None,
         principal: str | None = None,
         route: str | None = None,
+        model: str | None = None,
         status: str | None = None,
         http_status: int | None = None,
         limit: int = 20,
@@ -197,6 +203,8 @@ class SpanStore:
             where.append(Where.eq("owner_principal", principal))
         if route is not None:
             where.append(Where.eq("route", route))
+        if model is not None:
+            where.append(Where.eq("model", model))
         if status is not None:
             where.append(Where.eq("status", status))
         if http_status is not None:
@@ -250,6 +258,8 @@ class SpanBuffer:
         self._spans: deque[tuple[Any, Principal]] = deque()
         self._owners: dict[str, tuple[str, Any]] = {}
         """trace id → the principal its inner spans saw, until the trace's root span ends."""
+        self._models: dict[str, str] = {}
+        """trace id → the model its latest-ending router span named (the outermost call), until the root ends."""
         self._task: asyncio.Task[None] | None = None
         self._last_prune = 0.0
 
@@ -304,7 +314,9 @@ class SpanBuffer:
         """Rows in the order spans ended, a trace's root span owned by whom its inner spans saw.
 
         The route span starts before authentication runs (it times the 401s too), so the principal it
-        sees may be anonymous while the router spans inside it, which end first, know who called.
+        sees may be anonymous while the router spans inside it, which end first, know who called. The
+        root also takes the model of the router span that ended last before it: inner calls end first,
+        so that is the outermost call, the one the request named (not a file search's embedding model).
         """
         rows = []
         for span, principal in batch:
@@ -319,7 +331,14 @@ class SpanBuffer:
                     if len(self._owners) >= self.max_buffered:  # roots that never ended (killed tasks)
                         self._owners.clear()
                     self._owners[trace_id] = (principal.id, principal.attributes)
+                if row["model"] is not None and row["layer"] == "router":
+                    if trace_id not in self._models and len(self._models) >= self.max_buffered:
+                        self._models.clear()
+                    self._models[trace_id] = row["model"]
             else:
+                model = self._models.pop(trace_id, None)
+                if row["model"] is None:
+                    row["model"] = model
                 owner = self._owners.pop(trace_id, None)
                 if owner is not None and principal.id == ANONYMOUS.id:
                     row["owner_principal"], row["owner_attributes"] = owner
