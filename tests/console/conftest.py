@@ -3,7 +3,8 @@
 The browser is the system's ``chromium`` package (never one downloaded by Playwright): when it is
 missing, the session installs it with apt-get, or fails saying how to. The server is a real
 ``underlay run`` with API keys for two tenants (alice in team-a, bob in team-b), the embedded SmolLM2
-chat model, MiniLM embeddings, sqlite-vec, local files, the PII shield and stored traces.
+chat model, MiniLM embeddings, sqlite-vec, local files, the PII shield, stored traces and the
+repository's MCP fixture server registered as the tool group ``calc``.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from typing import Any
 import pytest
 
 from tests.integration.harness import MINILM, ROOT, SMOLLM2, RunningServer, start_server
+from tests.integration.mcp_fixtures import McpFixtureServer
 
 CHROMIUM = Path(os.environ.get("UNDERLAY_CHROMIUM", "/usr/bin/chromium"))
 SCREENSHOTS = ROOT / ".cache" / "console-screenshots"
@@ -103,8 +105,21 @@ def console_config(**overrides: Any) -> dict[str, Any]:
 
 
 @pytest.fixture(scope="session")
-def console_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningServer]:
-    server = start_server(console_config(), tmp_path_factory.mktemp("console"), timeout=300)
+def mcp_calc(tmp_path_factory: pytest.TempPathFactory) -> Iterator[McpFixtureServer]:
+    """The repository's MCP fixture server (``tests/fixtures/mcp/server.py``: add, echo...), as tool group calc."""
+    server = McpFixtureServer(tmp_path_factory.mktemp("mcp-calc"), name="calc").start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def console_server(tmp_path_factory: pytest.TempPathFactory, mcp_calc: McpFixtureServer) -> Iterator[RunningServer]:
+    config = console_config()
+    config["providers"]["tool_runtime"] = [
+        {"provider_id": "mcp", "provider_type": "remote::model-context-protocol", "config": {}}
+    ]
+    config["tool_groups"] = [{"toolgroup_id": "calc", "provider_id": "mcp", "mcp_endpoint": {"uri": mcp_calc.url}}]
+    server = start_server(config, tmp_path_factory.mktemp("console"), timeout=300)
     yield server
     server.stop()
 

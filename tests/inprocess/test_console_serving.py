@@ -1,19 +1,23 @@
 """How the server ships the console: public shell and assets under a strict CSP, gzip and ETags, no
-shadowed API route, nothing fetched from another origin, and a first load under its 300 KB budget.
+shadowed API route, nothing fetched from another origin, and a first load under its 300 KB budget;
+and the two API answers the console's pages rest on: providers with their health, traces by model.
 
 The browser tests (``tests/console``) drive the pages themselves; these check the HTTP contract fast.
 """
 
 from __future__ import annotations
 
+import asyncio
 import gzip
 import hashlib
 import re
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from tests.inprocess.harness import InProcessServer, echo_config, serve_in_process
+from tests.integration.harness import free_port
 from underlay.console import STATIC, load_assets
 from underlay.server.console import CSP
 
@@ -107,6 +111,13 @@ def test_assets_write_text_never_html() -> None:
             assert not HTML_SINKS.search(asset.body.decode()), asset.path
 
 
+def test_the_shell_preloads_only_what_the_first_load_counts() -> None:
+    shell = load_assets()["index.html"].body.decode()
+    linked = re.findall(r'<(?:link|script)[^>]+(?:href|src)="/console/([^"]+)"', shell)
+    assert "pages/playground.js" in linked  # the default page's module comes with the shell's
+    assert set(linked) <= set(FIRST_LOAD), set(linked) - set(FIRST_LOAD)
+
+
 def test_first_load_fits_the_300_kb_budget() -> None:
     assets = load_assets()
     total = sum(len(gzip.compress(assets[name].body)) for name in FIRST_LOAD)
@@ -122,3 +133,52 @@ async def test_page_loads_do_not_spend_the_request_quota(tmp_path: Path) -> None
         assert (await server.http.get("/v1/models")).status_code == 200
         assert (await server.http.get("/v1/models")).status_code == 200
         assert (await server.http.get("/v1/models")).status_code == 429  # the API still counts
+
+
+async def test_providers_list_each_providers_own_health(tmp_path: Path, echo_plugin: Path) -> None:
+    dead = {"base_url": f"http://127.0.0.1:{free_port()}/v1", "api_key": "sk-none", "max_retries": 0}
+    providers = {
+        "inference": [
+            {"provider_id": "echo", "provider_type": "remote::echo-test", "config": {}},
+            {"provider_id": "gone", "provider_type": "remote::openai", "config": dead},
+        ],
+        "files": [{"provider_id": "localfs", "provider_type": "inline::localfs", "config": {}}],
+    }
+    config = echo_config(tmp_path, apis=["inference", "models", "files"], providers=providers)
+    async with serve_in_process(config) as server:
+        listed = (await server.http.get("/v1/providers")).json()["data"]
+    health = {p["provider_id"]: p["health"] for p in listed}
+    assert health["localfs"]["status"] == "OK"
+    assert health["echo"] is None  # it has no health check: said so, not guessed
+    assert health["gone"]["status"] == "error" and health["gone"]["message"], health["gone"]
+    assert "sk-none" not in str(listed)
+
+
+async def _traces(server: InProcessServer, **query: Any) -> list[dict[str, Any]]:
+    res = await server.http.get("/v1/telemetry/traces", params={"limit": 100, **query})
+    assert res.status_code == 200, res.text
+    return list(res.json()["data"])
+
+
+async def test_traces_carry_and_filter_by_the_model_the_request_named(tmp_path: Path, echo_plugin: Path) -> None:
+    config = echo_config(tmp_path, apis=["inference", "models", "telemetry"], telemetry={"flush_seconds": 0.05})
+    async with serve_in_process(config) as server:
+        chat = await server.http.post(
+            "/v1/chat/completions", json={"model": "echo/echo", "messages": [{"role": "user", "content": "hi"}]}
+        )
+        embed = await server.http.post("/v1/embeddings", json={"model": "echo/echo-embed", "input": "hi"})
+        ids = {chat.headers["x-trace-id"]: "echo/echo", embed.headers["x-trace-id"]: "echo/echo-embed"}
+        for _ in range(200):
+            listed = {t["id"]: t for t in await _traces(server)}
+            if set(ids) <= set(listed):
+                break
+            await asyncio.sleep(0.05)
+        assert {trace_id: listed[trace_id]["model"] for trace_id in ids} == ids
+        assert listed[next(iter(ids))]["route"] == "/v1/chat/completions"
+        for model in ("echo/echo", "echo/echo-embed"):
+            found = await _traces(server, model=model)
+            assert found and {t["model"] for t in found} == {model}
+            assert [t["id"] for t in found if t["id"] in ids] == [i for i, m in ids.items() if m == model]
+        assert await _traces(server, model="echo/none") == []
+        assert (await server.http.get("/v1/models")).status_code == 200  # untraced model: no trace matches it
+        assert all(t["model"] is None for t in await _traces(server, route="/v1/models"))

@@ -55,7 +55,8 @@ function withQuery(path, query) {
 
 let modelsCache = null;
 /** GET /v1/models, shared by the sign-in probe and the first page for a few seconds (one round trip
- * less on first load); a new key or an error starts afresh. */
+ * less on first load); a new key or an error starts afresh. The first call is this module's own, as
+ * it loads (see the end of this file). */
 export function listModels() {
   const now = Date.now();
   if (!modelsCache || modelsCache.key !== session.key || now - modelsCache.at > 5000) {
@@ -139,3 +140,8 @@ export function uploadFile(file, purpose, onProgress) {
     xhr.send(form);
   });
 }
+
+// The shell loads this module on its own (async), ahead of app.js and the page modules: the sign-in
+// probe and the first page both start with the model list, so asking now takes that round trip off
+// the path to a usable page. app.js's probe then reuses this request.
+listModels();

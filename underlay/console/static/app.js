@@ -14,7 +14,10 @@ const PAGES = {
 };
 
 const view = document.getElementById("view");
-let cleanup = null;
+/** The page on screen: its own element inside #view, an AbortController for its requests and the
+ * cleanup its render returned. A navigation replaces it whole, so a slow answer meant for the page
+ * just left lands in a detached element (and its fetches are aborted) instead of on the new page. */
+let current = null;
 let authRequired = false;
 let signingIn = false; // the sign-in form reports its own 401
 
@@ -39,22 +42,32 @@ function showIdentity() {
   signout.hidden = !session.key;
 }
 
+function leave() {
+  if (!current) return;
+  const { controller, cleanup } = current;
+  current = null;
+  controller.abort();
+  if (cleanup) cleanup();
+}
+
 async function route() {
-  if (cleanup) {
-    cleanup();
-    cleanup = null;
-  }
+  leave();
   const { page, params } = parseHash();
+  const nav = { controller: new AbortController(), cleanup: null, mount: h("div", { class: "page" }) };
+  current = nav;
   markNav(page);
   document.getElementById("status").textContent = ""; // a page's notice ends with the page
   document.title = `${page[0].toUpperCase()}${page.slice(1)} · Underlay console`;
-  replace(view, h("p", { class: "muted" }, "Loading…"));
+  replace(view, replace(nav.mount, h("p", { class: "muted" }, "Loading…")));
   try {
     const module = await import(PAGES[page]);
-    replace(view);
-    cleanup = (await module.render(view, params)) || null;
+    if (current !== nav) return;
+    replace(nav.mount);
+    const cleanup = (await module.render(nav.mount, params, { signal: nav.controller.signal })) || null;
+    if (current === nav) nav.cleanup = cleanup;
+    else if (cleanup) cleanup(); // the user left while it rendered: stop whatever it started
   } catch (error) {
-    replace(view, errorBox(error));
+    if (current === nav) replace(nav.mount, errorBox(error));
   }
 }
 
@@ -105,6 +118,7 @@ async function start() {
   });
   document.getElementById("signout").addEventListener("click", () => {
     session.clear();
+    leave();
     showLogin();
   });
   window.addEventListener("hashchange", () => {
@@ -130,6 +144,7 @@ async function start() {
   window.addEventListener("underlay:unauthorized", () => {
     if (!session.key || signingIn) return;
     session.clear();
+    leave();
     showLogin("Your key was refused (401); sign in again.");
   });
   if (authRequired && !session.key) {

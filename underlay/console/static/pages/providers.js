@@ -58,18 +58,39 @@ function metricsSection(text) {
     bars("Tokens per second by model", tps, (v) => v.toFixed(1)));
 }
 
-function table(caption, columns, rows) {
-  return h("table", {}, h("caption", {}, caption),
+function table(caption, columns, rows, cls = null) {
+  return h("table", { class: cls }, h("caption", {}, caption),
     h("thead", {}, h("tr", {}, columns.map((c) => h("th", { scope: "col" }, c)))),
     h("tbody", {}, rows.length ? rows.map((r) => h("tr", {}, r.map((c) => h("td", {}, c))))
       : h("tr", {}, h("td", { colspan: columns.length, class: "muted" }, "none"))));
 }
 
-export async function render(root) {
+/** A provider's own health report as a badge: ok, error (with its message) or not reported. */
+export function healthBadge(health) {
+  if (!health) return h("span", { class: "badge muted" }, "not reported");
+  const status = String(health.status ?? "unknown");
+  const good = /^(ok|healthy|up)$/i.test(status);
+  const label = good ? "ok" : status.toLowerCase();
+  const badge = h("span", { class: `badge ${good ? "ok" : "bad"}` }, label);
+  const details = Object.entries(health).filter(([k]) => k !== "status" && k !== "message");
+  return h("span", { class: "health" }, badge,
+    health.message ? h("span", { class: good ? "muted" : "bad" }, ` ${health.message}`) : null,
+    details.length ? h("details", {}, h("summary", {}, "details"), h("pre", { class: "code small" }, JSON.stringify(Object.fromEntries(details), null, 2))) : null);
+}
+
+function providerSummary(list) {
+  const reported = list.filter((p) => p.health);
+  const ok = reported.filter((p) => /^(ok|healthy|up)$/i.test(String(p.health.status))).length;
+  const silent = list.length - reported.length;
+  return `${ok} of ${reported.length}${silent ? ` (${silent} report no health)` : ""}`;
+}
+
+export async function render(root, _params = [], { signal } = {}) {
   const soft = (p) => p.catch((error) => ({ error }));
+  const get = (path) => soft(api(path, { signal }));
   const [health, version, providers, models, shields, groups, metrics] = await Promise.all([
-    soft(api("/v1/health")), soft(api("/v1/version")), soft(api("/v1/providers")), soft(api("/v1/models")),
-    soft(api("/v1/shields")), soft(api("/v1/toolgroups")), soft(api("/metrics")),
+    get("/v1/health"), get("/v1/version"), get("/v1/providers"), get("/v1/models"),
+    get("/v1/shields"), get("/v1/toolgroups"), get("/metrics"),
   ]);
   const byApi = new Map();
   for (const p of providers.data || []) {
@@ -82,9 +103,11 @@ export async function render(root) {
     h("dl", { class: "facts" },
       h("dt", {}, "Health"), h("dd", {}, h("span", { class: `badge ${healthy ? "ok" : "bad"}` }, healthy ? "OK" : health.error?.message || "down")),
       h("dt", {}, "Version"), h("dd", {}, version.version || "–"),
-      h("dt", {}, "APIs with providers"), h("dd", {}, String(byApi.size))),
-    providers.error ? errorBox(providers.error) : table("Providers per API", ["API", "Provider", "Type"],
-      [...byApi].flatMap(([apiName, list]) => list.map((p) => [apiName, p.provider_id, h("code", {}, p.provider_type)]))),
+      h("dt", {}, "APIs with providers"), h("dd", {}, String(byApi.size)),
+      h("dt", {}, "Providers reporting ok"), h("dd", {}, providerSummary(providers.data || []))),
+    providers.error ? errorBox(providers.error) : table("Providers per API", ["API", "Provider", "Type", "Health"],
+      [...byApi].flatMap(([apiName, list]) => list.map((p) => [apiName, p.provider_id, h("code", {}, p.provider_type), healthBadge(p.health)])),
+      "stack"), // one block per provider at a phone's width
     h("h2", {}, "Metrics"),
     metrics.error ? errorBox(metrics.error) : metricsSection(metrics),
     h("h2", {}, "Resources"),

@@ -16,8 +16,8 @@ function verdict(result) {
     h("details", {}, h("summary", {}, "Metadata"), h("pre", { class: "code small" }, JSON.stringify(v.metadata, null, 2))));
 }
 
-export async function render(root) {
-  const shields = await api("/v1/shields");
+export async function render(root, _params = [], { signal } = {}) {
+  const shields = await api("/v1/shields", { signal });
   if (!shields.data.length) {
     replace(root, h("h1", {}, "Safety"), h("p", { class: "muted" }, "No shields are registered on this server."));
     return null;

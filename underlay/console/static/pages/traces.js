@@ -1,7 +1,7 @@
 // Traces: the caller's own traces (the API filters by owner), with filters, and one trace as a span
 // waterfall. The waterfall is built off-document in one fragment, so 1,000 spans cost one layout.
 
-import { ApiError, api } from "../api.js";
+import { ApiError, api, listModels } from "../api.js";
 import { errorBox, field, fmtMs, h, replace } from "../dom.js";
 
 const SINCE = [["900", "last 15 minutes"], ["3600", "last hour"], ["86400", "last day"], ["604800", "last week"], ["", "any time"]];
@@ -84,21 +84,21 @@ function spanDetails(box, span) {
 
 /** A trace and its spans. Spans are written in batches a moment after a request ends, so a trace linked
  * from a fresh answer may not be stored yet: a 404 is retried for a few seconds before it is shown. */
-async function fetchTrace(root, traceId) {
+async function fetchTrace(root, traceId, signal) {
   const id = encodeURIComponent(traceId);
   for (let attempt = 0; ; attempt++) {
     try {
-      return await Promise.all([api(`/v1/telemetry/traces/${id}`), api(`/v1/telemetry/traces/${id}/spans`)]);
+      return await Promise.all([api(`/v1/telemetry/traces/${id}`, { signal }), api(`/v1/telemetry/traces/${id}/spans`, { signal })]);
     } catch (error) {
-      if (!(error instanceof ApiError && error.status === 404) || attempt >= 10) throw error;
+      if (!(error instanceof ApiError && error.status === 404) || attempt >= 10 || signal?.aborted) throw error;
       replace(root, h("p", { class: "muted" }, "Waiting for the trace to be stored…"));
       await new Promise((r) => setTimeout(r, 500));
     }
   }
 }
 
-async function showTrace(root, traceId) {
-  const [trace, spans] = await fetchTrace(root, traceId);
+async function showTrace(root, traceId, signal) {
+  const [trace, spans] = await fetchTrace(root, traceId, signal);
   const tokens = tokensOf(spans.data);
   const details = h("section", { class: "card span-details", "aria-live": "polite", "aria-label": "Span details" },
     h("p", { class: "muted" }, "Choose a span to see its attributes."));
@@ -109,6 +109,7 @@ async function showTrace(root, traceId) {
     h("dl", { class: "facts" },
       h("dt", {}, "Trace id"), h("dd", {}, h("code", {}, trace.id)),
       h("dt", {}, "Status"), h("dd", {}, statusBadge(trace.status, trace.http_status)),
+      h("dt", {}, "Model"), h("dd", {}, trace.model || "–"),
       h("dt", {}, "Latency"), h("dd", {}, fmtMs(trace.duration_ms)),
       h("dt", {}, "Spans"), h("dd", {}, String(spans.data.length)),
       h("dt", {}, "Tokens"), h("dd", {}, tokens.input || tokens.output ? `${tokens.input} in / ${tokens.output} out` : "–"),
@@ -123,36 +124,51 @@ async function showTrace(root, traceId) {
   });
 }
 
-export async function render(root, params) {
+export async function render(root, params, { signal } = {}) {
   if (params[0]) {
-    await showTrace(root, params[0]);
+    await showTrace(root, params[0], signal);
     return null;
   }
   const route = h("input", { name: "route", maxlength: 200, placeholder: "/v1/chat/completions", list: "known-routes" });
+  const model = h("select", { name: "model" }, h("option", { value: "" }, "any"));
   const status = h("select", { name: "status" }, ["", "ok", "error", "unset"].map((s) => h("option", { value: s }, s || "any")));
   const since = h("select", { name: "since" }, SINCE.map(([v, t]) => h("option", { value: v, selected: v === "3600" }, t)));
   const routes = h("datalist", { id: "known-routes" });
   const results = h("div", { "aria-live": "polite" });
   const form = h("form", { class: "filters row", "aria-label": "Filter traces" },
-    field("Route", route), field("Status", status), field("Time", since), routes, h("button", { type: "submit" }, "Apply"));
+    field("Route", route), field("Model", model), field("Status", status), field("Time", since), routes,
+    h("button", { type: "submit" }, "Apply"));
+  // The model filter offers every model the key can see, plus any a listed trace named.
+  const known = new Set();
+  const offer = (ids) => {
+    const fresh = ids.filter((id) => id && !known.has(id));
+    if (!fresh.length) return;
+    for (const id of fresh) known.add(id);
+    const chosen = model.value;
+    replace(model, h("option", { value: "" }, "any"), [...known].sort().map((id) => h("option", { value: id }, id)));
+    model.value = chosen;
+  };
+  listModels().then((list) => offer(list.data.map((m) => m.id)), () => null);
 
   async function load() {
-    const query = { limit: 100, route: route.value.trim(), status: status.value };
+    const query = { limit: 100, route: route.value.trim(), model: model.value, status: status.value };
     if (since.value) query.start_time = Date.now() / 1000 - Number(since.value);
     try {
-      const page = await api("/v1/telemetry/traces", { query });
+      const page = await api("/v1/telemetry/traces", { query, signal });
       const seen = new Set(page.data.map((t) => t.route).filter(Boolean));
       replace(routes, [...seen].map((r) => h("option", { value: r })));
+      offer(page.data.map((t) => t.model));
       if (!page.data.length) {
         replace(results, h("p", { class: "muted" }, "No traces match."));
         return;
       }
       replace(results, h("table", { class: "stack" },
         h("caption", { class: "visually-hidden" }, "Traces, newest first"),
-        h("thead", {}, h("tr", {}, ["Time", "Route", "Status", "Latency", "Principal"].map((c) => h("th", { scope: "col" }, c)))),
+        h("thead", {}, h("tr", {}, ["Time", "Route", "Model", "Status", "Latency", "Principal"].map((c) => h("th", { scope: "col" }, c)))),
         h("tbody", {}, page.data.map((t) => h("tr", {},
           h("td", {}, h("a", { href: `#/traces/${encodeURIComponent(t.id)}` }, new Date(t.start_time_ns / 1e6).toLocaleString())),
           h("td", {}, h("code", {}, t.route || t.name)),
+          h("td", { class: t.model ? null : "muted" }, t.model || "–"),
           h("td", {}, statusBadge(t.status, t.http_status)),
           h("td", {}, fmtMs(t.duration_ms)),
           h("td", {}, t.principal || "–"))))));

@@ -25,10 +25,10 @@ function storeList(stores, current) {
         h("strong", {}, s.name || "(unnamed)"), h("br"), h("small", { class: "muted" }, `${s.id} · ${s.file_counts?.completed ?? 0} files`)))));
 }
 
-export async function render(root, params) {
+export async function render(root, params, { signal } = {}) {
   let alive = true;
   const current = params[0] || null;
-  const stores = await api("/v1/vector_stores", { query: { limit: 100 } });
+  const stores = await api("/v1/vector_stores", { query: { limit: 100 }, signal });
   const name = h("input", { name: "store-name", required: true, maxlength: 256, placeholder: "docs" });
   const create = h("form", { class: "row", "aria-label": "Create a vector store" }, field("New store name", name), h("button", { type: "submit" }, "Create"));
   create.addEventListener("submit", async (event) => {
@@ -51,7 +51,7 @@ export async function render(root, params) {
   }
   let store;
   try {
-    store = await api(`/v1/vector_stores/${encodeURIComponent(current)}`);
+    store = await api(`/v1/vector_stores/${encodeURIComponent(current)}`, { signal });
   } catch (error) {
     main.append(errorBox(error));
     return () => (alive = false);
