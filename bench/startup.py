@@ -76,6 +76,16 @@ HEAVY = (
     "jwt",
     "cryptography",
     "httpx",
+    "asyncpg",
+    "prometheus_client",
+)
+# Parts of libraries start-up uses, and of our providers, that wait for first use too (the same test's DEFERRED).
+DEFERRED = (
+    "sqlalchemy.orm",
+    "sqlalchemy.ext.asyncio",
+    "sqlalchemy.dialects.postgresql",
+    "underlay.providers.inline.safety.pii.detectors",
+    "underlay.providers.inline.safety.code_scanner.rules",
 )
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 
@@ -332,6 +342,8 @@ def profile(checkout: Path | None, top: int) -> None:
         print(f"  {us / 1000:8.1f}  {package}")
     loaded = sorted({i.name.split(".")[0] for i in imports} & set(HEAVY))
     print(f"\nheavy libraries imported before the first 200: {', '.join(loaded) if loaded else 'none'}")
+    early = sorted({d for d in DEFERRED for i in imports if i.name == d or i.name.startswith(d + ".")})
+    print(f"deferred modules imported before the first 200: {', '.join(early) if early else 'none'}")
 
 
 def main() -> int:

@@ -52,6 +52,20 @@ HEAVY = (
     "jwt",
     "cryptography",
     "httpx",
+    "asyncpg",
+    "prometheus_client",
+)
+
+# Parts of libraries that start-up does use, and of our own providers, that wait for their first use all the same.
+DEFERRED = (
+    # SQLAlchemy's ORM (what sqlalchemy.ext.asyncio imports; the SQL store runs Core through
+    # underlay.core.storage.sql_async) and its PostgreSQL dialect (a SQLite config never needs it)
+    "sqlalchemy.orm",
+    "sqlalchemy.ext.asyncio",
+    "sqlalchemy.dialects.postgresql",
+    # the PII and code-scanner shields' detectors (dozens of regexes compiled on import)
+    "underlay.providers.inline.safety.pii.detectors",
+    "underlay.providers.inline.safety.code_scanner.rules",
 )
 
 _SCRIPT = """
@@ -73,8 +87,9 @@ async def main():
     try:
         app = create_app(config, stack)
         uvicorn_ssl_options(config)
-        heavy = json.loads(sys.argv[1])
+        heavy, deferred = json.loads(sys.argv[1]), tuple(json.loads(sys.argv[2]))
         started = sorted(m for m in sys.modules if m.split(".")[0] in heavy)
+        early = sorted(m for m in sys.modules if m in deferred or m.startswith(tuple(d + "." for d in deferred)))
         # The first requests of a client (and of bench/startup.py): health, then model discovery.
         import httpx
 
@@ -85,7 +100,7 @@ async def main():
         ):
             statuses = [(await client.get(path)).status_code for path in ("/v1/health", "/v1/models")]
         listed = sorted(m for m in sys.modules if m.split(".")[0] in heavy and m.split(".")[0] != "httpx")
-        print(json.dumps({"started": started, "listed": listed, "statuses": statuses}))
+        print(json.dumps({"started": started, "early": early, "listed": listed, "statuses": statuses}))
     finally:
         await stack.stop()
 
@@ -107,7 +122,7 @@ def test_local_stack_starts_without_heavy_imports(tmp_path: Path) -> None:
     }
     env.pop("UNDERLAY_WEBSEARCH_DOCUMENTS", None)
     result = subprocess.run(
-        [sys.executable, "-c", _SCRIPT, json.dumps(HEAVY)],
+        [sys.executable, "-c", _SCRIPT, json.dumps(HEAVY), json.dumps(DEFERRED)],
         capture_output=True,
         text=True,
         timeout=300,
@@ -120,6 +135,10 @@ def test_local_stack_starts_without_heavy_imports(tmp_path: Path) -> None:
     assert _top_level(found["started"]) == [], (
         f"`underlay run local` imports {_top_level(found['started'])} before serving its first request "
         f"({', '.join(found['started'][:12])}...); import it inside the function that needs it"
+    )
+    assert found["early"] == [], (
+        f"`underlay run local` imports {', '.join(found['early'][:12])} before serving its first request; "
+        "import it inside the function that needs it (see DEFERRED for why each waits)"
     )
     assert _top_level(found["listed"]) == [], (
         f"listing models imports {_top_level(found['listed'])}; model discovery reads catalogs, not runtimes"

@@ -7,7 +7,8 @@ import asyncio
 import pytest
 
 from underlay.api.safety import Shield, ShieldMessage
-from underlay.providers.inline.safety.code_scanner import RULES, CodeScannerSafetyProvider, Config, scan
+from underlay.providers.inline.safety.code_scanner import CodeScannerSafetyProvider, Config
+from underlay.providers.inline.safety.code_scanner.rules import RULES, scan
 
 INSECURE = [
     ("eval-of-input", "CWE-95", "result = eval(input('expr: '))"),

@@ -7,7 +7,8 @@ import asyncio
 import pytest
 
 from underlay.api.safety import Shield, ShieldMessage
-from underlay.providers.inline.safety.pii import Config, PiiSafetyProvider, card_ok, find_pii, iban_ok, luhn_ok, redact
+from underlay.providers.inline.safety.pii import Config, PiiSafetyProvider
+from underlay.providers.inline.safety.pii.detectors import card_ok, find_pii, iban_ok, luhn_ok, redact
 
 
 @pytest.mark.parametrize(

@@ -13,7 +13,7 @@ from fastapi import FastAPI, Request
 from fastapi.responses import Response
 
 from underlay.api.errors import NotFoundError
-from underlay.console import Asset, load_assets
+from underlay.console import Asset, asset_paths, load_assets
 from underlay.core.config import RunConfig
 
 PREFIX = "/console/"
@@ -50,7 +50,7 @@ def served_paths(config: RunConfig) -> set[str]:
     """Every exact path the console answers, so telemetry can leave them out of traces and metrics."""
     if not config.server.console:
         return set()
-    return {"/", *(PREFIX + name for name in load_assets())}
+    return {"/", *(PREFIX + name for name in asset_paths())}
 
 
 def _answer(request: Request, asset: Asset) -> Response:

@@ -1,4 +1,7 @@
-"""``inline::code-scanner``: insecure-code findings in text (usually model output), by rules of our own.
+"""``inline::code-scanner``'s rules: insecure-code findings in text (usually model output), by rules of our own.
+
+The shield that runs them (its config and provider, what the stack builds at start) is the package,
+:mod:`underlay.providers.inline.safety.code_scanner`, which imports this module when first used.
 
 CodeShield needs packages and rule files that are not available offline, so these are hand-written
 line rules. Each names the CWE entry (MITRE's Common Weakness Enumeration) it detects an instance of;
@@ -22,11 +25,6 @@ import re
 import textwrap
 import tokenize
 from dataclasses import dataclass
-from typing import Any
-
-from pydantic import BaseModel, Field
-
-from underlay.api.safety import RunShieldResponse, SafetyViolation, Shield, ShieldMessage, ViolationLevel
 
 
 @dataclass(frozen=True)
@@ -323,54 +321,3 @@ def scan(text: str, rules: tuple[Rule, ...] = RULES) -> list[CodeFinding]:
         CodeFinding(rule, by_id[rule].cwe, by_id[rule].description, line, original[line - 1].strip()[:200])
         for rule, line in sorted(hits, key=lambda h: (h[1], order[h[0]]))
     ]
-
-
-class Config(BaseModel):
-    disabled_rules: list[str] = Field(default_factory=list, description="Rule ids to skip.")
-    roles: list[str] = Field(
-        default_factory=lambda: ["assistant"],
-        description="Which messages are scanned: the model's code by default, not the user's question.",
-    )
-    violation_level: ViolationLevel = ViolationLevel.error
-
-
-class CodeScannerSafetyProvider:
-    def __init__(self, provider_id: str, config: Config) -> None:
-        self.provider_id = provider_id
-        self.config = config
-        self.rules = tuple(r for r in RULES if r.rule_id not in set(config.disabled_rules))
-
-    async def initialize(self) -> None:
-        return None
-
-    async def shutdown(self) -> None:
-        return None
-
-    async def health(self) -> dict[str, Any]:
-        return {"status": "OK", "rules": len(self.rules)}
-
-    async def run_shield(
-        self, shield: Shield, messages: list[ShieldMessage], params: dict[str, Any]
-    ) -> RunShieldResponse:
-        roles = set(params.get("roles") or self.config.roles)
-        if params.get("source") == "moderation":  # moderation input has no author: scan it whatever its role
-            roles = {m.role for m in messages}
-        findings = [f for m in messages if m.role in roles for f in scan(m.text(), self.rules)]
-        if not findings:
-            return RunShieldResponse()
-        cwes = sorted({f.cwe for f in findings})
-        return RunShieldResponse(
-            violation=SafetyViolation(
-                violation_level=ViolationLevel(params.get("violation_level", self.config.violation_level)),
-                user_message=f"I can't provide that code: it has security weaknesses ({', '.join(cwes)}).",
-                metadata={
-                    "categories": [],  # insecure code is outside OpenAI's moderation taxonomy
-                    "underlay_categories": [f"code:{f.rule_id}" for f in findings],
-                    "findings": [f.__dict__ for f in findings],
-                },
-            )
-        )
-
-
-async def create_provider(provider_id: str, config: Config, deps: dict[str, Any]) -> CodeScannerSafetyProvider:
-    return CodeScannerSafetyProvider(provider_id, config)

@@ -1,4 +1,7 @@
-"""``inline::pii``: personal data found by patterns plus checksums, optionally redacted.
+"""``inline::pii``'s detectors: personal data found by patterns plus checksums, optionally redacted.
+
+The shield that runs them (its config and provider, what the stack builds at start) is the package,
+:mod:`underlay.providers.inline.safety.pii`, which imports this module on its first check.
 
 Rules and where each comes from:
 
@@ -53,13 +56,11 @@ import ipaddress
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
-from pydantic import BaseModel, Field
+from underlay.providers.inline.safety.pii import ALL_KINDS
 
-from underlay.api.safety import RunShieldResponse, SafetyViolation, Shield, ShieldMessage, ViolationLevel
-
-ALL_KINDS = ("email", "phone", "credit_card", "iban", "us_ssn", "ip_address", "street_address", "person_name")
+# The word lists ship beside the package (pyproject's package data for underlay.providers.inline.safety).
+_DATA = Path(__file__).resolve().parent.parent
 
 _EMAIL = re.compile(r"(?<![\w.+-])[A-Za-z0-9._%+-]+@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*\.[A-Za-z]{2,24}\b")
 # Extensions as written after a number: "x123", "ext. 45", "extension 7", German "Durchwahl"/"Dw.".
@@ -94,7 +95,7 @@ _IPV4 = re.compile(r"(?<![\d.])(?:\d{1,3}\.){3}\d{1,3}(?![\d.])")
 _IPV6 = re.compile(r"(?<![\w:])[0-9A-Fa-f]{0,4}(?::[0-9A-Fa-f]{0,4}){2,7}(?![\w:])")
 
 
-_SUFFIX_FILE = Path(__file__).resolve().parent / "pii_street_suffixes.txt"
+_SUFFIX_FILE = _DATA / "pii_street_suffixes.txt"
 # Two-letter abbreviations are everyday tokens ("Is", "Pr", "Br"); only these common ones count.
 _SHORT_ABBREVIATIONS = frozenset({"St", "Rd", "Dr", "Ct", "Pl", "Ln", "Sq", "Wy"})
 
@@ -219,8 +220,8 @@ _SURNAME_ENDING = re.compile(
 _HONORIFIC = re.compile(rf"\b(?:Mr|Mrs|Ms|Miss|Mx|Dr|Prof|Sir|Dame|Rev)\.?\s+({_CAP}(?:\s+{_CAP})?)")
 _NAME_CUE = re.compile(rf"\b(?:[Mm]y name is|[Mm]y name's|[Nn]ame:|[Ii] am called|[Cc]all me)\s+({_CAP}(?:\s+{_CAP})?)")
 _PAIR = re.compile(rf"(?<![\w'-])(?=({_NAME_WORD})\s+({_NAME_WORD})(?:\s+({_NAME_WORD}))?)")
-_GAZETTEER = Path(__file__).resolve().parent / "pii_names.txt.gz"
-_GAZETTEER_EU = Path(__file__).resolve().parent / "pii_given_names_eu.txt.gz"
+_GAZETTEER = _DATA / "pii_names.txt.gz"
+_GAZETTEER_EU = _DATA / "pii_given_names_eu.txt.gz"
 
 
 @functools.cache
@@ -429,55 +430,3 @@ def redact(text: str, findings: list[Finding]) -> str:
         last = f.end
     out.append(text[last:])
     return "".join(out)
-
-
-class Config(BaseModel):
-    kinds: list[str] = Field(default_factory=lambda: list(ALL_KINDS), description="Which detectors run.")
-    redact: bool = Field(default=True, description="Put the redacted messages in the violation's metadata.")
-    violation_level: ViolationLevel = Field(
-        default=ViolationLevel.error, description="error blocks; warn reports and lets content through."
-    )
-
-
-class PiiSafetyProvider:
-    def __init__(self, provider_id: str, config: Config) -> None:
-        self.provider_id = provider_id
-        self.config = config
-
-    async def initialize(self) -> None:
-        return None
-
-    async def shutdown(self) -> None:
-        return None
-
-    async def health(self) -> dict[str, Any]:
-        return {"status": "OK"}
-
-    async def run_shield(
-        self, shield: Shield, messages: list[ShieldMessage], params: dict[str, Any]
-    ) -> RunShieldResponse:
-        kinds = params.get("kinds") or self.config.kinds
-        per_message = [(m, find_pii(m.text(), kinds)) for m in messages]
-        findings = [(i, f) for i, (_, fs) in enumerate(per_message) for f in fs]
-        if not findings:
-            return RunShieldResponse()
-        labels = sorted({f.kind for _, f in findings})
-        metadata: dict[str, Any] = {
-            "categories": [],  # personal data has no OpenAI moderation category (MLCommons S7 "privacy")
-            "underlay_categories": [f"pii:{k}" for k in labels],
-            "findings": [{"message": i, "kind": f.kind, "start": f.start, "end": f.end} for i, f in findings],
-        }
-        if params.get("redact", self.config.redact):
-            metadata["redacted"] = [redact(m.text(), fs) for m, fs in per_message]
-        level = ViolationLevel(params.get("violation_level", self.config.violation_level))
-        return RunShieldResponse(
-            violation=SafetyViolation(
-                violation_level=level,
-                user_message=f"I can't share that: it contains personal data ({', '.join(labels)}).",
-                metadata=metadata,
-            )
-        )
-
-
-async def create_provider(provider_id: str, config: Config, deps: dict[str, Any]) -> PiiSafetyProvider:
-    return PiiSafetyProvider(provider_id, config)
