@@ -60,6 +60,15 @@ def test_passes_are_sorted_and_bounded() -> None:
     assert plan_passes([10] * 40, 32, 100_000) == [list(range(32)), list(range(32, 40))]
 
 
+def test_passes_are_spread_over_workers() -> None:
+    # One pass's worth of inputs is halved until every worker has one; the largest pass goes first.
+    assert plan_passes([10] * 8, 32, 1000, min_passes=2) == [[0, 1, 2, 3], [4, 5, 6, 7]]
+    # [0..5] -> [0, 1, 2] (3 x 5 padded tokens) and [3, 4, 5] (3 x 40): the wider one is split next.
+    assert plan_passes([5, 5, 5, 5, 40, 40], 32, 1000, min_passes=3) == [[0, 1, 2], [3], [4, 5]]
+    assert plan_passes([10, 12], 32, 1000, min_passes=4) == [[0], [1]]  # never more passes than inputs
+    assert plan_passes([10] * 6, 32, 30, min_passes=2) == [[0, 1, 2], [3, 4, 5]]  # already enough
+
+
 def _write(path: Path, data: object) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(data))

@@ -44,12 +44,15 @@ class Encoded:
         return self.full_length > len(self.ids)
 
 
-def plan_passes(lengths: Sequence[int], batch_size: int, max_tokens: int) -> list[list[int]]:
+def plan_passes(lengths: Sequence[int], batch_size: int, max_tokens: int, min_passes: int = 1) -> list[list[int]]:
     """Group input indices into forward passes: sorted by length, each pass at most ``batch_size``
     inputs and at most ``max_tokens`` padded tokens (an input longer than that goes alone).
 
     Sorting first means a pass pads only to a neighbour's length; measured on 2,000 real sentences
     with all-MiniLM-L6-v2 this is 2.5x the throughput of padding fixed batches of 32 to their longest.
+
+    ``min_passes`` (the number of workers) then halves the largest passes until there are that many,
+    where inputs allow: a job that fits one pass still keeps every worker busy.
     """
     order = sorted(range(len(lengths)), key=lengths.__getitem__)
     passes: list[list[int]] = []
@@ -62,6 +65,13 @@ def plan_passes(lengths: Sequence[int], batch_size: int, max_tokens: int) -> lis
         current.append(index)
     if current:
         passes.append(current)
+    while len(passes) < min_passes:
+        splittable = [n for n, p in enumerate(passes) if len(p) > 1]
+        if not splittable:
+            break
+        n = max(splittable, key=lambda n: len(passes[n]) * lengths[passes[n][-1]])
+        members = passes[n]
+        passes[n : n + 1] = [members[: len(members) // 2], members[len(members) // 2 :]]
     return passes
 
 
@@ -99,6 +109,10 @@ class Backend(ABC):
     dimension: int
     max_seq_length: int
     _tokenizer: Tokenizer
+    default_batch_tokens: int = 128
+    """``max_batch_tokens`` when the config leaves it unset: what this backend runs best with."""
+    workers: int = 1
+    """Passes that run at once; a job is cut into at least this many where it has the inputs."""
 
     def __init__(self, config: SentenceTransformersModelConfig) -> None:
         self.config = config
@@ -107,7 +121,8 @@ class Backend(ABC):
         return encode_texts(self._tokenizer, texts)
 
     def passes(self, items: Sequence[Encoded]) -> list[list[int]]:
-        return plan_passes([len(i.ids) for i in items], self.config.batch_size, self.config.max_batch_tokens)
+        budget = self.config.max_batch_tokens or self.default_batch_tokens
+        return plan_passes([len(i.ids) for i in items], self.config.batch_size, budget, self.workers)
 
     @abstractmethod
     def embed(self, items: Sequence[Encoded]) -> np.ndarray:
@@ -138,9 +153,15 @@ class OnnxBackend(Backend):
     small matrices (a pass is a few sentences of 384 features) the per-operator fork/join of
     intra-op threading costs more than it gains, and on a busy machine spinning intra-op threads
     waste whole cores, while independent passes scale cleanly.
+
+    Passes default to 256 padded tokens, twice the torch backend's: the graph runs its matrix
+    products on real tokens only (padding costs attention alone), and each pass streams all of the
+    model's weights (about 40 MB for MiniLM) through the cache once, so fewer, larger passes do the
+    same arithmetic for less memory traffic. A job still gets at least one pass per thread.
     """
 
     name = "onnx"
+    default_batch_tokens = 256
 
     def __init__(self, model_dir: Path, config: SentenceTransformersModelConfig, cache_root: Path) -> None:
         super().__init__(config)
@@ -161,6 +182,7 @@ class OnnxBackend(Backend):
         self.max_seq_length = _seq_limit(config, card.max_seq_length or 512)
         self._tokenizer = load_tokenizer(model_dir / "tokenizer.json", self.max_seq_length)
         threads = config.max_threads or min(os.cpu_count() or 1, 8)
+        self.workers = threads
         self._pool = ThreadPoolExecutor(threads, thread_name_prefix=f"onnx-{config.name}") if threads > 1 else None
 
     def _run(self, rows: list[list[int]]) -> np.ndarray:

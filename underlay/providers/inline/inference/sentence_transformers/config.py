@@ -45,13 +45,14 @@ class SentenceTransformersModelConfig(BaseModel):
         ),
     )
     batch_size: int = Field(default=32, ge=1, le=1024, description="Most inputs per forward pass.")
-    max_batch_tokens: int = Field(
-        default=128,
+    max_batch_tokens: int | None = Field(
+        default=None,
         ge=16,
         description=(
             "Most padded tokens per forward pass. Inputs are sorted by length and cut into passes of at "
             "most this many tokens, so short sentences are not padded to the longest one: on CPU this "
-            "is worth 2x on real text, and small passes cost nothing extra."
+            "is worth 2x on real text. Default: 256 for onnx (whose graph pays padding in attention "
+            "only, and where larger passes re-read the weights less often), 128 for torch."
         ),
     )
     max_threads: int | None = Field(

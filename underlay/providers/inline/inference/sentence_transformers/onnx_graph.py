@@ -11,6 +11,12 @@ The graph takes ``input_ids`` and ``attention_mask`` (int64, ``[batch, seq]``, r
 returns ``sentence_embedding`` (float32, ``[batch, hidden]``): pooling (mean over real tokens, or the
 [CLS] token) and L2 normalisation are part of the graph, so Python only pads token ids.
 
+Inside, the per-token work (every matrix product, GELU and LayerNorm: over 90% of the arithmetic)
+runs on the real tokens only, packed into ``[tokens, hidden]`` rows; only the attention scores see
+the padded ``[batch, seq]`` layout, and padding is masked out there as before. So padding costs
+attention alone, query, key and value come out of one product, and onnxruntime folds each bias into
+its matrix product (a Gemm on 2-D rows). Same arithmetic per token, so the same vectors.
+
 Only what a sentence-transformers BERT directory holds is supported: ``model_type: bert``, absolute
 positions, erf GELU, a Pooling module (mean or cls) and optionally Normalize. Anything else (Dense
 layers, MPNet, RoBERTa, rotary positions) is reported by :func:`unsupported_reason` and the provider
@@ -37,7 +43,7 @@ if TYPE_CHECKING:  # numpy and onnx are imported only when a graph is built
 
 logger = logging.getLogger(__name__)
 
-GRAPH_VERSION = 1
+GRAPH_VERSION = 2
 """Bumped whenever the graph this module writes changes, so cached graphs are rebuilt."""
 
 OPSET = 17  # LayerNormalization is a standard op from 17; onnxruntime >= 1.14 runs it.
@@ -179,11 +185,14 @@ def build_graph(model_dir: Path) -> onnx.ModelProto:
     g = _GraphBuilder()
     i64 = np.int64
 
-    def linear(x: str, prefix: str, scale: float = 1.0, name: str | None = None) -> str:
-        # Weights are stored [out, in] (torch Linear); MatMul wants [in, out]. Scaling folds the
-        # attention's 1/sqrt(head_dim) into the query projection for free.
-        mm = g.op("MatMul", [x, g.const(f"{prefix}.w", w(f"{prefix}.weight").T * scale)], name=name)
-        return g.op("Add", [mm, g.const(f"{prefix}.b", w(f"{prefix}.bias") * scale)])
+    def linear(x: str, weight: np.ndarray, bias: np.ndarray, name: str) -> str:
+        # On [tokens, in] rows onnxruntime fuses MatMul + Add into one Gemm (bias added in the kernel).
+        mm = g.op("MatMul", [x, g.const(f"{name}.w", np.ascontiguousarray(weight))], name=name)
+        return g.op("Add", [mm, g.const(f"{name}.b", bias)])
+
+    def dense(x: str, prefix: str, name: str) -> str:
+        # Weights are stored [out, in] (torch Linear); MatMul wants [in, out].
+        return linear(x, w(f"{prefix}.weight").T, w(f"{prefix}.bias"), name)
 
     def layer_norm(x: str, prefix: str) -> str:
         return g.op(
@@ -193,13 +202,34 @@ def build_graph(model_dir: Path) -> onnx.ModelProto:
             epsilon=eps,
         )
 
+    # Packing. `real` lists the flat positions (row * seq + column) of real tokens, so every
+    # per-token step below runs on [tokens, hidden] without padding; `unpack` maps each padded
+    # position back to its token's row (padding maps to a neighbour: masked out of attention and
+    # pooling, so its value never counts).
+    flat = g.const("flat", np.array([-1], i64))
+    flat_mask = g.op("Reshape", ["attention_mask", flat])
+    real = g.op("Reshape", [g.op("NonZero", [flat_mask]), flat])
+    zero_i, one_i = g.const("zero_i", np.array(0, i64)), g.const("one_i", np.array(1, i64))
+    unpack = g.op("Max", [g.op("Sub", [g.op("CumSum", [flat_mask, zero_i]), one_i]), zero_i])
+    seq_len = g.op(
+        "Slice", [g.op("Shape", ["input_ids"]), g.const("c_1", np.array([1], i64)), g.const("c_2", np.array([2], i64))]
+    )
+
+    shapes = {
+        width: g.op("Concat", [flat, seq_len, g.const(f"w_{width}", np.array([width], i64))], axis=0)
+        for width in (hidden, 3 * hidden)
+    }
+
+    def padded(x: str, width: int) -> str:
+        """[tokens, width] -> [batch, seq, width] (for attention and pooling)."""
+        return g.op("Reshape", [g.op("Gather", [x, unpack]), shapes[width]])
+
     # Embeddings. Token types are always 0 for single sentences, so their row is folded into the
-    # position table; positions are the first `seq` rows of that table.
-    one, two, zero = (g.const(f"c_{v}", np.array([v], i64)) for v in (1, 2, 0))
-    seq_len = g.op("Slice", [g.op("Shape", ["input_ids"]), one, two])
+    # position table; a token's position is its column (inputs are right-padded).
     positions = w("embeddings.position_embeddings.weight") + w("embeddings.token_type_embeddings.weight")[0]
-    pos = g.op("Slice", [g.const("pos_table", positions), zero, seq_len, zero])
-    words = g.op("Gather", [g.const("word_table", w("embeddings.word_embeddings.weight")), "input_ids"])
+    pos = g.op("Gather", [g.const("pos_table", positions), g.op("Mod", [real, seq_len])])
+    ids = g.op("Gather", [g.op("Reshape", ["input_ids", flat]), real])
+    words = g.op("Gather", [g.const("word_table", w("embeddings.word_embeddings.weight")), ids])
     x = layer_norm(g.op("Add", [words, pos]), "embeddings.LayerNorm")
 
     mask = g.op("Cast", ["attention_mask"], to=TensorProto.FLOAT)
@@ -207,34 +237,44 @@ def build_graph(model_dir: Path) -> onnx.ModelProto:
     not_mask = g.op("Sub", [g.const("one", np.array(1, np.float32)), mask])
     bias = g.op("Mul", [not_mask, g.const("neg", np.array(_MASK_NEG, np.float32))])
     bias = g.op("Unsqueeze", [bias, g.const("ax_1_2", np.array([1, 2], i64))])
-    split_heads = g.const("shape_heads", np.array([0, 0, heads, head_dim], i64))
-    merge_heads = g.const("shape_hidden", np.array([0, 0, hidden], i64))
+    split_heads = g.const("shape_heads", np.array([0, 0, 3 * heads, head_dim], i64))
+    merge_heads = g.const("shape_rows", np.array([-1, hidden], i64))
+    scale = 1.0 / math.sqrt(head_dim)
 
     for i in range(layers):
         p = f"encoder.layer.{i}"
-        q = linear(x, f"{p}.attention.self.query", 1.0 / math.sqrt(head_dim), name=f"L{i}.q")
-        k = linear(x, f"{p}.attention.self.key", name=f"L{i}.k")
-        v = linear(x, f"{p}.attention.self.value", name=f"L{i}.v")
-        q = g.op("Transpose", [g.op("Reshape", [q, split_heads])], perm=[0, 2, 1, 3])
-        k = g.op("Transpose", [g.op("Reshape", [k, split_heads])], perm=[0, 2, 3, 1])
-        v = g.op("Transpose", [g.op("Reshape", [v, split_heads])], perm=[0, 2, 1, 3])
-        probs = g.op("Softmax", [g.op("Add", [g.op("MatMul", [q, k]), bias])], axis=-1)
-        context = g.op("Reshape", [g.op("Transpose", [g.op("MatMul", [probs, v])], perm=[0, 2, 1, 3]), merge_heads])
-        attn = linear(context, f"{p}.attention.output.dense", name=f"L{i}.attn_out")
+        a = f"{p}.attention.self"
+        # Query, key and value in one product; the attention's 1/sqrt(head_dim) is folded into the
+        # query columns for free.
+        qkv_w = np.concatenate(
+            [w(f"{a}.query.weight").T * scale, w(f"{a}.key.weight").T, w(f"{a}.value.weight").T], axis=1
+        )
+        qkv_b = np.concatenate([w(f"{a}.query.bias") * scale, w(f"{a}.key.bias"), w(f"{a}.value.bias")])
+        qkv = padded(linear(x, qkv_w, qkv_b, f"L{i}.qkv"), 3 * hidden)
+        # [batch, seq, 3 * heads, head_dim] -> [batch, 3 * heads, seq, head_dim] -> q, k, v per head
+        q, k, v = g.op(
+            "Split", [g.op("Transpose", [g.op("Reshape", [qkv, split_heads])], perm=[0, 2, 1, 3])], axis=1, outputs=3
+        )
+        scores = g.op("MatMul", [q, g.op("Transpose", [k], perm=[0, 1, 3, 2])])
+        probs = g.op("Softmax", [g.op("Add", [scores, bias])], axis=-1)
+        context = g.op("Transpose", [g.op("MatMul", [probs, v])], perm=[0, 2, 1, 3])
+        context = g.op("Gather", [g.op("Reshape", [context, merge_heads]), real])  # back to [tokens, hidden]
+        attn = dense(context, f"{p}.attention.output.dense", f"L{i}.attn_out")
         x = layer_norm(g.op("Add", [attn, x]), f"{p}.attention.output.LayerNorm")
-        up = linear(x, f"{p}.intermediate.dense", name=f"L{i}.ffn_in")
+        up = dense(x, f"{p}.intermediate.dense", f"L{i}.ffn_in")
         # Exact (erf) GELU, as BERT's "gelu"; onnxruntime fuses this pattern into one kernel.
         erf = g.op("Erf", [g.op("Div", [up, g.const(f"sqrt2_{i}", np.array(math.sqrt(2.0), np.float32))])])
         half_up = g.op("Mul", [up, g.const(f"half_{i}", np.array(0.5, np.float32))])
         gelu = g.op("Mul", [half_up, g.op("Add", [erf, g.const(f"one_{i}", np.array(1.0, np.float32))])])
-        down = linear(gelu, f"{p}.output.dense", name=f"L{i}.ffn_out")
+        down = dense(gelu, f"{p}.output.dense", f"L{i}.ffn_out")
         x = layer_norm(g.op("Add", [down, x]), f"{p}.output.LayerNorm")
 
+    out = padded(x, hidden)  # [batch, seq, hidden]
     if pooling == "cls":
-        pooled = g.op("Gather", [x, g.const("c_first", np.array(0, i64))], axis=1)
+        pooled = g.op("Gather", [out, g.const("c_first", np.array(0, i64))], axis=1)
     else:
         mask3 = g.op("Unsqueeze", [mask, g.const("ax_2", np.array([2], i64))])
-        summed = g.op("ReduceSum", [g.op("Mul", [x, mask3]), g.const("ax_1", np.array([1], i64))], keepdims=0)
+        summed = g.op("ReduceSum", [g.op("Mul", [out, mask3]), g.const("ax_1", np.array([1], i64))], keepdims=0)
         count = g.op("ReduceSum", [mask3, g.const("ax_1b", np.array([1], i64))], keepdims=0)
         pooled = g.op("Div", [summed, g.op("Max", [count, g.const("min_count", np.array(1e-9, np.float32))])])
     # L2 normalisation, with the same 1e-12 floor as torch.nn.functional.normalize.
