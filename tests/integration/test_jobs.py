@@ -437,3 +437,53 @@ async def test_an_idle_runner_stops_without_cancelling_anything(stores: Shared) 
     await runner.stop(grace_seconds=2.0)  # far below the sweeper's 15 s interval
     cancelled = [task.get_name() for task in tasks if task.cancelled()]
     assert cancelled == [] and all(task.done() for task in tasks)
+
+
+async def test_an_idle_runner_claims_nothing_yet_finds_work_queued_elsewhere(
+    stores: Shared, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Idle workers wait instead of claiming every poll (issue 16: a dozen write transactions a second
+    on an idle server); one poller per runner reads, backing off to ``poll_max_seconds``. A job queued by
+    another runner is still claimed once the poller sees it, and a job queued elsewhere for later is
+    claimed when it is due, not before."""
+    claims: list[str] = []
+    claim = stores[0].claim
+
+    async def counting_claim(*args: Any, **kwargs: Any) -> Any:
+        claims.append(args[0])
+        return await claim(*args, **kwargs)
+
+    monkeypatch.setattr(stores[0], "claim", counting_claim)
+    ran: list[tuple[str, float]] = []
+
+    async def handler(ctx: JobContext) -> str:
+        ran.append((ctx.job.id, time.time()))
+        return "picked up"
+
+    worker = stores.runner(0, workers=1, lease_seconds=10, poll_seconds=0.05, poll_max_seconds=0.4, runner_id="w")
+    worker.register("remote.kind", handler)
+    submitter = stores.runner(1, workers=0, runner_id="api")  # another process: its submits wake nobody here
+    await submitter.initialize()
+    await worker.start()
+    try:
+        deadline = time.monotonic() + 20
+        while worker._poll_interval < worker.poll_max_seconds:  # several empty looks, backed off to the cap
+            assert time.monotonic() < deadline, "the poller never backed off"
+            await asyncio.sleep(0.05)
+        assert claims == ["jobs"], claims  # the one claim at start; idle since then, no claim per poll
+
+        now = await submitter.submit("remote.kind", {}, owner=Principal("tenant-a"))
+        done = await submitter.wait(now.id, within=20)  # generous: found within poll_max_seconds when idle
+        assert done.status == "succeeded" and done.result == "picked up" and done.attempts == 1
+
+        # Queued for later by another process (as its retry would): parked under a kind nobody runs
+        # first, so the worker cannot claim it between the insert and the update.
+        later = await submitter.submit("remote.parked", {}, owner=Principal("tenant-a"))
+        due = time.time() + 1.0
+        await stores[1].update(stores.table, {"kind": "remote.kind", "available_at": due}, {"id": later.id})
+        done_later = await submitter.wait(later.id, within=20)
+        assert done_later.status == "succeeded" and done_later.attempts == 1
+    finally:
+        await worker.stop()
+    assert [job_id for job_id, _ in ran] == [now.id, later.id]
+    assert ran[1][1] >= due, "a job was claimed before its available_at"

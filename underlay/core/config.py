@@ -159,7 +159,15 @@ class JobsSettings(_Strict):
     lease_seconds: float = Field(
         default=30.0, ge=1, description="How long a job of a dead process stays running before it is resumed."
     )
-    poll_seconds: float = Field(default=0.5, gt=0, description="How often idle workers look for queued jobs.")
+    poll_seconds: float = Field(
+        default=0.5, gt=0, description="How soon idle workers first look again for jobs queued by other processes."
+    )
+    poll_max_seconds: float = Field(
+        default=5.0,
+        gt=0,
+        description="The longest wait between looks while nothing is found: the wait doubles from poll_seconds "
+        "up to this, so a job queued by another process waits at most this long for an idle worker.",
+    )
 
 
 class VectorStoresSettings(_Strict):

@@ -53,6 +53,18 @@ Two rules fix that, both enforced by the claim query itself so they hold across 
 
 While a handler runs, the current principal (:mod:`underlay.core.identity`) is the job's owner, so
 the stores it calls filter by ownership exactly as they would in the owner's request.
+
+Idle cost. Work queued in this process wakes the workers at once; work queued by another process
+(a second server on the same PostgreSQL, a worker of a multi-worker server) and work whose
+``available_at`` lies ahead (retries, deferrals) is found by polling. Each worker used to poll the
+claim itself every ``poll_seconds``: on SQLite that is a write transaction per lane per worker, about
+a dozen a second, and 1-3% of a core for a server doing nothing. Now idle workers wait on a signal and
+one poller per runner looks instead, with one read for the lanes that have an idle worker: the
+earliest queued job of their kinds. Due now: it wakes the workers, which claim. Due later: it sleeps
+until then. Nothing: its wait doubles from ``poll_seconds`` up to ``poll_max_seconds``, and goes back
+to ``poll_seconds`` at the next claim or local submit. So a job queued elsewhere is claimed within
+``poll_max_seconds`` of an idle runner, and one due later within a moment of its time once the poller
+has seen it (at once when this process deferred it).
 """
 
 from __future__ import annotations
@@ -64,6 +76,7 @@ import os
 import secrets
 import socket
 import time
+from collections import Counter
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -160,6 +173,26 @@ class _LeaseLost(Exception):
 Handler = Callable[["JobContext"], Awaitable[Any]]
 
 
+class _Beacon:
+    """Wakes every task waiting on it; a firing between a task's look and its wait is never lost.
+
+    Each waiter takes a :meth:`ticket` *before* it looks (claims, queries) and waits on that ticket
+    afterwards; :meth:`fire` sets the current ticket and hands out a fresh one. A single shared
+    ``asyncio.Event`` that waiters clear loses a firing that lands between one waiter's look and its
+    ``clear()``: that job then waited for the next poll.
+    """
+
+    def __init__(self) -> None:
+        self._event = asyncio.Event()
+
+    def ticket(self) -> asyncio.Event:
+        return self._event
+
+    def fire(self) -> None:
+        event, self._event = self._event, asyncio.Event()
+        event.set()
+
+
 async def _run_handler(handler: Handler, ctx: JobContext) -> Any:
     """A coroutine around the handler, so any awaitable it returns can run as a named task."""
     return await handler(ctx)
@@ -211,8 +244,10 @@ class JobRunner:
     ``reserved`` adds, per lane, workers that only claim that lane (none when ``workers`` is 0, which
     makes a submit-and-cancel-only runner). ``lease_seconds`` bounds how long a job
     of a dead process stays ``running`` before another runner resumes it; ``poll_seconds`` is how
-    often idle workers look for work submitted by other processes (work submitted in this process
-    wakes them at once). ``table`` names the job table (one per deployment; tests isolate with it).
+    soon an idle runner first looks again for work submitted by other processes (work submitted in
+    this process wakes it at once), and the look backs off, doubling, to ``poll_max_seconds`` while
+    it finds nothing (see *Idle cost*). ``table`` names the job table (one per deployment; tests
+    isolate with it).
     """
 
     def __init__(
@@ -223,6 +258,7 @@ class JobRunner:
         reserved: Mapping[str, int] | Mapping[Lane, int] | None = None,
         lease_seconds: float = 30.0,
         poll_seconds: float = 0.5,
+        poll_max_seconds: float = 5.0,
         runner_id: str | None = None,
         table: str = TABLE,
     ) -> None:
@@ -235,11 +271,21 @@ class JobRunner:
         self.reserved: dict[str, int] = {lane: max(0, n) for lane, n in (reserved or {}).items()}
         self.lease_seconds = max(1.0, lease_seconds)
         self.poll_seconds = poll_seconds
+        self.poll_max_seconds = max(poll_seconds, poll_max_seconds)
         self.runner_id = runner_id or f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(4)}"
         self._kinds: dict[str, _Kind] = {}
         self._tasks: list[asyncio.Task[None]] = []
         self._running: dict[str, JobContext] = {}
-        self._wake = asyncio.Event()
+        self._wake = _Beacon()
+        """Fired when there may be work to claim: a local submit, a sweep that re-queued, the poller."""
+        self._poke = _Beacon()
+        """Fired when the poller should work its wait out again: stop, activity, a nearer due time."""
+        self._idle: Counter[str] = Counter()
+        """Per lane, how many workers that claim it wait for work (what the poller looks for)."""
+        self._poll_interval = poll_seconds
+        self._next_due: float | None = None
+        """The earliest ``available_at`` of a queued job still ahead, as far as this runner knows."""
+        self._due_noted = 0
         self._stopping = False
         self._stopped = asyncio.Event()
         """Set by :meth:`stop` (never cleared by workers, unlike ``_wake``): the sweeper waits on it."""
@@ -322,6 +368,8 @@ class JobRunner:
                 for index in range(self.reserved.get(lane, 0)):
                     task = asyncio.create_task(self._worker(index, (lane,)), name=f"job-worker-{lane}-{index}")
                     self._tasks.append(task)
+        if self.workers:
+            self._tasks.append(asyncio.create_task(self._poller(), name="job-poller"))
         self._tasks.append(asyncio.create_task(self._sweeper(), name="job-sweeper"))
 
     async def stop(self, grace_seconds: float = 5.0) -> None:
@@ -331,7 +379,8 @@ class JobRunner:
         runner resumes it: stopping is the same as dying, only tidier.
         """
         self._stopping = True
-        self._wake.set()
+        self._wake.fire()
+        self._poke.fire()
         self._stopped.set()
         if not self._tasks:
             return
@@ -380,7 +429,7 @@ class JobRunner:
             "owner_attributes": principal.attributes,
         }
         await self.sql.insert(self.table, row)
-        self._wake.set()
+        self._work_queued()
         return Job.from_row(row)
 
     async def get(self, job_id: str) -> Job:
@@ -525,7 +574,7 @@ class JobRunner:
             await self._end_unsuccessfully(job, "cancelled", None)
         except JobDeferred as exc:
             now_s = time.time()
-            await self.sql.update(
+            changed = await self.sql.update(
                 self.table,
                 {
                     "status": "queued",
@@ -537,20 +586,25 @@ class JobRunner:
                 },
                 {"id": job.id, "lease_owner": self.runner_id},
             )
+            if changed:
+                self._note_due(now_s + exc.delay)
         except RetryableJobError as exc:
             if job.attempts < job.max_attempts and not self._stopping:
-                await self.sql.update(
+                available_at = time.time() + exc.delay
+                changed = await self.sql.update(
                     self.table,
                     {
                         "status": "queued",
                         "lease_owner": None,
                         "lease_expires_at": None,
-                        "available_at": time.time() + exc.delay,
+                        "available_at": available_at,
                         "error": {"code": exc.code, "message": exc.message},
                         "updated_at": int(time.time()),
                     },
                     {"id": job.id, "lease_owner": self.runner_id},
                 )
+                if changed:
+                    self._note_due(available_at)
             else:
                 await self._end_unsuccessfully(job, "failed", {"code": exc.code, "message": exc.message})
         except JobError as exc:
@@ -697,30 +751,118 @@ class JobRunner:
                     },
                     {"id": job.id, "status": "running", "lease_owner": lease[0], "lease_expires_at": lease[1]},
                 )
-                self._wake.set()
+                self._work_queued()
             handled += 1
         return handled
 
     async def _worker(self, index: int, lanes: tuple[str, ...]) -> None:
         while not self._stopping:
+            wake = self._wake.ticket()  # before the claim: a submit during it must not be missed
+            failed = False
             try:
                 job = await self.claim_one(lanes)
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
                 log.warning("job worker %d: claim failed: %s", index, exc)
-                job = None
+                job, failed = None, True
             if job is None:
-                self._wake.clear()
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._wake.wait(), self.poll_seconds)
+                # Idle: wait to be woken (a local submit, a sweep, the poller); after a failed claim
+                # try again on our own too, as the store may be back before the poller looks.
+                await self._wait_idle(wake, lanes, self.poll_seconds if failed else None)
                 continue
+            self._active()
             try:
                 await self.run_claimed(job)
             except asyncio.CancelledError:
                 raise
             except Exception as exc:  # storage failed while recording the end; the lease will expire
                 log.warning("job worker %d: job %s: %s", index, job.id, exc)
+
+    async def _wait_idle(self, wake: asyncio.Event, lanes: tuple[str, ...], retry_after: float | None) -> None:
+        self._idle.update(lanes)
+        if self._next_due is not None:
+            self._poke.fire()  # the poller skipped a due time while no worker of its lane was idle
+        try:
+            if retry_after is None:
+                await wake.wait()
+            else:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(wake.wait(), retry_after)
+        finally:
+            self._idle.subtract(lanes)
+
+    # ---- idle polling (see *Idle cost* in the module docstring) -------------------------------------
+
+    def _work_queued(self) -> None:
+        """Work was queued (or re-queued) in this process: wake the workers, and poll eagerly again."""
+        self._wake.fire()
+        self._active()
+
+    def _active(self) -> None:
+        """A claim or a local submit: the poller's wait goes back to ``poll_seconds``."""
+        if self._poll_interval > self.poll_seconds:
+            self._poll_interval = self.poll_seconds
+            self._poke.fire()
+
+    def _note_due(self, available_at: float) -> None:
+        """This runner re-queued a job for later: the poller looks again when it is due."""
+        self._due_noted += 1
+        if self._next_due is None or available_at < self._next_due:
+            self._next_due = available_at
+            self._poke.fire()
+
+    def _idle_lanes(self) -> list[str]:
+        return [lane for lane in LANES if self._idle[lane] > 0]
+
+    async def _poller(self) -> None:
+        """Find work this process did not queue itself, for the workers that wait; one per runner."""
+        while not self._stopping:
+            poked = self._poke.ticket()
+            delay = self._poll_interval
+            if self._next_due is not None and self._idle_lanes():
+                delay = min(delay, max(0.0, self._next_due - time.time()))
+            try:
+                await asyncio.wait_for(poked.wait(), delay)
+                continue  # stopping, activity or a nearer due time: work the wait out again
+            except TimeoutError:
+                pass
+            lanes = self._idle_lanes()
+            found = False
+            if lanes:
+                try:
+                    found = await self._look(lanes)
+                except asyncio.CancelledError:
+                    raise
+                except Exception as exc:
+                    log.warning("job poll failed: %s", exc)
+            if found:
+                self._poll_interval = self.poll_seconds
+                self._wake.fire()
+            else:
+                self._poll_interval = min(self._poll_interval * 2, self.poll_max_seconds)
+
+    async def _look(self, lanes: list[str]) -> bool:
+        """Whether a queued job of ``lanes`` is claimable now; also learns when the next one is due.
+
+        One read, no lock: the earliest ``available_at`` among queued jobs of the lanes' kinds.
+        """
+        kinds = [kind for lane in lanes for kind in self._lane_kinds(lane)]
+        noted = self._due_noted
+        row = None
+        if kinds:
+            row = await self.sql.fetch_one(
+                self.table,
+                [Where.eq("status", "queued"), Where.in_("kind", kinds)],
+                order_by=[("available_at", "asc")],
+            )
+        at = float(row.get("available_at") or 0.0) if row is not None else None
+        claimable = at is not None and at <= time.time()
+        known = [] if at is None or claimable else [at]
+        if self._due_noted != noted and self._next_due is not None:
+            known.append(self._next_due)  # noted while we read: the read may not have seen it
+        self._next_due = min(known, default=None)
+        return claimable
 
     async def _sweeper(self) -> None:
         interval = max(0.5, self.lease_seconds / 2)

@@ -299,6 +299,7 @@ class Stack:
                 reserved=settings.reserved_workers,
                 lease_seconds=settings.lease_seconds,
                 poll_seconds=settings.poll_seconds,
+                poll_max_seconds=settings.poll_max_seconds,
             )
         return self.jobs
 
