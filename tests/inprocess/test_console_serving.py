@@ -154,6 +154,31 @@ async def test_providers_list_each_providers_own_health(tmp_path: Path, echo_plu
     assert "sk-none" not in str(listed)
 
 
+async def test_the_providers_listing_reuses_a_recent_health_answer(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Polling ``/v1/providers`` must not become a round of health requests upstream per call."""
+    providers = {"files": [{"provider_id": "localfs", "provider_type": "inline::localfs", "config": {}}]}
+    config = echo_config(tmp_path, apis=["files"], providers=providers)
+    async with serve_in_process(config) as server:
+        provider = server.app.state.stack.providers["files"]["localfs"]
+        calls: list[int] = []
+        real = provider.health
+
+        async def counted() -> dict[str, Any]:
+            calls.append(1)
+            return dict(await real())
+
+        object.__setattr__(provider, "health", counted)  # on the boundary handle, which the listing calls
+        for _ in range(5):
+            listed = (await server.http.get("/v1/providers")).json()["data"]
+            assert listed[0]["health"]["status"] == "OK"
+        assert len(calls) == 1
+        monkeypatch.setattr("underlay.server.app.PROVIDER_HEALTH_REUSE_SECONDS", 0.0)
+        await server.http.get("/v1/providers")
+        assert len(calls) == 2  # an answer older than the reuse window is asked again
+
+
 async def _traces(server: InProcessServer, **query: Any) -> list[dict[str, Any]]:
     res = await server.http.get("/v1/telemetry/traces", params={"limit": 100, **query})
     assert res.status_code == 200, res.text

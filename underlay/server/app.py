@@ -13,6 +13,7 @@ import importlib.util
 import inspect
 import logging
 import re
+import time
 import warnings
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -349,6 +350,9 @@ def _multipart_openapi(route: Route) -> dict[str, Any]:
 
 PROVIDER_HEALTH_SECONDS = 3.0
 """How long ``GET /v1/providers`` waits for one provider's own health check (they run concurrently)."""
+PROVIDER_HEALTH_REUSE_SECONDS = 5.0
+"""How long a health answer is reused: a client polling the listing must not turn each call into a
+round of upstream health requests (the console's providers page and scripts poll it)."""
 
 
 async def _provider_health(stack: Stack, api: str, provider_id: str) -> dict[str, Any] | None:
@@ -416,11 +420,22 @@ def _add_platform_routes(app: FastAPI, routes: list[tuple[str, Route]]) -> None:
     async def version() -> dict[str, str]:
         return {"version": underlay.__version__}
 
+    recent: dict[tuple[str, str], tuple[float, dict[str, Any] | None]] = {}
+
+    async def health_of(stack: Stack, api: str, provider_id: str) -> dict[str, Any] | None:
+        now = time.monotonic()
+        seen = recent.get((api, provider_id))
+        if seen is not None and now - seen[0] < PROVIDER_HEALTH_REUSE_SECONDS:
+            return seen[1]
+        report = await _provider_health(stack, api, provider_id)
+        recent[(api, provider_id)] = (time.monotonic(), report)
+        return report
+
     @app.get("/v1/providers", tags=["platform"])
     async def providers(request: Request) -> dict[str, Any]:
         stack = request.app.state.stack
         infos = stack.provider_infos()
-        checks = await asyncio.gather(*(_provider_health(stack, info["api"], info["provider_id"]) for info in infos))
+        checks = await asyncio.gather(*(health_of(stack, info["api"], info["provider_id"]) for info in infos))
         data = [{**info, "health": health} for info, health in zip(infos, checks, strict=True)]
         return {"object": "list", "data": data}
 
