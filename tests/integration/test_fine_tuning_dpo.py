@@ -157,6 +157,11 @@ def test_dpo_moves_the_preference_on_held_out_pairs(server: RunningServer) -> No
     assert job.fine_tuned_model in [m.id for m in client.models.list().data]
     with zipfile.ZipFile(io.BytesIO(client.files.content(job.result_files[0]).content)) as archive:
         assert {"adapter_config.json", "adapter_model.safetensors"} <= set(archive.namelist())
+    # The step metrics file carries DPO's own figures after the common columns, one row per step.
+    rows = client.files.content(job.result_files[1]).text.splitlines()
+    header = rows[0].split(",")
+    assert header[:2] == ["step", "train_loss"] and {"reward_accuracy", "reward_margin"} <= set(header), header
+    assert len(rows) == 1 + len(metrics)
 
     # It answers like any other model.
     reply = client.chat.completions.create(

@@ -523,6 +523,9 @@ class FineTuningRouter(FineTuningApi):
         events, _ = await self.store.events(job_id, after=None, limit=100_000)
         rows = [e.data for e in reversed(events) if e.type == "metrics" and e.data]
         columns = ["step", "train_loss", "valid_loss", "learning_rate", "tokens_per_second"]
+        # A method's own figures (DPO's reward accuracy and margin) follow the common ones, in first-seen order.
+        for data in rows:
+            columns += [k for k, v in data.items() if k not in columns and isinstance(v, int | float | str)]
         out = io.StringIO()
         writer = csv.DictWriter(out, fieldnames=columns, extrasaction="ignore")
         writer.writeheader()
