@@ -12,6 +12,7 @@ trainer sends (a metrics step and a saved checkpoint directory) instead of train
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import io
 import json
@@ -365,3 +366,18 @@ async def test_without_the_datasets_api_the_error_says_so(echo_plugin: Path, tmp
         assert error["param"] == "training_config.data_config.dataset_id"
         assert "does not run the datasets API" in error["message"]
         assert (await _get(server, "jobs")).json() == {"object": "list", "data": [], "has_more": False}
+
+
+async def test_simultaneous_creates_with_one_job_uuid_make_one_job(app: InProcessServer) -> None:
+    """The uniqueness check and the create take turns per caller and id: one job, the rest are 409s."""
+    train_id = await _dataset(app, [_chat(i) for i in range(2)], purpose="post-training/messages")
+    body = _sft(train_id, job_uuid="same-name")
+    answers = await asyncio.gather(*(_post(app, "supervised-fine-tune", body) for _ in range(4)))
+    assert sorted(a.status_code for a in answers) == [200, 409, 409, 409], [a.text for a in answers]
+    listed = (await _get(app, "jobs", limit=100)).json()["data"]
+    assert [j["job_uuid"] for j in listed].count("same-name") == 1
+    # Another tenant may use the same name: ids are per caller.
+    bob_train = await _dataset(app, [_chat(1)], purpose="post-training/messages", who="bob")
+    assert (
+        await _post(app, "supervised-fine-tune", _sft(bob_train, job_uuid="same-name"), who="bob")
+    ).status_code == 200

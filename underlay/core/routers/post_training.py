@@ -12,11 +12,14 @@ this API's status words.
 
 A client may name a job with its own ``job_uuid`` (kept in the job's metadata). Looking one up scans the
 caller's own jobs, newest first; training jobs are few (each is minutes to hours of compute), so this
-costs far less than a second table would to keep consistent.
+costs far less than a second table would to keep consistent. Two creates naming the same id on one
+server take turns (a lock per caller and id spans the check and the create); across replicas sharing
+one database the check is not atomic.
 """
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from typing import Literal
 
@@ -53,6 +56,7 @@ from underlay.api.post_training import (
     TrainingConfig,
     prepare_rows,
 )
+from underlay.core.identity import current_principal
 from underlay.core.routers.files import FilesRouter
 from underlay.core.routers.fine_tuning import FineTuningRouter
 
@@ -105,6 +109,9 @@ class PostTrainingRouter(PostTrainingApi):
         self.fine_tuning = fine_tuning
         self.files = files
         self.datasets = datasets
+        self._naming: dict[tuple[str, str], tuple[asyncio.Lock, int]] = {}
+        """Per caller and ``job_uuid``: a lock held from the uniqueness check until the job exists, and how
+        many requests hold or wait for it (the entry goes when the last one leaves)."""
 
     # -- routes -------------------------------------------------------------------------------------
 
@@ -170,8 +177,31 @@ class PostTrainingRouter(PostTrainingApi):
         beta: float | None,
     ) -> PostTrainingJob:
         self._check_method(kind, model, model_param)
-        if params.job_uuid is not None:
-            await self._check_new_uuid(params.job_uuid)
+        if params.job_uuid is None:
+            return await self._create_named(kind, model, model_param, params, beta=beta)
+        key = (current_principal().id, params.job_uuid)
+        lock, users = self._naming.get(key, (asyncio.Lock(), 0))
+        self._naming[key] = (lock, users + 1)
+        try:
+            async with lock:
+                await self._check_new_uuid(params.job_uuid)
+                return await self._create_named(kind, model, model_param, params, beta=beta)
+        finally:
+            lock, users = self._naming[key]
+            if users == 1:
+                del self._naming[key]
+            else:
+                self._naming[key] = (lock, users - 1)
+
+    async def _create_named(
+        self,
+        kind: Literal["supervised", "dpo"],
+        model: str,
+        model_param: str,
+        params: SupervisedFineTuneRequest | PreferenceOptimizeRequest,
+        *,
+        beta: float | None,
+    ) -> PostTrainingJob:
         config = params.training_config
         data = config.data_config
         training = await self._file(data.dataset_id, kind, data.data_format, f"{_DATA}.dataset_id")
