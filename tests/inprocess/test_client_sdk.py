@@ -231,6 +231,9 @@ async def test_telemetry_traces_pages_spans_and_tree(client: AsyncUnderlay) -> N
 
     trace = await client.telemetry.traces.retrieve(traces[0].id)
     assert (trace.route, trace.http_status, trace.status) == ("/v1/chat/completions", 200, "ok")
+    named = await client.telemetry.traces.list(model="echo", limit=100)  # the model the request named
+    assert trace.model == "echo" and trace.id in {t.id for t in named.data}
+    assert not (await client.telemetry.traces.list(model="no-such-model")).data
     spans = await client.telemetry.traces.spans(trace.id)
     assert all(isinstance(s, Span) for s in spans.data) and {"route", "router", "provider"} <= {
         s.layer for s in spans.data

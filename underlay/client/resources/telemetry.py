@@ -47,6 +47,7 @@ class Traces(SyncAPIResource):
         end_time: float | None | Omit = omit,
         principal: str | None | Omit = omit,
         route: str | None | Omit = omit,
+        model: str | None | Omit = omit,
         status: Status | None | Omit = omit,
         http_status: int | None | Omit = omit,
         **options: Unpack[RequestOptions],
@@ -60,6 +61,7 @@ class Traces(SyncAPIResource):
             end_time=end_time,
             principal=principal,
             route=route,
+            model=model,
             status=status,
             http_status=http_status,
         )
@@ -89,6 +91,7 @@ class AsyncTraces(AsyncAPIResource):
         end_time: float | None | Omit = omit,
         principal: str | None | Omit = omit,
         route: str | None | Omit = omit,
+        model: str | None | Omit = omit,
         status: Status | None | Omit = omit,
         http_status: int | None | Omit = omit,
         **options: Unpack[RequestOptions],
@@ -102,6 +105,7 @@ class AsyncTraces(AsyncAPIResource):
             end_time=end_time,
             principal=principal,
             route=route,
+            model=model,
             status=status,
             http_status=http_status,
         )
