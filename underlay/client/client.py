@@ -8,6 +8,13 @@ resources that speak through the same client (see :mod:`underlay.client._wire`).
 Defaults differ from OpenAI's on purpose: the base URL is ``UNDERLAY_BASE_URL`` or a local server
 (``http://127.0.0.1:8321/v1``), and the key is ``UNDERLAY_API_KEY`` or ``"none"``; ``OPENAI_API_KEY`` is
 never read, so an OpenAI key is not sent to an Underlay server by accident.
+
+Two kinds of resource for Underlay's APIs: hand-shaped ones (``models``, ``shields``, ``vector_io`` ...)
+whose methods read like OpenAI's, and named generic ones (``prompts``, ``agents``, ``eval``, ``datasets``,
+``scoring``, ``post_training``, ``synthetic_data_generation``) that are ``client.api(name)`` under a
+name: their methods are the API's route handlers and their answers the API's own pydantic models, so
+nothing of those APIs is written a second time here. The names avoid the ``openai`` client's own
+(``evals``, ``fine_tuning``, ``batches`` stay OpenAI's).
 """
 
 from __future__ import annotations
@@ -40,10 +47,13 @@ if TYPE_CHECKING:
     from underlay.client.in_process import InProcessServer
     from underlay.core.config import RunConfig
 
-__all__ = ["DEFAULT_BASE_URL", "AsyncUnderlay", "Underlay"]
+__all__ = ["DEFAULT_BASE_URL", "NAMED_APIS", "AsyncUnderlay", "Underlay"]
 
 DEFAULT_BASE_URL = "http://127.0.0.1:8321/v1"
 ConfigSource: TypeAlias = "str | Path | Mapping[str, Any] | RunConfig"
+
+NAMED_APIS = ("prompts", "agents", "eval", "datasets", "scoring", "post_training", "synthetic_data_generation")
+"""The APIs each client offers as an attribute of the same name, typed by ``client.api(name)``."""
 
 
 def _base_url(given: Any) -> Any:
@@ -142,6 +152,44 @@ class Underlay(openai.OpenAI):
     def providers(self) -> Providers:
         return Providers(self)
 
+    # ---- named generic resources: ``client.api(name)`` under the API's name --------------------------------
+
+    @property
+    def prompts(self) -> ApiResource:
+        """The Prompts API: ``create_prompt``, ``list_prompts``, ``retrieve_prompt``, versions, ``delete_prompt``."""
+        return self.api("prompts")
+
+    @property
+    def agents(self) -> ApiResource:
+        """The Agents API: ``deploy_agent``, ``list_agents``, ``retrieve_agent``, versions, ``delete_agent``."""
+        return self.api("agents")
+
+    @property
+    def eval(self) -> ApiResource:
+        """The benchmark eval API (``/v1alpha/eval``): benchmarks, eval jobs and their results. OpenAI's
+        Evals stay at ``client.evals``."""
+        return self.api("eval")
+
+    @property
+    def datasets(self) -> ApiResource:
+        """The Datasets API: ``register_dataset``, ``list_datasets``, ``get_dataset``, ``iterrows``, ``append_rows``."""
+        return self.api("datasets")
+
+    @property
+    def scoring(self) -> ApiResource:
+        """Scoring and scoring functions: ``score``, ``score_batch``, ``list_scoring_functions`` ..."""
+        return self.api("scoring")
+
+    @property
+    def post_training(self) -> ApiResource:
+        """The post-training API (``/v1alpha/post-training``). OpenAI's fine-tuning stays at ``client.fine_tuning``."""
+        return self.api("post_training")
+
+    @property
+    def synthetic_data_generation(self) -> ApiResource:
+        """The synthetic data generation API: ``generate``."""
+        return self.api("synthetic_data_generation")
+
 
 class AsyncUnderlay(openai.AsyncOpenAI):
     """The async twin of :class:`Underlay`."""
@@ -219,3 +267,41 @@ class AsyncUnderlay(openai.AsyncOpenAI):
     @cached_property
     def providers(self) -> AsyncProviders:
         return AsyncProviders(self)
+
+    # ---- named generic resources: ``client.api(name)`` under the API's name --------------------------------
+
+    @property
+    def prompts(self) -> AsyncApiResource:
+        """The Prompts API: ``create_prompt``, ``list_prompts``, ``retrieve_prompt``, versions, ``delete_prompt``."""
+        return self.api("prompts")
+
+    @property
+    def agents(self) -> AsyncApiResource:
+        """The Agents API: ``deploy_agent``, ``list_agents``, ``retrieve_agent``, versions, ``delete_agent``."""
+        return self.api("agents")
+
+    @property
+    def eval(self) -> AsyncApiResource:
+        """The benchmark eval API (``/v1alpha/eval``): benchmarks, eval jobs and their results. OpenAI's
+        Evals stay at ``client.evals``."""
+        return self.api("eval")
+
+    @property
+    def datasets(self) -> AsyncApiResource:
+        """The Datasets API: ``register_dataset``, ``list_datasets``, ``get_dataset``, ``iterrows``, ``append_rows``."""
+        return self.api("datasets")
+
+    @property
+    def scoring(self) -> AsyncApiResource:
+        """Scoring and scoring functions: ``score``, ``score_batch``, ``list_scoring_functions`` ..."""
+        return self.api("scoring")
+
+    @property
+    def post_training(self) -> AsyncApiResource:
+        """The post-training API (``/v1alpha/post-training``). OpenAI's fine-tuning stays at ``client.fine_tuning``."""
+        return self.api("post_training")
+
+    @property
+    def synthetic_data_generation(self) -> AsyncApiResource:
+        """The synthetic data generation API: ``generate``."""
+        return self.api("synthetic_data_generation")
