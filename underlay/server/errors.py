@@ -87,6 +87,10 @@ def validation_message(errors: list[dict[str, Any]]) -> tuple[str, str | None]:
         return "The request body is missing; send a JSON object.", None
     if kind == "missing":
         return f"Missing required parameter: '{param}'.", param
+    if kind == "union_tag_not_found":  # pydantic's "Unable to extract tag using discriminator" names no field
+        field = str((first.get("ctx") or {}).get("discriminator", "type")).strip("'")
+        where = f"{param}.{field}" if param else field
+        return f"Missing required parameter: '{where}' (it says which kind of object this is).", where
     message = str(first.get("msg", "invalid value"))
     if message.startswith("Value error, "):
         message = message[len("Value error, ") :]
