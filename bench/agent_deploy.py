@@ -7,7 +7,8 @@ replaced by ``--files`` generated Markdown documents (about ``--words`` words ea
 
 1. first: every file uploaded, chunked and embedded, then the definition posted (version 1);
 2. unchanged: content hashes match, nothing is uploaded (version 2, same vector store);
-3. one file changed: only that file is uploaded and embedded again (version 3).
+3. one file changed: only its new content is uploaded and embedded (version 3); its old content stays
+   attached for versions 1 and 2, whose ``file_search`` filters name it.
 
 Prints the wall time of each and the files uploaded (read from the sync's own summary line).
 

@@ -69,7 +69,8 @@ def test_the_folder_runs_in_process_with_no_server(folder: Path) -> None:
         assert changed.uploaded == ["extra.md"] and changed.unchanged == ["handbook.md"]
         (folder / "knowledge" / "extra.md").unlink()
         removed = sync_knowledge(agent.client, folder, agent.spec.name, "local", agent.spec.knowledge)
-        assert removed.uploaded == [] and len(removed.detached) == 1
+        assert removed.uploaded == [] and removed.detached == []  # kept for versions that still name it
+        assert removed.superseded == ["extra.md"] and "extra.md" not in removed.files
     assert (folder / ".underlay").is_dir()  # the in-process state lives in the folder (git-ignored)
 
 

@@ -16,11 +16,14 @@ import pytest
 
 from underlay.agents.functions import function_from_callable, load_functions
 from underlay.agents.spec import SPEC_FILE, FileSearchTool, McpTool, load_spec, schema_text
-from underlay.agents.sync import Attached, KnowledgeFile, knowledge_files, plan, store_name
+from underlay.agents.sync import Attached, KnowledgeFile, knowledge_files, knowledge_filter, plan, store_name
 from underlay.agents.templates import TEMPLATES, write_template
+from underlay.api.agents import AgentDefinition
+from underlay.api.vector_io import ComparisonFilter
 from underlay.cli.agent_cmd import load_cases, passes
 from underlay.cli.main import main
 from underlay.core.config import ConfigError
+from underlay.providers.utils.vector.filters import matches
 
 SCHEMA = Path(__file__).resolve().parents[2] / "underlay" / "agents" / "agent.schema.json"
 
@@ -137,18 +140,42 @@ def _local(path: str, digest: str) -> KnowledgeFile:
     return KnowledgeFile(path, digest, Path(path))
 
 
-def test_plan_uploads_only_new_content_and_detaches_the_rest() -> None:
+def test_plan_uploads_only_new_content_and_keeps_the_old() -> None:
     attached = [
         Attached("file-a", "a.md", "h1"),  # unchanged
-        Attached("file-b", "b.md", "old"),  # changed: re-upload, detach the old copy
-        Attached("file-c", "c.md", "h3"),  # removed locally
+        Attached("file-b", "b.md", "old"),  # changed: the new content is uploaded, the old kept for old versions
+        Attached("file-c", "c.md", "h3"),  # removed locally: kept too
         Attached("file-d", None, None),  # not ours (no attributes)
-        Attached("file-a2", "a.md", "h1"),  # a duplicate of a.md
+        Attached("file-a2", "a.md", "h1"),  # a second copy of a.md's content
+        Attached("file-e", "e.md", "h5", status="failed"),  # failed ingestion: detached, uploaded again
+        Attached("file-f", "f.md", "h6", status="in_progress"),  # still ingesting: waited for
     ]
-    result = plan([_local("a.md", "h1"), _local("b.md", "h2"), _local("new.md", "h4")], attached)
-    assert [f.path for f in result.upload] == ["b.md", "new.md"]
-    assert sorted(a.file_id for a in result.detach) == ["file-a2", "file-b", "file-c", "file-d"]
-    assert result.unchanged == ["a.md"]
+    local = [_local("a.md", "h1"), _local("b.md", "h2"), _local("new.md", "h4"), _local("e.md", "h5")]
+    local += [_local("f.md", "h6"), _local("renamed.md", "h3"), _local("copy.md", "h4")]
+    result = plan(local, attached)
+    assert [f.path for f in result.upload] == ["b.md", "new.md", "e.md"]  # copy.md shares new.md's content
+    assert sorted(a.file_id for a in result.detach) == ["file-a2", "file-d", "file-e"]
+    assert result.unchanged == ["a.md", "f.md", "renamed.md"]
+    assert [a.file_id for a in result.superseded] == ["file-b"]
+    assert [a.file_id for a in result.waiting] == ["file-f"]
+
+
+def test_knowledge_filter_admits_exactly_the_hashes() -> None:
+    flt = knowledge_filter(["h2", "h1", "h2"])
+    assert flt == {"type": "in", "key": "sha256", "value": ["h1", "h2"]}
+    chunk = {"sha256": "h1", "path": "a.md"}
+    assert matches(ComparisonFilter.model_validate(flt), chunk)
+    assert not matches(ComparisonFilter.model_validate(flt), {"sha256": "h3"})
+    assert not matches(ComparisonFilter.model_validate(knowledge_filter([])), chunk)  # no knowledge: no results
+
+
+def test_a_version_filter_for_every_knowledge_file_fits_a_definition() -> None:
+    hashes = [f"{i:064x}" for i in range(10_000)]  # the folder's limit
+    tool = {"type": "file_search", "vector_store_ids": ["vs_1"], "filters": knowledge_filter(hashes)}
+    assert AgentDefinition.model_validate({"name": "a", "model": "m", "tools": [tool]}).tools[0] == tool
+    big = {"type": "function", "name": "f", "parameters": {"enum": hashes}}
+    with pytest.raises(ValueError, match="tools\\[0\\] is over 64000 characters"):
+        AgentDefinition.model_validate({"name": "a", "model": "m", "tools": [big]})
 
 
 def test_plan_is_idempotent() -> None:

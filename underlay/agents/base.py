@@ -15,7 +15,7 @@ how they wait (a loop over ``Stream`` or ``async for`` over ``AsyncStream``, a d
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Self, TypeVar
@@ -93,18 +93,28 @@ AgentEvent = TextDelta | ToolCall | ToolResult | TurnDone
 
 
 def spec_tools(
-    spec: AgentSpec, environment: Environment, store_id: str | None
+    spec: AgentSpec,
+    environment: Environment,
+    store_id: str | None,
+    knowledge: Iterable[str] | None = None,
 ) -> tuple[list[dict[str, Any]], dict[str, ClientFunction]]:
     """The folder's tools as Responses API tool dicts for ``environment`` (named stores mapped to its ids,
-    ``file_search`` without stores pointed at the synced ``store_id``), and its ``tools.py`` functions."""
+    ``file_search`` without stores pointed at the synced ``store_id``), and its ``tools.py`` functions.
+
+    ``knowledge`` (the synced files' content hashes) filters the folder's ``file_search`` to exactly that
+    content: the store also holds earlier versions' content, which this one must not find."""
+    from underlay.agents.sync import knowledge_filter
+
     tools: list[dict[str, Any]] = []
     functions: dict[str, ClientFunction] = {}
     for tool in spec.tools:
         if isinstance(tool, FileSearchTool):
             ids = [environment.vector_stores.get(s, s) for s in tool.vector_stores]
-            if not tool.vector_stores and store_id is not None:
-                ids = [store_id]
             entry: dict[str, Any] = {"type": "file_search", "vector_store_ids": ids}
+            if not tool.vector_stores and store_id is not None:
+                entry["vector_store_ids"] = [store_id]
+                if knowledge is not None:
+                    entry["filters"] = knowledge_filter(knowledge)
             if tool.max_num_results is not None:
                 entry["max_num_results"] = tool.max_num_results
             tools.append(entry)
@@ -230,7 +240,8 @@ class AgentBase:
         if knowledge_client is not None and spec.uses_knowledge():
             report = sync_knowledge(knowledge_client, spec.root, spec.name, env, spec.knowledge)
             store_id = report.vector_store_id
-        tools, functions = spec_tools(spec, environment, store_id)
+        knowledge = report.files.values() if report is not None else None
+        tools, functions = spec_tools(spec, environment, store_id, knowledge)
         instructions, prompt = spec_instructions(spec)
         agent = cls(
             client,
@@ -306,7 +317,10 @@ class AgentBase:
             if getattr(self, key) is not None:
                 body[key] = getattr(self, key)
         if self.vector_store_id is not None and spec is not None:
-            files = {f.path: f.sha256 for f in knowledge_files(spec.root, spec.knowledge)}
+            if self.sync_report is not None:
+                files = dict(self.sync_report.files)  # what the tools' filter admits, not a later re-read
+            else:
+                files = {f.path: f.sha256 for f in knowledge_files(spec.root, spec.knowledge)}
             body["knowledge"] = {"vector_store_id": self.vector_store_id, "files": files}
         try:
             return AgentDefinition.model_validate(body)

@@ -57,6 +57,9 @@ MAX_AGENT_TOOLS = 64
 MAX_INSTRUCTIONS_CHARS = 100_000
 MAX_TOOL_JSON_CHARS = 64_000
 """One tool's definition, as JSON: a function's schema or an MCP server's settings, not a document."""
+MAX_FILTER_JSON_CHARS = 1_000_000
+"""A ``file_search`` tool's ``filters``, as JSON, counted apart from the tool: ``deploy`` writes one
+naming every knowledge file's sha256 (10,000 files, the folder's limit, is about 670,000 characters)."""
 
 TOOL_TYPES = ("file_search", "mcp", "function", "web_search", "web_search_preview")
 """The Responses tool types an agent may bind. ``function`` tools are client-side: declared here,
@@ -99,7 +102,8 @@ class AgentPromptRef(ApiModel):
 
 class AgentKnowledge(ApiModel):
     """Where the agent's knowledge folder was synced: the vector store, and each file's content hash
-    (relative path → sha256 hex), so a re-deploy can tell which files changed."""
+    (relative path → sha256 hex) in this version. The store is shared by the agent's versions; the
+    version's ``file_search`` tool filters it to these hashes (the files' ``sha256`` attribute)."""
 
     model_config = ConfigDict(extra="forbid")
 
@@ -156,8 +160,11 @@ class AgentDefinition(ApiModel):
             kind = tool.get("type")
             if kind not in TOOL_TYPES:
                 raise ValueError(f"tools[{index}].type must be one of {', '.join(TOOL_TYPES)} (got {str(kind)[:40]!r})")
-            if len(json.dumps(tool, default=str)) > MAX_TOOL_JSON_CHARS:
+            rest = {k: v for k, v in tool.items() if not (kind == "file_search" and k == "filters")}
+            if len(json.dumps(rest, default=str)) > MAX_TOOL_JSON_CHARS:
                 raise ValueError(f"tools[{index}] is over {MAX_TOOL_JSON_CHARS} characters as JSON")
+            if kind == "file_search" and len(json.dumps(tool.get("filters"), default=str)) > MAX_FILTER_JSON_CHARS:
+                raise ValueError(f"tools[{index}].filters is over {MAX_FILTER_JSON_CHARS} characters as JSON")
             if kind == "function" and not isinstance(tool.get("name"), str):
                 raise ValueError(f"tools[{index}] is a function tool without a 'name'")
             if kind == "mcp" and not isinstance(tool.get("server_label"), str):

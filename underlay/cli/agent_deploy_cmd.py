@@ -2,9 +2,11 @@
 
 ``deploy`` loads the folder through the same loader as ``agent run`` (:meth:`underlay.agents.Agent.from_dir`),
 so the environment's model and vector-store mappings apply and the knowledge folder is synced by content
-hash first (unchanged files upload nothing); then it sends the resolved definition to ``POST /v1/agents``,
-which makes the next version. Client functions from ``tools.py`` are deployed as declared function tools:
-whoever calls the agent runs them. ``ls``, ``show`` and ``rollback`` talk to the server of ``--base-url``
+hash first (unchanged content uploads nothing, earlier content stays for earlier versions); then it sends
+the resolved definition, whose ``file_search`` is filtered to this version's content hashes, to
+``POST /v1/agents``, which makes the next version. ``--prune`` then detaches content no version names.
+Client functions from ``tools.py`` are deployed as declared function tools: whoever calls the agent runs
+them. ``ls``, ``show`` and ``rollback`` talk to the server of ``--base-url``
 or of the folder's environment. All of it goes through the SDK over HTTP, like any other client.
 """
 
@@ -25,6 +27,11 @@ def add_deploy_verbs(verbs: Any) -> None:
     deploy.add_argument("dir", help="the agent folder")
     deploy.add_argument("--env", default="local", help="an environment of agent.yaml (default: local)")
     deploy.add_argument("--no-default", action="store_true", help="stage the version without making it the default")
+    deploy.add_argument(
+        "--prune",
+        action="store_true",
+        help="then detach knowledge files that no version of the agent (this one included) names",
+    )
     deploy.set_defaults(func=_cmd_deploy)
 
     for verb, helptext in (("ls", "list deployed agents"), ("show", "show a deployed agent (default version)"),
@@ -69,7 +76,11 @@ def definition_of(agent: Any) -> dict[str, Any]:
         if getattr(agent, name) is not None:
             body[name] = getattr(agent, name)
     if agent.vector_store_id is not None and spec is not None:
-        files = {f.path: f.sha256 for f in knowledge_files(spec.root, spec.knowledge)}
+        report = agent.sync_report
+        if report is not None:
+            files = dict(report.files)  # what the file_search filter admits, not a later re-read
+        else:
+            files = {f.path: f.sha256 for f in knowledge_files(spec.root, spec.knowledge)}
         body["knowledge"] = {"vector_store_id": agent.vector_store_id, "files": files}
     return body
 
@@ -99,20 +110,48 @@ def _cmd_deploy(args: argparse.Namespace) -> int:
         from underlay.agents import Agent
         from underlay.api.agents import AgentsApi
 
+        pruned: list[str] | None = None
         with Agent.from_dir(args.dir, args.env) as agent:
             definition = {**definition_of(agent), "set_as_default": not args.no_default}
             deployed = _agent_post(agent.client, AgentsApi.deploy_agent, definition)
             report = agent.sync_report
+            if args.prune and report is not None:
+                pruned = _prune(agent.client, deployed.name, report.vector_store_id)
         if report is not None:
             print(
                 f"knowledge: {len(report.uploaded)} uploaded, {len(report.unchanged)} unchanged, "
-                f"{len(report.detached)} removed (vector store {report.vector_store_id})"
+                f"{len(report.detached)} removed, {len(report.superseded)} kept for earlier versions "
+                f"(vector store {report.vector_store_id})"
             )
+        if pruned is not None:
+            print(f"pruned {len(pruned)} knowledge file(s) no version names")
         state = "default" if deployed.is_default else f"staged; default is {deployed.default_version}"
         print(f"deployed {deployed.name} version {deployed.version} ({state}): call it as model agent/{deployed.name}")
         return 0
 
     return _guarded(body)
+
+
+def _prune(client: Any, name: str, store_id: str) -> list[str]:
+    """Detach the files of ``store_id`` whose content no version of agent ``name`` synced into that
+    store names (versions deployed into another environment's store do not count)."""
+    from underlay.agents.sync import prune
+    from underlay.api.agents import AgentsApi
+
+    keep: set[str] = set()
+    after: int | None = None
+    while True:
+        query: dict[str, Any] = {"limit": 100, "order": "asc"}
+        if after is not None:
+            query["after"] = after
+        page = _get(client, AgentsApi.list_agent_versions, query, agent_name=name)
+        for version in page.data:
+            knowledge = version.definition.knowledge
+            if knowledge is not None and knowledge.vector_store_id == store_id:
+                keep.update(knowledge.files.values())
+        if not page.has_more or not page.data:
+            return prune(client, store_id, keep)
+        after = page.data[-1].version
 
 
 def _client(args: argparse.Namespace) -> Any:
