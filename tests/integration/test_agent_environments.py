@@ -1,12 +1,14 @@
-"""One agent folder, unmodified, on three server environments with different infrastructure underneath,
-and its eval suite giving comparable results on each.
+"""One agent folder, unmodified, in process and on three server environments with different
+infrastructure underneath, and its eval suite giving comparable results on each.
 
 ``test_agents.py`` runs the folder in process (``local``) and on a ``underlay run local`` server; here the
 same folder's ``server`` environment is pointed (by ``${env.UNDERLAY_AGENT_URL}``, never by editing the
 folder) at: (a) a ``local`` server (SQLite state, embedded models); (b) a ``postgres`` server (state in a
 fresh PostgreSQL database); (c) a server whose chat model is a remote OpenAI-compatible provider
 (``remote::passthrough`` to server (a)'s ``/v1``, a real HTTP hop; embeddings stay local). Each runs
-``underlay agent eval`` on the folder's cases; the pass rates must all clear the bar and agree closely.
+``underlay agent eval`` on the folder's cases, as does the folder's own ``local`` environment (the embedded
+stack started inside the test process, state in the folder's git-ignored ``.underlay``); the pass rates must
+all clear the bar and agree closely.
 """
 
 from __future__ import annotations
@@ -36,6 +38,8 @@ AGENT_APIS = (
 """What the agent folder's turns use; the remote-model server serves these (no shields: they would need
 the embedded model as their guard)."""
 METRIC = "underlay_requests_total{"  # checked against /metrics below
+CASES = 4
+"""The rag template's eval cases (opening time, secret ingredient, door code, closing time)."""
 
 
 async def _drop(database: str) -> None:
@@ -99,9 +103,19 @@ def _eval(folder: Path, server: RunningServer, monkeypatch: pytest.MonkeyPatch, 
         ran = re.search(r"eval job (evaljob_\w+) on benchmark (agent-bakery-[0-9a-f]{12})", err)
         assert ran is not None, err  # the cases ran as one job of the server's eval API, kept there
         stored = httpx.get(f"{server.base_url}/v1alpha/eval/benchmarks/{ran.group(2)}/jobs/{ran.group(1)}", timeout=30)
-        assert stored.json()["status"] == "completed" and stored.json()["progress"]["rows_total"] == 2
+        assert stored.json()["status"] == "completed" and stored.json()["progress"]["rows_total"] == CASES
     else:
         assert "the server has no eval API" in err and "eval job" not in err, err
+    return int(found.group(1)) / int(found.group(2))
+
+
+def _eval_in_process(folder: Path, capsys: Any) -> float:
+    """The folder's pass rate in its ``local`` environment: no server, the embedded stack in this process."""
+    capsys.readouterr()
+    assert main(["agent", "eval", str(folder)]) == 0
+    out, _ = capsys.readouterr()
+    found = re.search(r"pass rate (\d+)/(\d+) = ", out)
+    assert found is not None, out
     return int(found.group(1)) / int(found.group(2))
 
 
@@ -114,7 +128,7 @@ def test_one_folder_three_infrastructures_comparable_evals(
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     monkeypatch.setenv("TRANSFORMERS_OFFLINE", "1")
 
-    rates: dict[str, float] = {}
+    rates: dict[str, float] = {"in-process": _eval_in_process(folder, capsys)}
     local = start_server("local", tmp_path / "local", env={"UNDERLAY_STATE_DIR": str(tmp_path / "s1")}, timeout=600)
     try:
         rates["local"] = _eval(folder, local, monkeypatch, capsys, job=True)
@@ -147,5 +161,6 @@ def test_one_folder_three_infrastructures_comparable_evals(
 
     after = {p.relative_to(folder): p.read_bytes() for p in folder.rglob("*") if p.is_file()}
     assert {k: v for k, v in after.items() if ".underlay" not in k.parts} == before  # the folder is unmodified
+    print("pass rates:", rates)
     assert all(rate >= 0.5 for rate in rates.values()), rates
     assert max(rates.values()) - min(rates.values()) <= 0.5, rates

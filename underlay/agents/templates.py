@@ -46,6 +46,8 @@ The staff door code is 7316.
 _RAG_EVAL = """\
 {"input": "What time does the Lumen Bakery open?", "expected": "6:40"}
 {"input": "What is the secret ingredient of the Lumen sourdough?", "expected_regex": "(?i)buckwheat"}
+{"input": "What is the staff door code of the Lumen Bakery?", "expected": "7316"}
+{"input": "At what time does the Lumen Bakery close?", "expected_regex": "(?i)\\\\b(3|three)\\\\b"}
 """
 
 _MCP_YAML = """\
