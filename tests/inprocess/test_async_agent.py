@@ -12,6 +12,7 @@ function call) is tests/integration/test_async_agent.py.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import threading
 from pathlib import Path
 
@@ -72,7 +73,11 @@ async def test_a_folder_runs_in_process_streams_and_takes_concurrent_turns(tmp_p
     assert server is not None and (folder / ".underlay").is_dir()  # the environment's state_dir
     async with agent:
         assert agent.sync_report is not None and agent.sync_report.uploaded == ["handbook.md"]
-        assert agent.tools == [{"type": "file_search", "vector_store_ids": [agent.vector_store_id]}]
+        handbook = hashlib.sha256((folder / "knowledge" / "handbook.md").read_bytes()).hexdigest()
+        only_this_version = {"type": "in", "key": "sha256", "value": [handbook]}  # its own knowledge's content
+        assert agent.tools == [
+            {"type": "file_search", "vector_store_ids": [agent.vector_store_id], "filters": only_this_version}
+        ]
 
         events = [e async for e in agent.stream("one two three")]
         deltas = [e.text for e in events if isinstance(e, TextDelta)]
