@@ -222,7 +222,7 @@ class Servers:
             (folder / "tests").symlink_to(ROOT / "tests")
             for example in BY_PAGE[page]:  # the page's configs lie where its commands expect them
                 if example.kind in ("config", "fragment") and "file" in example.options:
-                    data = _whole_config(example)
+                    data = _own_quota_counters(_whole_config(example))
                     (folder / example.options["file"]).write_text(yaml.safe_dump(data, sort_keys=False))
         return folder
 
@@ -314,6 +314,34 @@ class Servers:
             server.stop()
         for process in self.groups:
             _stop_group(process)
+        _drop_quota_counters()
+
+
+QUOTA_PREFIX = f"underlay-docs-test-{os.getpid()}-{time.time_ns()}:quota"
+"""Where this session's served configs keep Redis quota counters, so the shared Redis's ``underlay:``
+keys are never touched and everything written is deleted at the end."""
+
+
+def _own_quota_counters(config: dict[str, Any]) -> dict[str, Any]:
+    """``config`` with its Redis quota counters under this session's own key prefix."""
+    quotas = (config.get("server") or {}).get("quotas") or {}
+    if quotas.get("backend") == "redis":
+        quotas["key_prefix"] = QUOTA_PREFIX
+    return config
+
+
+def _drop_quota_counters() -> None:
+    import redis
+
+    client = redis.Redis.from_url("redis://127.0.0.1:6379/0")
+    try:
+        keys = list(client.scan_iter(match=f"{QUOTA_PREFIX}:*"))
+        if keys:
+            client.delete(*keys)
+    except redis.RedisError:
+        pass  # no Redis here: nothing was written to it either
+    finally:
+        client.close()
 
 
 def _find_block(ref: str, page: str) -> Example:
