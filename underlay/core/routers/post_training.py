@@ -178,14 +178,14 @@ class PostTrainingRouter(PostTrainingApi):
     ) -> PostTrainingJob:
         self._check_method(kind, model, model_param)
         if params.job_uuid is None:
-            return await self._create_named(kind, model, model_param, params, beta=beta)
+            return await self._create_job(kind, model, model_param, params, beta=beta)
         key = (current_principal().id, params.job_uuid)
         lock, users = self._naming.get(key, (asyncio.Lock(), 0))
         self._naming[key] = (lock, users + 1)
         try:
             async with lock:
                 await self._check_new_uuid(params.job_uuid)
-                return await self._create_named(kind, model, model_param, params, beta=beta)
+                return await self._create_job(kind, model, model_param, params, beta=beta)
         finally:
             lock, users = self._naming[key]
             if users == 1:
@@ -193,7 +193,7 @@ class PostTrainingRouter(PostTrainingApi):
             else:
                 self._naming[key] = (lock, users - 1)
 
-    async def _create_named(
+    async def _create_job(
         self,
         kind: Literal["supervised", "dpo"],
         model: str,
