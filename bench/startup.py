@@ -43,50 +43,10 @@ from _results import LOWER, Guard  # noqa: E402
 
 TARGET_S = 1.0
 TARGET_MB = 100.0
-# Libraries that must wait for the request that needs them (tests/integration/test_startup_imports.py).
-HEAVY = (
-    "torch",
-    "transformers",
-    "sentence_transformers",
-    "onnxruntime",
-    "onnx",
-    "llama_cpp",
-    "peft",
-    "accelerate",
-    "safetensors",
-    "faiss",
-    "numpy",
-    "pandas",
-    "pyarrow",
-    "datasets",
-    "sacrebleu",
-    "rouge_score",
-    "nltk",
-    "sklearn",
-    "scipy",
-    "regex",
-    "mcp",
-    "openai",
-    "anthropic",
-    "boto3",
-    "botocore",
-    "aiobotocore",
-    "jinja2",
-    "jsonschema",
-    "jwt",
-    "cryptography",
-    "httpx",
-    "asyncpg",
-    "prometheus_client",
-)
-# Parts of libraries start-up uses, and of our providers, that wait for first use too (the same test's DEFERRED).
-DEFERRED = (
-    "sqlalchemy.orm",
-    "sqlalchemy.ext.asyncio",
-    "sqlalchemy.dialects.postgresql",
-    "underlay.providers.inline.safety.pii.detectors",
-    "underlay.providers.inline.safety.code_scanner.rules",
-)
+# What must wait for the request that needs it: the lists the start-up imports test pins, not a copy.
+sys.path.insert(0, str(ROOT))
+from tests.integration.test_startup_imports import DEFERRED, HEAVY  # noqa: E402
+
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 
 
