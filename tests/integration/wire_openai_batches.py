@@ -34,6 +34,7 @@ import itertools
 import json
 import re
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from email.parser import BytesParser
 from email.policy import HTTP
@@ -165,8 +166,77 @@ class _Routes(dict[tuple[str, str], Handler]):
         return default
 
 
-class OpenAIBatchesStandIn:
+class OpenAIFilesAPI:
+    """The Files endpoints both OpenAI stand-ins serve (upload, retrieve, content), behind ``api_key``.
+
+    A stand-in sets ``api_key`` and fills ``files`` and ``_ids`` in its constructor.
+    """
+
+    api_key: str
+    files: dict[str, _File]
+    _ids: Iterator[int]
+
+    def _new_id(self, prefix: str) -> str:
+        return f"{prefix}{next(self._ids):06d}standin"
+
+    @staticmethod
+    def _key(seen: Seen) -> str:
+        return seen.headers.get("authorization", "").removeprefix("Bearer ")
+
+    def _refusal(self, seen: Seen) -> web.Response | None:
+        key = self._key(seen)
+        if key != self.api_key:
+            shown = f"{key[:3]}***{key[-4:]}" if len(key) > 8 else "(none)"
+            return _error(401, f"Incorrect API key provided: {shown}.", code="invalid_api_key")
+        return None
+
+    async def _upload(self, seen: Seen) -> web.StreamResponse:
+        if (refused := self._refusal(seen)) is not None:
+            return refused
+        assert seen.request is not None
+        raw = await seen.request.read()  # aiohttp keeps the body the dispatcher read
+        head = f"Content-Type: {seen.headers.get('content-type', '')}\r\n\r\n".encode()
+        message = BytesParser(policy=HTTP).parsebytes(head + raw)
+        if not message.is_multipart():
+            return _error(400, "Expected a multipart/form-data body with 'file' and 'purpose'.")
+        fields: dict[str, tuple[str | None, bytes]] = {}
+        for part in message.iter_parts():
+            name = part.get_param("name", header="content-disposition")
+            payload = part.get_payload(decode=True)
+            if isinstance(name, str) and isinstance(payload, bytes):
+                fields[name] = (part.get_filename(), payload)
+        if "file" not in fields:
+            return _error(400, "Missing required parameter: 'file'.")
+        purpose = fields.get("purpose", (None, b""))[1].decode()
+        if purpose not in ("batch", "fine-tune", "assistants", "user_data", "vision", "evals"):
+            return _error(400, f"'{purpose}' is not one of the supported purposes.")
+        stored = _File(
+            self._new_id("file-"), fields["file"][0] or "upload", purpose, fields["file"][1], int(time.time())
+        )
+        self.files[stored.id] = stored
+        return web.json_response(stored.view())
+
+    async def _file(self, seen: Seen) -> web.StreamResponse:
+        if (refused := self._refusal(seen)) is not None:
+            return refused
+        stored = self.files.get(seen.path.rsplit("/", 1)[1])
+        if stored is None:
+            return _error(404, "No such File object.")
+        return web.json_response(stored.view())
+
+    async def _content(self, seen: Seen) -> web.StreamResponse:
+        if (refused := self._refusal(seen)) is not None:
+            return refused
+        stored = self.files.get(seen.path.split("/")[3])
+        if stored is None:
+            return _error(404, "No such File object.")
+        return web.Response(body=stored.content, content_type="application/octet-stream")
+
+
+class OpenAIBatchesStandIn(OpenAIFilesAPI):
     """The stand-in: ``.root`` is the server, ``.v1`` the base URL to give ``remote::openai``."""
+
+    api_key = API_KEY
 
     def __init__(self) -> None:
         self.files: dict[str, _File] = {}
@@ -209,20 +279,6 @@ class OpenAIBatchesStandIn:
         return [json.loads(line) for line in self.files[batch.input_file_id].content.splitlines() if line.strip()]
 
     # -- helpers -----------------------------------------------------------------------------------
-
-    def _new_id(self, prefix: str) -> str:
-        return f"{prefix}{next(self._ids):06d}standin"
-
-    @staticmethod
-    def _key(seen: Seen) -> str:
-        return seen.headers.get("authorization", "").removeprefix("Bearer ")
-
-    def _refusal(self, seen: Seen) -> web.Response | None:
-        key = self._key(seen)
-        if key != API_KEY:
-            shown = f"{key[:3]}***{key[-4:]}" if len(key) > 8 else "(none)"
-            return _error(401, f"Incorrect API key provided: {shown}.", code="invalid_api_key")
-        return None
 
     @staticmethod
     def _chat_body(body: dict[str, Any]) -> tuple[int, dict[str, Any]]:
@@ -301,50 +357,6 @@ class OpenAIBatchesStandIn:
             return refused
         status, body = self._embeddings_body(seen.body)
         return web.json_response(body, status=status)
-
-    # -- files ---------------------------------------------------------------------------------------
-
-    async def _upload(self, seen: Seen) -> web.StreamResponse:
-        if (refused := self._refusal(seen)) is not None:
-            return refused
-        assert seen.request is not None
-        raw = await seen.request.read()  # aiohttp keeps the body the dispatcher read
-        head = f"Content-Type: {seen.headers.get('content-type', '')}\r\n\r\n".encode()
-        message = BytesParser(policy=HTTP).parsebytes(head + raw)
-        if not message.is_multipart():
-            return _error(400, "Expected a multipart/form-data body with 'file' and 'purpose'.")
-        fields: dict[str, tuple[str | None, bytes]] = {}
-        for part in message.iter_parts():
-            name = part.get_param("name", header="content-disposition")
-            payload = part.get_payload(decode=True)
-            if isinstance(name, str) and isinstance(payload, bytes):
-                fields[name] = (part.get_filename(), payload)
-        if "file" not in fields:
-            return _error(400, "Missing required parameter: 'file'.")
-        purpose = fields.get("purpose", (None, b""))[1].decode()
-        if purpose not in ("batch", "fine-tune", "assistants", "user_data", "vision", "evals"):
-            return _error(400, f"'{purpose}' is not one of the supported purposes.")
-        stored = _File(
-            self._new_id("file-"), fields["file"][0] or "upload", purpose, fields["file"][1], int(time.time())
-        )
-        self.files[stored.id] = stored
-        return web.json_response(stored.view())
-
-    async def _file(self, seen: Seen) -> web.StreamResponse:
-        if (refused := self._refusal(seen)) is not None:
-            return refused
-        stored = self.files.get(seen.path.rsplit("/", 1)[1])
-        if stored is None:
-            return _error(404, "No such File object.")
-        return web.json_response(stored.view())
-
-    async def _content(self, seen: Seen) -> web.StreamResponse:
-        if (refused := self._refusal(seen)) is not None:
-            return refused
-        stored = self.files.get(seen.path.split("/")[3])
-        if stored is None:
-            return _error(404, "No such File object.")
-        return web.Response(body=stored.content, content_type="application/octet-stream")
 
     # -- batches -------------------------------------------------------------------------------------
 

@@ -39,13 +39,11 @@ import math
 import re
 import time
 from dataclasses import dataclass, field
-from email.parser import BytesParser
-from email.policy import HTTP
 from typing import Any
 
 from aiohttp import web
 
-from tests.integration.wire_openai_batches import _Routes
+from tests.integration.wire_openai_batches import OpenAIFilesAPI, _error, _File, _Routes
 from tests.integration.wire_standins import Handler, Seen, StandIn
 
 API_KEY = "sk-standin-finetune-5b2e8f1c3d"
@@ -53,33 +51,6 @@ BASE_MODEL = "gpt-4o-mini-2024-07-18"
 ORG = "standin-org"
 CREATED = 1733500000
 AUTO = {"n_epochs": 2, "batch_size": 1, "learning_rate_multiplier": 1.8}
-
-
-def _error(status: int, message: str, kind: str = "invalid_request_error", code: str | None = None) -> web.Response:
-    body = {"error": {"message": message, "type": kind, "param": None, "code": code}}
-    return web.json_response(body, status=status)
-
-
-@dataclass
-class _File:
-    id: str
-    filename: str
-    purpose: str
-    content: bytes
-    created_at: int
-
-    def view(self) -> dict[str, Any]:
-        return {
-            "id": self.id,
-            "object": "file",
-            "bytes": len(self.content),
-            "created_at": self.created_at,
-            "filename": self.filename,
-            "purpose": self.purpose,
-            "status": "processed",
-            "expires_at": None,
-            "status_details": None,
-        }
 
 
 @dataclass
@@ -147,8 +118,10 @@ class _Job:
         }
 
 
-class OpenAIFineTuneStandIn:
+class OpenAIFineTuneStandIn(OpenAIFilesAPI):
     """The stand-in: ``.v1`` is the base URL to give both ``remote::openai`` providers."""
+
+    api_key = API_KEY
 
     def __init__(self) -> None:
         self.files: dict[str, _File] = {}
@@ -206,20 +179,6 @@ class OpenAIFineTuneStandIn:
 
     # -- helpers -----------------------------------------------------------------------------------
 
-    def _new_id(self, prefix: str) -> str:
-        return f"{prefix}{next(self._ids):06d}standin"
-
-    @staticmethod
-    def _key(seen: Seen) -> str:
-        return seen.headers.get("authorization", "").removeprefix("Bearer ")
-
-    def _refusal(self, seen: Seen) -> web.Response | None:
-        key = self._key(seen)
-        if key != API_KEY:
-            shown = f"{key[:3]}***{key[-4:]}" if len(key) > 8 else "(none)"
-            return _error(401, f"Incorrect API key provided: {shown}.", code="invalid_api_key")
-        return None
-
     def _job_of(self, seen: Seen) -> _Job | None:
         return self.jobs.get(seen.path.split("/")[4])
 
@@ -273,50 +232,6 @@ class OpenAIFineTuneStandIn:
                 "usage": {"prompt_tokens": 5, "completion_tokens": 5, "total_tokens": 10},
             }
         )
-
-    # -- files ---------------------------------------------------------------------------------------
-
-    async def _upload(self, seen: Seen) -> web.StreamResponse:
-        if (refused := self._refusal(seen)) is not None:
-            return refused
-        assert seen.request is not None
-        raw = await seen.request.read()
-        head = f"Content-Type: {seen.headers.get('content-type', '')}\r\n\r\n".encode()
-        message = BytesParser(policy=HTTP).parsebytes(head + raw)
-        if not message.is_multipart():
-            return _error(400, "Expected a multipart/form-data body with 'file' and 'purpose'.")
-        fields: dict[str, tuple[str | None, bytes]] = {}
-        for part in message.iter_parts():
-            name = part.get_param("name", header="content-disposition")
-            payload = part.get_payload(decode=True)
-            if isinstance(name, str) and isinstance(payload, bytes):
-                fields[name] = (part.get_filename(), payload)
-        if "file" not in fields:
-            return _error(400, "Missing required parameter: 'file'.")
-        purpose = fields.get("purpose", (None, b""))[1].decode()
-        if purpose not in ("batch", "fine-tune", "assistants", "user_data", "vision", "evals"):
-            return _error(400, f"'{purpose}' is not one of the supported purposes.")
-        stored = _File(
-            self._new_id("file-"), fields["file"][0] or "upload", purpose, fields["file"][1], int(time.time())
-        )
-        self.files[stored.id] = stored
-        return web.json_response(stored.view())
-
-    async def _file(self, seen: Seen) -> web.StreamResponse:
-        if (refused := self._refusal(seen)) is not None:
-            return refused
-        stored = self.files.get(seen.path.rsplit("/", 1)[1])
-        if stored is None:
-            return _error(404, "No such File object.")
-        return web.json_response(stored.view())
-
-    async def _content(self, seen: Seen) -> web.StreamResponse:
-        if (refused := self._refusal(seen)) is not None:
-            return refused
-        stored = self.files.get(seen.path.split("/")[3])
-        if stored is None:
-            return _error(404, "No such File object.")
-        return web.Response(body=stored.content, content_type="application/octet-stream")
 
     # -- jobs ----------------------------------------------------------------------------------------
 
